@@ -1,0 +1,4 @@
+//! One module per subcommand, each a clap `Args` struct and an `exec`.
+
+pub mod component;
+pub mod plan;

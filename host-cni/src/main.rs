@@ -1,0 +1,35 @@
+//! `hereabouts`: a CNI IPAM plugin when a runtime calls it (CNI_COMMAND is set), a set of
+//! tools otherwise.
+
+use clap::{Parser, Subcommand};
+use hereabouts::commands;
+
+#[derive(Debug, Parser)]
+#[command(name = "hereabouts", version, about = "Cluster-wide IPAM for CNI, Whereabouts-compatible")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what each range offers: capacity, free, the next address (through the component).
+    Plan(commands::plan::PlanArgs),
+    /// Write the embedded allocator component (.wasm) for other hosts.
+    Component(commands::component::ComponentArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match &cli.command {
+        Command::Plan(args) => commands::plan::exec(args),
+        Command::Component(args) => match commands::component::exec(args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("hereabouts component: {e}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The one test command (see README): installs everything it needs, starts every real component
+# it tests against (etcd, network namespaces, headless Chromium), runs all tests, stops them.
+# Ends with "N passed, N failed" over its suites; exits non-zero if any suite failed.
+#
+#   ./test.sh            everything
+#   ./test.sh SUITE…     only these suites (names below)
+set -uo pipefail
+cd "$(dirname "$0")"
+root=$(pwd)
+export CARGO_TERM_COLOR=never
+
+# Debian packages the suites use (one install, idempotent).
+APT_PACKAGES="containernetworking-plugins iproute2 etcd-server etcd-client chromium python3"
+
+passed=0 failed=0 failures=""
+suite() { # name command…
+  local name=$1; shift
+  if [ ${#selected[@]} -gt 0 ] && [[ " ${selected[*]} " != *" $name "* ]]; then return; fi
+  echo; echo "=== suite: $name"
+  local t0=$SECONDS
+  if "$@"; then passed=$((passed+1)); echo "=== suite $name: ok ($((SECONDS-t0)) s)"
+  else failed=$((failed+1)); failures="$failures $name"; echo "=== suite $name: FAILED ($((SECONDS-t0)) s)"; fi
+}
+
+install_deps() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    missing=""
+    for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+    if [ -n "$missing" ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null || return 1
+    fi
+  else
+    echo "not root or no apt-get: assuming $APT_PACKAGES are installed"
+  fi
+  # Targets in rust-toolchain.toml are not installed automatically here (RUSTUP_AUTO_INSTALL=0).
+  rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+}
+
+build() { cargo build --release --locked --workspace --all-targets; }
+rust_tests() { cargo test --release --locked --workspace; }
+# Suites owned by their parts of the tree; each script starts and stops what it needs.
+cni_e2e() { bash host-cni/tests/e2e/run.sh "$root/target/release/hereabouts"; }
+etcd_e2e() { bash host-cni/tests/etcd/run.sh "$root/target/release/hereabouts"; }
+web_tests() { bash host-web/test.sh "$root/target/release/hereabouts"; }
+
+selected=("$@")
+suite install install_deps
+suite build build
+suite rust rust_tests
+[ -f host-cni/tests/e2e/run.sh ] && suite cni-e2e cni_e2e
+[ -f host-cni/tests/etcd/run.sh ] && suite etcd-e2e etcd_e2e
+[ -f host-web/test.sh ] && suite web web_tests
+
+echo
+[ -n "$failures" ] && echo "failed suites:$failures"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
