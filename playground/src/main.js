@@ -1,0 +1,596 @@
+// The range-planning playground. Every answer about addresses — capacity, first/last, the next
+// addresses, the map, overlaps, findings, allocations — comes from the allocator component
+// (host-web); this file only edits configs and draws what the component says.
+
+import { loadHereabouts, networkConfig, PlanError, SavedPlans } from '../../host-web/src/browser.mjs';
+import { debounce, fill, fraction, groupDigits, h } from './dom.js';
+import { decodeShare, encodeShare, importNetworks, ipamJson, nadYaml } from './formats.js';
+import './style.css';
+
+const MAP_BUCKETS = 256;
+const PREVIEW = 8;
+const RANGE_KEYS = [
+  ['range', 'range', 'CIDR, e.g. 10.10.0.0/16 or 10.10.0.5-10.10.0.250/24'],
+  ['range_start', 'range_start', 'optional first address'],
+  ['range_end', 'range_end', 'optional last address'],
+];
+
+const state = { networks: [], nextId: 1 };
+let hb = null; // the component host
+const saved = new SavedPlans();
+const $ = (sel, root = document) => root.querySelector(sel);
+
+// ---------------------------------------------------------------- model
+
+function newNetwork(partial = {}) {
+  const id = state.nextId++;
+  return {
+    id,
+    name: partial.name ?? `network-${id}`,
+    namespace: partial.namespace,
+    cni: partial.cni ?? null,
+    ipam: partial.ipam ?? { type: 'hereabouts', range: '' },
+    podSeq: partial.podSeq ?? 0,
+    zoom: {}, // range index → [{from, to}]
+  };
+}
+
+/** Range blocks of an ipam section: `{path, keys}` where path is '' or `ipRanges[i]`. */
+function rangeBlocks(ipam) {
+  const blocks = [{ path: '', keys: ipam }];
+  (ipam.ipRanges ?? []).forEach((r, i) => blocks.push({ path: `ipRanges[${i}]`, keys: r }));
+  return blocks;
+}
+
+const joinPath = (base, key) => (base ? `${base}.${key}` : key);
+
+function setKey(obj, key, value) {
+  if (value === '' || value === undefined) delete obj[key];
+  else obj[key] = value;
+}
+
+function networkFor(net) {
+  try {
+    return { config: networkConfig(net.ipam) };
+  } catch (e) {
+    return { error: e };
+  }
+}
+
+const plainState = () => ({
+  networks: state.networks.map(({ name, namespace, cni, ipam, podSeq }) => ({ name, namespace, cni, ipam, podSeq })),
+});
+
+// ---------------------------------------------------------------- rendering: forms
+
+function fieldRow(net, base, key, label, placeholder, value) {
+  const path = joinPath(base, key);
+  const id = `n${net.id}-${path.replace(/[^a-z0-9_]/gi, '-')}`;
+  return h('div.field', { 'data-field': path },
+    h('label', { for: id }, label),
+    h('input', {
+      id, value: value ?? '', placeholder, spellcheck: 'false', autocomplete: 'off',
+      'data-path': path,
+      onInput: (e) => {
+        const target = base ? net.ipam.ipRanges[Number(/\d+/.exec(base)[0])] : net.ipam;
+        if (key === 'range' && base) target.range = e.target.value.trim();
+        else setKey(target, key, e.target.value.trim());
+        scheduleUpdate();
+      },
+    }),
+    h('p.msg', { 'data-msg': path, role: 'status' }));
+}
+
+function excludeRow(net, base, keys) {
+  const path = joinPath(base, 'exclude');
+  const id = `n${net.id}-${path.replace(/[^a-z0-9_]/gi, '-')}`;
+  return h('div.field.wide', { 'data-field': path },
+    h('label', { for: id }, 'exclude ', h('span.hint', 'one CIDR or address per line')),
+    h('textarea', {
+      id, rows: 3, spellcheck: 'false', 'data-path': path, placeholder: 'none',
+      value: (keys.exclude ?? []).join('\n'),
+      onInput: (e) => {
+        const target = base ? net.ipam.ipRanges[Number(/\d+/.exec(base)[0])] : net.ipam;
+        const lines = e.target.value.split('\n').map((l) => l.trim()).filter(Boolean);
+        setKey(target, 'exclude', lines.length ? lines : undefined);
+        scheduleUpdate();
+      },
+    }),
+    h('p.msg', { 'data-msg': path, role: 'status' }));
+}
+
+function rangeBlock(net, block) {
+  const title = block.path || 'range';
+  return h('fieldset.range-block', { 'data-block': title },
+    h('legend', block.path ? h('span', block.path) : 'range (top level)',
+      block.path
+        ? h('button.link', {
+          type: 'button', title: `remove ${block.path}`,
+          onClick: () => {
+            net.ipam.ipRanges.splice(Number(/\d+/.exec(block.path)[0]), 1);
+            if (net.ipam.ipRanges.length === 0) delete net.ipam.ipRanges;
+            renderAll();
+          },
+        }, 'remove')
+        : null),
+    RANGE_KEYS.map(([key, label, placeholder]) => fieldRow(net, block.path, key, label, placeholder, block.keys[key])),
+    excludeRow(net, block.path, block.keys));
+}
+
+function networkCard(net) {
+  const ipam = net.ipam;
+  const card = h('section.net', { 'data-net': net.id, 'aria-label': `network ${net.name}` },
+    h('header.net-head',
+      h('input.net-name', {
+        value: net.name, 'aria-label': 'network name (NetworkAttachmentDefinition name)', spellcheck: 'false',
+        onInput: (e) => { net.name = e.target.value.trim() || `network-${net.id}`; scheduleUpdate(); },
+      }),
+      h('div.actions',
+        h('button', { type: 'button', onClick: () => showExport(net) }, 'Export'),
+        h('button', { type: 'button', onClick: () => duplicate(net) }, 'Duplicate'),
+        h('button.danger', { type: 'button', onClick: () => { state.networks = state.networks.filter((n) => n !== net); renderAll(); } }, 'Remove'))),
+    h('p.msg.net-msg', { 'data-msg': '', role: 'status' }),
+    h('div.net-body',
+      h('form.net-form', { onSubmit: (e) => e.preventDefault() },
+        h('div.row',
+          fieldRow(net, '', 'network_name', 'network_name', 'pools are shared per name', ipam.network_name),
+          fieldRow(net, '', 'gateway', 'gateway', 'e.g. 10.10.0.1', ipam.gateway),
+          h('div.field.check',
+            h('label',
+              h('input', {
+                type: 'checkbox', checked: ipam.enable_overlapping_ranges !== false,
+                onChange: (e) => { setKey(ipam, 'enable_overlapping_ranges', e.target.checked ? undefined : false); scheduleUpdate(); },
+              }),
+              'enable_overlapping_ranges ', h('span.hint', '(an address is reserved once per network_name across overlapping ranges)')))),
+        rangeBlocks(ipam).map((block) => rangeBlock(net, block)),
+        h('button.link', {
+          type: 'button',
+          onClick: () => { (ipam.ipRanges ??= []).push({ range: '' }); renderAll(); },
+        }, '+ add an ipRanges entry (dual stack)')),
+      h('div.net-results', { 'data-results': net.id })),
+    h('div.sim',
+      h('label', { for: `n${net.id}-pods` }, 'Simulate'),
+      h('input.count', { id: `n${net.id}-pods`, type: 'number', min: 1, max: 10000, value: 5, 'aria-label': 'number of pods' }),
+      h('button', { type: 'button', 'data-action': 'add-pods', onClick: () => addPods(net, Number($(`#n${net.id}-pods`).value) || 1) }, 'Add pods'),
+      h('button', { type: 'button', onClick: () => resetPods(net) }, 'Delete all'),
+      h('span.hint', 'pods get the lowest free address; delete one and watch the next pod take it'),
+      h('div.pods', { 'data-pods': net.id })));
+  return card;
+}
+
+function duplicate(net) {
+  const { namespace, cni, ipam } = structuredClone({ namespace: net.namespace, cni: net.cni, ipam: net.ipam });
+  state.networks.push(newNetwork({ name: `${net.name}-copy`, namespace, cni, ipam }));
+  renderAll();
+}
+
+function renderAll() {
+  const list = $('#networks');
+  fill(list, state.networks.map(networkCard));
+  if (state.networks.length === 0) list.append(h('p.placeholder', 'No networks. Add one or import a NetworkAttachmentDefinition.'));
+  update();
+  persistHash();
+}
+
+// ---------------------------------------------------------------- rendering: results
+
+function setMsg(card, field, text, severity = 'error') {
+  const slotPath = field.replace(/\.?exclude\[(\d+)\]$/, (m) => (m.startsWith('.') ? '.exclude' : 'exclude'));
+  let slot = card.querySelector(`[data-msg="${CSS.escape(slotPath)}"]`);
+  let prefix = '';
+  if (!slot || (slotPath === '' && field !== '')) {
+    slot = card.querySelector('[data-msg=""]');
+    prefix = field ? `${field}: ` : '';
+  } else if (slotPath !== field) {
+    const index = Number(/\[(\d+)\]$/.exec(field)[1]);
+    prefix = `line ${index + 1} (${field.split('.').pop()}): `;
+  }
+  slot.append(h(`span.${severity}`, prefix + text));
+  slot.closest('.field')?.classList.add(`has-${severity}`);
+}
+
+function clearMsgs(card) {
+  card.querySelectorAll('[data-msg]').forEach((slot) => slot.replaceChildren());
+  card.querySelectorAll('.has-error, .has-warning, .has-info').forEach((el) => el.classList.remove('has-error', 'has-warning', 'has-info'));
+}
+
+function stat(label, value, testid) {
+  return h('div.stat', h('dt', label), h('dd', { 'data-testid': testid }, value ?? '—'));
+}
+
+function bucketTitle(b) {
+  const parts = [];
+  if (b.allocatable !== '0') parts.push(`${groupDigits(b.allocatable)} free`);
+  if (b.allocated !== '0') parts.push(`${groupDigits(b.allocated)} allocated`);
+  if (b.excluded !== '0') parts.push(`${groupDigits(b.excluded)} excluded`);
+  if (b.reserved !== '0') parts.push(`${groupDigits(b.reserved)} never handed out`);
+  if (b.hasGateway) parts.push('gateway');
+  return `${b.first} – ${b.last}: ${parts.join(', ')}`;
+}
+
+function bucketStyle(b) {
+  const total = (BigInt(b.allocatable) + BigInt(b.allocated) + BigInt(b.excluded) + BigInt(b.reserved)).toString();
+  const stops = [];
+  let at = 0;
+  for (const [count, color] of [[b.allocated, 'var(--allocated)'], [b.allocatable, 'var(--free)'], [b.excluded, 'var(--excluded)'], [b.reserved, 'var(--reserved)']]) {
+    const f = fraction(count, total);
+    if (f <= 0) continue;
+    stops.push(`${color} ${(at * 100).toFixed(2)}% ${((at + f) * 100).toFixed(2)}%`);
+    at += f;
+  }
+  return stops.length ? `linear-gradient(to top, ${stops.join(', ')})` : 'var(--reserved)';
+}
+
+async function drawMap(net, config, allocated, index, report, box) {
+  const stack = (net.zoom[index] ??= []);
+  const view = stack.at(-1);
+  let buckets;
+  try {
+    buckets = await hb.rangeMap(config, allocated, index, view?.from, view?.to, MAP_BUCKETS);
+  } catch (e) {
+    if (stack.length) { stack.length = 0; return drawMap(net, config, allocated, index, report, box); }
+    fill(box, h('p.error', e.msg ?? String(e)));
+    return;
+  }
+  const detail = h('p.map-detail', { 'aria-live': 'polite' }, 'Hover or focus a cell for details; Enter or click zooms in.');
+  const zoomOut = () => { stack.pop(); net.focusMap = index; update(); };
+  const grid = h('div.map-grid', {
+    role: 'grid', 'aria-label': `map of ${report.range}`,
+    onKeydown: (e) => {
+      if ((e.key === 'Escape' || e.key === 'Backspace') && stack.length) { e.preventDefault(); zoomOut(); return; }
+      const cells = [...grid.children];
+      const i = cells.indexOf(document.activeElement);
+      if (i < 0) return;
+      const cols = Math.round(grid.clientWidth / (cells[0]?.offsetWidth || 1)) || 32;
+      const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: cols, ArrowUp: -cols };
+      if (e.key in moves) { e.preventDefault(); cells[Math.max(0, Math.min(cells.length - 1, i + moves[e.key]))].focus(); }
+    },
+  }, buckets.map((b) => {
+    const single = b.first === b.last;
+    return h('button.cell', {
+      type: 'button', title: bucketTitle(b), 'aria-label': bucketTitle(b), tabindex: -1,
+      class: b.hasGateway ? 'gw' : undefined,
+      style: { background: bucketStyle(b) },
+      onFocus: () => { detail.textContent = bucketTitle(b); },
+      onMouseenter: () => { detail.textContent = bucketTitle(b); },
+      onClick: () => { if (!single) { stack.push({ from: b.first, to: b.last }); net.focusMap = index; update(); } },
+    });
+  }));
+  if (grid.firstChild) grid.firstChild.tabIndex = 0;
+  const first = buckets[0]?.first;
+  const last = buckets.at(-1)?.last;
+  fill(box,
+    h('div.map-head',
+      h('span.map-span', `${first} – ${last}`, buckets.length > 1 && buckets[0].first !== buckets[0].last ? ` · ${buckets.length} cells` : ''),
+      stack.length
+        ? [h('button.link', { type: 'button', onClick: zoomOut }, 'zoom out'), h('button.link', { type: 'button', onClick: () => { stack.length = 0; update(); } }, 'whole range')]
+        : null),
+    grid, detail);
+  if (net.focusMap === index) {
+    delete net.focusMap;
+    grid.firstChild?.focus();
+  }
+}
+
+async function renderPods(net, config) {
+  const box = $(`[data-pods="${net.id}"]`);
+  if (!box) return [];
+  let leases = [];
+  if (config) {
+    try {
+      leases = (await hb.listLeases(config)).filter((l) => l.owner.containerId.startsWith(`${net.id}:`));
+    } catch { /* config errors are shown at the fields */ }
+  }
+  const pods = new Map();
+  for (const l of leases) {
+    const pod = pods.get(l.owner.containerId) ?? { owner: l.owner, addresses: [] };
+    pod.addresses.push(l.lease.address);
+    pods.set(l.owner.containerId, pod);
+  }
+  const sorted = [...pods.values()].sort((a, b) => Number(a.owner.containerId.split(':')[1]) - Number(b.owner.containerId.split(':')[1]));
+  fill(box, sorted.length === 0 ? h('span.hint', 'no pods yet') : sorted.map((pod) => h('span.pod', { 'data-pod': pod.owner.podref },
+    h('b', pod.owner.podref.split('/')[1]), ' ', pod.addresses.join(', '),
+    h('button.x', { type: 'button', 'aria-label': `delete ${pod.owner.podref}`, title: `delete ${pod.owner.podref}`, onClick: () => deletePod(net, pod.owner) }, '×'))));
+  return leases;
+}
+
+function renderReport(net, report, index, errorText) {
+  const box = h('div.report', { 'data-range': report.field },
+    h('h3', h('span.field-name', report.field), ' ', h('code', { 'data-testid': 'range' }, report.range)),
+    h('dl.stats',
+      stat('capacity', groupDigits(report.capacity), 'capacity'),
+      stat('free', groupDigits(report.free), 'free'),
+      stat('first', report.first, 'first'),
+      stat('last', report.last, 'last')),
+    h('div.next',
+      h('span.label', 'next pods get'),
+      report.next.length
+        ? h('ol', { 'data-testid': 'next' }, report.next.map((a) => h('li', h('code', a))))
+        : h('span.error', { 'data-testid': 'next' }, 'nothing: range exhausted')),
+    errorText ? h('p.error', errorText) : null,
+    h('div.map', { 'data-map': index }));
+  return box;
+}
+
+// ---------------------------------------------------------------- update cycle
+
+let updating = null;
+let queued = false;
+
+async function update() {
+  if (!hb) return;
+  document.body.dataset.pending = 'true';
+  if (updating) { queued = true; return updating; }
+  updating = (async () => {
+    const t0 = performance.now();
+    try {
+      await updateNow();
+    } finally {
+      const ms = performance.now() - t0;
+      $('#timing').textContent = `updated in ${ms.toFixed(1)} ms`;
+      $('#timing').dataset.ms = ms.toFixed(1);
+      document.body.dataset.updates = String(Number(document.body.dataset.updates ?? 0) + 1);
+    }
+  })();
+  await updating;
+  updating = null;
+  if (queued) { queued = false; await update(); }
+  else if (!debouncing) delete document.body.dataset.pending;
+}
+
+async function updateNow() {
+  const configs = new Map();
+  for (const net of state.networks) {
+    const card = $(`[data-net="${net.id}"]`);
+    if (!card) continue;
+    clearMsgs(card);
+    const results = $(`[data-results="${net.id}"]`);
+    const { config, error } = networkFor(net);
+    if (error) {
+      setMsg(card, '', error.msg ?? String(error));
+      fill(results, h('p.placeholder', 'Fix the config to see the plan.'));
+      await renderPods(net, null);
+      continue;
+    }
+    const findings = await hb.validate(config);
+    for (const f of findings) setMsg(card, f.field, f.message, f.severity);
+    if (!config.range && config.ipRanges.length === 0) {
+      fill(results, h('p.placeholder', 'Enter a range (IPv4 or IPv6 CIDR) to see capacity, the next addresses and a map.'));
+      await renderPods(net, null);
+      continue;
+    }
+    if (findings.some((f) => f.severity === 'error')) {
+      fill(results, h('p.placeholder', 'Fix the errors beside the fields to see the plan.'));
+      await renderPods(net, null);
+      continue;
+    }
+    configs.set(net, config);
+    const leases = await renderPods(net, config);
+    const allocated = leases.map((l) => l.lease.address);
+    let reports;
+    try {
+      reports = await hb.reports(config, allocated, PREVIEW);
+    } catch (e) {
+      if (e instanceof PlanError) {
+        setMsg(card, /^\S+: /.test(e.msg) ? e.msg.split(': ')[0] : '', e.msg.replace(/^\S+: /, ''));
+        fill(results, h('p.placeholder', 'The component rejected this config.'));
+        continue;
+      }
+      throw e;
+    }
+    fill(results, reports.map((r, i) => renderReport(net, r, i)));
+    await Promise.all(reports.map((r, i) => drawMap(net, config, allocated, i, r, results.querySelector(`[data-map="${i}"]`))));
+  }
+  await renderConflicts(configs);
+}
+
+async function renderConflicts(configs) {
+  const box = $('#conflicts');
+  const nets = [...configs.keys()];
+  const items = [];
+  for (let i = 0; i < nets.length; i++) {
+    for (let j = i + 1; j < nets.length; j++) {
+      const [a, b] = [nets[i], nets[j]];
+      const [ca, cb] = [configs.get(a), configs.get(b)];
+      const found = await hb.overlaps(ca, cb);
+      for (const o of found) {
+        const sameName = ca.networkName === cb.networkName;
+        const shared = sameName && ca.enableOverlappingRanges && cb.enableOverlappingRanges;
+        const severity = shared ? 'info' : 'warning';
+        const how = sameName
+          ? shared
+            ? `same network_name "${ca.networkName}": each shared address is handed out once (overlapping-range reservations)`
+            : `same network_name, but enable_overlapping_ranges is off: the same address can go to two pods`
+          : `network_name keeps them apart ("${ca.networkName}" vs "${cb.networkName}"): the same address can go to a pod in each — fine only if they are separate L2 networks`;
+        const text = `${a.name} ${o.aField} and ${b.name} ${o.bField} share ${o.first} – ${o.last}; ${how}`;
+        items.push(h(`li.${severity}`, { 'data-severity': severity }, text));
+        for (const [net, field, other] of [[a, o.aField, b], [b, o.bField, a]]) {
+          const card = $(`[data-net="${net.id}"]`);
+          setMsg(card, `${field === 'range' ? 'range' : `${field}.range`}`, `overlaps ${other.name} (${o.first} – ${o.last}); ${sameName ? (shared ? 'same network_name: no address is handed out twice' : 'overlapping reservations off: duplicates possible') : 'different network_name: duplicates possible'}`, severity);
+        }
+      }
+    }
+  }
+  fill(box, items.length ? h('ul', items) : h('p.hint', nets.length > 1 ? 'No overlapping ranges between networks.' : 'Add a second network to check for overlaps.'));
+}
+
+// `body[data-pending]` is set from an edit until its update is drawn (tests wait on it).
+let debouncing = false;
+const debouncedUpdate = debounce(() => { debouncing = false; update(); persistHash(); }, 120);
+function scheduleUpdate() {
+  debouncing = true;
+  document.body.dataset.pending = 'true';
+  debouncedUpdate();
+}
+
+// ---------------------------------------------------------------- simulation
+
+async function addPods(net, n) {
+  document.body.dataset.pending = 'true';
+  const { config, error } = networkFor(net);
+  if (error) return;
+  for (let k = 0; k < n; k++) {
+    net.podSeq += 1;
+    const owner = { containerId: `${net.id}:${net.podSeq}`, ifname: 'net1', podref: `default/pod-${net.podSeq}` };
+    try {
+      await hb.allocate(config, owner);
+    } catch (e) {
+      net.podSeq -= 1;
+      toast(`pod-${net.podSeq + 1}: ${e.msg ?? e}`);
+      break;
+    }
+  }
+  update();
+}
+
+async function deletePod(net, owner) {
+  document.body.dataset.pending = 'true';
+  const { config } = networkFor(net);
+  if (config) await hb.release(config, owner);
+  update();
+}
+
+async function resetPods(net) {
+  document.body.dataset.pending = 'true';
+  const { config } = networkFor(net);
+  if (config) {
+    for (const l of await hb.listLeases(config)) {
+      if (l.owner.containerId.startsWith(`${net.id}:`)) await hb.release(config, l.owner);
+    }
+  }
+  net.podSeq = 0;
+  update();
+}
+
+// ---------------------------------------------------------------- dialogs: import, export, save
+
+function toast(text) {
+  const t = $('#toast');
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 4000);
+}
+
+function openDialog(id) {
+  const d = $(id);
+  d.showModal();
+  return d;
+}
+
+function doImport(replace) {
+  const text = $('#import-text').value;
+  const msg = $('#import-msg');
+  try {
+    const nets = importNetworks(text);
+    if (replace) state.networks = [];
+    for (const n of nets) state.networks.push(newNetwork(n));
+    msg.replaceChildren();
+    $('#import-dialog').close();
+    renderAll();
+    persistHash();
+    toast(`imported ${nets.map((n) => n.name).join(', ')}`);
+  } catch (e) {
+    fill(msg, h('span.error', e.message));
+  }
+}
+
+function showExport(net) {
+  const d = openDialog('#export-dialog');
+  $('#export-title').textContent = `Export ${net.name}`;
+  $('#export-ipam').value = ipamJson(net);
+  $('#export-nad').value = nadYaml(net);
+  d.dataset.name = net.name;
+}
+
+async function copy(id) {
+  const text = $(id).value;
+  try {
+    await navigator.clipboard.writeText(text);
+    toast('copied');
+  } catch {
+    $(id).select();
+    toast('selected: press Ctrl+C to copy');
+  }
+}
+
+function download(id, filename) {
+  const a = h('a', { href: URL.createObjectURL(new Blob([$(id).value], { type: 'text/plain' })), download: filename });
+  a.click();
+  URL.revokeObjectURL(a.href);
+}
+
+async function share() {
+  const fragment = await encodeShare(plainState());
+  history.replaceState(null, '', `#${fragment}`);
+  const url = location.href;
+  $('#share-url').value = url;
+  openDialog('#share-dialog');
+  $('#share-url').select();
+}
+
+const persistHash = debounce(async () => {
+  history.replaceState(null, '', `#${await encodeShare(plainState())}`);
+}, 400);
+
+function loadPlan(plan, store) {
+  state.networks = (plan?.networks ?? []).map((n) => newNetwork(n));
+  hb.store.load(store);
+  renderAll();
+}
+
+function refreshSaved() {
+  fill($('#saved-list'), saved.list().map((name) => h('li',
+    h('button.link', { type: 'button', onClick: () => { const p = saved.load(name); loadPlan(p, p.store); $('#saved-dialog').close(); toast(`loaded ${name}`); } }, name),
+    h('button.link.danger', { type: 'button', 'aria-label': `delete saved plan ${name}`, onClick: () => { saved.remove(name); refreshSaved(); } }, 'delete'))));
+  if (!saved.list().length) $('#saved-list').append(h('li.hint', 'nothing saved in this browser yet'));
+}
+
+// ---------------------------------------------------------------- start
+
+const EXAMPLE = [
+  { name: 'storage', ipam: { type: 'hereabouts', range: '10.10.0.0/16', exclude: ['10.10.0.0/28', '10.10.255.0/24'], gateway: '10.10.0.1', network_name: 'storage' } },
+  { name: 'storage-v6', ipam: { type: 'hereabouts', range: 'fd00:10::/64', range_start: 'fd00:10::100', network_name: 'storage' } },
+];
+
+async function main() {
+  $('#add-network').addEventListener('click', () => { state.networks.push(newNetwork()); renderAll(); $('#networks section:last-of-type input[data-path="range"]')?.focus(); });
+  $('#open-import').addEventListener('click', () => { $('#import-msg').replaceChildren(); openDialog('#import-dialog'); $('#import-text').focus(); });
+  $('#import-add').addEventListener('click', () => doImport(false));
+  $('#import-replace').addEventListener('click', () => doImport(true));
+  $('#copy-ipam').addEventListener('click', () => copy('#export-ipam'));
+  $('#copy-nad').addEventListener('click', () => copy('#export-nad'));
+  $('#download-ipam').addEventListener('click', () => download('#export-ipam', `${$('#export-dialog').dataset.name}-ipam.json`));
+  $('#download-nad').addEventListener('click', () => download('#export-nad', `${$('#export-dialog').dataset.name}.yaml`));
+  $('#share').addEventListener('click', share);
+  $('#copy-share').addEventListener('click', () => copy('#share-url'));
+  $('#open-saved').addEventListener('click', () => { refreshSaved(); openDialog('#saved-dialog'); $('#save-name').focus(); });
+  $('#save-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const name = $('#save-name').value.trim();
+    if (!name) return;
+    saved.save(name, { ...plainState(), store: hb.store.snapshot() });
+    refreshSaved();
+    toast(`saved ${name} in this browser`);
+  });
+  document.querySelectorAll('dialog [data-close]').forEach((b) => b.addEventListener('click', () => b.closest('dialog').close()));
+  document.addEventListener('keydown', (e) => {
+    if (e.target.closest?.('input, textarea, dialog')) return;
+    if (e.key === 'i') { e.preventDefault(); $('#open-import').click(); }
+    if (e.key === 'n') { e.preventDefault(); $('#add-network').click(); }
+  });
+
+  try {
+    hb = await loadHereabouts();
+  } catch (e) {
+    fill($('#networks'), h('p.error', `The allocator component failed to load: ${e.message}`));
+    throw e;
+  }
+  $('#component-hash').textContent = `component sha256 ${hb.componentSha256.slice(0, 16)}…`;
+  $('#component-hash').title = hb.componentSha256;
+  const shared = await decodeShare(location.hash).catch(() => null);
+  loadPlan(shared ?? { networks: EXAMPLE });
+  document.body.dataset.ready = 'true';
+}
+
+main();
