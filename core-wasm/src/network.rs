@@ -1,0 +1,92 @@
+//! A whole ipam config: its ranges, gateway and network scope, validated together.
+//!
+//! Validation and parsing are one pass: [`analyze`] collects every finding (for editors and
+//! `hereabouts check`), and [`Network::parse`] is the same pass stopping at the first error
+//! (for allocation). The two can therefore never disagree.
+
+use crate::addr::{Family, parse_address};
+use crate::pool::Unavailable;
+use crate::range::{Range, finding};
+use crate::types::{FieldError, Finding, NetworkConfig, Severity};
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub ranges: Vec<Range>,
+    pub gateway: Option<(Family, u128)>,
+    pub network_name: String,
+    pub overlapping: bool,
+}
+
+/// Every finding for a config, and the parsed network when there is no error.
+pub fn analyze(config: &NetworkConfig) -> (Option<Network>, Vec<Finding>) {
+    let mut findings = Vec::new();
+    let mut ranges = Vec::new();
+    // Whereabouts treats an empty top-level `range` as absent.
+    let top = config.range.as_ref().filter(|r| !r.range.trim().is_empty());
+    if top.is_none() && config.ip_ranges.is_empty() {
+        findings.push(finding("range-missing", Severity::Error, "range".into(), "no range configured: set `range` or `ipRanges`".into()));
+    }
+    if let Some(range) = top {
+        ranges.extend(Range::parse(range, "", &mut findings));
+    }
+    for (i, range) in config.ip_ranges.iter().enumerate() {
+        ranges.extend(Range::parse(range, &format!("ipRanges[{i}]"), &mut findings));
+    }
+
+    let mut gateway = None;
+    if let Some(text) = config.gateway.as_deref().map(str::trim).filter(|g| !g.is_empty()) {
+        match parse_address(text) {
+            None => findings.push(finding("gateway-invalid", Severity::Error, "gateway".into(), format!("`{text}` is not an IP address"))),
+            Some((family, address)) => {
+                gateway = Some((family, address));
+                for range in ranges.iter().filter(|r| r.family == family) {
+                    if range.pool(std::iter::empty()).check(address) == Ok(()) {
+                        findings.push(finding(
+                            "gateway-allocatable",
+                            Severity::Warning,
+                            "gateway".into(),
+                            format!(
+                                "`{text}` can be handed to a pod: it lies in the allocatable space of {} ({}); exclude it or move range_start past it",
+                                range.field,
+                                range.cidr()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    let network = (!findings.iter().any(|f| f.severity == Severity::Error)).then(|| Network {
+        ranges,
+        gateway,
+        network_name: config.network_name.trim().to_string(),
+        overlapping: config.enable_overlapping_ranges,
+    });
+    (network, findings)
+}
+
+impl Network {
+    /// Parses a config, failing with its first error.
+    pub fn parse(config: &NetworkConfig) -> Result<Network, FieldError> {
+        let (network, findings) = analyze(config);
+        network.ok_or_else(|| {
+            let first = findings.into_iter().find(|f| f.severity == Severity::Error).expect("an error finding");
+            FieldError { field: first.field, message: first.message }
+        })
+    }
+
+    /// The range that contains `address` (the first, if several do).
+    pub fn range_containing(&self, family: Family, address: u128) -> Option<usize> {
+        self.ranges.iter().position(|r| r.contains(family, address))
+    }
+}
+
+/// A human word for why an address is unavailable.
+pub fn describe(reason: Unavailable) -> &'static str {
+    match reason {
+        Unavailable::Reserved => "never handed out (network or broadcast address, IPv4 .0, or outside range_start..range_end)",
+        Unavailable::Excluded => "excluded",
+        Unavailable::Allocated => "already allocated",
+    }
+}

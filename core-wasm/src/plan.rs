@@ -1,0 +1,162 @@
+//! Pure views of a config for people and CI: plan, validate, overlaps, range map.
+//! None of these touch a store; `allocated` stands for what a store would hold.
+
+use crate::addr::{Family, format_address, parse_address};
+use crate::network::{Network, analyze};
+use crate::range::Range;
+use crate::types::{FieldError, Finding, IpamError, MapBucket, NetworkConfig, Overlap, PlanRequest, RangeReport};
+
+/// Longest `next` list a caller may ask for: a preview, not an enumeration.
+pub const MAX_PREVIEW: u32 = 1024;
+/// Most buckets a range map may have.
+pub const MAX_BUCKETS: u32 = 65_536;
+
+fn parse_allocated(allocated: &[String]) -> Result<Vec<(Family, u128)>, IpamError> {
+    allocated
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let bare = text.trim().split('/').next().unwrap_or_default();
+            parse_address(bare).ok_or_else(|| {
+                IpamError::InvalidConfig(FieldError { field: format!("allocated[{i}]"), message: format!("`{text}` is not an IP address") })
+            })
+        })
+        .collect()
+}
+
+fn used_in(range: &Range, allocated: &[(Family, u128)]) -> Vec<u128> {
+    allocated.iter().filter(|(f, a)| range.contains(*f, *a)).map(|(_, a)| *a).collect()
+}
+
+pub fn plan(request: &PlanRequest) -> Result<Vec<RangeReport>, IpamError> {
+    let network = Network::parse(&request.network)?;
+    let allocated = parse_allocated(&request.allocated)?;
+    let preview = request.preview.min(MAX_PREVIEW) as usize;
+    Ok(network
+        .ranges
+        .iter()
+        .map(|range| {
+            let pool = range.pool(used_in(range, &allocated));
+            let empty = range.pool(std::iter::empty());
+            let bounds = empty.next_free(1).first().copied().map(|first| (first, last_allocatable(range, &empty)));
+            RangeReport {
+                field: range.field.clone(),
+                range: range.cidr(),
+                first: bounds.map(|(f, _)| range.format(f)),
+                last: bounds.and_then(|(_, l)| l).map(|l| range.format(l)),
+                capacity: pool.capacity().to_string(),
+                free: pool.free().to_string(),
+                next: pool.next_free(preview).into_iter().map(|a| range.format(a)).collect(),
+            }
+        })
+        .collect())
+}
+
+/// The highest address that can be handed out, excludes considered.
+fn last_allocatable(range: &Range, empty: &crate::pool::Pool) -> Option<u128> {
+    // Walk down over excludes: each step skips a whole exclude.
+    let mut candidate = range.last;
+    loop {
+        if candidate < range.first {
+            return None;
+        }
+        match empty.check(candidate) {
+            Ok(()) => return Some(candidate),
+            Err(_) => {
+                let below = range
+                    .excludes
+                    .iter()
+                    .filter(|(a, b)| *a <= candidate && candidate <= *b)
+                    .map(|(a, _)| *a)
+                    .min()
+                    .unwrap_or(candidate);
+                candidate = below.checked_sub(1)?;
+            }
+        }
+    }
+}
+
+pub fn validate(config: &NetworkConfig) -> Vec<Finding> {
+    analyze(config).1
+}
+
+pub fn overlaps(a: &NetworkConfig, b: &NetworkConfig) -> Result<Vec<Overlap>, IpamError> {
+    let a = Network::parse(a)?;
+    let b = Network::parse(b)?;
+    let mut out = Vec::new();
+    for ra in &a.ranges {
+        for rb in b.ranges.iter().filter(|r| r.family == ra.family) {
+            let (first, last) = (ra.first.max(rb.first), ra.last.min(rb.last));
+            if first <= last {
+                out.push(Overlap {
+                    a_field: ra.field.clone(),
+                    b_field: rb.field.clone(),
+                    first: format_address(ra.family, first),
+                    last: format_address(ra.family, last),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn range_map(
+    request: &PlanRequest,
+    range_index: u32,
+    from: Option<&str>,
+    to: Option<&str>,
+    buckets: u32,
+) -> Result<Vec<MapBucket>, IpamError> {
+    let network = Network::parse(&request.network)?;
+    let range = network.ranges.get(range_index as usize).ok_or_else(|| {
+        IpamError::InvalidConfig(FieldError {
+            field: "range-index".into(),
+            message: format!("{range_index} is out of bounds: the config has {} ranges", network.ranges.len()),
+        })
+    })?;
+    let bound = |text: Option<&str>, default: u128, name: &str| -> Result<u128, IpamError> {
+        match text {
+            None => Ok(default),
+            Some(text) => match parse_address(text) {
+                Some((f, a)) if range.contains(f, a) => Ok(a),
+                _ => Err(IpamError::InvalidConfig(FieldError {
+                    field: name.into(),
+                    message: format!("`{text}` is not an address inside {}", range.cidr()),
+                })),
+            },
+        }
+    };
+    let first = bound(from, range.network, "from")?;
+    let last = bound(to, range.broadcast, "to")?;
+    if first > last {
+        return Err(IpamError::InvalidConfig(FieldError { field: "from".into(), message: "is after `to`".into() }));
+    }
+    let allocated = parse_allocated(&request.allocated)?;
+    let pool = range.pool(used_in(range, &allocated));
+    let span = last - first; // addresses - 1
+    let count = (buckets.clamp(1, MAX_BUCKETS) as u128).min(span.saturating_add(1));
+    // Buckets differ in size by at most one address; the first `extra` get one more.
+    let total = span.saturating_add(1);
+    let (size, extra) = (total / count, total % count);
+    let mut out = Vec::with_capacity(count as usize);
+    let mut start = first;
+    for i in 0..count {
+        let width = size + u128::from(i < extra);
+        let end = if i + 1 == count { last } else { start + width - 1 };
+        let (free, allocated, excluded, reserved) = pool.census(start, end);
+        out.push(MapBucket {
+            first: range.format(start),
+            last: range.format(end),
+            allocatable: free.to_string(),
+            allocated: allocated.to_string(),
+            excluded: excluded.to_string(),
+            reserved: reserved.to_string(),
+            has_gateway: network.gateway.is_some_and(|(f, g)| f == range.family && g >= start && g <= end),
+        });
+        if end == last {
+            break;
+        }
+        start = end + 1;
+    }
+    Ok(out)
+}

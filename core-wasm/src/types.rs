@@ -1,0 +1,195 @@
+//! The contract's types as plain Rust, so the pure logic compiles and is tested natively.
+//! `component.rs` converts between these and the `wit-bindgen` types, field for field; the
+//! WIT file stays the one definition (see wit/hereabouts.wit for each field's meaning).
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub container_id: String,
+    pub ifname: String,
+    pub podref: String,
+}
+
+impl Owner {
+    pub fn new(container_id: &str, ifname: &str, podref: &str) -> Self {
+        Self { container_id: container_id.into(), ifname: ifname.into(), podref: podref.into() }
+    }
+
+    /// Whereabouts identifies an attachment by container id and interface name.
+    pub fn same_attachment(&self, other: &Owner) -> bool {
+        self.container_id == other.container_id && self.ifname == other.ifname
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeConfig {
+    pub range: String,
+    pub range_start: Option<String>,
+    pub range_end: Option<String>,
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkConfig {
+    pub range: Option<RangeConfig>,
+    pub ip_ranges: Vec<RangeConfig>,
+    pub gateway: Option<String>,
+    pub network_name: String,
+    pub enable_overlapping_ranges: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    Conflict,
+    Unavailable(String),
+    Corrupt(String),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpamError {
+    InvalidConfig(FieldError),
+    Exhausted(String),
+    AddressUnavailable(String),
+    Contention(String),
+    Store(StoreError),
+}
+
+impl From<FieldError> for IpamError {
+    fn from(error: FieldError) -> Self {
+        IpamError::InvalidConfig(error)
+    }
+}
+
+impl From<StoreError> for IpamError {
+    fn from(error: StoreError) -> Self {
+        IpamError::Store(error)
+    }
+}
+
+impl std::fmt::Display for IpamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IpamError::InvalidConfig(e) => e.fmt(f),
+            IpamError::Exhausted(m) | IpamError::AddressUnavailable(m) | IpamError::Contention(m) => f.write_str(m),
+            IpamError::Store(e) => write!(f, "store: {e:?}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub address: String,
+    pub cidr: String,
+    pub field: String,
+    pub range: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLease {
+    pub lease: Lease,
+    pub owner: Owner,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRef {
+    pub name: String,
+    pub range: String,
+    pub network_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub offset: String,
+    pub owner: Owner,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    pub version: String,
+    pub slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolEdit {
+    Claim(Slot),
+    Free(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllocateRequest {
+    pub owner: Owner,
+    pub requested: Vec<String>,
+    pub sticky: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanRequest {
+    pub network: NetworkConfig,
+    pub allocated: Vec<String>,
+    pub preview: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeReport {
+    pub field: String,
+    pub range: String,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    pub capacity: String,
+    pub free: String,
+    pub next: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub rule: String,
+    pub severity: Severity,
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlap {
+    pub a_field: String,
+    pub b_field: String,
+    pub first: String,
+    pub last: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapBucket {
+    pub first: String,
+    pub last: String,
+    pub allocatable: String,
+    pub allocated: String,
+    pub excluded: String,
+    pub reserved: String,
+    pub has_gateway: bool,
+}
+
+/// The storage import, as the pure logic sees it.
+pub trait Store {
+    fn read_pool(&mut self, pool: &PoolRef) -> Result<PoolSnapshot, StoreError>;
+    fn write_pool(&mut self, pool: &PoolRef, version: &str, edits: &[PoolEdit]) -> Result<(), StoreError>;
+    fn reserve_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<Option<Owner>, StoreError>;
+    fn release_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<(), StoreError>;
+    fn pause_before_retry(&mut self, attempt: u32) -> bool;
+}
