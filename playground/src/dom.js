@@ -14,6 +14,7 @@ export function h(tag, attrs = {}, ...children) {
     if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2).toLowerCase(), value);
     else if (key === 'class') el.className += ` ${value}`;
     else if (key === 'style' && typeof value === 'object') Object.assign(el.style, value);
+    else if (key === 'value') el.value = value; // a textarea has no value attribute
     else if (key in el && typeof value !== 'string') el[key] = value;
     else el.setAttribute(key, value === true ? '' : value);
   }

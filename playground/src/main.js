@@ -119,11 +119,11 @@ function rangeBlock(net, block) {
 
 function networkCard(net) {
   const ipam = net.ipam;
-  const card = h('section.net', { 'data-net': net.id, 'aria-label': `network ${net.name}` },
+  const card = h('section.net', { 'data-net': net.id, 'data-name': net.name, 'aria-label': `network ${net.name}` },
     h('header.net-head',
       h('input.net-name', {
         value: net.name, 'aria-label': 'network name (NetworkAttachmentDefinition name)', spellcheck: 'false',
-        onInput: (e) => { net.name = e.target.value.trim() || `network-${net.id}`; scheduleUpdate(); },
+        onInput: (e) => { net.name = e.target.value.trim() || `network-${net.id}`; card.dataset.name = net.name; scheduleUpdate(); },
       }),
       h('div.actions',
         h('button', { type: 'button', onClick: () => showExport(net) }, 'Export'),
@@ -136,12 +136,13 @@ function networkCard(net) {
           fieldRow(net, '', 'network_name', 'network_name', 'pools are shared per name', ipam.network_name),
           fieldRow(net, '', 'gateway', 'gateway', 'e.g. 10.10.0.1', ipam.gateway),
           h('div.field.check',
-            h('label',
+            h('label', { title: 'an address is reserved once per network_name across overlapping ranges' },
               h('input', {
-                type: 'checkbox', checked: ipam.enable_overlapping_ranges !== false,
+                type: 'checkbox', checked: ipam.enable_overlapping_ranges !== false, 'data-path': 'enable_overlapping_ranges',
                 onChange: (e) => { setKey(ipam, 'enable_overlapping_ranges', e.target.checked ? undefined : false); scheduleUpdate(); },
               }),
-              'enable_overlapping_ranges ', h('span.hint', '(an address is reserved once per network_name across overlapping ranges)')))),
+              'enable_overlapping_ranges'),
+            h('p.msg', { 'data-msg': 'enable_overlapping_ranges', role: 'status' }))),
         rangeBlocks(ipam).map((block) => rangeBlock(net, block)),
         h('button.link', {
           type: 'button',
@@ -411,7 +412,11 @@ async function renderConflicts(configs) {
       }
     }
   }
-  fill(box, items.length ? h('ul', items) : h('p.hint', nets.length > 1 ? 'No overlapping ranges between networks.' : 'Add a second network to check for overlaps.'));
+  const skipped = state.networks.length - nets.length;
+  const note = skipped > 0 ? ` (${skipped} network${skipped > 1 ? 's' : ''} with errors not checked)` : '';
+  fill(box, items.length
+    ? h('ul', items)
+    : h('p.hint', nets.length > 1 ? `No overlapping ranges between networks${note}.` : state.networks.length > 1 ? `Overlaps are checked between networks without errors${note}.` : 'Add a second network to check for overlaps.'));
 }
 
 // `body[data-pending]` is set from an edit until its update is drawn (tests wait on it).

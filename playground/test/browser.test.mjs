@@ -1,0 +1,332 @@
+// The playground in a real browser (Debian's Chromium driven by playwright-core), checked against
+// the native `hereabouts plan`: what the page shows is what the CNI plugin's component computes.
+//
+//   HEREABOUTS_BIN=target/release/hereabouts node --test playground/test/
+// Needs playground/dist (npm run build) and /usr/bin/chromium (or $CHROMIUM).
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const bin = process.env.HEREABOUTS_BIN ?? `${root}target/release/hereabouts`;
+const artifacts = join(root, 'test-artifacts');
+
+let server;
+let baseUrl;
+let context;
+let page;
+let profile;
+const pageErrors = [];
+
+/** `hereabouts plan` on a plan document: its parsed stdout. */
+function nativePlan(ipam, allocated = []) {
+  const result = spawnSync(bin, ['plan'], { input: JSON.stringify({ ipam, allocated }), encoding: 'utf8' });
+  if (result.error) throw result.error;
+  return JSON.parse(result.stdout);
+}
+
+/** Waits until every edit has been computed and drawn. */
+async function settled() {
+  await page.waitForTimeout(30);
+  await page.waitForSelector('body[data-ready]:not([data-pending])', { timeout: 30_000 });
+}
+
+const card = (name) => page.locator(`section.net[data-name="${name}"]`);
+const digits = (text) => text.replace(/[\s\u202f]/g, '');
+
+/** What the page shows for a network's ranges, in `hereabouts plan`'s shape. */
+async function shownPlan(net) {
+  const reports = net.locator('.report');
+  const out = [];
+  for (let i = 0; i < (await reports.count()); i++) {
+    const r = reports.nth(i);
+    const text = async (id) => (await r.locator(`[data-testid="${id}"]`).innerText()).trim();
+    const dash = (v) => (v === '—' ? null : v);
+    const next = r.locator('[data-testid="next"] li');
+    out.push({
+      capacity: digits(await text('capacity')),
+      first: dash(await text('first')),
+      free: digits(await text('free')),
+      last: dash(await text('last')),
+      next: (await next.count()) ? (await next.first().innerText()).trim() : null,
+      range: await text('range'),
+    });
+  }
+  return { ranges: out };
+}
+
+async function addNetwork(name) {
+  await page.click('#add-network');
+  await settled();
+  const net = page.locator('section.net').last();
+  await net.locator('input.net-name').fill(name);
+  return card(name);
+}
+
+before(async () => {
+  server = spawn(process.execPath, [join(root, 'playground/serve.mjs'), '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  baseUrl = await new Promise((resolve, reject) => {
+    server.stdout.once('data', (chunk) => resolve(String(chunk).trim().split('\n')[0]));
+    server.once('exit', (code) => reject(new Error(`serve.mjs exited with ${code}`)));
+  });
+  profile = mkdtempSync(join(tmpdir(), 'hereabouts-chromium-'));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1440, height: 900 },
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  page = context.pages()[0] ?? (await context.newPage());
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  page.on('console', (m) => { if (m.type() === 'error') pageErrors.push(m.text()); });
+  await page.goto(baseUrl);
+  await settled();
+  mkdirSync(artifacts, { recursive: true });
+});
+
+after(async () => {
+  await context?.close();
+  server?.kill();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+test('the page loads the component and shows the example plan without errors', async () => {
+  assert.match(await page.locator('#component-hash').innerText(), /component sha256 [0-9a-f]{16}/);
+  assert.ok((await page.locator('section.net').count()) >= 1);
+  assert.deepEqual(pageErrors, []);
+});
+
+test('a typed range with excludes shows the capacity, first/last and next address of `hereabouts plan`', async () => {
+  const net = await addNetwork('typed');
+  const ipam = { range: '10.20.0.0/22', exclude: ['10.20.0.0/28', '10.20.1.0/24'], gateway: '10.20.0.1' };
+  await net.locator('input[data-path="range"]').fill(ipam.range);
+  await net.locator('textarea[data-path="exclude"]').fill(ipam.exclude.join('\n'));
+  await net.locator('input[data-path="gateway"]').fill(ipam.gateway);
+  await settled();
+  assert.deepEqual(await shownPlan(net), nativePlan(ipam));
+
+  // IPv6 with range_start, where the capacity exceeds 2^64.
+  await net.locator('input[data-path="range"]').fill('fd00:20::/56');
+  await net.locator('input[data-path="range_start"]').fill('fd00:20::1:0');
+  await net.locator('textarea[data-path="exclude"]').fill('fd00:20::1:0/120');
+  await net.locator('input[data-path="gateway"]').fill('');
+  await settled();
+  assert.deepEqual(await shownPlan(net), nativePlan({ range: 'fd00:20::/56', range_start: 'fd00:20::1:0', exclude: ['fd00:20::1:0/120'] }));
+});
+
+test('simulated pods take the lowest free address, and a deleted pod\'s address is taken next', async () => {
+  const net = await addNetwork('sim');
+  const ipam = { range: '10.30.0.0/24', exclude: ['10.30.0.1/32'] };
+  await net.locator('input[data-path="range"]').fill(ipam.range);
+  await net.locator('textarea[data-path="exclude"]').fill(ipam.exclude[0]);
+  await settled();
+  await net.locator('input.count').fill('3');
+  await net.locator('[data-action="add-pods"]').click();
+  await settled();
+  const pods = net.locator('.pod');
+  assert.equal(await pods.count(), 3);
+  assert.deepEqual(await pods.evaluateAll((els) => els.map((e) => e.textContent.replace('×', '').trim())),
+    ['pod-1 10.30.0.2', 'pod-2 10.30.0.3', 'pod-3 10.30.0.4']);
+  await net.getByRole('button', { name: 'delete default/pod-2' }).click();
+  await settled();
+  const shown = await shownPlan(net);
+  assert.deepEqual(shown, nativePlan(ipam, ['10.30.0.2', '10.30.0.4']));
+  assert.equal(shown.ranges[0].next, '10.30.0.3');
+  await net.locator('input.count').fill('1');
+  await net.locator('[data-action="add-pods"]').click();
+  await settled();
+  assert.match(await net.locator('.pod[data-pod="default/pod-4"]').innerText(), /10\.30\.0\.3/);
+});
+
+test('an error is shown beside the field it concerns, with the component\'s message', async () => {
+  const net = await addNetwork('broken');
+  const ipam = { range: '10.40.0.0/24', exclude: ['10.40.0.0/30', '10.41.0.0/24'] };
+  await net.locator('input[data-path="range"]').fill(ipam.range);
+  await net.locator('textarea[data-path="exclude"]').fill(ipam.exclude.join('\n'));
+  await settled();
+  const native = nativePlan(ipam);
+  assert.equal(native.code, 7);
+  const [field, message] = native.msg.split(/: (.*)/s);
+  assert.equal(field, 'exclude[1]');
+  const slot = net.locator('.field[data-field="exclude"] [data-msg="exclude"]');
+  assert.match(await slot.innerText(), new RegExp(`line 2 \\(exclude\\[1\\]\\): ${message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+  assert.ok(await net.locator('.field[data-field="exclude"]').evaluate((el) => el.classList.contains('has-error')));
+  assert.equal(await net.locator('.field[data-field="range"] [data-msg="range"]').innerText(), '');
+
+  await net.locator('input[data-path="range"]').fill('10.40.0.0/33');
+  await settled();
+  const bad = nativePlan({ range: '10.40.0.0/33' });
+  assert.equal(bad.code, 7);
+  assert.ok((await net.locator('[data-msg="range"]').innerText()).includes(bad.msg.replace(/^range: /, '')));
+});
+
+test('overlaps between networks are reported, saying whether network_name keeps them apart', async () => {
+  const a = await addNetwork('ov-a');
+  await a.locator('input[data-path="range"]').fill('10.50.0.0/24');
+  const b = await addNetwork('ov-b');
+  await b.locator('input[data-path="range"]').fill('10.50.0.128/25');
+  await settled();
+  const item = page.locator('#conflicts li', { hasText: 'ov-a range and ov-b range' });
+  assert.match(await item.innerText(), /share 10\.50\.0\.129 – 10\.50\.0\.254; same network_name/);
+  await b.locator('input[data-path="network_name"]').fill('other');
+  await settled();
+  assert.match(await item.innerText(), /network_name keeps them apart/);
+  assert.match(await b.locator('[data-msg="range"]').innerText(), /overlaps ov-a/);
+});
+
+test('a NetworkAttachmentDefinition imports, exports and re-imports unchanged', async () => {
+  const nad = `apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata:
+  name: macvlan-conf
+  namespace: lab
+spec:
+  config: '{
+      "cniVersion": "0.3.1",
+      "type": "macvlan",
+      "master": "eth1",
+      "ipam": {
+        "type": "whereabouts",
+        "ipRanges": [
+          {"range": "192.168.2.225/28", "exclude": ["192.168.2.229/30"]},
+          {"range": "fd10::/120", "range_start": "fd10::10"}
+        ],
+        "network_name": "lab"
+      }
+    }'
+`;
+  await page.keyboard.press('Escape');
+  await page.locator('body').click({ position: { x: 5, y: 400 } });
+  await page.keyboard.press('i'); // keyboard shortcut opens the import dialog
+  await page.locator('#import-text').fill(nad);
+  await page.click('#import-replace');
+  await settled();
+  const net = card('macvlan-conf');
+  assert.equal(await page.locator('section.net').count(), 1);
+  const ipam = {
+    type: 'whereabouts',
+    ipRanges: [{ range: '192.168.2.225/28', exclude: ['192.168.2.229/30'] }, { range: 'fd10::/120', range_start: 'fd10::10' }],
+    network_name: 'lab',
+  };
+  assert.deepEqual(await shownPlan(net), nativePlan(ipam));
+
+  await net.getByRole('button', { name: 'Export' }).click();
+  const exportedIpam = JSON.parse(await page.locator('#export-ipam').inputValue());
+  assert.deepEqual(exportedIpam, ipam);
+  const yaml = await page.locator('#export-nad').inputValue();
+  assert.match(yaml, /kind: NetworkAttachmentDefinition/);
+  assert.match(yaml, /"master": "eth1"/, 'the plugin part of the imported config is kept');
+  await page.locator('#export-dialog [data-close]').click();
+
+  await page.click('#open-import');
+  await page.locator('#import-text').fill(yaml);
+  await page.click('#import-replace');
+  await settled();
+  await card('macvlan-conf').getByRole('button', { name: 'Export' }).click();
+  assert.deepEqual(JSON.parse(await page.locator('#export-ipam').inputValue()), ipam);
+  assert.equal(await page.locator('#export-nad').inputValue(), yaml);
+  await page.locator('#export-dialog [data-close]').click();
+});
+
+test('an import error is shown in the import dialog', async () => {
+  await page.click('#open-import');
+  await page.locator('#import-text').fill('kind: NetworkAttachmentDefinition\nmetadata: {name: x}\nspec: {config: "{not json"}\n');
+  await page.click('#import-add');
+  assert.match(await page.locator('#import-msg').innerText(), /x: spec.config is not valid JSON/);
+  await page.locator('#import-dialog [data-close]').click();
+});
+
+test('the share URL restores the plan in a fresh page', async () => {
+  await page.click('#share');
+  await page.waitForSelector('#share-dialog[open]');
+  const url = await page.locator('#share-url').inputValue();
+  await page.locator('#share-dialog [data-close]').click();
+  assert.match(url, /#p=[A-Za-z0-9_-]+$/);
+  const other = await context.newPage();
+  await other.goto(url);
+  await other.waitForSelector('body[data-ready]:not([data-pending])');
+  assert.deepEqual(
+    await other.locator('input.net-name').evaluateAll((els) => els.map((e) => e.value)),
+    await page.locator('input.net-name').evaluateAll((els) => els.map((e) => e.value)),
+  );
+  assert.deepEqual(
+    await other.locator('input[data-path], textarea[data-path]').evaluateAll((els) => els.map((e) => e.value)),
+    await page.locator('input[data-path], textarea[data-path]').evaluateAll((els) => els.map((e) => e.value)),
+  );
+  await other.close();
+});
+
+test('the map zooms in with the keyboard and back out with Escape', async () => {
+  const net = await addNetwork('zoom');
+  await net.locator('input[data-path="range"]').fill('10.0.0.0/8');
+  await settled();
+  const span = net.locator('.map-span');
+  assert.match(await span.innerText(), /^10\.0\.0\.0 – 10\.255\.255\.255/);
+  await net.locator('.map-grid .cell').first().focus();
+  await page.keyboard.press('ArrowRight');
+  await page.keyboard.press('Enter');
+  await settled();
+  assert.match(await span.innerText(), /^10\.1\.0\.0 – 10\.1\.255\.255/);
+  await page.keyboard.press('Escape');
+  await settled();
+  assert.match(await span.innerText(), /^10\.0\.0\.0 – 10\.255\.255\.255/);
+});
+
+test('a /8 with 1,000 excludes updates quickly in the browser', async () => {
+  const net = card('zoom');
+  const exclude = Array.from({ length: 1000 }, (_, i) => `10.${(i % 250) + 1}.${Math.floor(i / 250) * 16}.0/24`);
+  const ipam = { range: '10.0.0.0/8', exclude, gateway: '10.0.0.1' };
+  await net.locator('input[data-path="gateway"]').fill(ipam.gateway);
+  await net.locator('textarea[data-path="exclude"]').fill(exclude.join('\n'));
+  await settled();
+  const first = Number(await page.locator('#timing').getAttribute('data-ms'));
+  assert.deepEqual(await shownPlan(net), nativePlan(ipam));
+  // A steady-state edit: change the gateway, everything (all networks) recomputed and redrawn.
+  const times = [];
+  for (const gw of ['10.0.0.2', '10.0.0.3', '10.0.0.4']) {
+    await net.locator('input[data-path="gateway"]').fill(gw);
+    await settled();
+    times.push(Number(await page.locator('#timing').getAttribute('data-ms')));
+  }
+  times.sort((x, y) => x - y);
+  console.log(`# browser update, /8 with 1,000 excludes: ${first.toFixed(1)} ms after pasting the excludes, median ${times[1].toFixed(1)} ms per edit (all ${await page.locator('section.net').count()} networks recomputed and drawn)`);
+  assert.ok(times[1] < 1000, `an update took ${times[1]} ms`);
+});
+
+test('screenshot of the main view', async () => {
+  await page.click('#open-import');
+  await page.locator('#import-text').fill(`apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: storage}
+spec:
+  config: '{"cniVersion": "1.0.0", "type": "macvlan", "master": "eth1", "ipam": {"type": "hereabouts", "range": "10.10.0.0/16", "range_start": "10.10.0.10", "exclude": ["10.10.0.32/27", "10.10.255.0/24"], "gateway": "10.10.0.1", "network_name": "storage"}}'
+---
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: storage-legacy}
+spec:
+  config: '{"cniVersion": "1.0.0", "type": "macvlan", "master": "eth1", "ipam": {"type": "whereabouts", "range": "10.10.0.0/24", "exclude": ["10.10.0.0/28"], "gateway": "10.10.0.1", "network_name": "legacy"}}'
+`);
+  await page.click('#import-replace');
+  await settled();
+  const net = card('storage');
+  await net.locator('input.count').fill('12');
+  await net.locator('[data-action="add-pods"]').click();
+  await settled();
+  await net.getByRole('button', { name: 'delete default/pod-3' }).click();
+  await settled();
+  await net.locator('.map-grid .cell').first().click();
+  await settled();
+  await net.locator('.map-grid .cell').nth(8).hover();
+  assert.match(await page.locator('#conflicts').innerText(), /storage range and storage-legacy range share 10\.10\.0\.10 – 10\.10\.0\.254; network_name keeps them apart/);
+  await page.screenshot({ path: join(artifacts, 'playground.png'), fullPage: true });
+  assert.deepEqual(pageErrors, []);
+});
