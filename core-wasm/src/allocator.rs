@@ -243,7 +243,7 @@ pub fn release(store: &mut dyn Store, config: &NetworkConfig, owner: &Owner) -> 
     Ok(freed)
 }
 
-pub fn lookup(store: &mut dyn Store, config: &NetworkConfig, owner: &Owner) -> Result<Vec<Lease>, IpamError> {
+pub fn leases_of(store: &mut dyn Store, config: &NetworkConfig, owner: &Owner) -> Result<Vec<Lease>, IpamError> {
     let network = Network::parse(config)?;
     let mut found = Vec::new();
     for range in &network.ranges {

@@ -150,8 +150,8 @@ impl api::Guest for Component {
         leases_out(crate::allocator::release(&mut ImportedStore, &network_in(network), &owner_in(owner)))
     }
 
-    fn lookup(network: wit::NetworkConfig, owner: wit::Owner) -> Result<Vec<wit::Lease>, wit::IpamError> {
-        leases_out(crate::allocator::lookup(&mut ImportedStore, &network_in(network), &owner_in(owner)))
+    fn leases_of(network: wit::NetworkConfig, owner: wit::Owner) -> Result<Vec<wit::Lease>, wit::IpamError> {
+        leases_out(crate::allocator::leases_of(&mut ImportedStore, &network_in(network), &owner_in(owner)))
     }
 
     fn collect_garbage(network: wit::NetworkConfig, keep: Vec<wit::Owner>) -> Result<Vec<wit::HeldLease>, wit::IpamError> {

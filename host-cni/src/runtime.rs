@@ -194,47 +194,44 @@ impl Allocator {
         Ok(Self { store, bindings })
     }
 
-    fn api(&self) -> &exports::hereabouts::ipam::allocator::Guest {
-        self.bindings.hereabouts_ipam_allocator()
-    }
 
     pub fn allocate(&mut self, network: &NetworkConfig, request: &AllocateRequest) -> Result<Vec<Lease>, CallError> {
-        let result = self.api().call_allocate(&mut self.store, network, request);
+        let result = self.bindings.hereabouts_ipam_allocator().call_allocate(&mut self.store, network, request);
         flatten(result)
     }
 
     pub fn release(&mut self, network: &NetworkConfig, owner: &Owner) -> Result<Vec<Lease>, CallError> {
-        let result = self.api().call_release(&mut self.store, network, owner);
+        let result = self.bindings.hereabouts_ipam_allocator().call_release(&mut self.store, network, owner);
         flatten(result)
     }
 
     pub fn lookup(&mut self, network: &NetworkConfig, owner: &Owner) -> Result<Vec<Lease>, CallError> {
-        let result = self.api().call_lookup(&mut self.store, network, owner);
+        let result = self.bindings.hereabouts_ipam_allocator().call_leases_of(&mut self.store, network, owner);
         flatten(result)
     }
 
     pub fn collect_garbage(&mut self, network: &NetworkConfig, keep: &[Owner]) -> Result<Vec<HeldLease>, CallError> {
-        let result = self.api().call_collect_garbage(&mut self.store, network, keep);
+        let result = self.bindings.hereabouts_ipam_allocator().call_collect_garbage(&mut self.store, network, keep);
         flatten(result)
     }
 
     pub fn list_leases(&mut self, network: &NetworkConfig) -> Result<Vec<HeldLease>, CallError> {
-        let result = self.api().call_list_leases(&mut self.store, network);
+        let result = self.bindings.hereabouts_ipam_allocator().call_list_leases(&mut self.store, network);
         flatten(result)
     }
 
     pub fn plan(&mut self, request: &PlanRequest) -> Result<Vec<RangeReport>, CallError> {
-        let result = self.api().call_plan(&mut self.store, request);
+        let result = self.bindings.hereabouts_ipam_allocator().call_plan(&mut self.store, request);
         flatten(result)
     }
 
     pub fn validate(&mut self, network: &NetworkConfig) -> Result<Vec<Finding>, CallError> {
-        let result = self.api().call_validate(&mut self.store, network);
+        let result = self.bindings.hereabouts_ipam_allocator().call_validate(&mut self.store, network);
         result.map_err(|e| CallError::Runtime(RuntimeError::Trap(format!("{e:#}"))))
     }
 
     pub fn overlaps(&mut self, a: &NetworkConfig, b: &NetworkConfig) -> Result<Vec<Overlap>, CallError> {
-        let result = self.api().call_overlaps(&mut self.store, a, b);
+        let result = self.bindings.hereabouts_ipam_allocator().call_overlaps(&mut self.store, a, b);
         flatten(result)
     }
 
@@ -246,7 +243,7 @@ impl Allocator {
         to: Option<&str>,
         buckets: u32,
     ) -> Result<Vec<MapBucket>, CallError> {
-        let result = self.api().call_range_map(&mut self.store, request, range_index, from, to, buckets);
+        let result = self.bindings.hereabouts_ipam_allocator().call_range_map(&mut self.store, request, range_index, from, to, buckets);
         flatten(result)
     }
 }
