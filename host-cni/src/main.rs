@@ -17,12 +17,21 @@ enum Command {
     Plan(commands::plan::PlanArgs),
     /// Write the embedded allocator component (.wasm) for other hosts.
     Component(commands::component::ComponentArgs),
+    /// Print the CRDs of Whereabouts' IPPool and OverlappingRangeIPReservation (kubectl apply -f -).
+    Crds(commands::crds::CrdsArgs),
+    /// Free the addresses of pods that are gone (Kubernetes store; run as a CronJob).
+    Reconcile(commands::reconcile::ReconcileArgs),
+    /// Install the plugin on this node (the DaemonSet's job): binaries, flat file, kubeconfig.
+    Install(commands::install::InstallArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let code = match &cli.command {
         Command::Plan(args) => commands::plan::exec(args),
+        Command::Crds(args) => commands::crds::exec(args),
+        Command::Reconcile(args) => commands::reconcile::exec(args),
+        Command::Install(args) => commands::install::exec(args),
         Command::Component(args) => match commands::component::exec(args) {
             Ok(()) => 0,
             Err(e) => {

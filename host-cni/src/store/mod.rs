@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::runtime::{Owner, PoolEdit, PoolRef, PoolSnapshot, StoreError};
 
+pub mod kube;
 pub mod memory;
 
 /// The storage contract, mirroring `interface store` in wit/hereabouts.wit. See there for the

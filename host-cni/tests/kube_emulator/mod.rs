@@ -1,0 +1,651 @@
+//! A Kubernetes API-server **emulation** for the tests — not a Kubernetes API server.
+//!
+//! No API server can be installed on the machines these tests run on, so this small HTTP/1.1
+//! server on 127.0.0.1 speaks just enough of the real REST API for Hereabouts' production code
+//! (the real `kube` client, over real HTTP, configured by a real kubeconfig) to run against it:
+//! - the two Whereabouts custom resources (`ippools`, `overlappingrangeipreservations` in
+//!   `whereabouts.cni.cncf.io/v1alpha1`) and core `pods`, at their real paths;
+//! - GET (one object or a list, with the list's `resourceVersion`), POST (create; 409
+//!   AlreadyExists), PUT (replace; `resourceVersion` required and compared, 409 Conflict when
+//!   stale), DELETE (404 when absent; `preconditions.resourceVersion` honoured, 409 when stale);
+//! - `?watch=true&resourceVersion=N` on pods (chunked stream of ADDED/MODIFIED/DELETED events
+//!   after N, ended by `timeoutSeconds`);
+//! - one cluster-wide `resourceVersion` counter, as etcd's revision is;
+//! - the CRDs' required fields are validated (422), as the real server's schema validation does;
+//! - RBAC denials on demand (403 with the real message shape) and a request log for tests.
+//!
+//! It does not do: authentication, field/label selectors, pagination, PATCH, server-side apply,
+//! admission, pruning of unknown fields, or anything not listed above.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const GROUP_PREFIX: &str = "/apis/whereabouts.cni.cncf.io/v1alpha1";
+
+#[derive(Default)]
+struct State {
+    revision: u64,
+    /// (plural, namespace, name) → object
+    objects: BTreeMap<(String, String, String), Value>,
+    /// Pod events for watches: (revision, type, object).
+    pod_events: Vec<(u64, &'static str, Value)>,
+    /// (verb, plural) pairs answered with 403.
+    denied: HashSet<(String, String)>,
+    /// Count of responses by status code.
+    codes: BTreeMap<u16, u64>,
+    requests: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    stop: AtomicBool,
+}
+
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
+    match plural {
+        "ippools" => Some(("whereabouts.cni.cncf.io/v1alpha1", "IPPool")),
+        "overlappingrangeipreservations" => Some(("whereabouts.cni.cncf.io/v1alpha1", "OverlappingRangeIPReservation")),
+        "pods" => Some(("v1", "Pod")),
+        _ => None,
+    }
+}
+
+fn group_of(plural: &str) -> &'static str {
+    if plural == "pods" { "" } else { "whereabouts.cni.cncf.io" }
+}
+
+fn qualified(plural: &str) -> String {
+    if plural == "pods" { "pods".into() } else { format!("{plural}.whereabouts.cni.cncf.io") }
+}
+
+fn status(code: u16, reason: &str, message: String, details: Value) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": reason, "details": details, "code": code}),
+    )
+}
+
+impl Emulator {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { revision: 1000, ..State::default() }),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let accept_shared = shared.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if accept_shared.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let shared = accept_shared.clone();
+                std::thread::spawn(move || serve_connection(stream, shared));
+            }
+        });
+        Self { addr, shared }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Writes a kubeconfig for this emulator (context namespace `namespace`, or none).
+    pub fn kubeconfig(&self, dir: &Path, namespace: Option<&str>) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("kubeconfig");
+        let ns = namespace.map(|n| format!("\n    namespace: {n}")).unwrap_or_default();
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: {}\n\
+                 contexts:\n- name: emulator\n  context:\n    cluster: emulator\n    user: hereabouts{ns}\n\
+                 current-context: emulator\nusers:\n- name: hereabouts\n  user:\n    token: emulator-token\n",
+                self.url()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Answers `verb` (get, list, watch, create, update, delete) on `plural` with 403.
+    pub fn deny(&self, verb: &str, plural: &str) {
+        self.shared.state.lock().unwrap().denied.insert((verb.into(), plural.into()));
+    }
+
+    /// Stores an object as a client's create would (fresh resourceVersion, uid, timestamp).
+    pub fn insert(&self, plural: &str, object: Value) -> Value {
+        let mut state = self.shared.state.lock().unwrap();
+        let ns = object["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let stored = create(&mut state, plural, &ns, object).unwrap_or_else(|(code, body)| panic!("insert {code}: {body}"));
+        self.shared.changed.notify_all();
+        stored
+    }
+
+    /// Replaces an object unconditionally (a test's kubectl edit).
+    pub fn update(&self, plural: &str, mut object: Value) -> Value {
+        let mut state = self.shared.state.lock().unwrap();
+        let ns = object["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        let current = state.objects.get(&(plural.into(), ns.clone(), name)).expect("update of a missing object");
+        object["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        let stored = replace(&mut state, plural, &ns, object).unwrap_or_else(|(code, body)| panic!("update {code}: {body}"));
+        self.shared.changed.notify_all();
+        stored
+    }
+
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.shared.state.lock().unwrap().objects.get(&(plural.into(), namespace.into(), name.into())).cloned()
+    }
+
+    pub fn list(&self, plural: &str) -> Vec<Value> {
+        let state = self.shared.state.lock().unwrap();
+        state.objects.iter().filter(|((p, _, _), _)| p == plural).map(|(_, v)| v.clone()).collect()
+    }
+
+    pub fn delete(&self, plural: &str, namespace: &str, name: &str) -> bool {
+        let mut state = self.shared.state.lock().unwrap();
+        let removed = remove(&mut state, plural, namespace, name, None).is_ok();
+        self.shared.changed.notify_all();
+        removed
+    }
+
+    /// How many responses had this HTTP status.
+    pub fn responses(&self, code: u16) -> u64 {
+        self.shared.state.lock().unwrap().codes.get(&code).copied().unwrap_or(0)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.shared.state.lock().unwrap().requests
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.changed.notify_all();
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn bump(state: &mut State) -> String {
+    state.revision += 1;
+    state.revision.to_string()
+}
+
+fn record(state: &mut State, plural: &str, kind: &'static str, object: &Value) {
+    if plural == "pods" {
+        state.pod_events.push((state.revision, kind, object.clone()));
+    }
+}
+
+/// Schema validation for the fields the CRDs mark required (what the real server enforces).
+fn validate(plural: &str, object: &Value) -> Result<(), (u16, Value)> {
+    let name = object["metadata"]["name"].as_str().unwrap_or("");
+    let missing = |field: &str| {
+        Err(status(
+            422,
+            "Invalid",
+            format!("{} {name:?} is invalid: {field}: Required value", kind_of(plural).unwrap().1),
+            json!({"name": name, "group": group_of(plural), "kind": plural}),
+        ))
+    };
+    match plural {
+        "ippools" => {
+            if !object["spec"]["range"].is_string() {
+                return missing("spec.range");
+            }
+            let Some(allocations) = object["spec"]["allocations"].as_object() else { return missing("spec.allocations") };
+            for (offset, allocation) in allocations {
+                if !allocation["id"].is_string() {
+                    return missing(&format!("spec.allocations[{offset}].id"));
+                }
+                if !allocation["podref"].is_string() {
+                    return missing(&format!("spec.allocations[{offset}].podref"));
+                }
+            }
+        }
+        "overlappingrangeipreservations" => {
+            if !object["spec"]["podref"].is_string() {
+                return missing("spec.podref");
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn create(state: &mut State, plural: &str, ns: &str, mut object: Value) -> Result<Value, (u16, Value)> {
+    let (api_version, kind) = kind_of(plural).unwrap();
+    let Some(name) = object["metadata"]["name"].as_str().map(str::to_string) else {
+        return Err(status(422, "Invalid", "metadata.name: Required value: name or generateName is required".into(), json!({})));
+    };
+    validate(plural, &object)?;
+    let key = (plural.to_string(), ns.to_string(), name.clone());
+    if state.objects.contains_key(&key) {
+        return Err(status(
+            409,
+            "AlreadyExists",
+            format!("{} {name:?} already exists", qualified(plural)),
+            json!({"name": name, "group": group_of(plural), "kind": plural}),
+        ));
+    }
+    let rv = bump(state);
+    object["apiVersion"] = json!(api_version);
+    object["kind"] = json!(kind);
+    let meta = object["metadata"].as_object_mut().unwrap();
+    meta.insert("namespace".into(), json!(ns));
+    meta.insert("resourceVersion".into(), json!(rv));
+    meta.insert("uid".into(), json!(format!("00000000-0000-4000-8000-{:012}", state.revision)));
+    meta.insert("creationTimestamp".into(), json!("2026-01-01T00:00:00Z"));
+    meta.insert("generation".into(), json!(1));
+    state.objects.insert(key, object.clone());
+    record(state, plural, "ADDED", &object);
+    Ok(object)
+}
+
+fn replace(state: &mut State, plural: &str, ns: &str, mut object: Value) -> Result<Value, (u16, Value)> {
+    let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let key = (plural.to_string(), ns.to_string(), name.clone());
+    let Some(current) = state.objects.get(&key) else {
+        return Err(status(
+            404,
+            "NotFound",
+            format!("{} {name:?} not found", qualified(plural)),
+            json!({"name": name, "group": group_of(plural), "kind": plural}),
+        ));
+    };
+    let sent = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    if sent.is_empty() {
+        return Err(status(
+            422,
+            "Invalid",
+            format!("{} {name:?} is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update", kind_of(plural).unwrap().1),
+            json!({"name": name, "group": group_of(plural), "kind": plural}),
+        ));
+    }
+    if sent != current["metadata"]["resourceVersion"].as_str().unwrap() {
+        return Err(status(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
+                qualified(plural)
+            ),
+            json!({"name": name, "group": group_of(plural), "kind": plural}),
+        ));
+    }
+    validate(plural, &object)?;
+    let (api_version, kind) = kind_of(plural).unwrap();
+    let keep = current["metadata"].clone();
+    let rv = bump(state);
+    object["apiVersion"] = json!(api_version);
+    object["kind"] = json!(kind);
+    let meta = object["metadata"].as_object_mut().unwrap();
+    for field in ["uid", "creationTimestamp", "namespace"] {
+        meta.insert(field.into(), keep[field].clone());
+    }
+    meta.insert("resourceVersion".into(), json!(rv));
+    meta.insert("generation".into(), json!(keep["generation"].as_i64().unwrap_or(1) + 1));
+    state.objects.insert(key, object.clone());
+    record(state, plural, "MODIFIED", &object);
+    Ok(object)
+}
+
+fn remove(state: &mut State, plural: &str, ns: &str, name: &str, precondition: Option<&str>) -> Result<Value, (u16, Value)> {
+    let key = (plural.to_string(), ns.to_string(), name.to_string());
+    let Some(current) = state.objects.get(&key) else {
+        return Err(status(
+            404,
+            "NotFound",
+            format!("{} {name:?} not found", qualified(plural)),
+            json!({"name": name, "group": group_of(plural), "kind": plural}),
+        ));
+    };
+    if let Some(rv) = precondition {
+        if current["metadata"]["resourceVersion"].as_str() != Some(rv) {
+            return Err(status(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} {name:?}: Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    qualified(plural),
+                    current["metadata"]["resourceVersion"].as_str().unwrap()
+                ),
+                json!({"name": name, "group": group_of(plural), "kind": plural}),
+            ));
+        }
+    }
+    let mut object = state.objects.remove(&key).unwrap();
+    object["metadata"]["resourceVersion"] = json!(bump(state));
+    record(state, plural, "DELETED", &object);
+    Ok(object)
+}
+
+/// A parsed request.
+struct Request {
+    method: String,
+    path: String,
+    query: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut length = 0usize;
+    let mut chunked = false;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse().ok()?,
+            "transfer-encoding" => chunked = value.trim().eq_ignore_ascii_case("chunked"),
+            _ => {}
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        body.resize(length, 0);
+        reader.read_exact(&mut body).ok()?;
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), q),
+        None => (target.clone(), ""),
+    };
+    let query = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv.to_string(), String::new()),
+        })
+        .collect();
+    Some(Request { method, path, query, body })
+}
+
+fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        422 => "Unprocessable Entity",
+        _ => "Status",
+    }
+}
+
+fn write_response(stream: &mut TcpStream, code: u16, body: &Value) -> std::io::Result<()> {
+    let body = serde_json::to_vec(body).unwrap();
+    let head = format!(
+        "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        reason_phrase(code),
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&body)?;
+    stream.flush()
+}
+
+fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    while let Some(request) = read_request(&mut reader) {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if request.method == "GET" && request.query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+            serve_watch(&mut writer, &shared, &request);
+            return;
+        }
+        let (code, body) = {
+            let mut state = shared.state.lock().unwrap();
+            state.requests += 1;
+            let answer = handle(&mut state, &request);
+            *state.codes.entry(answer.0).or_default() += 1;
+            answer
+        };
+        shared.changed.notify_all();
+        if write_response(&mut writer, code, &body).is_err() {
+            return;
+        }
+    }
+}
+
+/// Splits a path into (plural, namespace or None for all namespaces, name or None).
+fn route(path: &str) -> Option<(String, Option<String>, Option<String>)> {
+    let rest = if let Some(rest) = path.strip_prefix(GROUP_PREFIX) {
+        rest
+    } else if let Some(rest) = path.strip_prefix("/api/v1") {
+        rest
+    } else {
+        return None;
+    };
+    let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let parsed = match parts.as_slice() {
+        [plural] => (plural.to_string(), None, None),
+        ["namespaces", ns, plural] => (plural.to_string(), Some(ns.to_string()), None),
+        ["namespaces", ns, plural, name] => (plural.to_string(), Some(ns.to_string()), Some(name.to_string())),
+        _ => return None,
+    };
+    let core = path.starts_with("/api/v1");
+    if core != (parsed.0 == "pods") || kind_of(&parsed.0).is_none() {
+        return None;
+    }
+    Some(parsed)
+}
+
+fn forbidden(verb: &str, plural: &str, ns: Option<&str>, name: Option<&str>) -> (u16, Value) {
+    let scope = match ns {
+        Some(ns) => format!(" in the namespace {ns:?}"),
+        None => " at the cluster scope".into(),
+    };
+    let object = name.map(|n| format!(" {n:?}")).unwrap_or_default();
+    status(
+        403,
+        "Forbidden",
+        format!(
+            "{}{object} is forbidden: User \"system:serviceaccount:kube-system:hereabouts\" cannot {verb} resource {plural:?} in API group {:?}{scope}",
+            qualified(plural),
+            group_of(plural)
+        ),
+        json!({"name": name.unwrap_or(""), "group": group_of(plural), "kind": plural}),
+    )
+}
+
+fn handle(state: &mut State, request: &Request) -> (u16, Value) {
+    let Some((plural, ns, name)) = route(&request.path) else {
+        return status(404, "NotFound", "the server could not find the requested resource".into(), json!({}));
+    };
+    let verb = match (request.method.as_str(), &name) {
+        ("GET", Some(_)) => "get",
+        ("GET", None) => "list",
+        ("POST", None) => "create",
+        ("PUT", Some(_)) => "update",
+        ("DELETE", Some(_)) => "delete",
+        _ => return status(405, "MethodNotAllowed", format!("{} is not supported here", request.method), json!({})),
+    };
+    if state.denied.contains(&(verb.to_string(), plural.clone())) {
+        return forbidden(verb, &plural, ns.as_deref(), name.as_deref());
+    }
+    let body = || serde_json::from_slice::<Value>(&request.body);
+    match verb {
+        "get" => {
+            let key = (plural.clone(), ns.clone().unwrap_or_default(), name.clone().unwrap());
+            match state.objects.get(&key) {
+                Some(object) => (200, object.clone()),
+                None => status(
+                    404,
+                    "NotFound",
+                    format!("{} {:?} not found", qualified(&plural), key.2),
+                    json!({"name": key.2, "group": group_of(&plural), "kind": plural}),
+                ),
+            }
+        }
+        "list" => {
+            let (api_version, kind) = kind_of(&plural).unwrap();
+            let items: Vec<Value> = state
+                .objects
+                .iter()
+                .filter(|((p, n, _), _)| *p == plural && ns.as_ref().is_none_or(|ns| ns == n))
+                .map(|(_, v)| v.clone())
+                .collect();
+            (200, json!({"apiVersion": api_version, "kind": format!("{kind}List"),
+                         "metadata": {"resourceVersion": state.revision.to_string()}, "items": items}))
+        }
+        "create" => {
+            let Ok(object) = body() else { return status(400, "BadRequest", "body is not JSON".into(), json!({})) };
+            let ns = ns.unwrap_or_default();
+            if object["metadata"]["namespace"].as_str().is_some_and(|n| n != ns) {
+                return status(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request".into(), json!({}));
+            }
+            match create(state, &plural, &ns, object) {
+                Ok(object) => (201, object),
+                Err(e) => e,
+            }
+        }
+        "update" => {
+            let Ok(object) = body() else { return status(400, "BadRequest", "body is not JSON".into(), json!({})) };
+            if object["metadata"]["name"].as_str() != name.as_deref() {
+                return status(400, "BadRequest", "the name of the object does not match the name on the URL".into(), json!({}));
+            }
+            match replace(state, &plural, &ns.unwrap_or_default(), object) {
+                Ok(object) => (200, object),
+                Err(e) => e,
+            }
+        }
+        "delete" => {
+            let options = body().unwrap_or(Value::Null);
+            let precondition = options["preconditions"]["resourceVersion"].as_str().map(str::to_string);
+            match remove(state, &plural, &ns.unwrap_or_default(), name.as_deref().unwrap(), precondition.as_deref()) {
+                Ok(object) => (200, object),
+                Err(e) => e,
+            }
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
+    let Some((plural, ns, None)) = route(&request.path) else {
+        let _ = write_response(writer, 404, &status(404, "NotFound", "the server could not find the requested resource".into(), json!({})).1);
+        return;
+    };
+    {
+        let mut state = shared.state.lock().unwrap();
+        state.requests += 1;
+        if state.denied.contains(&("watch".to_string(), plural.clone())) {
+            let (code, body) = forbidden("watch", &plural, ns.as_deref(), None);
+            drop(state);
+            let _ = write_response(writer, code, &body);
+            return;
+        }
+    }
+    if plural != "pods" {
+        let _ = write_response(writer, 405, &status(405, "MethodNotAllowed", "this emulation watches pods only".into(), json!({})).1);
+        return;
+    }
+    let mut since: u64 = request.query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let deadline = Instant::now()
+        + Duration::from_secs(request.query.get("timeoutSeconds").and_then(|v| v.parse().ok()).unwrap_or(300).min(300));
+    if writer
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .is_err()
+    {
+        return;
+    }
+    let mut state = shared.state.lock().unwrap();
+    loop {
+        let events: Vec<Value> = state
+            .pod_events
+            .iter()
+            .filter(|(rv, _, object)| *rv > since && ns.as_ref().is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns)))
+            .map(|(_, kind, object)| json!({"type": kind, "object": object}))
+            .collect();
+        since = state.revision;
+        drop(state);
+        for event in events {
+            let mut line = serde_json::to_vec(&event).unwrap();
+            line.push(b'\n');
+            let chunk = [format!("{:x}\r\n", line.len()).into_bytes(), line, b"\r\n".to_vec()].concat();
+            if writer.write_all(&chunk).and_then(|_| writer.flush()).is_err() {
+                return;
+            }
+        }
+        if Instant::now() >= deadline || shared.stop.load(Ordering::SeqCst) {
+            let _ = writer.write_all(b"0\r\n\r\n");
+            return;
+        }
+        state = shared.state.lock().unwrap();
+        if state.revision == since {
+            state = shared.changed.wait_timeout(state, Duration::from_millis(200)).unwrap().0;
+        }
+    }
+}
+
+/// A pod object as the API server would return it.
+pub fn pod(namespace: &str, name: &str, phase: &str, network_ips: &[&str]) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "annotations": {}},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+        "status": {"phase": phase}
+    });
+    if !network_ips.is_empty() {
+        let status = json!([
+            {"name": "cbr0", "interface": "eth0", "ips": ["10.244.0.9"], "default": true},
+            {"name": format!("{namespace}/blue"), "interface": "net1", "ips": network_ips}
+        ]);
+        pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"] = json!(status.to_string());
+    }
+    pod
+}
