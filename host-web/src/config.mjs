@@ -45,7 +45,7 @@ export function jsonKind(value) {
 
 /** serde's `Unexpected` wording for a JSON value (as buffered by serde's flatten support). */
 function unexpected(value) {
-  if (value === null) return 'unit value';
+  if (value === null) return 'null';
   if (Array.isArray(value)) return 'sequence';
   switch (typeof value) {
     case 'boolean': return `boolean \`${value}\``;

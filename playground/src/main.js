@@ -353,13 +353,13 @@ async function updateNow() {
       await renderPods(net, null);
       continue;
     }
-    const findings = await hb.validate(config);
-    for (const f of findings) setMsg(card, f.field, f.message, f.severity);
-    if (!config.range && config.ipRanges.length === 0) {
+    if (!config.range?.range.trim() && config.ipRanges.length === 0) {
       fill(results, h('p.placeholder', 'Enter a range (IPv4 or IPv6 CIDR) to see capacity, the next addresses and a map.'));
       await renderPods(net, null);
       continue;
     }
+    const findings = await hb.validate(config);
+    for (const f of findings) setMsg(card, f.field, f.message, f.severity);
     if (findings.some((f) => f.severity === 'error')) {
       fill(results, h('p.placeholder', 'Fix the errors beside the fields to see the plan.'));
       await renderPods(net, null);
