@@ -11,7 +11,8 @@ root=$(pwd)
 export CARGO_TERM_COLOR=never
 
 # Debian packages the suites use (one install, idempotent).
-APT_PACKAGES="containernetworking-plugins iproute2 etcd-server etcd-client chromium python3"
+# protoc and its well-known .proto files: etcd-client generates its gRPC code at build time.
+APT_PACKAGES="containernetworking-plugins iproute2 etcd-server etcd-client chromium python3 protobuf-compiler libprotobuf-dev openssl"
 
 passed=0 failed=0 failures=""
 suite() { # name command…
