@@ -164,6 +164,92 @@ impl IpamConfig {
             enable_overlapping_ranges: self.enable_overlapping_ranges.unwrap_or(true),
         }
     }
+
+    /// Which store the config names: `datastore` when set; otherwise an etcd endpoint means
+    /// etcd, a kubeconfig means Kubernetes, and anything else the embedded local store.
+    pub fn store_kind(&self) -> Result<StoreKind, String> {
+        match self.datastore.as_deref().map(str::trim) {
+            Some("local") => Ok(StoreKind::Local),
+            Some("etcd") => Ok(StoreKind::Etcd),
+            Some("kubernetes") => Ok(StoreKind::Kubernetes),
+            Some(other) => Err(format!(
+                "ipam.datastore: unknown store {other:?} (expected \"local\", \"etcd\" or \"kubernetes\")"
+            )),
+            None if self.etcd_host.as_ref().is_some_and(|h| !h.is_null()) => Ok(StoreKind::Etcd),
+            None if self.kubernetes.as_ref().is_some_and(|k| k.kubeconfig.is_some()) => Ok(StoreKind::Kubernetes),
+            None => Ok(StoreKind::Local),
+        }
+    }
+
+    /// The local store's directory (`data_dir`, default `/var/lib/cni/hereabouts`).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        let dir = self.data_dir.as_deref().filter(|d| !d.is_empty());
+        std::path::PathBuf::from(dir.unwrap_or(crate::store::local::DEFAULT_DATA_DIR))
+    }
+}
+
+/// The stores a config can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Local,
+    Etcd,
+    Kubernetes,
+}
+
+/// Where Whereabouts looks for its flat configuration file when the ipam section has no
+/// `configuration_path` (which is tried first); the `hereabouts.d` twin of each directory is
+/// tried before the `whereabouts.d` one. The first file that exists is used.
+pub const FLAT_FILE_PATHS: &[&str] = &[
+    "/etc/kubernetes/cni/net.d/hereabouts.d/hereabouts.conf",
+    "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
+    "/etc/cni/net.d/hereabouts.d/hereabouts.conf",
+    "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
+];
+
+/// A flat file that exists but cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FlatFileError {
+    #[error("flat configuration file {0}: cannot read: {1}")]
+    Unreadable(std::path::PathBuf, std::io::Error),
+    #[error("flat configuration file {0}: {1}")]
+    Invalid(std::path::PathBuf, String),
+}
+
+/// Merges Whereabouts' flat configuration file into an ipam JSON object, as Whereabouts does:
+/// keys of the network config win, the file only fills in what is absent (nested objects key
+/// by key). `candidates` are tried after the ipam section's own `configuration_path`; returns
+/// the file used, if any.
+pub fn merge_flat_file(ipam: &mut Value, candidates: &[&str]) -> Result<Option<std::path::PathBuf>, FlatFileError> {
+    let own = ipam.get("configuration_path").and_then(Value::as_str).filter(|p| !p.is_empty()).map(str::to_string);
+    let paths = own.iter().map(String::as_str).chain(candidates.iter().copied());
+    for path in paths.map(std::path::PathBuf::from) {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(FlatFileError::Unreadable(path, e)),
+        };
+        let flat: Value =
+            serde_json::from_str(&text).map_err(|e| FlatFileError::Invalid(path.clone(), format!("not valid JSON: {e}")))?;
+        if !flat.is_object() {
+            return Err(FlatFileError::Invalid(path, format!("expected an object, found {}", json_kind(&flat))));
+        }
+        fill_absent(ipam, flat);
+        return Ok(Some(path));
+    }
+    Ok(None)
+}
+
+/// Copies into `target` every key of `source` that `target` lacks, recursing into objects.
+fn fill_absent(target: &mut Value, source: Value) {
+    let (Value::Object(target), Value::Object(source)) = (target, source) else { return };
+    for (key, value) in source {
+        match target.get_mut(&key) {
+            None => {
+                target.insert(key, value);
+            }
+            Some(existing) => fill_absent(existing, value),
+        }
+    }
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -236,5 +322,43 @@ mod tests {
         assert!(error.starts_with("ipam.range:"), "{error}");
         let error = IpamConfig::from_value(&json!({"exclude": ["10.0.0.0/30", 7]})).unwrap_err();
         assert!(error.contains("ipam.exclude: [1]"), "{error}");
+    }
+
+    #[test]
+    fn store_kind_follows_datastore_then_etcd_then_kubeconfig() {
+        let kind = |v: Value| IpamConfig::from_value(&v).unwrap().store_kind();
+        assert_eq!(kind(json!({})), Ok(StoreKind::Local));
+        assert_eq!(kind(json!({"datastore": "local", "etcd_host": "x"})), Ok(StoreKind::Local));
+        assert_eq!(kind(json!({"etcd_host": "127.0.0.1:2379"})), Ok(StoreKind::Etcd));
+        assert_eq!(kind(json!({"kubernetes": {"kubeconfig": "/k"}})), Ok(StoreKind::Kubernetes));
+        assert_eq!(kind(json!({"datastore": "kubernetes"})), Ok(StoreKind::Kubernetes));
+        assert!(kind(json!({"datastore": "zookeeper"})).unwrap_err().starts_with("ipam.datastore:"));
+    }
+
+    #[test]
+    fn flat_file_fills_only_absent_keys() {
+        let dir = std::env::temp_dir().join(format!("hereabouts-flat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flat = dir.join("whereabouts.conf");
+        std::fs::write(&flat, r#"{"datastore": "local", "range": "10.9.0.0/16", "kubernetes": {"kubeconfig": "/k", "k8s_api_root": "r"}}"#).unwrap();
+        let mut ipam = json!({"range": "10.0.0.0/24", "kubernetes": {"kubeconfig": "/mine"}});
+        let missing = dir.join("missing.conf");
+        let used = merge_flat_file(&mut ipam, &[missing.to_str().unwrap(), flat.to_str().unwrap()]).unwrap();
+        assert_eq!(used.as_deref(), Some(flat.as_path()));
+        assert_eq!(ipam, json!({"range": "10.0.0.0/24", "datastore": "local",
+            "kubernetes": {"kubeconfig": "/mine", "k8s_api_root": "r"}}));
+        // `configuration_path` is tried before the candidates.
+        let own = dir.join("own.conf");
+        std::fs::write(&own, r#"{"log_level": "debug"}"#).unwrap();
+        let mut ipam = json!({"configuration_path": own.to_str().unwrap()});
+        let used = merge_flat_file(&mut ipam, &[flat.to_str().unwrap()]).unwrap();
+        assert_eq!(used.as_deref(), Some(own.as_path()));
+        assert_eq!(ipam["log_level"], "debug");
+        assert!(ipam.get("datastore").is_none());
+        // A file that exists but is not JSON is an error naming it, not skipped.
+        std::fs::write(&own, "datastore: local").unwrap();
+        let error = merge_flat_file(&mut json!({"configuration_path": own.to_str().unwrap()}), &[]).unwrap_err();
+        assert!(error.to_string().contains(own.to_str().unwrap()), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

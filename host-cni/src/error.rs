@@ -2,7 +2,7 @@
 //!
 //! CNI spec error codes: 1 incompatible version, 2 unsupported field, 3 unknown container,
 //! 4 invalid environment, 5 I/O failure, 6 undecodable content, 7 invalid network config,
-//! 11 try again later. Codes from 100 are ours (see [`Code`]).
+//! 11 try again later, 50 plugin not available (STATUS). Codes from 100 are ours (see [`Code`]).
 
 use serde::Serialize;
 
@@ -20,6 +20,8 @@ pub enum Code {
     Decode = 6,
     InvalidConfig = 7,
     TryAgainLater = 11,
+    /// STATUS: the plugin cannot serve ADD now (its store is not usable).
+    PluginNotAvailable = 50,
     /// No free address left in a range.
     Exhausted = 100,
     /// A requested address is taken, excluded or outside every range.

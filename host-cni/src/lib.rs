@@ -4,6 +4,7 @@
 //! reached only through [`runtime`]; this crate is the set of thin adapters around it: the
 //! CNI protocol, config files, and the storage backends the component imports.
 
+pub mod cni;
 pub mod commands;
 pub mod config;
 pub mod error;

@@ -17,6 +17,8 @@ enum Command {
     Plan(commands::plan::PlanArgs),
     /// Write the embedded allocator component (.wasm) for other hosts.
     Component(commands::component::ComponentArgs),
+    /// Run N containers' ADDs in parallel against a throw-away local store, as a runtime would.
+    Demo(commands::demo::DemoArgs),
     /// Print the CRDs of Whereabouts' IPPool and OverlappingRangeIPReservation (kubectl apply -f -).
     Crds(commands::crds::CrdsArgs),
     /// Free the addresses of pods that are gone (Kubernetes store; run as a CronJob).
@@ -26,9 +28,14 @@ enum Command {
 }
 
 fn main() {
+    // A runtime calls a plugin with CNI_COMMAND set and no arguments: be the CNI plugin.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        std::process::exit(hereabouts::cni::main());
+    }
     let cli = Cli::parse();
     let code = match &cli.command {
         Command::Plan(args) => commands::plan::exec(args),
+        Command::Demo(args) => commands::demo::exec(args),
         Command::Crds(args) => commands::crds::exec(args),
         Command::Reconcile(args) => commands::reconcile::exec(args),
         Command::Install(args) => commands::install::exec(args),

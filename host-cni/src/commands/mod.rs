@@ -1,6 +1,7 @@
 //! One module per subcommand, each a clap `Args` struct and an `exec`.
 
 pub mod component;
+pub mod demo;
 pub mod crds;
 pub mod install;
 pub mod plan;

@@ -10,7 +10,29 @@ use std::time::Duration;
 use crate::runtime::{Owner, PoolEdit, PoolRef, PoolSnapshot, StoreError};
 
 pub mod kube;
+pub mod local;
 pub mod memory;
+
+/// Opens the store the ipam config names (see [`IpamConfig::store_kind`]). An unknown or not
+/// yet available store is an invalid config (CNI 7); a store that cannot be opened is CNI 5.
+pub fn open(config: &crate::config::IpamConfig) -> Result<Box<dyn Backend>, crate::error::CniError> {
+    use crate::config::StoreKind;
+    use crate::error::{CniError, Code};
+    match config.store_kind().map_err(|msg| CniError::new(Code::InvalidConfig, msg))? {
+        StoreKind::Local => {
+            let store = local::LocalStore::open(&config.data_dir()).map_err(|e| CniError::from(&e))?;
+            Ok(Box::new(store))
+        }
+        StoreKind::Etcd => Err(CniError::new(
+            Code::InvalidConfig,
+            "ipam.datastore: the etcd store is not yet supported by this build; use \"datastore\": \"local\"",
+        )),
+        StoreKind::Kubernetes => Err(CniError::new(
+            Code::InvalidConfig,
+            "ipam.datastore: the kubernetes store is not yet supported by this build; use \"datastore\": \"local\"",
+        )),
+    }
+}
 
 /// The storage contract, mirroring `interface store` in wit/hereabouts.wit. See there for the
 /// meaning of each call; the types are the ones generated from the WIT file.

@@ -1,0 +1,212 @@
+//! The local store in-process: its conditional writes, its locking across open files (as
+//! across processes), its refusal to read corrupt files; and the allocator component running
+//! on it, including what a fault inside the component becomes at the CNI boundary.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use hereabouts::cni;
+use hereabouts::error::CniError;
+use hereabouts::runtime::{
+    AllocateRequest, Allocator, CallError, NetworkConfig, Owner, PoolEdit, PoolRef, PoolSnapshot, RangeConfig, RuntimeError,
+    Slot, StoreError,
+};
+use hereabouts::store::Backend;
+use hereabouts::store::local::LocalStore;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("local-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("cni-test-cache")
+}
+
+fn pool() -> PoolRef {
+    PoolRef { name: "10.0.0.0-24".into(), range: "10.0.0.0/24".into(), network_name: String::new() }
+}
+
+fn owner(id: &str) -> Owner {
+    Owner { container_id: id.into(), ifname: "eth0".into(), podref: format!("ns/{id}") }
+}
+
+fn claim(offset: &str, id: &str) -> PoolEdit {
+    PoolEdit::Claim(Slot { offset: offset.into(), owner: owner(id) })
+}
+
+fn network(range: &str) -> NetworkConfig {
+    NetworkConfig {
+        range: Some(RangeConfig { range: range.into(), range_start: None, range_end: None, exclude: vec![] }),
+        ip_ranges: vec![],
+        gateway: None,
+        network_name: String::new(),
+        enable_overlapping_ranges: true,
+    }
+}
+
+#[test]
+fn writes_are_conditional_on_the_version_read() {
+    let dir = TempDir::new("cas");
+    let mut store = LocalStore::open(&dir.0).unwrap();
+    let empty = store.read_pool(&pool()).unwrap();
+    assert_eq!(empty.version, "");
+    assert!(empty.slots.is_empty());
+    store.write_pool(&pool(), "", &[claim("1", "a")]).unwrap();
+    // A writer that read the missing pool loses: it must re-read.
+    assert!(matches!(store.write_pool(&pool(), "", &[claim("1", "b")]), Err(StoreError::Conflict)));
+    let read = store.read_pool(&pool()).unwrap();
+    assert_eq!(read.slots.len(), 1);
+    store.write_pool(&pool(), &read.version, &[claim("2", "b"), PoolEdit::Free("1".into())]).unwrap();
+    assert!(matches!(store.write_pool(&pool(), &read.version, &[claim("3", "c")]), Err(StoreError::Conflict)));
+    let after = store.read_pool(&pool()).unwrap();
+    assert_ne!(after.version, read.version);
+    assert_eq!(after.slots.iter().map(|s| (s.offset.as_str(), s.owner.container_id.as_str())).collect::<Vec<_>>(), [("2", "b")]);
+    assert_eq!(after.slots[0].owner.podref, "ns/b");
+}
+
+#[test]
+fn concurrent_writers_on_separate_files_lose_no_update() {
+    let dir = TempDir::new("threads");
+    // Each thread opens the store itself: separate descriptors, so the flock arbitrates
+    // between them exactly as between processes.
+    std::thread::scope(|scope| {
+        for t in 0..6 {
+            let path = dir.0.clone();
+            scope.spawn(move || {
+                let mut store = LocalStore::open(&path).unwrap();
+                for i in 0..25 {
+                    let offset = (t * 25 + i + 1).to_string();
+                    loop {
+                        let read = store.read_pool(&pool()).unwrap();
+                        match store.write_pool(&pool(), &read.version, &[claim(&offset, &format!("t{t}"))]) {
+                            Ok(()) => break,
+                            Err(StoreError::Conflict) => continue,
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut store = LocalStore::open(&dir.0).unwrap();
+    let read = store.read_pool(&pool()).unwrap();
+    assert_eq!(read.slots.len(), 150);
+    assert_eq!(read.version, "150", "one version per successful write");
+}
+
+#[test]
+fn reservations_are_create_if_absent_and_released_only_by_their_holder() {
+    let dir = TempDir::new("reserve");
+    let mut store = LocalStore::open(&dir.0).unwrap();
+    assert!(store.reserve_address("blue", "10.0.0.5", &owner("a")).unwrap().is_none());
+    assert!(store.reserve_address("blue", "10.0.0.5", &owner("a")).unwrap().is_none(), "the holder again");
+    assert_eq!(store.reserve_address("blue", "10.0.0.5", &owner("b")).unwrap().unwrap().container_id, "a");
+    assert!(store.reserve_address("red", "10.0.0.5", &owner("b")).unwrap().is_none(), "networks are separate");
+    store.release_address("blue", "10.0.0.5", &owner("b")).unwrap();
+    assert_eq!(store.reserve_address("blue", "10.0.0.5", &owner("b")).unwrap().unwrap().container_id, "a");
+    store.release_address("blue", "10.0.0.5", &owner("a")).unwrap();
+    assert!(store.reserve_address("blue", "10.0.0.5", &owner("b")).unwrap().is_none());
+    store.release_address("green", "10.0.0.9", &owner("a")).unwrap();
+    assert!(!store.reservations_path("green").exists(), "releasing nothing writes nothing");
+}
+
+#[test]
+fn corrupt_or_unreadable_files_are_errors_naming_the_file() {
+    let dir = TempDir::new("corrupt");
+    let mut store = LocalStore::open(&dir.0).unwrap();
+    let path = store.pool_path("10.0.0.0-24");
+    std::fs::write(&path, "{\"version\": 2, \"range\": \"10.0.0.0/24\", \"alloc").unwrap();
+    match store.read_pool(&pool()) {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains(path.to_str().unwrap()), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(store.write_pool(&pool(), "2", &[claim("1", "a")]), Err(StoreError::Corrupt(_))));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"version\": 2, \"range\": \"10.0.0.0/24\", \"alloc");
+    // A directory where the file should be cannot be read.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    match store.read_pool(&pool()) {
+        Err(StoreError::Failed(msg)) => assert!(msg.contains(path.to_str().unwrap()), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    // And a store that cannot be created says where.
+    let file = dir.0.join("file");
+    std::fs::write(&file, "").unwrap();
+    match LocalStore::open(&file.join("store")) {
+        Err(StoreError::Failed(msg)) => assert!(msg.starts_with("data_dir:") && msg.contains("file/store"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_component_allocates_lowest_free_through_the_local_store() {
+    let dir = TempDir::new("component");
+    let mut allocator = Allocator::with_cache(Box::new(LocalStore::open(&dir.0).unwrap()), Some(&cache())).unwrap();
+    let net = network("10.0.0.0/24");
+    let request = |id: &str| AllocateRequest { owner: owner(id), requested: vec![], sticky: false };
+    let addresses: Vec<String> =
+        (0..20).map(|i| allocator.allocate(&net, &request(&format!("c{i}"))).unwrap()[0].address.clone()).collect();
+    assert_eq!(addresses, (1..=20).map(|i| format!("10.0.0.{i}")).collect::<Vec<_>>());
+    assert_eq!(allocator.release(&net, &owner("c4")).unwrap()[0].address, "10.0.0.5");
+    assert_eq!(allocator.allocate(&net, &request("new")).unwrap()[0].address, "10.0.0.5");
+    assert_eq!(allocator.list_leases(&net).unwrap().len(), 20);
+    // A second store instance (another process, in effect) sees the same state.
+    let mut other = Allocator::with_cache(Box::new(LocalStore::open(&dir.0).unwrap()), Some(&cache())).unwrap();
+    assert_eq!(other.lookup(&net, &owner("new")).unwrap()[0].address, "10.0.0.5");
+}
+
+/// A backend whose storage import blows up: a host-side bug while the component is running.
+struct ExplodingStore;
+
+impl Backend for ExplodingStore {
+    fn read_pool(&mut self, _: &PoolRef) -> Result<PoolSnapshot, StoreError> {
+        panic!("storage import exploded")
+    }
+    fn write_pool(&mut self, _: &PoolRef, _: &str, _: &[PoolEdit]) -> Result<(), StoreError> {
+        unreachable!()
+    }
+    fn reserve_address(&mut self, _: &str, _: &str, _: &Owner) -> Result<Option<Owner>, StoreError> {
+        unreachable!()
+    }
+    fn release_address(&mut self, _: &str, _: &str, _: &Owner) -> Result<(), StoreError> {
+        unreachable!()
+    }
+}
+
+#[test]
+fn a_fault_inside_the_component_becomes_cni_error_102() {
+    let mut allocator = Allocator::with_cache(Box::new(ExplodingStore), Some(&cache())).unwrap();
+    let net = network("10.0.0.0/24");
+    let request = AllocateRequest { owner: owner("a"), requested: vec![], sticky: false };
+    // The panic unwinds out of the import, through the component's frames, to the boundary
+    // every CNI verb runs under; it must leave as error 102 with the cause in `details`.
+    for _ in 0..2 {
+        let error = cni::guarded(|| allocator.allocate(&net, &request).map_err(CniError::from)).unwrap_err();
+        assert_eq!(error.code, 102);
+        assert!(error.details.contains("storage import exploded"), "{error:?}");
+        assert_eq!(error.to_json("1.0.0")["code"], 102);
+    }
+}
+
+#[test]
+fn traps_and_load_failures_map_to_cni_error_102() {
+    for error in [RuntimeError::Trap("wasm trap: unreachable".into()), RuntimeError::Load("bad artifact".into())] {
+        let cni = CniError::from(CallError::Runtime(error));
+        assert_eq!(cni.code, 102, "{cni:?}");
+    }
+}
