@@ -38,7 +38,7 @@ pub struct IPPoolSpec {
     pub range: String,
     /// Allocations is the set of allocated IPs for the given range. Its indices are a direct mapping to the
     /// IP with the same index/offset for the pool's range.
-    /// Required, as in Whereabouts' CRD; Go's nil map (`null`) reads as empty.
+    // Required, as in Whereabouts' CRD; Go's nil map (`null`) reads as empty.
     #[serde(deserialize_with = "null_as_empty")]
     pub allocations: BTreeMap<String, IPAllocation>,
 }
