@@ -19,6 +19,8 @@ enum Command {
     Component(commands::component::ComponentArgs),
     /// Run N containers' ADDs in parallel against a throw-away local store, as a runtime would.
     Demo(commands::demo::DemoArgs),
+    /// Check NADs and CNI configs for IPAM mistakes before they reach a cluster (for CI).
+    Check(commands::check::CheckArgs),
     /// Print the CRDs of Whereabouts' IPPool and OverlappingRangeIPReservation (kubectl apply -f -).
     Crds(commands::crds::CrdsArgs),
     /// Free the addresses of pods that are gone (Kubernetes store; run as a CronJob).
@@ -36,6 +38,7 @@ fn main() {
     let code = match &cli.command {
         Command::Plan(args) => commands::plan::exec(args),
         Command::Demo(args) => commands::demo::exec(args),
+        Command::Check(args) => commands::check::exec(args),
         Command::Crds(args) => commands::crds::exec(args),
         Command::Reconcile(args) => commands::reconcile::exec(args),
         Command::Install(args) => commands::install::exec(args),

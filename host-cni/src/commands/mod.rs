@@ -1,5 +1,6 @@
 //! One module per subcommand, each a clap `Args` struct and an `exec`.
 
+pub mod check;
 pub mod component;
 pub mod demo;
 pub mod crds;
