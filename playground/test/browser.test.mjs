@@ -264,6 +264,23 @@ test('the share URL restores the plan in a fresh page', async () => {
   await other.close();
 });
 
+test('a saved plan comes back from localStorage after a reload, simulated pods included', async () => {
+  const names = await page.locator('input.net-name').evaluateAll((els) => els.map((e) => e.value));
+  const pods = await page.locator('.pod').count();
+  await page.click('#open-saved');
+  await page.locator('#save-name').fill('lab plan');
+  await page.keyboard.press('Enter');
+  await page.locator('#saved-dialog [data-close]').click();
+  await page.goto(`${baseUrl}#`);
+  await page.reload();
+  await settled();
+  await page.click('#open-saved');
+  await page.locator('#saved-list').getByRole('button', { name: 'lab plan', exact: true }).click();
+  await settled();
+  assert.deepEqual(await page.locator('input.net-name').evaluateAll((els) => els.map((e) => e.value)), names);
+  assert.equal(await page.locator('.pod').count(), pods);
+});
+
 test('the map zooms in with the keyboard and back out with Escape', async () => {
   const net = await addNetwork('zoom');
   await net.locator('input[data-path="range"]').fill('10.0.0.0/8');
