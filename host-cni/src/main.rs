@@ -27,6 +27,8 @@ enum Command {
     Reconcile(commands::reconcile::ReconcileArgs),
     /// Install the plugin on this node (the DaemonSet's job): binaries, flat file, kubeconfig.
     Install(commands::install::InstallArgs),
+    /// Watch pods and free a deleted pod's addresses promptly (Kubernetes store; a Deployment).
+    Controller(commands::controller::ControllerArgs),
 }
 
 fn main() {
@@ -42,6 +44,7 @@ fn main() {
         Command::Crds(args) => commands::crds::exec(args),
         Command::Reconcile(args) => commands::reconcile::exec(args),
         Command::Install(args) => commands::install::exec(args),
+        Command::Controller(args) => commands::controller::exec(args),
         Command::Component(args) => match commands::component::exec(args) {
             Ok(()) => 0,
             Err(e) => {

@@ -360,3 +360,64 @@ fn reconcile_frees_gone_pods_and_keeps_live_and_pending_ones() {
     let (stdout, _, ok) = run_reconcile(&kubeconfig, false);
     assert!(ok && stdout.contains("0 freed"), "{stdout}");
 }
+
+// ---- controller ---------------------------------------------------------------------------
+
+/// Polls `check` for up to 15 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
+    let emulator = Emulator::start();
+    let kubeconfig = emulator.kubeconfig(&temp_dir("controller"), None);
+    let mut allocator = allocator(&kubeconfig);
+    let blue = network("blue", &["10.60.0.0/24"]);
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        allocate(&mut allocator, &blue, &owner(&format!("c-{name}"), &format!("default/{name}"))).unwrap();
+        emulator.insert("pods", pod("default", name, "Running", &[&format!("10.60.0.{}", i + 1)]));
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .args(["controller", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = KillOnDrop(child);
+    let slots = || -> Vec<String> {
+        let pool = emulator.get("ippools", NS, "blue-10.60.0.0-24").unwrap();
+        pool["spec"]["allocations"].as_object().unwrap().keys().cloned().collect()
+    };
+    // Let the controller list and start watching, then delete pod a.
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    emulator.delete("pods", "default", "a");
+    eventually("a's address to be freed", || slots() == ["2", "3"]);
+    let freed_after = started.elapsed();
+    assert!(emulator.get("overlappingrangeipreservations", NS, "blue-10.60.0.1").is_none());
+
+    // b is deleted and recreated under its name at once (StatefulSet): kept.
+    emulator.delete("pods", "default", "b");
+    emulator.insert("pods", pod("default", "b", "Pending", &[]));
+    // c terminates: freed.
+    emulator.update("pods", pod("default", "c", "Succeeded", &["10.60.0.3"]));
+    eventually("c's address to be freed", || slots() == ["2"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(slots(), ["2"], "the recreated pod's address is kept");
+    println!("controller freed a deleted pod's address {:.0} ms after the deletion", freed_after.as_secs_f64() * 1000.0);
+}

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod component;
+pub mod controller;
 pub mod demo;
 pub mod crds;
 pub mod install;

@@ -136,6 +136,7 @@ pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
                 continue;
             }
             if !dry_run {
+                store.restart_budget();
                 allocator.release(&network, &held.owner)?;
             }
             report.freed.push(Freed {

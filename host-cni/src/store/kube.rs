@@ -65,7 +65,8 @@ pub struct KubeStore {
     namespace: String,
     timeouts: Timeouts,
     retry: RetryPolicy,
-    started: Instant,
+    /// Start of the current operation's time budget (shared by clones; see `restart_budget`).
+    started: Arc<std::sync::Mutex<Instant>>,
     /// The pools as last read: `write-pool` applies its edits to the object it read (a PUT
     /// replaces the whole object), so labels, annotations and owner references are kept.
     read: HashMap<String, IPPool>,
@@ -123,9 +124,14 @@ impl KubeStore {
             namespace,
             timeouts,
             retry: RetryPolicy::default(),
-            started: Instant::now(),
+            started: Arc::new(std::sync::Mutex::new(Instant::now())),
             read: HashMap::new(),
         })
+    }
+
+    /// Starts a new `total` time budget (long-running commands call it before each operation).
+    pub fn restart_budget(&self) {
+        *self.started.lock().unwrap() = Instant::now();
     }
 
     pub fn namespace(&self) -> &str {
@@ -436,7 +442,7 @@ impl Backend for KubeStore {
     }
 
     fn pause_before_retry(&mut self, attempt: u32) -> bool {
-        if self.started.elapsed() >= self.timeouts.total {
+        if self.started.lock().unwrap().elapsed() >= self.timeouts.total {
             return false;
         }
         self.retry.pause(attempt)

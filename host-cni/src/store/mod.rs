@@ -27,10 +27,7 @@ pub fn open(config: &crate::config::IpamConfig) -> Result<Box<dyn Backend>, crat
             Code::InvalidConfig,
             "ipam.datastore: the etcd store is not yet supported by this build; use \"datastore\": \"local\"",
         )),
-        StoreKind::Kubernetes => Err(CniError::new(
-            Code::InvalidConfig,
-            "ipam.datastore: the kubernetes store is not yet supported by this build; use \"datastore\": \"local\"",
-        )),
+        StoreKind::Kubernetes => Ok(Box::new(kube::open(config)?)),
     }
 }
 
