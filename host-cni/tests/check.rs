@@ -312,6 +312,39 @@ fn min_free_comes_from_the_annotation_or_the_flag() {
 }
 
 #[test]
+fn standard_input_and_byte_order_marks() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(["check", "-", "--format", "json"])
+        .current_dir(fixtures())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&std::fs::read(fixtures().join("bad/web.yaml")).unwrap()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (_, from_file) = json(&["bad/web.yaml"]);
+    assert_eq!(findings(&report).len(), findings(&from_file).len());
+    assert!(findings(&report).iter().all(|f| f["file"] == "<stdin>"), "{report:#}");
+    assert_eq!(findings(&report)[0]["line"], findings(&from_file)[0]["line"]);
+
+    let dir = std::env::temp_dir().join(format!("hereabouts-check-bom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = "\u{feff}{\"name\": \"bom\", \"type\": \"macvlan\", \"ipam\": {\"type\": \"whereabouts\", \"range\": \"10.1.0.0/24\", \"gatway\": \"10.1.0.1\"}}";
+    std::fs::write(dir.join("bom.conf"), conf).unwrap();
+    let run = check_in(&dir, &["bom.conf"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.starts_with("bom.conf:1:"), "{}", run.stdout);
+    assert!(run.stdout.contains("did you mean `gateway`?"), "{}", run.stdout);
+    // The same file named twice, or through `./`, is read once.
+    let run = check_in(&dir, &["bom.conf", "./bom.conf", "."]);
+    assert!(run.stdout.ends_with("checked 1 file, 1 network: 1 warning\n"), "{}", run.stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn did_you_mean_finds_the_key_meant() {
     let meant = |key| check::did_you_mean(key, KNOWN_IPAM_KEYS);
     assert_eq!(meant("rangeStart"), Some("range_start"));

@@ -34,7 +34,8 @@ pub enum Format {
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// Files and directories to check (directories: *.yaml, *.yml, *.json, *.conf, *.conflist).
+    /// Files and directories to check (directories: *.yaml, *.yml, *.json, *.conf, *.conflist);
+    /// `-` reads standard input (`helm template … | hereabouts check -`).
     #[arg(required_unless_present = "list_rules")]
     pub paths: Vec<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]

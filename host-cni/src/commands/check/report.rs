@@ -46,10 +46,11 @@ pub fn text(report: &Report) -> String {
         out.push_str(&format!("{}:{}:{}: {}[{}] {}\n", f.file, f.spot.line, f.spot.col, f.level.as_str(), f.rule, headline(f)));
     }
     let (errors, warnings) = report.counts();
-    let verdict = if errors + warnings == 0 {
-        "no problems found".to_string()
-    } else {
-        format!("{}, {}", count(errors, "error"), count(warnings, "warning"))
+    let verdict = match (errors, warnings) {
+        (0, 0) => "no problems found".to_string(),
+        (_, 0) => count(errors, "error"),
+        (0, _) => count(warnings, "warning"),
+        _ => format!("{}, {}", count(errors, "error"), count(warnings, "warning")),
     };
     out.push_str(&format!("checked {}, {}: {verdict}\n", count(report.files, "file"), count(report.networks, "network")));
     out

@@ -94,13 +94,19 @@ pub struct Loaded {
     pub findings: Vec<Finding>,
 }
 
+/// The path that stands for standard input (`helm template … | hereabouts check -`).
+pub const STDIN: &str = "-";
+
 /// Every file under `paths`, in a stable order: directories are walked in name order,
 /// hidden entries and files with other extensions are skipped there (a file named explicitly
 /// is always read), and nothing is read twice.
 pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
-    let mut seen = HashSet::new();
     for path in paths {
+        if path.as_os_str() == STDIN {
+            files.push(path.clone());
+            continue;
+        }
         let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", display(path)))?;
         if meta.is_dir() {
             walk(path, &mut files)?;
@@ -108,7 +114,8 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
             files.push(path.clone());
         }
     }
-    files.retain(|file| seen.insert(file.clone()));
+    let mut seen = HashSet::new();
+    files.retain(|file| seen.insert(display(file)));
     Ok(files)
 }
 
@@ -151,8 +158,13 @@ pub fn display(path: &Path) -> String {
 pub fn load(files: &[PathBuf]) -> Result<Loaded, String> {
     let mut loaded = Loaded { files: files.len(), ..Loaded::default() };
     for path in files {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", display(path)))?;
-        let file = display(path);
+        let (file, bytes) = if path.as_os_str() == STDIN {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).map_err(|e| format!("stdin: {e}"))?;
+            ("<stdin>".to_string(), bytes)
+        } else {
+            (display(path), std::fs::read(path).map_err(|e| format!("{}: {e}", display(path)))?)
+        };
         match String::from_utf8(bytes) {
             Ok(text) => load_text(&file, &text, is_json(path, &text), &mut loaded),
             Err(e) => loaded.findings.push(parse_error(&file, Spot::new(1, 1), format!("not UTF-8 text: {e}"))),
@@ -171,6 +183,8 @@ fn is_json(path: &Path, text: &str) -> bool {
 
 /// Parses one file's text into networks and parse findings.
 pub fn load_text(file: &str, text: &str, json: bool, loaded: &mut Loaded) {
+    // A byte-order mark is no part of the JSON (serde_json rejects it); YAML allows it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if json {
         match json::parse(text) {
             Ok((config, tree)) => {
