@@ -344,6 +344,34 @@ fn standard_input_and_byte_order_marks() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Every prefix of a real NAD stream and a real conflist (cut every few bytes, as an editor
+/// or a failed download leaves them) is checked without a panic, and every finding has a
+/// place.
+#[test]
+fn truncated_files_never_panic() {
+    let dir = std::env::temp_dir().join(format!("hereabouts-check-cut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut written = 0;
+    for source in ["bad/web.yaml", "bad/cni/30-sriov.conflist", "good/shared.yaml", "bad/quoted.yaml"] {
+        let text = std::fs::read(fixtures().join(source)).unwrap();
+        let ext = Path::new(source).extension().unwrap().to_str().unwrap();
+        for cut in (1..text.len()).step_by(5) {
+            std::fs::write(dir.join(format!("{written:04}.{ext}")), &text[..cut]).unwrap();
+            written += 1;
+        }
+    }
+    let mut allocator = Allocator::new(Box::new(NoStore)).unwrap();
+    let report = check::run(&[dir.clone()], &Settings::default(), &mut allocator).expect("runs");
+    assert_eq!(report.files, written);
+    assert!(report.networks > 0);
+    assert!(report.findings.iter().any(|f| f.rule == "parse-error"));
+    for f in &report.findings {
+        assert!(f.spot.line >= 1 && f.spot.col >= 1, "{f:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn did_you_mean_finds_the_key_meant() {
     let meant = |key| check::did_you_mean(key, KNOWN_IPAM_KEYS);

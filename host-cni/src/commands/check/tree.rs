@@ -36,7 +36,7 @@ pub fn parse_path(field: &str) -> Vec<Seg> {
         if !key.is_empty() {
             path.push(Seg::Key(key.to_string()));
         }
-        while let Some(close) = rest.find(']') {
+        while let (true, Some(close)) = (rest.starts_with('['), rest.find(']')) {
             match rest[1..close].parse() {
                 Ok(index) => path.push(Seg::Index(index)),
                 Err(_) => path.push(Seg::Key(rest[1..close].to_string())),
