@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::runtime::{Owner, PoolEdit, PoolRef, PoolSnapshot, StoreError};
 
+pub mod etcd;
 pub mod kube;
 pub mod local;
 pub mod memory;
@@ -23,10 +24,7 @@ pub fn open(config: &crate::config::IpamConfig) -> Result<Box<dyn Backend>, crat
             let store = local::LocalStore::open(&config.data_dir()).map_err(|e| CniError::from(&e))?;
             Ok(Box::new(store))
         }
-        StoreKind::Etcd => Err(CniError::new(
-            Code::InvalidConfig,
-            "ipam.datastore: the etcd store is not yet supported by this build; use \"datastore\": \"local\"",
-        )),
+        StoreKind::Etcd => Ok(Box::new(etcd::open(config)?)),
         StoreKind::Kubernetes => Ok(Box::new(kube::open(config)?)),
     }
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Benchmark of the etcd store (beside the local store): starts a private etcd on a free loopback
+# port with a temporary data dir, runs the `bench_stores` test, prints a Markdown table, stops etcd.
+#   host-cni/bench/etcd.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+node="$root/host-cni/tests/etcd/node.sh"
+work=$(mktemp -d /tmp/hereabouts-etcd-bench.XXXXXX)
+trap 'bash "$node" down "$work/etcd"; rm -rf "$work"' EXIT INT TERM
+c=$(bash "$node" port); p=$(bash "$node" port)
+bash "$node" init "$work/etcd" --name bench \
+  --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+  --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+  --initial-cluster "bench=http://127.0.0.1:$p"
+bash "$node" wait "127.0.0.1:$c"
+echo "etcd $(etcd --version | head -1 | cut -d' ' -f3) at 127.0.0.1:$c, data in $work (fsync on)"
+cd "$root"
+HEREABOUTS_ETCD_ENDPOINTS="127.0.0.1:$c" HEREABOUTS_CACHE_DIR="$work/cache" \
+  cargo test --release --locked -p hereabouts --test etcd -- --ignored --exact bench_stores --nocapture

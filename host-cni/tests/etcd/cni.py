@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""The `hereabouts` CNI plugin over etcd, one process per call as a runtime calls it.
+
+usage: cni.py BIN ENDPOINT CTL   (CTL: script taking stop/start for that etcd; run.sh makes it)
+
+- contention: 8 "nodes" each run 200 ADDs (8 processes at any moment): 1,600 distinct addresses,
+  the lowest 1,600 of the /20; then DELs leave the pool empty.
+- faults: ADD processes killed with SIGKILL at random moments, etcd stopped and restarted
+  mid-run: error 11 while it is down, success after; every ADD the runtime did not see succeed
+  is DELed (as runtimes do); in the end the pool holds exactly the containers that got an
+  address, each once.
+- bad data: a foreign value in the pool → error 5 naming the key, the store unchanged.
+Prints one line per check and exits non-zero if any failed.
+"""
+import ipaddress
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+BIN, ENDPOINT, CTL = sys.argv[1:4]
+RUN = f"{os.getpid()}-{int(time.time())}"
+failures = []
+
+
+def check(name, ok, detail=""):
+    print(("ok: " if ok else "FAILED: ") + name + (f" ({detail})" if detail else ""), flush=True)
+    if not ok:
+        failures.append(name)
+
+
+def conf(prefix, rng):
+    return json.dumps({"cniVersion": "1.0.0", "name": "etcdnet", "type": "bridge",
+                       "ipam": {"type": "hereabouts", "range": rng, "etcd_host": ENDPOINT,
+                                "etcd_prefix": prefix, "etcd_dial_timeout": "1s",
+                                "etcd_request_timeout": "2s"}})
+
+
+def env(command, cid):
+    e = dict(os.environ)
+    e.update({"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": f"/var/run/netns/{cid}",
+              "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni",
+              "CNI_ARGS": f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={cid}"})
+    return e
+
+
+def call(command, cid, config):
+    p = subprocess.run([BIN], input=config, env=env(command, cid), capture_output=True, text=True, timeout=60)
+    try:
+        out = json.loads(p.stdout) if p.stdout.strip() else {}
+    except json.JSONDecodeError:
+        out = {"code": -1, "msg": p.stdout}
+    return p.returncode, out
+
+
+def address(out):
+    return out["ips"][0]["address"].split("/")[0]
+
+
+def etcdctl(*args):
+    return subprocess.run(["etcdctl", "--endpoints", ENDPOINT, *args], env={**os.environ, "ETCDCTL_API": "3"},
+                          capture_output=True, text=True, check=True).stdout
+
+
+def allocations(prefix, pool):
+    """offset → container id, straight from etcd."""
+    out = etcdctl("get", "--prefix", f"{prefix}pools/{pool}/alloc/")
+    lines = out.splitlines()
+    return {k.rsplit("/", 1)[1]: json.loads(v)["id"] for k, v in zip(lines[0::2], lines[1::2])}
+
+
+def lowest(rng, n):
+    net = ipaddress.ip_network(rng)
+    got = []
+    for a in net.hosts():
+        if a.packed[-1] == 0:
+            continue
+        got.append(str(a))
+        if len(got) == n:
+            break
+    return got
+
+
+def contention():
+    prefix, rng = f"/hereabouts-cni/{RUN}/contention/", "10.40.0.0/20"
+    config = conf(prefix, rng)
+    got, errors = {}, []
+
+    def node(n):
+        for i in range(200):
+            cid = f"node{n}-{i}"
+            rc, out = call("ADD", cid, config)
+            if rc == 0:
+                got[cid] = address(out)
+            else:
+                errors.append((cid, out))
+
+    t0 = time.time()
+    threads = [threading.Thread(target=node, args=(n,)) for n in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    wall = time.time() - t0
+    check("contention: 1,600 ADDs from 8 parallel nodes succeed", not errors and len(got) == 1600,
+          f"{len(got)} ok, errors {errors[:2]}, {wall:.1f} s, {1600 / wall:.0f} ADD/s")
+    addrs = set(got.values())
+    check("contention: 1,600 distinct addresses", len(addrs) == 1600, f"{len(addrs)} distinct")
+    check("contention: the lowest 1,600 allocatable", addrs == set(lowest(rng, 1600)))
+    stored = allocations(prefix, "10.40.0.0-20")
+    check("contention: etcd holds exactly them", len(stored) == 1600 and set(stored.values()) == set(got))
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda cid: call("DEL", cid, config)[0], list(got)))
+    check("contention: every DEL succeeds", all(rc == 0 for rc in results))
+    check("contention: the pool is empty after the DELs", allocations(prefix, "10.40.0.0-20") == {})
+    rc, _ = call("DEL", "node0-0", config)
+    check("contention: a second DEL succeeds", rc == 0)
+
+
+def faults():
+    prefix, rng = f"/hereabouts-cni/{RUN}/faults/", "10.41.0.0/22"
+    config = conf(prefix, rng)
+    rnd = random.Random(os.getpid())
+    lock = threading.Lock()
+    succeeded, unknown, elevens = {}, set(), []
+    down = threading.Event()
+
+    def runtime(n):
+        """A node's runtime: ADDs one container after another; retries 11; a killed ADD is DELed."""
+        for i in range(40):
+            cid = f"f{n}-{i}"
+            while True:
+                p = subprocess.Popen([BIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=env("ADD", cid), text=True)
+                if rnd.random() < 0.08:  # kill -9 at a random moment
+                    time.sleep(rnd.random() * 0.02)
+                    p.kill()
+                    p.communicate(config)
+                    with lock:
+                        unknown.add(cid)
+                    break
+                out, _ = p.communicate(config)
+                out = json.loads(out) if out.strip() else {}
+                if p.returncode == 0:
+                    with lock:
+                        succeeded[cid] = address(out)
+                    break
+                with lock:
+                    elevens.append((cid, out.get("code"), down.is_set(), out.get("msg", "")))
+                if out.get("code") != 11:
+                    break
+                time.sleep(0.1)
+
+    threads = [threading.Thread(target=runtime, args=(n,)) for n in range(6)]
+    [t.start() for t in threads]
+    time.sleep(1.5)
+    subprocess.run(["bash", CTL, "stop"], check=True)
+    down.set()
+    t0 = time.time()
+    rc, out = call("ADD", "probe-down", config)
+    waited = time.time() - t0
+    check("faults: ADD with etcd down is error 11", rc != 0 and out.get("code") == 11,
+          f"{waited * 1000:.0f} ms: {out.get('msg', '')[:120]}")
+    check("faults: ... within the dial timeout", waited < 2.0, f"{waited:.2f} s")
+    time.sleep(2)
+    down.clear()
+    subprocess.run(["bash", CTL, "start"], check=True)
+    [t.join() for t in threads]
+    others = [e for e in elevens if e[1] != 11]
+    check("faults: only error 11 while etcd was down, and some", not others and len(elevens) > 0,
+          f"{len(elevens)} × 11, others: {others[:2]}")
+
+    # The runtime DELs the ADDs it never saw finish (killed): as kubelet does after a failure.
+    for cid in sorted(unknown):
+        rc, out = call("DEL", cid, config)
+        check(f"faults: DEL of killed {cid}", rc == 0, json.dumps(out)) if rc else None
+    stored = allocations(prefix, "10.41.0.0-22")
+    holders = list(stored.values())
+    check("faults: no container holds two addresses", len(holders) == len(set(holders)))
+    check("faults: the pool holds exactly the containers that got an address",
+          set(holders) == set(succeeded),
+          f"{len(succeeded)} succeeded, {len(unknown)} killed, extra {set(holders) - set(succeeded)}, "
+          f"missing {set(succeeded) - set(holders)}")
+    by_cid = {cid: str(ipaddress.ip_network(rng).network_address + int(off)) for off, cid in stored.items()}
+    check("faults: each at the address it was told", all(by_cid.get(c) == a for c, a in succeeded.items()))
+
+
+def bad_data():
+    prefix, rng = f"/hereabouts-cni/{RUN}/bad/", "10.42.0.0/24"
+    config = conf(prefix, rng)
+    rc, _ = call("ADD", "good", config)
+    key = f"{prefix}pools/10.42.0.0-24/alloc/1"
+    etcdctl("put", key, '{"id":"good","ifname":"eth0","pod')
+    before = etcdctl("get", "--prefix", prefix)
+    rc, out = call("ADD", "next", config)
+    check("bad data: a truncated allocation is error 5 naming the key",
+          rc != 0 and out.get("code") == 5 and key in out.get("msg", ""), out.get("msg", "")[:160])
+    rc, out = call("DEL", "good", config)
+    check("bad data: DEL does not overwrite it either", rc != 0 and etcdctl("get", "--prefix", prefix) == before)
+
+
+contention()
+faults()
+bad_data()
+sys.exit(1 if failures else 0)
