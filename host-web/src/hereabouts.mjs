@@ -20,6 +20,7 @@
 // Component errors are thrown as PlanError with the CNI code the native host would use.
 
 import { Code, PlanError, networkConfig, planInput } from './config.mjs';
+import { scanJson } from './json-errors.mjs';
 import { MemoryStore } from './store.mjs';
 
 export { Code, PlanError, networkConfig, planInput } from './config.mjs';
@@ -125,21 +126,24 @@ export async function createHereabouts({ instantiate, getCoreModule, store = new
       return call((a) => a.plan(planRequest(network, allocated, preview)));
     },
 
-    async plan(document) {
-      const { network, allocated } = planInput(document);
+    async plan(document, numbers) {
+      const { network, allocated } = planInput(document, numbers);
       const reports = await api.reports(network, allocated, 1);
       return { ranges: reports.map(rangeOut) };
     },
 
     async runPlan(text) {
+      // serde_json's wording and positions for syntax errors (json-errors.mjs), then JSON.parse.
+      const scan = scanJson(text);
       let document;
       try {
+        if (scan.error) throw new Error(scan.error);
         document = JSON.parse(text);
       } catch (e) {
         return { status: 1, output: { code: Code.Decode, msg: `input is not valid JSON: ${e.message}` } };
       }
       try {
-        return { status: 0, output: await api.plan(document) };
+        return { status: 0, output: await api.plan(document, (path) => scan.numbers.get(JSON.stringify(path))) };
       } catch (e) {
         if (e instanceof PlanError) return { status: 1, output: e.toJSON() };
         throw e;

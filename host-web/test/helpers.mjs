@@ -24,8 +24,9 @@ export function vectors() {
   });
 }
 
-/** The exact bytes a vector feeds on stdin. */
-export const inputText = (vector) => (typeof vector.input === 'string' ? vector.input : JSON.stringify(vector.input));
+/** What a vector feeds on stdin: its `input` document as JSON, or its raw `stdin` text (host-web's
+ *  own file uses that for syntax errors, which no JSON document can carry). */
+export const inputText = (vector) => ('stdin' in vector ? vector.stdin : JSON.stringify(vector.input));
 
 /** Runs a command with stdin; returns {status, stdout, stderr}. */
 export function run(command, args, input) {
