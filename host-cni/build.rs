@@ -16,6 +16,11 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    // Every CNI call is a fresh process: a position-independent binary of this size spends
+    // about half its start applying ~47k dynamic relocations (ld.so, copy-on-write faults).
+    // Linked as a fixed-address executable, like the Go reference plugins, it starts in ~0.8 ms
+    // of CPU instead of ~1.3 ms. Only the plugin binary; tests and libraries are unaffected.
+    println!("cargo:rustc-link-arg-bin=hereabouts=-no-pie");
 
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
