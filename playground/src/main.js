@@ -31,6 +31,8 @@ function newNetwork(partial = {}) {
     cni: partial.cni ?? null,
     ipam: partial.ipam ?? { type: 'hereabouts', range: '' },
     podSeq: partial.podSeq ?? 0,
+    // Names this network's simulated pods in the store; kept in saved and shared plans.
+    key: partial.key ?? `n${Date.now().toString(36)}${id}`,
     zoom: {}, // range index → [{from, to}]
   };
 }
@@ -58,7 +60,7 @@ function networkFor(net) {
 }
 
 const plainState = () => ({
-  networks: state.networks.map(({ name, namespace, cni, ipam, podSeq }) => ({ name, namespace, cni, ipam, podSeq })),
+  networks: state.networks.map(({ name, namespace, cni, ipam, podSeq, key }) => ({ name, namespace, cni, ipam, podSeq, key })),
 });
 
 // ---------------------------------------------------------------- rendering: forms
@@ -279,7 +281,7 @@ async function renderPods(net, config) {
   let leases = [];
   if (config) {
     try {
-      leases = (await hb.listLeases(config)).filter((l) => l.owner.containerId.startsWith(`${net.id}:`));
+      leases = (await hb.listLeases(config)).filter((l) => l.owner.containerId.startsWith(`${net.key}:`));
     } catch { /* config errors are shown at the fields */ }
   }
   const pods = new Map();
@@ -436,7 +438,7 @@ async function addPods(net, n) {
   if (error) return;
   for (let k = 0; k < n; k++) {
     net.podSeq += 1;
-    const owner = { containerId: `${net.id}:${net.podSeq}`, ifname: 'net1', podref: `default/pod-${net.podSeq}` };
+    const owner = { containerId: `${net.key}:${net.podSeq}`, ifname: 'net1', podref: `default/pod-${net.podSeq}` };
     try {
       await hb.allocate(config, owner);
     } catch (e) {
@@ -460,7 +462,7 @@ async function resetPods(net) {
   const { config } = networkFor(net);
   if (config) {
     for (const l of await hb.listLeases(config)) {
-      if (l.owner.containerId.startsWith(`${net.id}:`)) await hb.release(config, l.owner);
+      if (l.owner.containerId.startsWith(`${net.key}:`)) await hb.release(config, l.owner);
     }
   }
   net.podSeq = 0;

@@ -265,8 +265,14 @@ test('the share URL restores the plan in a fresh page', async () => {
 });
 
 test('a saved plan comes back from localStorage after a reload, simulated pods included', async () => {
+  const net = page.locator('section.net').first();
+  await net.locator('input.count').fill('2');
+  await net.locator('[data-action="add-pods"]').click();
+  await settled();
   const names = await page.locator('input.net-name').evaluateAll((els) => els.map((e) => e.value));
-  const pods = await page.locator('.pod').count();
+  const podText = () => page.locator('.pod').evaluateAll((els) => els.map((e) => e.textContent));
+  const pods = await podText();
+  assert.ok(pods.length >= 2, `pods before saving: ${pods}`);
   await page.click('#open-saved');
   await page.locator('#save-name').fill('lab plan');
   await page.keyboard.press('Enter');
@@ -278,7 +284,7 @@ test('a saved plan comes back from localStorage after a reload, simulated pods i
   await page.locator('#saved-list').getByRole('button', { name: 'lab plan', exact: true }).click();
   await settled();
   assert.deepEqual(await page.locator('input.net-name').evaluateAll((els) => els.map((e) => e.value)), names);
-  assert.equal(await page.locator('.pod').count(), pods);
+  assert.deepEqual(await podText(), pods);
 });
 
 test('the map zooms in with the keyboard and back out with Escape', async () => {
@@ -295,6 +301,24 @@ test('the map zooms in with the keyboard and back out with Escape', async () => 
   await page.keyboard.press('Escape');
   await settled();
   assert.match(await span.innerText(), /^10\.0\.0\.0 – 10\.255\.255\.255/);
+});
+
+test('an IPv6 /64 map is aggregated and zooms down to single addresses', async () => {
+  const net = await addNetwork('v6-64');
+  await net.locator('input[data-path="range"]').fill('fd00:64::/64');
+  await net.locator('input[data-path="range_start"]').fill('fd00:64::100');
+  await settled();
+  const span = net.locator('.map-span');
+  assert.match(await span.innerText(), /^fd00:64:: – fd00:64::ffff:ffff:ffff:ffff · 256 cells/);
+  for (let level = 0; level < 8 && (await span.innerText()).includes('cells'); level++) {
+    await net.locator('.map-grid .cell').first().click();
+    await settled();
+  }
+  assert.match(await span.innerText(), /^fd00:64:: – fd00:64::ff$/, 'zoomed to one address per cell');
+  assert.equal(await net.locator('.map-grid .cell').count(), 256);
+  assert.match(await net.locator('.map-grid .cell').nth(0x100 - 1).getAttribute('title'), /fd00:64::ff – fd00:64::ff: 1 never handed out/);
+  await net.getByRole('button', { name: 'Remove' }).click();
+  await settled();
 });
 
 test('a /8 with 1,000 excludes updates quickly in the browser', async () => {
