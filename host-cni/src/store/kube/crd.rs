@@ -122,39 +122,3 @@ pub fn reservation_name(network_name: &str, address: &str) -> String {
     let normalized = address.replace(':', "-");
     if network_name.is_empty() { normalized } else { format!("{network_name}-{normalized}") }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_match_whereabouts() {
-        assert_eq!(pool_name("", "10.0.0.0/24"), "10.0.0.0-24");
-        assert_eq!(pool_name("blue", "fd00::/64"), "blue-fd00---64");
-        assert_eq!(reservation_name("", "fd00::5"), "fd00--5");
-        assert_eq!(reservation_name("blue", "10.0.0.5"), "blue-10.0.0.5");
-        assert_eq!(network_of_pool("blue-10.0.0.0-24", "10.0.0.0/24").as_deref(), Some("blue"));
-        assert_eq!(network_of_pool("10.0.0.0-24", "10.0.0.0/24").as_deref(), Some(""));
-        assert_eq!(network_of_pool("other", "10.0.0.0/24"), None);
-    }
-
-    #[test]
-    fn whereabouts_json_round_trips() {
-        let text = r#"{"apiVersion":"whereabouts.cni.cncf.io/v1alpha1","kind":"IPPool","metadata":{"name":"10.0.0.0-24","namespace":"kube-system","resourceVersion":"7"},"spec":{"range":"10.0.0.0/24","allocations":{"1":{"id":"c1","podref":"default/a","ifname":"net1"},"2":{"id":"c2","podref":""}}}}"#;
-        let pool: IPPool = serde_json::from_str(text).unwrap();
-        assert_eq!(pool.spec.allocations["2"].ifname, "");
-        let back = serde_json::to_value(&pool).unwrap();
-        assert_eq!(back["spec"]["allocations"]["2"], serde_json::json!({"id": "c2", "podref": ""}));
-        let empty: IPPool = serde_json::from_str(r#"{"metadata":{"name":"x"},"spec":{"range":"10.0.0.0/24","allocations":null}}"#).unwrap();
-        assert!(empty.spec.allocations.is_empty());
-        assert_eq!(serde_json::to_value(&empty).unwrap()["spec"]["allocations"], serde_json::json!({}));
-    }
-
-    #[test]
-    fn crds_have_whereabouts_names_and_scope() {
-        let yaml = crds_yaml();
-        assert!(yaml.contains("name: ippools.whereabouts.cni.cncf.io"), "{yaml}");
-        assert!(yaml.contains("name: overlappingrangeipreservations.whereabouts.cni.cncf.io"));
-        assert!(yaml.contains("scope: Namespaced"));
-    }
-}
