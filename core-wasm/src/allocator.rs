@@ -44,7 +44,7 @@ fn read(store: &mut dyn Store, pool: &PoolRef, range: &Range) -> Result<Read, Ip
     let mut slots = Vec::with_capacity(snapshot.slots.len());
     for slot in snapshot.slots {
         let address = range.address_of(&slot.offset).ok_or_else(|| {
-            StoreError::Corrupt(format!("pool {}: allocation key `{}` is not an offset inside {}", pool.name, slot.offset, pool.range))
+            StoreError::Corrupt(format!("pool {}: allocation key {} is not an offset inside {}", pool.name, slot.offset, pool.range))
         })?;
         slots.push((address, slot.owner));
     }
@@ -118,7 +118,7 @@ fn allocate_in(
                 Some(holder) => {
                     if requested.is_some() || handover.is_some() {
                         return Err(IpamError::AddressUnavailable(format!(
-                            "address {text} is reserved in network `{}` by {}",
+                            "address {text} is reserved in network {} by {}",
                             network.network_name,
                             holder_text(&holder)
                         )));
@@ -193,7 +193,7 @@ fn route_requests(network: &Network, requested: &[String]) -> Result<Vec<Option<
     for text in requested {
         let bare = text.trim().split('/').next().unwrap_or_default();
         let (family, address) = parse_address(bare)
-            .ok_or_else(|| IpamError::AddressUnavailable(format!("requested address `{text}` is not an IP address")))?;
+            .ok_or_else(|| IpamError::AddressUnavailable(format!("requested address {text} is not an IP address")))?;
         let index = network
             .range_containing(family, address)
             .ok_or_else(|| IpamError::AddressUnavailable(format!("requested address {text} is outside every configured range")))?;

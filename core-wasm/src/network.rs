@@ -36,7 +36,7 @@ pub fn analyze(config: &NetworkConfig) -> (Option<Network>, Vec<Finding>) {
     let mut gateway = None;
     if let Some(text) = config.gateway.as_deref().map(str::trim).filter(|g| !g.is_empty()) {
         match parse_address(text) {
-            None => findings.push(finding("gateway-invalid", Severity::Error, "gateway".into(), format!("`{text}` is not an IP address"))),
+            None => findings.push(finding("gateway-invalid", Severity::Error, "gateway".into(), format!("{text} is not an IP address"))),
             Some((family, address)) => {
                 gateway = Some((family, address));
                 for range in ranges.iter().filter(|r| r.family == family) {
@@ -46,7 +46,7 @@ pub fn analyze(config: &NetworkConfig) -> (Option<Network>, Vec<Finding>) {
                             Severity::Warning,
                             "gateway".into(),
                             format!(
-                                "`{text}` can be handed to a pod: it lies in the allocatable space of {} ({}); exclude it or move range_start past it",
+                                "{text} can be handed to a pod: it lies in the allocatable space of {} ({}); exclude it or move range_start past it",
                                 range.field,
                                 range.cidr()
                             ),

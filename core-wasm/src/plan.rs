@@ -18,7 +18,7 @@ fn parse_allocated(allocated: &[String]) -> Result<Vec<(Family, u128)>, IpamErro
         .map(|(i, text)| {
             let bare = text.trim().split('/').next().unwrap_or_default();
             parse_address(bare).ok_or_else(|| {
-                IpamError::InvalidConfig(FieldError { field: format!("allocated[{i}]"), message: format!("`{text}` is not an IP address") })
+                IpamError::InvalidConfig(FieldError { field: format!("allocated[{i}]"), message: format!("{text} is not an IP address") })
             })
         })
         .collect()
@@ -121,7 +121,7 @@ pub fn range_map(
                 Some((f, a)) if range.contains(f, a) => Ok(a),
                 _ => Err(IpamError::InvalidConfig(FieldError {
                     field: name.into(),
-                    message: format!("`{text}` is not an address inside {}", range.cidr()),
+                    message: format!("{text} is not an address inside {}", range.cidr()),
                 })),
             },
         }

@@ -111,7 +111,7 @@ impl Range {
         };
         let Some((family, value, prefix)) = parse_cidr(cidr_text) else {
             let hint = if syntax_start.is_some() { "first-last/prefix, e.g. 10.0.0.5-10.0.0.25/24" } else { "a CIDR such as 10.0.0.0/24" };
-            error(findings, "range-invalid", range_field, format!("`{text}` is not a valid range: expected {hint}"));
+            error(findings, "range-invalid", range_field, format!("{text} is not a valid range: expected {hint}"));
             return None;
         };
         let mask = host_mask(family, prefix);
@@ -134,15 +134,15 @@ impl Range {
             let field = field_path(base, key);
             match parse_address(text) {
                 None => {
-                    error(findings, rule_invalid, field, format!("`{text}` is not an IP address"));
+                    error(findings, rule_invalid, field, format!("{text} is not an IP address"));
                     None
                 }
                 Some((f, _)) if f != family => {
-                    error(findings, rule_invalid, field, format!("`{text}` is {} but range {cidr} is {}", f.name(), family.name()));
+                    error(findings, rule_invalid, field, format!("{text} is {} but range {cidr} is {}", f.name(), family.name()));
                     None
                 }
                 Some((_, a)) if !range.contains(family, a) => {
-                    error(findings, rule_outside, field, format!("`{text}` is outside range {cidr}"));
+                    error(findings, rule_outside, field, format!("{text} is outside range {cidr}"));
                     None
                 }
                 Some((_, a)) => Some(a),
@@ -159,7 +159,7 @@ impl Range {
             if let (Some(a), Some(b)) = (from_syntax, start) {
                 if a != b {
                     error(findings, "range-start-invalid", field_path(base, "range_start"),
-                        format!("`{}` conflicts with the start `{syntax_start}` given in range `{text}`", format_address(family, b)));
+                        format!("{} conflicts with the start {syntax_start} given in range {text}", format_address(family, b)));
                 }
             }
             start = from_syntax.or(start);
@@ -167,7 +167,7 @@ impl Range {
             if let Some(b) = end {
                 if b != syntax_end {
                     error(findings, "range-end-invalid", field_path(base, "range_end"),
-                        format!("`{}` conflicts with the end `{}` given in range `{text}`", format_address(family, b), format_address(family, syntax_end)));
+                        format!("{} conflicts with the end {} given in range {text}", format_address(family, b), format_address(family, syntax_end)));
                 }
             }
             end = Some(syntax_end);
@@ -176,7 +176,7 @@ impl Range {
             if a > b {
                 let field = if syntax_start.is_some() { range_field.clone() } else { field_path(base, "range_start") };
                 error(findings, "range-start-after-end", field,
-                    format!("start `{}` is after end `{}`", format_address(family, a), format_address(family, b)));
+                    format!("start {} is after end {}", format_address(family, a), format_address(family, b)));
             }
         }
         // Never the network address nor the broadcast (the last address, for IPv6 too).
@@ -193,19 +193,19 @@ impl Range {
             let text = exclude.trim();
             let parsed = parse_cidr(text).or_else(|| parse_address(text).map(|(f, a)| (f, a, f.bits())));
             let Some((f, a, p)) = parsed else {
-                error(findings, "exclude-invalid", field, format!("`{text}` is not a CIDR or an IP address"));
+                error(findings, "exclude-invalid", field, format!("{text} is not a CIDR or an IP address"));
                 continue;
             };
             if f != family {
-                error(findings, "exclude-invalid", field, format!("`{text}` is {} but range {cidr} is {}", f.name(), family.name()));
+                error(findings, "exclude-invalid", field, format!("{text} is {} but range {cidr} is {}", f.name(), family.name()));
                 continue;
             }
             let m = host_mask(f, p);
             let (first, last) = (a & !m, (a & !m) | m);
             if last < network || first > broadcast {
-                error(findings, "exclude-outside-range", field, format!("`{text}` is outside range {cidr}"));
+                error(findings, "exclude-outside-range", field, format!("{text} is outside range {cidr}"));
             } else if first < network || last > broadcast {
-                error(findings, "exclude-partly-outside-range", field, format!("`{text}` extends outside range {cidr}"));
+                error(findings, "exclude-partly-outside-range", field, format!("{text} extends outside range {cidr}"));
             } else {
                 range.excludes.push((first, last));
             }
@@ -217,7 +217,7 @@ impl Range {
         }
         if range.pool(std::iter::empty()).capacity() == 0 {
             error(findings, "range-empty", range_field,
-                format!("`{text}` leaves no address to hand out (network, broadcast, .0, range_start/range_end and excludes remove them all)"));
+                format!("{text} leaves no address to hand out (network, broadcast, .0, range_start/range_end and excludes remove them all)"));
             return None;
         }
         Some(range)
