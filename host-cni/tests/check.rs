@@ -246,6 +246,16 @@ fn locations_point_at_the_offending_text() {
 }
 
 #[test]
+fn a_type_error_names_the_element_and_its_place() {
+    let (code, report) = json(&["rules/ipam-type-error/fires/exclude.conf"]);
+    assert_eq!(code, 1);
+    let f = &findings(&report)[0];
+    assert_eq!((f["field"].as_str(), f["line"].as_u64(), f["column"].as_u64()), (Some("ipam.exclude[1]"), Some(8), Some(32)));
+    assert_eq!(f["value"], 7);
+    assert_eq!(f["message"], "must be a string, found a number");
+}
+
+#[test]
 fn exit_codes() {
     // Warnings only: 0, unless --strict.
     assert_eq!(check(&["rules/gateway-allocatable/fires"]).code, 0);

@@ -187,9 +187,14 @@ fn type_error(site: &Site, message: &str) -> Finding {
     let mut text = detail.to_string();
     if let Some((key, rest)) = detail.split_once(": ") {
         path.push(Seg::Key(key.to_string()));
-        text = rest.to_string();
-        if let Some(index) = rest.strip_prefix('[').and_then(|r| r.split_once(']')).and_then(|(n, _)| n.parse().ok()) {
-            path.push(Seg::Index(index));
+        // `unexpected a number: invalid type: integer `10`, expected a string`: serde's part
+        // says it all.
+        text = rest.strip_prefix("unexpected ").and_then(|r| r.split_once(": ")).map_or(rest, |(_, serde)| serde).to_string();
+        if let Some((index, after)) = rest.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+            if let Ok(index) = index.parse() {
+                path.push(Seg::Index(index));
+                text = after.to_string();
+            }
         }
     }
     at(site, "ipam-type-error", Level::Error, &path, text)
