@@ -1,0 +1,148 @@
+//! The real allocator component, loaded by the real runtime: the shared vectors through
+//! `hereabouts plan`'s own code path, its import list (no ambient authority), and allocation
+//! through the WIT `store` import.
+
+use std::collections::BTreeSet;
+
+use hereabouts::commands::plan::plan_document;
+use hereabouts::runtime::{AllocateRequest, Allocator, COMPONENT, NetworkConfig, Owner, RangeConfig};
+use hereabouts::store::memory::MemoryStore;
+use serde_json::{Value, json};
+
+fn cache_dir() -> tempdir::Dir {
+    tempdir::Dir::new()
+}
+
+/// A private cache directory per test, removed afterwards.
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = std::env::temp_dir().join(format!("hereabouts-component-test-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir(path)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[test]
+fn every_plan_vector_passes_through_the_component() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../vectors/plan.json")).unwrap();
+    let vectors: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let mut failures = Vec::new();
+    for vector in &vectors {
+        let got = match plan_document(&vector["input"].to_string()) {
+            Ok(ranges) => json!({ "ranges": ranges }),
+            Err(e) => json!({ "code": e.code, "msg": e.msg }),
+        };
+        if got != vector["expect"] {
+            failures.push(format!("{}\n  expected {}\n  got      {}", vector["name"], vector["expect"], got));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} vectors failed:\n{}", failures.len(), vectors.len(), failures.join("\n"));
+}
+
+#[test]
+fn the_component_imports_only_our_store_and_what_std_links_in() {
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::new(&engine, COMPONENT).unwrap();
+    let imports: BTreeSet<String> =
+        component.component_type().imports(&engine).map(|(name, _)| name.split('@').next().unwrap().to_string()).collect();
+    assert!(imports.contains("hereabouts:ipam/store"), "{imports:?}");
+    // std's start-up (args, exit, stdio for panics) is all WASI may reach; never files,
+    // sockets, clocks or randomness.
+    let allowed = [
+        "hereabouts:ipam/store",
+        "hereabouts:ipam/types",
+        "wasi:cli/environment",
+        "wasi:cli/exit",
+        "wasi:cli/stdin",
+        "wasi:cli/stdout",
+        "wasi:cli/stderr",
+        "wasi:io/error",
+        "wasi:io/streams",
+    ];
+    let unexpected: Vec<_> = imports.iter().filter(|i| !allowed.contains(&i.as_str())).collect();
+    assert!(unexpected.is_empty(), "the component gained ambient authority: {unexpected:?}");
+    for forbidden in ["wasi:filesystem", "wasi:sockets", "wasi:clocks", "wasi:random"] {
+        assert!(!imports.iter().any(|i| i.starts_with(forbidden)), "{forbidden} imported");
+    }
+}
+
+fn network(range: &str) -> NetworkConfig {
+    NetworkConfig {
+        range: Some(RangeConfig { range: range.into(), range_start: None, range_end: None, exclude: vec![] }),
+        ip_ranges: vec![],
+        gateway: None,
+        network_name: String::new(),
+        enable_overlapping_ranges: true,
+    }
+}
+
+fn request(i: usize) -> AllocateRequest {
+    AllocateRequest {
+        owner: Owner { container_id: format!("ctr-{i}"), ifname: "eth0".into(), podref: format!("ns/pod-{i}") },
+        requested: vec![],
+        sticky: false,
+    }
+}
+
+#[test]
+fn concurrent_allocators_through_the_store_import_never_share_an_address() {
+    let store = MemoryStore::new();
+    let config = network("10.0.0.0/24");
+    let cache = cache_dir();
+    // Compile once into the cache so the threads race on allocation, not on compilation.
+    drop(Allocator::with_cache(Box::new(store.clone()), Some(&cache.0)).unwrap());
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let (store, config, dir) = (store.clone(), config.clone(), cache.0.clone());
+            std::thread::spawn(move || {
+                let mut allocator = Allocator::with_cache(Box::new(store), Some(&dir)).unwrap();
+                (0..25).map(|i| allocator.allocate(&config, &request(t * 100 + i)).unwrap()[0].address.clone()).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let all: Vec<String> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let distinct: BTreeSet<&String> = all.iter().collect();
+    assert_eq!(distinct.len(), 100, "duplicates among {all:?}");
+    let expected: BTreeSet<String> = (1..=100).map(|i| format!("10.0.0.{i}")).collect();
+    assert_eq!(distinct.into_iter().cloned().collect::<BTreeSet<_>>(), expected, "not lowest-packed");
+    assert_eq!(store.pool("10.0.0.0-24").len(), 100);
+}
+
+#[test]
+fn lost_writes_are_retried_by_the_component_and_release_frees() {
+    let store = MemoryStore::new();
+    let cache = cache_dir();
+    let mut allocator = Allocator::with_cache(Box::new(store.clone()), Some(&cache.0)).unwrap();
+    let config = network("fd00::/120");
+    store.force_conflicts(3);
+    assert_eq!(allocator.allocate(&config, &request(1)).unwrap()[0].cidr, "fd00::1/120");
+    assert_eq!(allocator.allocate(&config, &request(2)).unwrap()[0].address, "fd00::2");
+    assert_eq!(allocator.lookup(&config, &request(1).owner).unwrap()[0].address, "fd00::1");
+    assert_eq!(allocator.release(&config, &request(1).owner).unwrap().len(), 1);
+    assert!(allocator.release(&config, &request(1).owner).unwrap().is_empty());
+    assert_eq!(allocator.allocate(&config, &request(3)).unwrap()[0].address, "fd00::1");
+    assert_eq!(store.reservations().len(), 2);
+}
+
+#[test]
+fn a_cached_artifact_is_reused_and_a_damaged_one_is_recompiled() {
+    let cache = cache_dir();
+    drop(Allocator::with_cache(Box::new(MemoryStore::new()), Some(&cache.0)).unwrap());
+    let files: Vec<_> = std::fs::read_dir(&cache.0).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
+    std::fs::write(&files[0], b"not a compiled component").unwrap();
+    let mut allocator = Allocator::with_cache(Box::new(MemoryStore::new()), Some(&cache.0)).unwrap();
+    assert_eq!(allocator.allocate(&network("10.0.0.0/30"), &request(1)).unwrap()[0].address, "10.0.0.1");
+    assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000, "the damaged cache entry was not replaced");
+}
