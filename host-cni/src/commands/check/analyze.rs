@@ -59,42 +59,9 @@ pub fn analyze(sites: &[Site], settings: &Settings, allocator: &mut Allocator) -
     let mut findings = Vec::new();
     let mut planned = Vec::new();
     for (index, site) in sites.iter().enumerate() {
-        if settings.enabled("unknown-ipam-key") {
-            unknown_keys(site, &mut findings);
+        if let Some((config, ranges)) = one_network(site, settings, allocator, &mut findings)? {
+            planned.push(Planned { site: index, config, ranges });
         }
-        let config = match IpamConfig::from_value(&site.ipam) {
-            Ok(config) => config.network_config(),
-            Err(message) => {
-                findings.push(type_error(site, &message));
-                continue;
-            }
-        };
-        let core = allocator.validate(&config).map_err(runtime_failure)?;
-        let valid = !core.iter().any(|f| f.severity == Severity::Error);
-        for finding in core {
-            let level = match finding.severity {
-                Severity::Error => Level::Error,
-                Severity::Warning => Level::Warning,
-            };
-            let path = refine(site, parse_path(&finding.field));
-            findings.push(at(site, &finding.rule, level, &path, finding.message));
-        }
-        if !valid {
-            continue;
-        }
-        let request = PlanRequest { network: config.clone(), allocated: Vec::new(), preview: 0 };
-        let ranges = match allocator.plan(&request) {
-            Ok(ranges) => ranges,
-            Err(CallError::Runtime(e)) => return Err(e.to_string()),
-            // validate found nothing wrong, so this does not happen; if it did, the network
-            // is left out of the capacity and overlap rules rather than failing the run.
-            Err(CallError::Ipam(e)) => {
-                tracing::debug!(file = %site.file, "plan failed after a clean validate: {e}");
-                continue;
-            }
-        };
-        capacity(site, &ranges, settings, &mut findings);
-        planned.push(Planned { site: index, config, ranges });
     }
     if settings.enabled("networks-overlap") || settings.enabled("overlapping-ranges-disabled") {
         overlaps(sites, &planned, allocator, &mut findings)?;
@@ -102,8 +69,49 @@ pub fn analyze(sites: &[Site], settings: &Settings, allocator: &mut Allocator) -
     Ok(findings)
 }
 
-fn runtime_failure(error: CallError) -> String {
-    error.to_string()
+/// The rules about one network; its config and ranges when it is valid (for the overlaps).
+fn one_network(
+    site: &Site,
+    settings: &Settings,
+    allocator: &mut Allocator,
+    findings: &mut Vec<Finding>,
+) -> Result<Option<(NetworkConfig, Vec<RangeReport>)>, String> {
+    if settings.enabled("unknown-ipam-key") {
+        unknown_keys(site, findings);
+    }
+    let config = match IpamConfig::from_value(&site.ipam) {
+        Ok(config) => config.network_config(),
+        Err(message) => {
+            findings.push(type_error(site, &message));
+            return Ok(None);
+        }
+    };
+    let core = allocator.validate(&config).map_err(|e| e.to_string())?;
+    let valid = !core.iter().any(|f| f.severity == Severity::Error);
+    for finding in core {
+        let level = match finding.severity {
+            Severity::Error => Level::Error,
+            Severity::Warning => Level::Warning,
+        };
+        let path = refine(site, parse_path(&finding.field));
+        findings.push(at(site, &finding.rule, level, &path, finding.message));
+    }
+    if !valid {
+        return Ok(None);
+    }
+    let request = PlanRequest { network: config.clone(), allocated: Vec::new(), preview: 0 };
+    let ranges = match allocator.plan(&request) {
+        Ok(ranges) => ranges,
+        Err(CallError::Runtime(e)) => return Err(e.to_string()),
+        // validate found nothing wrong, so this does not happen; if it did, the network is
+        // left out of the capacity and overlap rules rather than failing the run.
+        Err(CallError::Ipam(e)) => {
+            tracing::debug!(file = %site.file, "plan failed after a clean validate: {e}");
+            return Ok(None);
+        }
+    };
+    capacity(site, &ranges, settings, findings);
+    Ok(Some((config, ranges)))
 }
 
 /// A finding at `path` (relative to the ipam section) of `site`, showing the value there.
