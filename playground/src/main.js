@@ -238,7 +238,7 @@ async function drawMap(net, config, allocated, index, report, box) {
   const detail = h('p.map-detail', { 'aria-live': 'polite' }, 'Hover or focus a cell for details; Enter or click zooms in.');
   const zoomOut = () => { stack.pop(); net.focusMap = index; update(); };
   const grid = h('div.map-grid', {
-    role: 'grid', 'aria-label': `map of ${report.range}`,
+    role: 'group', 'aria-label': `map of ${report.range}`,
     onKeydown: (e) => {
       if ((e.key === 'Escape' || e.key === 'Backspace') && stack.length) { e.preventDefault(); zoomOut(); return; }
       const cells = [...grid.children];
