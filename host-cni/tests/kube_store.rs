@@ -486,6 +486,19 @@ fn cni_add_del_and_errors_through_the_binary() {
     assert_eq!(cni("ADD", &sticky, "s1", "default/db-0", &dir).1["ips"][0]["address"], "10.70.0.1/22");
     assert_eq!(cni("ADD", &sticky, "s2", "default/db-0", &dir).1["ips"][0]["address"], "10.70.0.1/22");
 
+    // CNI GC (1.1.0) on this store: frees every attachment not listed, keeps the listed one.
+    for c in ["g1", "g2"] {
+        assert!(cni("ADD", &config, c, &format!("default/{c}"), &dir).0);
+    }
+    let mut gc = config.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "g2", "ifname": "net1"}, {"containerID": "s2", "ifname": "net1"}]);
+    let (ok, result) = cni("GC", &gc, "", "default/x", &dir);
+    assert!(ok, "{result}");
+    let pool = emulator.get("ippools", NS, "10.70.0.0-22").unwrap();
+    let ids: BTreeSet<&str> = pool["spec"]["allocations"].as_object().unwrap().values().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, BTreeSet::from(["g2", "s2"]));
+
     // 403 → a CNI error naming the permission; unreachable → 11.
     emulator.deny("update", "ippools");
     let (ok, error) = cni("ADD", &config, "c3", "default/c", &dir);
