@@ -56,8 +56,9 @@ fn the_component_imports_only_our_store_and_what_std_links_in() {
     let imports: BTreeSet<String> =
         component.component_type().imports(&engine).map(|(name, _)| name.split('@').next().unwrap().to_string()).collect();
     assert!(imports.contains("hereabouts:ipam/store"), "{imports:?}");
-    // std's start-up (args, exit, stdio for panics) is all WASI may reach; never files,
-    // sockets, clocks or randomness.
+    // std's start-up (args, exit, stdio and its terminal/poll plumbing, for panics) is all
+    // WASI may reach; never files, sockets, clocks or randomness. The host defines each as a
+    // trap (runtime.rs), so even these do nothing.
     let allowed = [
         "hereabouts:ipam/store",
         "hereabouts:ipam/types",
@@ -66,7 +67,13 @@ fn the_component_imports_only_our_store_and_what_std_links_in() {
         "wasi:cli/stdin",
         "wasi:cli/stdout",
         "wasi:cli/stderr",
+        "wasi:cli/terminal-input",
+        "wasi:cli/terminal-output",
+        "wasi:cli/terminal-stdin",
+        "wasi:cli/terminal-stdout",
+        "wasi:cli/terminal-stderr",
         "wasi:io/error",
+        "wasi:io/poll",
         "wasi:io/streams",
     ];
     let unexpected: Vec<_> = imports.iter().filter(|i| !allowed.contains(&i.as_str())).collect();
