@@ -255,8 +255,8 @@ impl EtcdStore {
         let endpoints = config.endpoints.clone();
         let budget = config.dial_timeout + config.request_timeout;
         let client = runtime.block_on(async {
-            probe_endpoints(&endpoints, config.dial_timeout).await?;
-            match tokio::time::timeout(budget, Client::connect(&endpoints, Some(options))).await {
+            let alive = probe_endpoints(&endpoints, config.dial_timeout).await?;
+            match tokio::time::timeout(budget, Client::connect(&alive, Some(options))).await {
                 Ok(Ok(client)) => Ok(client),
                 Ok(Err(e)) => Err(classify(&e, &endpoints, "connecting")),
                 Err(_) => Err(StoreError::Unavailable(format!(
@@ -266,10 +266,7 @@ impl EtcdStore {
                 ))),
             }
         });
-        let client = client.map_err(|e| match e {
-            StoreError::Failed(msg) if msg.contains("TLS") && config.ca_cert_file.is_some() => ConnectError::Config(msg),
-            other => ConnectError::Store(other),
-        })?;
+        let client = client.map_err(ConnectError::Store)?;
         Ok(Self { runtime, client, config, retry: RetryPolicy::default() })
     }
 
@@ -524,32 +521,61 @@ impl Backend for EtcdStore {
     }
 }
 
-/// Fails fast when no endpoint accepts a TCP connection within the dial timeout (gRPC itself
-/// would keep the first request pending until the request timeout).
-async fn probe_endpoints(endpoints: &[String], dial: Duration) -> Result<(), StoreError> {
-    let probes = endpoints.iter().map(|url| {
-        let authority = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("").to_string();
-        Box::pin(async move {
-            match tokio::time::timeout(dial, tokio::net::TcpStream::connect(authority.as_str())).await {
+/// The endpoints that accept a TCP connection now: fails fast when none does within the dial
+/// timeout (gRPC would keep the first request pending until the request timeout), and leaves
+/// out dead members, to which tonic's balancer would otherwise send some requests (a failed
+/// connect is returned, not retried elsewhere). Once one endpoint answered, the others get a
+/// short grace; a slow one left out only means this process does not use it.
+async fn probe_endpoints(endpoints: &[String], dial: Duration) -> Result<Vec<String>, StoreError> {
+    use futures_util::StreamExt;
+    const GRACE: Duration = Duration::from_millis(50);
+    let mut probes: futures_util::stream::FuturesUnordered<_> = endpoints
+        .iter()
+        .map(|url| async move {
+            let authority = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("");
+            let result = match tokio::time::timeout(dial, tokio::net::TcpStream::connect(authority)).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(format!("{authority}: {e}")),
                 Err(_) => Err(format!("{authority}: no connection within {dial:?}")),
-            }
+            };
+            (url.clone(), result)
         })
-    });
-    if endpoints.is_empty() {
-        return Err(StoreError::Failed("no etcd endpoint".into()));
+        .collect();
+    let mut alive = Vec::new();
+    let mut errors = Vec::new();
+    let mut deadline = tokio::time::Instant::now() + dial;
+    while let Ok(Some((url, result))) = tokio::time::timeout_at(deadline, probes.next()).await {
+        match result {
+            Ok(()) => {
+                if alive.is_empty() {
+                    deadline = deadline.min(tokio::time::Instant::now() + GRACE);
+                }
+                alive.push(url);
+            }
+            Err(e) => errors.push(e),
+        }
     }
-    match futures_util::future::select_ok(probes).await {
-        Ok(_) => Ok(()),
-        Err(last) => Err(StoreError::Unavailable(format!("cannot connect to any etcd endpoint ({last})"))),
+    if alive.is_empty() {
+        if errors.is_empty() {
+            errors.push(format!("no connection within {dial:?}"));
+        }
+        return Err(StoreError::Unavailable(format!("cannot connect to any etcd endpoint ({})", errors.join("; "))));
     }
+    if !errors.is_empty() {
+        tracing::debug!("etcd endpoints left out: {}", errors.join("; "));
+    }
+    // Keep the configured order (the balancer does not care, messages do).
+    alive.sort_by_key(|url| endpoints.iter().position(|e| e == url));
+    Ok(alive)
 }
 
 /// Sorts an etcd client error into the store's kinds, with a message for the person reading it.
 fn classify(error: &etcd_client::Error, endpoints: &[String], what: &str) -> StoreError {
     // etcd-client's error has no `source`; the TLS or connection detail sits in tonic's.
-    let mut text = error.to_string();
+    let mut text = match error {
+        etcd_client::Error::GRpcStatus(status) => status.message().to_string(),
+        other => other.to_string(),
+    };
     let mut source: Option<&(dyn std::error::Error + 'static)> = match error {
         etcd_client::Error::TransportError(e) => std::error::Error::source(e),
         etcd_client::Error::GRpcStatus(status) => std::error::Error::source(status),

@@ -567,16 +567,24 @@ fn tls_and_auth() {
         .and_then(|mut a| add(&mut a, &network, "x"))
         .expect_err("wrong CA accepted");
     eprintln!("tls: wrong CA → {} {} ({:?})", error.code, error.msg, t0.elapsed());
-    assert!(error.msg.contains("TLS"), "{}", error.msg);
-    assert_ne!(error.code, 0);
+    assert!(error.msg.contains("TLS") && error.msg.contains("UnknownIssuer"), "{}", error.msg);
+    assert_eq!(error.code, 5, "{error:?}");
 
     let error = allocator(&variant(json!({"etcd_ca_cert_file": file("missing.pem")}))).err().unwrap();
     assert_eq!(error.code, 7, "{error:?}");
     assert!(error.msg.contains("etcd_ca_cert_file"), "{}", error.msg);
 
-    let plain = ipam(&endpoint, &prefix, "10.16.0.0/24", json!({}));
+    let error = allocator(&variant(json!({"etcd_cert_file": null, "etcd_key_file": null})))
+        .and_then(|mut a| add(&mut a, &network, "x"))
+        .expect_err("no client certificate accepted");
+    // The server's rejection surfaces as an alert or a reset, depending on timing.
+    eprintln!("tls: no client certificate → {} {}", error.code, error.msg);
+    assert_ne!(error.code, 0);
+
+    let plain = ipam(&endpoint.replace("https://", "http://"), &prefix, "10.16.0.0/24", json!({"etcd_request_timeout": "1s"}));
     let error = allocator(&plain).and_then(|mut a| add(&mut a, &network, "x")).expect_err("plain http to a TLS etcd");
     eprintln!("tls: plain http → {} {}", error.code, error.msg);
+    assert_ne!(error.code, 0);
 }
 
 /// Three members on loopback, one stopped (by run.sh): allocation continues.

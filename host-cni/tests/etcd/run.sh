@@ -103,9 +103,10 @@ fi
 export HEREABOUTS_ETCD_ENDPOINTS=$single HEREABOUTS_ETCD_CTL=$ctl
 export HEREABOUTS_CACHE_DIR="$work/cache"
 log="$work/cargo-test.log"
-(cd "$root" && cargo test --release --locked -p hereabouts --test etcd -- --test-threads 1 --nocapture --skip worker) >"$log" 2>&1
+# --show-output: the measurements the tests print, after clean "test NAME ... ok" lines.
+(cd "$root" && cargo test --release --locked -p hereabouts --test etcd -- --test-threads 1 --show-output --skip worker) >"$log" 2>&1
 status=$?
-grep -E '^(test |contention|faults|large pool|unreachable|bad data|tls|cluster|SKIPPED|thread|  left|  right)' "$log" | grep -v '^test result'
+grep -E '^(contention|faults|large pool|unreachable|bad data|tls|cluster|SKIPPED|thread|  left|  right|called)' "$log" | cut -c1-400
 while read -r name verdict; do
   result "$name" "$([ "$verdict" = ok ] && echo 0 || echo 1)"
 done < <(sed -n 's/^test \([a-z0-9_:]*\) \.\.\. \(ok\|FAILED\)$/\1 \2/p' "$log")
