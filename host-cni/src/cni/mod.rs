@@ -95,7 +95,28 @@ pub fn run(env: &CniEnv, stdin: &str) -> Result<Option<Value>, CniError> {
 /// directory (or `$HEREABOUTS_CACHE_DIR`): root-owned like the store, unlike a shared /tmp.
 pub fn open(conf: &NetConf) -> Result<Allocator, CniError> {
     let backend = store::open(&conf.ipam)?;
-    Ok(Allocator::with_cache(backend, Some(&cache_dir(conf)))?)
+    let cache = cache_dir(conf);
+    let _compiling = first_compile_lock(&cache);
+    Ok(Allocator::with_cache(backend, Some(&cache))?)
+}
+
+/// On a node's first pods (an empty cache) every process would compile the component at once
+/// — 50 pods × ~250 ms of CPU. While the cache holds no compiled artifact, callers queue on a
+/// lock instead: the first compiles and fills the cache, the others then load it. With a warm
+/// cache this is one directory read. Best effort: without the lock we just compile.
+fn first_compile_lock(cache: &std::path::Path) -> Option<std::fs::File> {
+    let compiled = |dir: &std::path::Path| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+        })
+    };
+    if compiled(cache) {
+        return None;
+    }
+    std::fs::create_dir_all(cache).ok()?;
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(cache.join("compile.lock")).ok()?;
+    lock.lock().ok()?;
+    Some(lock)
 }
 
 pub fn cache_dir(conf: &NetConf) -> PathBuf {

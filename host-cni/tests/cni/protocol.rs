@@ -246,7 +246,11 @@ fn a_corrupt_component_cache_is_recompiled() {
     let conf = net.conf("1.0.0", json!({"range": "10.12.0.0/24"}));
     let run = |c: &str| Cni::new("ADD").container(c).env("HEREABOUTS_CACHE_DIR", dir.path()).run(&conf);
     assert_eq!(address(&run("a").ok(), 0), "10.12.0.1");
-    let cached: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let cached: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
     std::fs::write(&cached[0], b"not a compiled component").unwrap();
     assert_eq!(address(&run("b").ok(), 0), "10.12.0.2");
