@@ -21,7 +21,7 @@ use crate::store::local::LocalStore;
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// How many containers start at once.
-    #[arg(long, short = 'n', default_value_t = 10)]
+    #[arg(long, short = 'n', default_value_t = 8)]
     pub count: usize,
     /// The range to hand addresses out from.
     #[arg(long, default_value = "10.22.0.0/24")]
