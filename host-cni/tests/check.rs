@@ -246,6 +246,15 @@ fn locations_point_at_the_offending_text() {
 }
 
 #[test]
+fn ranges_of_one_network_overlapping_each_other_count_too() {
+    let (_, report) = json(&["rules/overlapping-ranges-disabled/fires/self.yaml"]);
+    let f = &findings(&report)[0];
+    assert_eq!((f["rule"].as_str(), f["field"].as_str()), (Some("overlapping-ranges-disabled"), Some("ipam.ipRanges[0].range")));
+    assert!(f["message"].as_str().unwrap().starts_with("overlaps this network's ipam.range 10.90.0.0/24"), "{f}");
+    assert_eq!(findings(&report).len(), 1, "each pair of ranges once");
+}
+
+#[test]
 fn a_type_error_names_the_element_and_its_place() {
     let (code, report) = json(&["rules/ipam-type-error/fires/exclude.conf"]);
     assert_eq!(code, 1);
