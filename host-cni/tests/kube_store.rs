@@ -392,7 +392,7 @@ fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
         emulator.insert("pods", pod("default", name, "Running", &[&format!("10.60.0.{}", i + 1)]));
     }
     let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .args(["controller", "--kubeconfig"])
+        .args(["controller", "--grace-seconds=1", "--kubeconfig"])
         .arg(&kubeconfig)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -404,7 +404,7 @@ fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
         pool["spec"]["allocations"].as_object().unwrap().keys().cloned().collect()
     };
     // Let the controller list and start watching, then delete pod a.
-    std::thread::sleep(Duration::from_millis(1500));
+    eventually("the controller to watch pods", || emulator.watches() > 0);
     let started = Instant::now();
     emulator.delete("pods", "default", "a");
     eventually("a's address to be freed", || slots() == ["2", "3"]);
@@ -419,7 +419,10 @@ fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
     eventually("c's address to be freed", || slots() == ["2"]);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(slots(), ["2"], "the recreated pod's address is kept");
-    println!("controller freed a deleted pod's address {:.0} ms after the deletion", freed_after.as_secs_f64() * 1000.0);
+    println!(
+        "controller freed a deleted pod's address {:.0} ms after the deletion (grace period 1 s)",
+        freed_after.as_secs_f64() * 1000.0
+    );
 }
 
 // ---- the hereabouts binary in CNI mode ------------------------------------------------------

@@ -4,9 +4,10 @@
 //! Safe beside the reconcile CronJob, the CNI plugin and a second controller replica: it takes
 //! no lock, and each free is the allocator's `release` of one exact container id + ifname — a
 //! write conditioned on the version read, which frees nothing if the slot changed hands.
-//! A pod deleted and recreated under the same name (StatefulSet) is left alone: before freeing,
-//! the pod is looked up again, and if a pod of that name exists and is not terminated, the
-//! addresses are kept (the reconcile job decides later with the new pod's network-status).
+//! A pod deleted and recreated under the same name (StatefulSet) is left alone: a deletion is
+//! acted on after a grace period (`--grace-seconds`, default 10), then the pod is looked up
+//! again, and if a pod of that name exists and is not terminated, the addresses are kept (the
+//! reconcile job decides later with the new pod's network-status).
 //!
 //! The watch runs on its own thread and client; the main thread does the frees with the
 //! allocator component. Deletions missed while the controller was down are the CronJob's job.
@@ -31,6 +32,10 @@ pub struct ControllerArgs {
     /// Kubeconfig to use (default: in-cluster service account).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Wait this long after a pod is deleted before freeing its addresses, so a pod recreated
+    /// under the same name (StatefulSet) is found and its sticky address kept.
+    #[arg(long, default_value_t = 10)]
+    pub grace_seconds: u64,
 }
 
 pub fn exec(args: &ControllerArgs) -> i32 {
@@ -82,14 +87,33 @@ pub fn run(args: &ControllerArgs) -> Result<(), CniError> {
     });
     eprintln!("hereabouts controller: watching pods; IPPools in namespace {}", store.namespace());
 
-    while let Ok(podref) = pods_gone.recv() {
-        match free_pod(&store, &mut allocator, &podref) {
-            Ok(freed) => {
-                for f in freed {
-                    println!("freed {} ({} {}, pod {}, container {} {}): {}", f.address, f.kind, f.object, f.podref, f.container_id, f.ifname, f.reason);
+    // Deletions wait out the grace period in arrival order (one grace for all: FIFO is sorted).
+    let grace = Duration::from_secs(args.grace_seconds);
+    let mut due: std::collections::VecDeque<(std::time::Instant, String)> = Default::default();
+    loop {
+        let wait = due.front().map(|(at, _)| at.saturating_duration_since(std::time::Instant::now()));
+        let received = match wait {
+            Some(wait) => pods_gone.recv_timeout(wait),
+            None => pods_gone.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(podref) => due.push_back((std::time::Instant::now() + grace, podref)),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        while due.front().is_some_and(|(at, _)| *at <= std::time::Instant::now()) {
+            let (_, podref) = due.pop_front().unwrap();
+            match free_pod(&store, &mut allocator, &podref) {
+                Ok(freed) => {
+                    for f in freed {
+                        println!(
+                            "freed {} ({} {}, pod {}, container {} {}): {}",
+                            f.address, f.kind, f.object, f.podref, f.container_id, f.ifname, f.reason
+                        );
+                    }
                 }
+                Err(e) => eprintln!("hereabouts controller: freeing {podref}: {} (code {})", e.msg, e.code),
             }
-            Err(e) => eprintln!("hereabouts controller: freeing {podref}: {} (code {})", e.msg, e.code),
         }
     }
     Err(CniError::new(crate::error::Code::Internal, "the pod watch ended"))

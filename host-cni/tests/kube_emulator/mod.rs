@@ -43,6 +43,7 @@ struct State {
     /// Count of responses by status code.
     codes: BTreeMap<u16, u64>,
     requests: u64,
+    watches: u64,
 }
 
 struct Shared {
@@ -171,6 +172,11 @@ impl Emulator {
     /// How many responses had this HTTP status.
     pub fn responses(&self, code: u16) -> u64 {
         self.shared.state.lock().unwrap().codes.get(&code).copied().unwrap_or(0)
+    }
+
+    /// How many watch requests arrived.
+    pub fn watches(&self) -> u64 {
+        self.shared.state.lock().unwrap().watches
     }
 
     pub fn requests(&self) -> u64 {
@@ -583,6 +589,7 @@ fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
     {
         let mut state = shared.state.lock().unwrap();
         state.requests += 1;
+        state.watches += 1;
         if state.denied.contains(&("watch".to_string(), plural.clone())) {
             let (code, body) = forbidden("watch", &plural, ns.as_deref(), None);
             drop(state);
