@@ -57,9 +57,11 @@ fn podref(pod: &Pod) -> Option<String> {
 }
 
 pub fn run(args: &ControllerArgs) -> Result<(), CniError> {
-    let timeouts = Timeouts { total: Duration::from_secs(60), ..Timeouts::default() };
+    let timeouts = Timeouts { request: Duration::from_secs(60), total: Duration::from_secs(60), ..Timeouts::default() };
     let store = KubeStore::connect(args.kubeconfig.as_deref(), timeouts).map_err(|e| CniError::from(&e))?;
-    let watch_store = KubeStore::connect(args.kubeconfig.as_deref(), timeouts).map_err(|e| CniError::from(&e))?;
+    // A watch is a long poll (the watcher asks for 290 s): its reads may idle that long.
+    let watch_timeouts = Timeouts { request: Duration::from_secs(330), ..timeouts };
+    let watch_store = KubeStore::connect(args.kubeconfig.as_deref(), watch_timeouts).map_err(|e| CniError::from(&e))?;
     let mut allocator = Allocator::new(Box::new(store.clone()))?;
 
     let (gone, pods_gone) = mpsc::channel::<String>();

@@ -89,7 +89,12 @@ pub fn exec(args: &ReconcileArgs) -> i32 {
 }
 
 pub fn run(args: &ReconcileArgs) -> Result<Report, CniError> {
-    let timeouts = Timeouts { total: std::time::Duration::from_secs(300), ..Timeouts::default() };
+    // Listing every pod of a large cluster can take longer than a CNI call may.
+    let timeouts = Timeouts {
+        request: std::time::Duration::from_secs(60),
+        total: std::time::Duration::from_secs(300),
+        ..Timeouts::default()
+    };
     let store = KubeStore::connect(args.kubeconfig.as_deref(), timeouts).map_err(|e| CniError::from(&e))?;
     reconcile(&store, args.dry_run)
 }
