@@ -160,6 +160,8 @@ fn malformed_input_is_reported_with_its_location_never_a_panic() {
     let run = check(&["malformed"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     golden("malformed.txt", &run.stdout);
+    golden("malformed.json", &check(&["malformed", "--format", "json"]).stdout);
+    golden("malformed.sarif", &check(&["malformed", "--format", "sarif"]).stdout);
     let (_, report) = json(&["malformed"]);
     let parse_errors: BTreeSet<&str> = findings(&report)
         .iter()
@@ -252,6 +254,26 @@ fn ranges_of_one_network_overlapping_each_other_count_too() {
     assert_eq!((f["rule"].as_str(), f["field"].as_str()), (Some("overlapping-ranges-disabled"), Some("ipam.ipRanges[0].range")));
     assert!(f["message"].as_str().unwrap().starts_with("overlaps this network's ipam.range 10.90.0.0/24"), "{f}");
     assert_eq!(findings(&report).len(), 1, "each pair of ranges once");
+}
+
+#[test]
+fn ipv6_ranges_overlap_too_and_never_with_ipv4() {
+    let dir = std::env::temp_dir().join(format!("hereabouts-check-v6-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = |name: &str, ranges: &str| {
+        format!(r#"{{"name": "{name}", "type": "macvlan", "ipam": {{"type": "hereabouts", "network_name": "{name}", "ipRanges": [{ranges}]}}}}"#)
+    };
+    std::fs::write(dir.join("a.conf"), conf("a", r#"{"range": "10.0.0.0/24"}, {"range": "fd00:a::/64"}"#)).unwrap();
+    std::fs::write(dir.join("b.conf"), conf("b", r#"{"range": "10.0.1.0/24"}, {"range": "fd00:a:0:0:8000::/65"}"#)).unwrap();
+    std::fs::write(dir.join("c.conf"), conf("c", r#"{"range": "::ffff:10.0.0.0/120"}"#)).unwrap();
+    let run = check_in(&dir, &[".", "--format", "json"]);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let found: Vec<(&str, &str)> =
+        findings(&report).iter().map(|f| (f["file"].as_str().unwrap(), f["message"].as_str().unwrap())).collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].0, "b.conf");
+    assert!(found[0].1.contains("on fd00:a::8000:0:0:1-fd00:a::ffff:ffff:ffff:fffe"), "{}", found[0].1);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
