@@ -1,0 +1,61 @@
+//! `hereabouts plan` as a user runs it: stdin or --config, JSON or a text table, exit codes.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn plan(args: &[&str], stdin: &str) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .arg("plan")
+        .args(args)
+        .env("HEREABOUTS_CACHE_DIR", std::env::temp_dir().join("hereabouts-plan-cli-test"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap())
+}
+
+const DOC: &str = r#"{"ipam":{"range":"192.168.2.225/28","exclude":["192.168.2.229/30"],
+  "ipRanges":[{"range":"fd00::/64"}]},"allocated":["192.168.2.225"]}"#;
+
+#[test]
+fn json_from_stdin() {
+    let (code, out) = plan(&[], DOC);
+    assert_eq!(code, 0);
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(value["ranges"][0]["next"], "192.168.2.226");
+    assert_eq!(value["ranges"][0]["free"], "9");
+    assert_eq!(value["ranges"][1]["capacity"], "18446744073709551614");
+    assert_eq!(value["ranges"][1]["next"], "fd00::1");
+}
+
+#[test]
+fn text_table_from_a_config_file() {
+    let path = std::env::temp_dir().join(format!("hereabouts-plan-{}.json", std::process::id()));
+    std::fs::write(&path, DOC).unwrap();
+    let (code, out) = plan(&["--config", path.to_str().unwrap(), "--format", "text"], "");
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("RANGE") && lines[0].contains("NEXT"), "{out}");
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(cells, ["192.168.2.224/28", "192.168.2.225", "192.168.2.238", "10", "9", "192.168.2.226"]);
+}
+
+#[test]
+fn invalid_input_is_a_cni_error_object_and_a_failure() {
+    let (code, out) = plan(&[], r#"{"ipam":{"range":"10.0.0.0/16","exclude":["10.9.0.0/24"]}}"#);
+    assert_ne!(code, 0);
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(value, serde_json::json!({"code": 7, "msg": "exclude[0]: 10.9.0.0/24 is outside range 10.0.0.0/16"}));
+    let (code, out) = plan(&[], "{not json");
+    assert_ne!(code, 0);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["code"], 6);
+    let (code, out) = plan(&["--config", "/nonexistent/plan.json"], "");
+    assert_ne!(code, 0);
+    assert!(out.contains("/nonexistent/plan.json"), "{out}");
+}
