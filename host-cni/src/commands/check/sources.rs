@@ -182,7 +182,7 @@ fn is_json(path: &Path, text: &str) -> bool {
 }
 
 /// Parses one file's text into networks and parse findings.
-pub fn load_text(file: &str, text: &str, json: bool, loaded: &mut Loaded) {
+fn load_text(file: &str, text: &str, json: bool, loaded: &mut Loaded) {
     // A byte-order mark is no part of the JSON (serde_json rejects it); YAML allows it.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if json {
