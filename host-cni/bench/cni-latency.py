@@ -8,9 +8,10 @@ environment, network config on stdin, one process per call), interleaving the ca
 min / median / p99 per verb and the ratio of the medians. `/bin/true` spawned the same way
 shows the floor: the cost of starting any process from here.
 
-usage: host-cni/bench/cni-latency.py [--calls N] [--hereabouts BIN] [--host-local BIN]
-Both stores live in a fresh temporary directory (ext4/tmpfs as the machine has it); the
-hereabouts component cache is warmed by one call first, as on any node after its first pod.
+usage: host-cni/bench/cni-latency.py [--calls N] [--hereabouts BIN] [--host-local BIN] [--dir D]
+Both stores live in a fresh directory under D (default: the system temp directory; pass
+/dev/shm to take the disk, and so hereabouts' fsyncs, out of the comparison). The hereabouts
+component cache is warmed by one call first, as on any node after its first pod.
 """
 import argparse
 import json
@@ -54,12 +55,13 @@ def main():
     parser.add_argument("--calls", type=int, default=300, help="calls per plugin and verb (default 300)")
     parser.add_argument("--hereabouts", default=os.path.join(ROOT, "target/release/hereabouts"))
     parser.add_argument("--host-local", default="/usr/lib/cni/host-local")
+    parser.add_argument("--dir", default=None, help="where the stores live (default: system temp dir)")
     args = parser.parse_args()
     for binary in (args.hereabouts, args.host_local):
         if not os.access(binary, os.X_OK):
             sys.exit(f"{binary}: not found (build with cargo build --release; apt-get install containernetworking-plugins)")
 
-    work = tempfile.mkdtemp(prefix="cni-latency-")
+    work = tempfile.mkdtemp(prefix="cni-latency-", dir=args.dir)
     try:
         # The same /16 for both; each config in the version runtimes send today.
         ours = json.dumps({"cniVersion": "1.0.0", "name": "bench", "type": "bridge",
@@ -80,7 +82,7 @@ def main():
                 if verb == "ADD":
                     floor.append(call("/bin/true", b"", "TRUE", "x"))
 
-        print(f"{args.calls} calls per plugin and verb, fresh process each, interleaved; milliseconds")
+        print(f"{args.calls} calls per plugin and verb, fresh process each, interleaved; stores in {work}; ms")
         print(f"{'plugin':<12} {'verb':<4} {'min':>7} {'median':>7} {'p99':>7}")
         for (name, verb), samples in results.items():
             lo, med, p99 = summary(samples)
