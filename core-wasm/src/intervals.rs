@@ -97,6 +97,17 @@ impl IntervalSet {
         }
     }
 
+    /// The highest point in `[first, from]` not covered, if any.
+    pub fn last_gap(&self, first: u128, from: u128) -> Option<u128> {
+        if first > from {
+            return None;
+        }
+        match self.covering(from) {
+            None => Some(from),
+            Some((start, _)) => start.checked_sub(1).filter(|&before| before >= first),
+        }
+    }
+
     /// How many points of `[first, last]` are covered.
     pub fn count_within(&self, first: u128, last: u128) -> u128 {
         if first > last {
@@ -149,6 +160,10 @@ mod tests {
         assert_eq!(s.first_gap(102, 200), None);
         assert_eq!(s.first_gap(0, 300), Some(0));
         assert_eq!(set(&[(0, u128::MAX - 1)]).first_gap(0, u128::MAX), Some(u128::MAX));
+        assert_eq!(s.last_gap(0, 150), Some(101));
+        assert_eq!(s.last_gap(102, 150), None);
+        assert_eq!(s.last_gap(0, 300), Some(300));
+        assert_eq!(set(&[(0, 10)]).last_gap(0, 5), None);
     }
 
     #[test]

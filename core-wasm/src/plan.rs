@@ -80,14 +80,38 @@ pub fn validate(config: &NetworkConfig) -> Vec<Finding> {
     analyze(config).1
 }
 
+/// Where two networks could hand out the same address: for each pair of same-family ranges,
+/// the first and last address allocatable in both (excludes considered, allocations not).
 pub fn overlaps(a: &NetworkConfig, b: &NetworkConfig) -> Result<Vec<Overlap>, IpamError> {
     let a = Network::parse(a)?;
     let b = Network::parse(b)?;
     let mut out = Vec::new();
     for ra in &a.ranges {
         for rb in b.ranges.iter().filter(|r| r.family == ra.family) {
-            let (first, last) = (ra.first.max(rb.first), ra.last.min(rb.last));
-            if first <= last {
+            let (pa, pb) = (ra.pool(std::iter::empty()), rb.pool(std::iter::empty()));
+            let (lo, hi) = (ra.first.max(rb.first), ra.last.min(rb.last));
+            if lo > hi {
+                continue;
+            }
+            // Alternate between the two pools until both agree: each step skips a whole
+            // excluded run of one of them.
+            let common = |mut x: u128, up: bool| -> Option<u128> {
+                loop {
+                    let (ya, yb);
+                    if up {
+                        ya = pa.free_at_or_above(x).filter(|&y| y <= hi)?;
+                        yb = pb.free_at_or_above(ya).filter(|&y| y <= hi)?;
+                    } else {
+                        ya = pa.free_at_or_below(x).filter(|&y| y >= lo)?;
+                        yb = pb.free_at_or_below(ya).filter(|&y| y >= lo)?;
+                    }
+                    if ya == yb {
+                        return Some(ya);
+                    }
+                    x = yb;
+                }
+            };
+            if let (Some(first), Some(last)) = (common(lo, true), common(hi, false)) {
                 out.push(Overlap {
                     a_field: ra.field.clone(),
                     b_field: rb.field.clone(),

@@ -107,6 +107,20 @@ impl Pool {
         out
     }
 
+    /// The lowest free address at or above `address`.
+    pub fn free_at_or_above(&self, address: u128) -> Option<u128> {
+        let (lo, hi) = self.span?;
+        let from = crate::addr::index_span(self.family, address, self.family.max())?.0.max(lo);
+        self.blocked.first_gap(from, hi).map(|i| from_index(self.family, i))
+    }
+
+    /// The highest free address at or below `address`.
+    pub fn free_at_or_below(&self, address: u128) -> Option<u128> {
+        let (lo, hi) = self.span?;
+        let to = crate::addr::index_span(self.family, 0, address)?.1.min(hi);
+        self.blocked.last_gap(lo, to).map(|i| from_index(self.family, i))
+    }
+
     /// Whether `address` could be handed out now, and if not, why.
     pub fn check(&self, address: u128) -> Result<(), Unavailable> {
         let index = to_index(self.family, address).ok_or(Unavailable::Reserved)?;

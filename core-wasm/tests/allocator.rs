@@ -185,3 +185,24 @@ fn invalid_config_names_the_field() {
     }
     assert!(store.pools.is_empty());
 }
+
+#[test]
+fn overlaps_count_only_addresses_both_ranges_can_hand_out() {
+    use hereabouts_core::plan::overlaps;
+    let a = net("10.0.0.0/24", &[]);
+    let span = |o: &hereabouts_core::types::Overlap| (o.first.clone(), o.last.clone());
+    // Plain overlap: the shared allocatable span.
+    let found = overlaps(&a, &net("10.0.0.128/25", &[])).unwrap();
+    assert_eq!(found.iter().map(span).collect::<Vec<_>>(), [("10.0.0.129".to_string(), "10.0.0.254".to_string())]);
+    // Excluded on one side at both ends: the overlap shrinks.
+    let found = overlaps(&a, &net("10.0.0.0/25", &["10.0.0.0/28", "10.0.0.112/28"])).unwrap();
+    assert_eq!(found.iter().map(span).collect::<Vec<_>>(), [("10.0.0.16".to_string(), "10.0.0.111".to_string())]);
+    // Wholly excluded on one side: no overlap at all.
+    assert!(overlaps(&a, &net("10.0.1.0/24", &[])).unwrap().is_empty());
+    let mut b = net("10.0.0.0/23", &["10.0.0.0/24"]);
+    assert!(overlaps(&a, &b).unwrap().is_empty());
+    // Interleaved excludes on both sides meet at the first address free in both.
+    let c = net("10.0.0.0/24", &["10.0.0.0/29"]);
+    b = net("10.0.0.0/24", &["10.0.0.8/29", "10.0.0.16/32"]);
+    assert_eq!(overlaps(&c, &b).unwrap().iter().map(span).collect::<Vec<_>>(), [("10.0.0.17".to_string(), "10.0.0.254".to_string())]);
+}
