@@ -10,6 +10,7 @@ usage: cni.py BIN ENDPOINT CTL   (CTL: script taking stop/start for that etcd; r
   is DELed (as runtimes do); in the end the pool holds exactly the containers that got an
   address, each once.
 - bad data: a foreign value in the pool → error 5 naming the key, the store unchanged.
+- GC keeps only the listed attachments; CHECK; STATUS is 50 when etcd is unreachable.
 Prints one line per check and exits non-zero if any failed.
 """
 import ipaddress
@@ -202,7 +203,31 @@ def bad_data():
     check("bad data: DEL does not overwrite it either", rc != 0 and etcdctl("get", "--prefix", prefix) == before)
 
 
+def gc_status_check():
+    prefix, rng = f"/hereabouts-cni/{RUN}/gc/", "10.43.0.0/24"
+    config = conf(prefix, rng)
+    for cid in ("keep", "drop1", "drop2"):
+        call("ADD", cid, config)
+    net = json.loads(config)
+    net["cniVersion"] = "1.1.0"
+    gc = dict(net, **{"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]})
+    rc, out = call("GC", "", json.dumps(gc))
+    left = allocations(prefix, "10.43.0.0-24")
+    check("gc: frees every attachment not listed, keeps the listed one", rc == 0 and list(left.values()) == ["keep"],
+          f"rc {rc}, left {left}")
+    prev = dict(net, prevResult={"cniVersion": "1.1.0", "ips": [{"address": "10.43.0.1/24"}]})
+    rc, out = call("CHECK", "keep", json.dumps(prev))
+    check("check: the kept attachment checks out", rc == 0, json.dumps(out))
+    rc, out = call("STATUS", "", json.dumps(net))
+    check("status: usable while etcd is up", rc == 0, json.dumps(out))
+    down = json.loads(config)
+    down["ipam"]["etcd_host"] = "127.0.0.1:1"
+    rc, out = call("STATUS", "", json.dumps(dict(down, cniVersion="1.1.0")))
+    check("status: not usable (50) when etcd is unreachable", rc != 0 and out.get("code") == 50, out.get("msg", ""))
+
+
 contention()
 faults()
 bad_data()
+gc_status_check()
 sys.exit(1 if failures else 0)
