@@ -52,7 +52,7 @@ fn scenario(kind: Kind, endpoints: &str, scratch: &std::path::Path, clients: usi
             .unwrap()
         })
         .collect();
-    let cache = std::env::temp_dir().join("hereabouts-bench-cache");
+    let cache = hereabouts::runtime::default_cache_dir();
     let per_client = TOTAL / clients;
     let started = Instant::now();
     let mut latencies: Vec<Duration> = std::thread::scope(|scope| {

@@ -35,8 +35,12 @@ fn endpoints(test: &str) -> Option<String> {
     e
 }
 
+/// `$HEREABOUTS_CACHE_DIR` (run.sh points it into its temporary directory), else a temp dir.
 fn cache_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join("hereabouts-etcd-test-cache")
+    match env("HEREABOUTS_CACHE_DIR") {
+        Some(dir) => dir.into(),
+        None => std::env::temp_dir().join("hereabouts-etcd-test-cache"),
+    }
 }
 
 /// An ipam section for the etcd store; `prefix` isolates each test's keys.
