@@ -18,8 +18,9 @@
 //! range's network address); the values use Whereabouts' field names, so its pools read naturally.
 //! The pool's version is the `mod_revision` of its `spec` key, which every write of the pool puts
 //! again. One key per allocation keeps each write small whatever the pool's size: a /16 holding
-//! 65,534 allocations is 65,534 keys of ~170 bytes, and no request comes near etcd's 1.5 MiB
-//! limit (a whole-pool value would be ~8 MiB with real 64-character container ids).
+//! 65,534 allocations is 65,534 keys of ~160 bytes (~260 bytes of etcd database each), and no
+//! request comes near etcd's 1.5 MiB limit (a whole-pool value would be ~7.8 MiB with real
+//! 64-character container ids).
 //!
 //! A write of more edits than etcd's `--max-txn-ops` (128) allows — only garbage collection of a
 //! large pool does that — is a chain of transactions, each conditioned on the revision the
