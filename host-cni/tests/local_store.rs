@@ -84,8 +84,21 @@ fn concurrent_writers_on_separate_files_lose_no_update() {
     let dir = TempDir::new("threads");
     // Each thread opens the store itself: separate descriptors, so the flock arbitrates
     // between them exactly as between processes.
+    let writing = std::sync::atomic::AtomicBool::new(true);
     std::thread::scope(|scope| {
-        for t in 0..6 {
+        // A reader that never stops while the writers run: the file it opened may become the
+        // next write's temporary (the writes swap names), so every read must still be whole.
+        let reader = scope.spawn(|| {
+            let mut store = LocalStore::open(&dir.0).unwrap();
+            let (mut reads, mut last) = (0, 0);
+            while writing.load(Ordering::Relaxed) {
+                let slots = store.read_pool(&pool()).expect("a whole, parseable pool at every instant").slots.len();
+                assert!(slots >= last, "went back in time: {slots} < {last}");
+                (reads, last) = (reads + 1, slots);
+            }
+            reads
+        });
+        let writers: Vec<_> = (0..6).map(|t| {
             let path = dir.0.clone();
             scope.spawn(move || {
                 let mut store = LocalStore::open(&path).unwrap();
@@ -100,13 +113,23 @@ fn concurrent_writers_on_separate_files_lose_no_update() {
                         }
                     }
                 }
-            });
-        }
+            })
+        }).collect();
+        writers.into_iter().for_each(|w| w.join().unwrap());
+        writing.store(false, Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
     });
     let mut store = LocalStore::open(&dir.0).unwrap();
     let read = store.read_pool(&pool()).unwrap();
     assert_eq!(read.slots.len(), 150);
     assert_eq!(read.version, "150", "one version per successful write");
+    // Whole blocks, so the next write overwrites what exists; the previous version is the
+    // next write's temporary file.
+    let path = store.pool_path("10.0.0.0-24");
+    assert_eq!(std::fs::metadata(&path).unwrap().len() % 4096, 0);
+    let tmp = path.with_file_name(".10.0.0.0-24.json.tmp");
+    let previous: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp).unwrap()).unwrap();
+    assert_eq!(previous["version"], 149);
 }
 
 #[test]
