@@ -75,11 +75,17 @@ fn allocate_in(
     let pool = pool_ref(network, range);
     // Addresses another range of this network holds (overlapping reservations).
     let mut held_elsewhere: BTreeSet<u128> = BTreeSet::new();
+    // The reservation this call holds, kept across lost pool writes: while it is ours, other
+    // writers skip that address, and a retry that picks it again needs no new transaction.
+    let mut reserved: Option<u128> = None;
     let mut attempt = 0;
-    loop {
-        let current = read(store, &pool, range)?;
+    let result = loop {
+        let current = match read(store, &pool, range) {
+            Ok(current) => current,
+            Err(error) => break Err(error),
+        };
         if let Some((address, _)) = current.slots.iter().find(|(_, o)| o.same_attachment(owner)) {
-            return Ok((lease(range, *address), false)); // idempotent ADD
+            break Ok((lease(range, *address), false)); // idempotent ADD
         }
         let handover = if sticky && !owner.podref.is_empty() {
             current.slots.iter().find(|(_, o)| o.podref == owner.podref && o.ifname == owner.ifname).cloned()
@@ -95,30 +101,38 @@ fn allocate_in(
                     if let Some((_, holder)) = current.slots.iter().find(|(a, _)| *a == wanted) {
                         message.push_str(&format!(" by {}", holder_text(holder)));
                     }
-                    return Err(IpamError::AddressUnavailable(message));
+                    break Err(IpamError::AddressUnavailable(message));
                 }
                 wanted
             }
             (None, None) => {
                 let pool_state = range.pool(current.slots.iter().map(|(a, _)| *a).chain(held_elsewhere.iter().copied()));
-                pool_state.lowest_free().ok_or_else(|| {
-                    IpamError::Exhausted(format!("no free address left in {} ({})", range.field, range.cidr()))
-                })?
+                match pool_state.lowest_free() {
+                    Some(address) => address,
+                    None => break Err(IpamError::Exhausted(format!("no free address left in {} ({})", range.field, range.cidr()))),
+                }
             }
         };
         let text = range.format(address);
 
-        let mut reserved_now = false;
-        if network.overlapping {
-            if let Some((_, previous)) = &handover {
-                store.release_address(&network.network_name, &text, previous)?;
+        if network.overlapping && reserved != Some(address) {
+            if let Some(previous) = reserved.take() {
+                if let Err(error) = store.release_address(&network.network_name, &range.format(previous), owner) {
+                    break Err(error.into());
+                }
             }
-            match store.reserve_address(&network.network_name, &text, owner)? {
-                None => reserved_now = true,
-                Some(holder) => {
+            if let Some((_, previous)) = &handover {
+                if let Err(error) = store.release_address(&network.network_name, &text, previous) {
+                    break Err(error.into());
+                }
+            }
+            match store.reserve_address(&network.network_name, &text, owner) {
+                Err(error) => break Err(error.into()),
+                Ok(None) => reserved = Some(address),
+                Ok(Some(holder)) => {
                     if requested.is_some() || handover.is_some() {
-                        return Err(IpamError::AddressUnavailable(format!(
-                            "address {text} is reserved in network {} by {}",
+                        break Err(IpamError::AddressUnavailable(format!(
+                            "address {text} is reserved in network `{}` by {}",
                             network.network_name,
                             holder_text(&holder)
                         )));
@@ -131,24 +145,24 @@ fn allocate_in(
 
         let edit = PoolEdit::Claim(Slot { offset: range.offset_of(address), owner: owner.clone() });
         match store.write_pool(&pool, &current.version, &[edit]) {
-            Ok(()) => return Ok((lease(range, address), true)),
+            Ok(()) => {
+                reserved = None; // now backed by the pool entry
+                break Ok((lease(range, address), true));
+            }
             Err(StoreError::Conflict) => {
-                if reserved_now {
-                    store.release_address(&network.network_name, &text, owner)?;
-                }
                 if !store.pause_before_retry(attempt) {
-                    return Err(contention(&pool));
+                    break Err(contention(&pool));
                 }
                 attempt += 1;
             }
-            Err(error) => {
-                if reserved_now {
-                    let _ = store.release_address(&network.network_name, &text, owner);
-                }
-                return Err(error.into());
-            }
+            Err(error) => break Err(error.into()),
         }
+    };
+    // A reservation not backed by a pool entry is given back on every failure path.
+    if let Some(address) = reserved {
+        let _ = store.release_address(&network.network_name, &range.format(address), owner);
     }
+    result
 }
 
 /// Removes the allocations `select` picks from one range's pool; returns what was freed.

@@ -14,6 +14,9 @@ pub struct MemoryStore {
     pub conflicts_to_inject: u32,
     /// Retries the store allows before giving up.
     pub max_attempts: u32,
+    /// How many store calls were made, by kind (for tests of the transaction shape).
+    pub reserve_calls: u32,
+    pub release_calls: u32,
 }
 
 impl MemoryStore {
@@ -58,6 +61,7 @@ impl Store for MemoryStore {
     }
 
     fn reserve_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<Option<Owner>, StoreError> {
+        self.reserve_calls += 1;
         let key = (network_name.to_string(), address.to_string());
         match self.reservations.get(&key) {
             Some(holder) if !holder.same_attachment(owner) => Ok(Some(holder.clone())),
@@ -69,6 +73,7 @@ impl Store for MemoryStore {
     }
 
     fn release_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<(), StoreError> {
+        self.release_calls += 1;
         let key = (network_name.to_string(), address.to_string());
         if self.reservations.get(&key).is_some_and(|holder| holder.same_attachment(owner)) {
             self.reservations.remove(&key);

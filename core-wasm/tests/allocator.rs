@@ -103,10 +103,12 @@ fn conflicts_are_retried_and_contention_is_reported() {
     let mut store = MemoryStore::new();
     store.conflicts_to_inject = 5;
     assert_eq!(add(&mut store, &network, 1).unwrap(), ["10.0.0.1"]);
+    // The reservation is kept across lost writes: one reserve, no release.
+    assert_eq!((store.reserve_calls, store.release_calls), (1, 0));
     store.conflicts_to_inject = 1_000;
     store.max_attempts = 3;
     assert!(matches!(add(&mut store, &network, 2), Err(IpamError::Contention(_))));
-    // A lost write leaves no reservation behind.
+    // Giving up leaves no reservation behind.
     assert_eq!(store.reservations.len(), 1);
 }
 
