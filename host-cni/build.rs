@@ -50,4 +50,9 @@ fn main() {
     let embedded = PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("hereabouts.wasm");
     std::fs::copy(&wasm, &embedded).expect("copy component into OUT_DIR");
     println!("cargo:rustc-env=HEREABOUTS_COMPONENT={}", embedded.display());
+    // FNV-1a of the bytes: the compiled-artifact cache key, computed here once instead of at
+    // every start of the plugin.
+    let bytes = std::fs::read(&embedded).expect("read component");
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    println!("cargo:rustc-env=HEREABOUTS_COMPONENT_HASH={hash:016x}");
 }

@@ -76,9 +76,15 @@ pub fn describe_store_error(error: &StoreError) -> String {
     }
 }
 
-/// Host state: the backend the `store` import delegates to.
+/// The most linear memory the component may use. A pool of 65,534 allocations needs a few
+/// MiB; the cap keeps a corrupt or hostile store answer from exhausting the node's memory:
+/// past it the guest's allocation fails, which traps (CNI error 102), instead of growing.
+pub const DEFAULT_MEMORY_LIMIT: usize = 512 << 20;
+
+/// Host state: the backend the `store` import delegates to, and the memory cap.
 struct HostState {
     backend: Box<dyn Backend>,
+    limits: wasmtime::StoreLimits,
 }
 
 impl hereabouts::ipam::types::Host for HostState {}
@@ -126,7 +132,8 @@ fn engine() -> Result<Engine, RuntimeError> {
 /// The cache file for this component under this engine.
 fn cache_file(engine: &Engine, dir: &Path) -> PathBuf {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    COMPONENT.hash(&mut hasher);
+    // Hashed once at build time: hashing 200 KB on every start would cost a few % of it.
+    env!("HEREABOUTS_COMPONENT_HASH").hash(&mut hasher);
     engine.precompile_compatibility_hash().hash(&mut hasher);
     env!("CARGO_PKG_VERSION").hash(&mut hasher);
     dir.join(format!("allocator-{:016x}.cwasm", hasher.finish()))
@@ -179,6 +186,11 @@ impl Allocator {
 
     /// Loads the component, caching the compiled artifact in `cache_dir` (None: no cache).
     pub fn with_cache(backend: Box<dyn Backend>, cache_dir: Option<&Path>) -> Result<Self, RuntimeError> {
+        Self::with_limits(backend, cache_dir, DEFAULT_MEMORY_LIMIT)
+    }
+
+    /// As [`Allocator::with_cache`], with a cap on the component's memory in bytes.
+    pub fn with_limits(backend: Box<dyn Backend>, cache_dir: Option<&Path>, memory_limit: usize) -> Result<Self, RuntimeError> {
         let engine = engine()?;
         let component = load_component(&engine, cache_dir)?;
         let mut linker = Linker::<HostState>::new(&engine);
@@ -188,7 +200,9 @@ impl Allocator {
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
-        let mut store = wasmtime::Store::new(&engine, HostState { backend });
+        let limits = wasmtime::StoreLimitsBuilder::new().memory_size(memory_limit).trap_on_grow_failure(true).build();
+        let mut store = wasmtime::Store::new(&engine, HostState { backend, limits });
+        store.limiter(|state| &mut state.limits);
         let bindings = Hereabouts::instantiate(&mut store, &component, &linker)
             .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
         Ok(Self { store, bindings })

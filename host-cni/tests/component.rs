@@ -153,3 +153,45 @@ fn a_cached_artifact_is_reused_and_a_damaged_one_is_recompiled() {
     assert_eq!(allocator.allocate(&network("10.0.0.0/30"), &request(1)).unwrap()[0].address, "10.0.0.1");
     assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000, "the damaged cache entry was not replaced");
 }
+
+/// A store that answers every read with an enormous pool (as a corrupt or hostile store
+/// could): the component must trap at its memory cap, and the CNI layer must turn that into
+/// error 102, not a crash or an exhausted node.
+struct HugePoolStore;
+
+impl hereabouts::store::Backend for HugePoolStore {
+    fn read_pool(&mut self, _: &hereabouts::runtime::PoolRef) -> Result<hereabouts::runtime::PoolSnapshot, hereabouts::runtime::StoreError> {
+        let slots = (0..100_000)
+            .map(|i| hereabouts::runtime::Slot {
+                offset: (i % 250 + 1).to_string(),
+                owner: Owner { container_id: format!("{i:0>128}"), ifname: "eth0".into(), podref: String::new() },
+            })
+            .collect();
+        Ok(hereabouts::runtime::PoolSnapshot { version: "1".into(), slots })
+    }
+    fn write_pool(&mut self, _: &hereabouts::runtime::PoolRef, _: &str, _: &[hereabouts::runtime::PoolEdit]) -> Result<(), hereabouts::runtime::StoreError> {
+        Err(hereabouts::runtime::StoreError::Failed("this store is read-only".into()))
+    }
+    fn reserve_address(&mut self, _: &str, _: &str, _: &Owner) -> Result<Option<Owner>, hereabouts::runtime::StoreError> {
+        Ok(None)
+    }
+    fn release_address(&mut self, _: &str, _: &str, _: &Owner) -> Result<(), hereabouts::runtime::StoreError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_trap_inside_the_component_is_an_error_not_a_crash() {
+    use hereabouts::runtime::{CallError, RuntimeError};
+    let cache = cache_dir();
+    let mut allocator = Allocator::with_limits(Box::new(HugePoolStore), Some(&cache.0), 8 << 20).unwrap();
+    let error = allocator.allocate(&network("10.0.0.0/24"), &request(1)).unwrap_err();
+    assert!(matches!(error, CallError::Runtime(RuntimeError::Trap(_))), "{error:?}");
+    let cni = hereabouts::error::CniError::from(error);
+    assert_eq!(cni.code, 102, "{cni:?}");
+    assert!(cni.msg.contains("trapped"), "{}", cni.msg);
+    // The default cap leaves room for such a pool: the same call then gets to the write.
+    let mut roomy = Allocator::with_cache(Box::new(HugePoolStore), Some(&cache.0)).unwrap();
+    let answer = roomy.allocate(&network("10.0.0.0/24"), &request(1));
+    assert!(matches!(&answer, Err(CallError::Ipam(e)) if e.to_string().contains("read-only")), "{answer:?}");
+}
