@@ -25,8 +25,8 @@ wasmtime::component::bindgen!({
 pub use exports::hereabouts::ipam::allocator::{
     AllocateRequest, Finding, MapBucket, Overlap, PlanRequest, RangeReport, Severity,
 };
-pub use hereabouts::ipam::store::{PoolEdit, PoolRef, PoolSnapshot, Slot};
-pub use hereabouts::ipam::types::{
+pub use self::hereabouts::ipam::store::{PoolEdit, PoolRef, PoolSnapshot, Slot};
+pub use self::hereabouts::ipam::types::{
     FieldError, HeldLease, IpamError, Lease, NetworkConfig, Owner, RangeConfig, StoreError,
 };
 
@@ -87,9 +87,9 @@ struct HostState {
     limits: wasmtime::StoreLimits,
 }
 
-impl hereabouts::ipam::types::Host for HostState {}
+impl self::hereabouts::ipam::types::Host for HostState {}
 
-impl hereabouts::ipam::store::Host for HostState {
+impl self::hereabouts::ipam::store::Host for HostState {
     fn read_pool(&mut self, pool: PoolRef) -> Result<PoolSnapshot, StoreError> {
         self.backend.read_pool(&pool)
     }
