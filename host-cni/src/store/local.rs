@@ -286,20 +286,18 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
 /// old version's file becomes the next temporary one. When `path` does not exist yet, or the
 /// filesystem cannot exchange, a plain rename (a new file per write) does the same job.
 fn exchange(tmp: &Path, path: &Path) -> io::Result<()> {
-    use std::ffi::{CString, c_char, c_int, c_uint};
+    use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
-    unsafe extern "C" {
-        fn renameat2(olddirfd: c_int, oldpath: *const c_char, newdirfd: c_int, newpath: *const c_char, flags: c_uint) -> c_int;
-    }
-    const AT_FDCWD: c_int = -100;
-    const RENAME_EXCHANGE: c_uint = 2;
+    const RENAME_EXCHANGE: libc::c_uint = 2;
     const ENOENT: i32 = 2;
     const EINVAL: i32 = 22;
     let from = CString::new(tmp.as_os_str().as_bytes())?;
     let to = CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: both pointers are NUL-terminated paths that outlive the call; glibc (2.28+)
-    // provides renameat2, which reads nothing else.
-    if unsafe { renameat2(AT_FDCWD, from.as_ptr(), AT_FDCWD, to.as_ptr(), RENAME_EXCHANGE) } == 0 {
+    // The raw system call, not libc's wrapper: musl (the static release build) has none.
+    // SAFETY: both pointers are NUL-terminated paths that outlive the call; renameat2 reads
+    // nothing else.
+    let done = unsafe { libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), RENAME_EXCHANGE) };
+    if done == 0 {
         return Ok(());
     }
     let error = io::Error::last_os_error();
