@@ -44,6 +44,8 @@ rust_tests() { cargo test --release --locked --workspace; }
 cni_e2e() { bash host-cni/tests/e2e/run.sh "$root/target/release/hereabouts"; }
 etcd_e2e() { bash host-cni/tests/etcd/run.sh "$root/target/release/hereabouts"; }
 web_tests() { bash host-web/test.sh "$root/target/release/hereabouts"; }
+# The release image: static musl binary FROM scratch, built with Debian's podman and run.
+image_build() { bash deploy/build-image.sh; }
 
 selected=("$@")
 suite install install_deps
@@ -52,6 +54,7 @@ suite rust rust_tests
 [ -f host-cni/tests/e2e/run.sh ] && suite cni-e2e cni_e2e
 [ -f host-cni/tests/etcd/run.sh ] && suite etcd-e2e etcd_e2e
 [ -f host-web/test.sh ] && suite web web_tests
+[ -f deploy/build-image.sh ] && suite image image_build
 
 echo
 [ -n "$failures" ] && echo "failed suites:$failures"
