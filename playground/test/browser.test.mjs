@@ -374,7 +374,7 @@ spec:
   await net.locator('.map-grid .cell').first().click();
   await settled();
   await net.locator('.map-grid .cell').nth(8).hover();
-  assert.match(await page.locator('#conflicts').innerText(), /storage range and storage-legacy range share 10\.10\.0\.10 – 10\.10\.0\.254; network_name keeps them apart/);
+  assert.match(await page.locator('#conflicts').innerText(), /storage range and storage-legacy range share 10\.10\.0\.16 – 10\.10\.0\.254; network_name keeps them apart/);
   await page.evaluate(() => { document.querySelector('#toast').hidden = true; });
   await page.screenshot({ path: join(artifacts, 'playground.png'), fullPage: true });
   assert.deepEqual(pageErrors, []);
