@@ -409,7 +409,11 @@ fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
     emulator.delete("pods", "default", "a");
     eventually("a's address to be freed", || slots() == ["2", "3"]);
     let freed_after = started.elapsed();
-    assert!(emulator.get("overlappingrangeipreservations", NS, "blue-10.60.0.1").is_none());
+    // The pool is written first and the reservation dropped right after (so a crash can never
+    // duplicate an address): wait for the second step too.
+    eventually("a's reservation to be deleted", || {
+        emulator.get("overlappingrangeipreservations", NS, "blue-10.60.0.1").is_none()
+    });
 
     // b is deleted and recreated under its name at once (StatefulSet): kept.
     emulator.delete("pods", "default", "b");
