@@ -24,7 +24,7 @@ use kube::runtime::WatchStreamExt;
 
 use crate::commands::reconcile::Freed;
 use crate::error::CniError;
-use crate::runtime::{Allocator, NetworkConfig, RangeConfig};
+use crate::runtime::Allocator;
 use crate::store::kube::{KubeStore, Timeouts, crd, pods};
 
 #[derive(Debug, clap::Args)]
@@ -138,13 +138,7 @@ pub fn free_pod(store: &KubeStore, allocator: &mut Allocator, podref: &str) -> R
         }
         let object = pool.metadata.name.clone().unwrap_or_default();
         let Some(network_name) = crd::network_of_pool(&object, &pool.spec.range) else { continue };
-        let network = NetworkConfig {
-            range: Some(RangeConfig { range: pool.spec.range.clone(), range_start: None, range_end: None, exclude: Vec::new() }),
-            ip_ranges: Vec::new(),
-            gateway: None,
-            network_name,
-            enable_overlapping_ranges: true,
-        };
+        let network = super::reconcile::pool_network(&pool.spec.range, network_name);
         for held in allocator.list_leases(&network)? {
             if held.owner.podref != podref {
                 continue;

@@ -121,13 +121,7 @@ pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
             report.skipped_pools.push(name);
             continue;
         };
-        let network = NetworkConfig {
-            range: Some(RangeConfig { range: pool.spec.range.clone(), range_start: None, range_end: None, exclude: Vec::new() }),
-            ip_ranges: Vec::new(),
-            gateway: None,
-            network_name,
-            enable_overlapping_ranges: true,
-        };
+        let network = pool_network(&pool.spec.range, network_name);
         for held in allocator.list_leases(&network)? {
             report.checked += 1;
             if held.owner.podref.is_empty() {
@@ -194,4 +188,17 @@ pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
         });
     }
     Ok(report)
+}
+
+/// The network config that addresses one existing IPPool (its range as stored, overlapping
+/// reservations on, as Whereabouts keeps them): what reconcile and the controller hand the
+/// allocator to release an allocation in that pool.
+pub(crate) fn pool_network(range: &str, network_name: String) -> NetworkConfig {
+    NetworkConfig {
+        range: Some(RangeConfig { range: range.to_string(), range_start: None, range_end: None, exclude: Vec::new() }),
+        ip_ranges: Vec::new(),
+        gateway: None,
+        network_name,
+        enable_overlapping_ranges: true,
+    }
 }
