@@ -57,6 +57,8 @@ fn main() {
     // FNV-1a of the bytes: the compiled-artifact cache key, computed here once instead of at
     // every start of the plugin.
     let bytes = std::fs::read(&embedded).expect("read component");
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     println!("cargo:rustc-env=HEREABOUTS_COMPONENT_HASH={hash:016x}");
 }

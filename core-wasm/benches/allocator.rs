@@ -35,7 +35,12 @@ fn to_ip(v6: bool, a: u128) -> IpAddr {
 
 impl Baseline {
     fn new(range: &Range) -> Self {
-        Self { v6: range.family == hereabouts_core::addr::Family::V6, first: range.first, last: range.last, excludes: range.excludes.clone() }
+        Self {
+            v6: range.family == hereabouts_core::addr::Family::V6,
+            first: range.first,
+            last: range.last,
+            excludes: range.excludes.clone(),
+        }
     }
 
     /// One allocation: the reserved list arrives as strings, as it does from a store.
@@ -94,7 +99,11 @@ fn median(c: &mut Criterion, id: &str, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    let mut c = Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2)).configure_from_args();
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
     let mut rows = Vec::new();
 
     // 1. The next allocation after N used, in a /8: build from the stored list, then search
@@ -104,12 +113,14 @@ fn main() {
     for n in [1_000usize, 10_000, 100_000] {
         let used = first_n(&slash8, n + 1);
         let (used, expected) = (used[..n].to_vec(), used[n]);
-        let reserved: HashMap<String, bool> = used.iter().map(|&a| (to_ip(false, a).to_string(), true)).collect();
+        let reserved: HashMap<String, bool> =
+            used.iter().map(|&a| (to_ip(false, a).to_string(), true)).collect();
         assert_eq!(slash8.pool(used.iter().copied()).lowest_free(), Some(expected));
         assert_eq!(base8.next(&reserved), Some(expected));
-        let ours = median(&mut c, &format!("next after {n} used / ours (build pool + search)"), || {
-            black_box(slash8.pool(black_box(used.iter().copied())).lowest_free());
-        });
+        let ours =
+            median(&mut c, &format!("next after {n} used / ours (build pool + search)"), || {
+                black_box(slash8.pool(black_box(used.iter().copied())).lowest_free());
+            });
         let baseline = median(&mut c, &format!("next after {n} used / baseline"), || {
             black_box(base8.next(black_box(&reserved)));
         });
@@ -118,7 +129,11 @@ fn main() {
         let search = median(&mut c, &format!("next after {n} used / ours (search only)"), || {
             black_box(pool.lowest_free());
         });
-        rows.push(Row { case: format!("  … search only, pool already built ({n})"), ours: search, baseline });
+        rows.push(Row {
+            case: format!("  … search only, pool already built ({n})"),
+            ours: search,
+            baseline,
+        });
     }
 
     // 2. The first allocation in an IPv6 /64 with 10,000 excludes in front of the free space.
@@ -133,7 +148,11 @@ fn main() {
     let baseline = median(&mut c, "ipv6 /64, 10k excludes, first allocation / baseline", || {
         black_box(base64.next(black_box(&empty)));
     });
-    rows.push(Row { case: "first allocation, IPv6 /64 with 10,000 excludes".into(), ours, baseline });
+    rows.push(Row {
+        case: "first allocation, IPv6 /64 with 10,000 excludes".into(),
+        ours,
+        baseline,
+    });
 
     // 3. Filling a /16 one allocation at a time.
     let slash16 = range("10.0.0.0/16", vec![]);
@@ -158,15 +177,26 @@ fn main() {
     }
     let baseline = t.elapsed();
     assert_eq!(count, capacity);
-    rows.push(Row { case: format!("fill a /16, one allocation at a time ({capacity} allocations)"), ours, baseline });
+    rows.push(Row {
+        case: format!("fill a /16, one allocation at a time ({capacity} allocations)"),
+        ours,
+        baseline,
+    });
 
     // 4. The same fill through the store contract (read pool → decide → conditional write),
     //    as the component runs it, over the in-memory store: the whole ADD path minus wasm.
-    let network = NetworkConfig { range: Some(RangeConfig { range: "10.0.0.0/20".into(), ..Default::default() }), enable_overlapping_ranges: false, ..Default::default() };
+    let network = NetworkConfig {
+        range: Some(RangeConfig { range: "10.0.0.0/20".into(), ..Default::default() }),
+        enable_overlapping_ranges: false,
+        ..Default::default()
+    };
     let t = Instant::now();
     let mut store = MemoryStore::new();
     for i in 0..4094 - 15 {
-        let request = AllocateRequest { owner: Owner::new(&format!("c{i}"), "eth0", ""), ..Default::default() };
+        let request = AllocateRequest {
+            owner: Owner::new(&format!("c{i}"), "eth0", ""),
+            ..Default::default()
+        };
         allocate(&mut store, &network, &request).unwrap();
     }
     let through_store = t.elapsed();

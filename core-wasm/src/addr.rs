@@ -139,7 +139,10 @@ mod tests {
 
     #[test]
     fn ipv4_with_leading_zeros_is_decimal_like_whereabouts() {
-        assert_eq!(parse_address("00192.00168.1.010"), Some((Family::V4, u32::from(Ipv4Addr::new(192, 168, 1, 10)) as u128)));
+        assert_eq!(
+            parse_address("00192.00168.1.010"),
+            Some((Family::V4, u32::from(Ipv4Addr::new(192, 168, 1, 10)) as u128))
+        );
         assert_eq!(parse_address("256.0.0.1"), None);
         assert_eq!(parse_address("1.2.3"), None);
         assert_eq!(parse_address("1.2.3.4.5"), None);
@@ -165,7 +168,10 @@ mod tests {
         }
         assert_eq!(to_index(Family::V4, 0x0a00_0100), None);
         // .255 and the next .1 are adjacent in index space.
-        assert_eq!(to_index(Family::V4, 0x0a00_01ff).unwrap() + 1, to_index(Family::V4, 0x0a00_0201).unwrap());
+        assert_eq!(
+            to_index(Family::V4, 0x0a00_01ff).unwrap() + 1,
+            to_index(Family::V4, 0x0a00_0201).unwrap()
+        );
         assert_eq!(index_span(Family::V4, 0x0a00_0100, 0x0a00_0100), None);
         assert_eq!(index_span(Family::V4, 0x0a00_0100, 0x0a00_0101).map(|(a, b)| b - a), Some(0));
         assert_eq!(index_span(Family::V6, 5, 9), Some((5, 9)));

@@ -17,11 +17,16 @@ use crate::addr::parse_address;
 use crate::network::{Network, describe};
 use crate::range::Range;
 use crate::types::{
-    AllocateRequest, HeldLease, IpamError, Lease, NetworkConfig, Owner, PoolEdit, PoolRef, Slot, Store, StoreError,
+    AllocateRequest, HeldLease, IpamError, Lease, NetworkConfig, Owner, PoolEdit, PoolRef, Slot,
+    Store, StoreError,
 };
 
 fn pool_ref(network: &Network, range: &Range) -> PoolRef {
-    PoolRef { name: range.pool_name(&network.network_name), range: range.cidr(), network_name: network.network_name.clone() }
+    PoolRef {
+        name: range.pool_name(&network.network_name),
+        range: range.cidr(),
+        network_name: network.network_name.clone(),
+    }
 }
 
 fn lease(range: &Range, address: u128) -> Lease {
@@ -44,7 +49,10 @@ fn read(store: &mut dyn Store, pool: &PoolRef, range: &Range) -> Result<Read, Ip
     let mut slots = Vec::with_capacity(snapshot.slots.len());
     for slot in snapshot.slots {
         let address = range.address_of(&slot.offset).ok_or_else(|| {
-            StoreError::Corrupt(format!("pool {}: allocation key {} is not an offset inside {}", pool.name, slot.offset, pool.range))
+            StoreError::Corrupt(format!(
+                "pool {}: allocation key {} is not an offset inside {}",
+                pool.name, slot.offset, pool.range
+            ))
         })?;
         slots.push((address, slot.owner));
     }
@@ -52,7 +60,10 @@ fn read(store: &mut dyn Store, pool: &PoolRef, range: &Range) -> Result<Read, Ip
 }
 
 fn contention(pool: &PoolRef) -> IpamError {
-    IpamError::Contention(format!("pool {}: too many concurrent writers, gave up retrying; try again later", pool.name))
+    IpamError::Contention(format!(
+        "pool {}: too many concurrent writers, gave up retrying; try again later",
+        pool.name
+    ))
 }
 
 fn holder_text(owner: &Owner) -> String {
@@ -88,7 +99,11 @@ fn allocate_in(
             break Ok((lease(range, *address), false)); // idempotent ADD
         }
         let handover = if sticky && !owner.podref.is_empty() {
-            current.slots.iter().find(|(_, o)| o.podref == owner.podref && o.ifname == owner.ifname).cloned()
+            current
+                .slots
+                .iter()
+                .find(|(_, o)| o.podref == owner.podref && o.ifname == owner.ifname)
+                .cloned()
         } else {
             None
         };
@@ -97,7 +112,12 @@ fn allocate_in(
             (None, Some(wanted)) => {
                 let pool_state = range.pool(current.slots.iter().map(|(a, _)| *a));
                 if let Err(reason) = pool_state.check(wanted) {
-                    let mut message = format!("requested address {} in {} is {}", range.format(wanted), range.cidr(), describe(reason));
+                    let mut message = format!(
+                        "requested address {} in {} is {}",
+                        range.format(wanted),
+                        range.cidr(),
+                        describe(reason)
+                    );
                     if let Some((_, holder)) = current.slots.iter().find(|(a, _)| *a == wanted) {
                         message.push_str(&format!(" by {}", holder_text(holder)));
                     }
@@ -106,10 +126,18 @@ fn allocate_in(
                 wanted
             }
             (None, None) => {
-                let pool_state = range.pool(current.slots.iter().map(|(a, _)| *a).chain(held_elsewhere.iter().copied()));
+                let pool_state = range.pool(
+                    current.slots.iter().map(|(a, _)| *a).chain(held_elsewhere.iter().copied()),
+                );
                 match pool_state.lowest_free() {
                     Some(address) => address,
-                    None => break Err(IpamError::Exhausted(format!("no free address left in {} ({})", range.field, range.cidr()))),
+                    None => {
+                        break Err(IpamError::Exhausted(format!(
+                            "no free address left in {} ({})",
+                            range.field,
+                            range.cidr()
+                        )));
+                    }
                 }
             }
         };
@@ -117,7 +145,9 @@ fn allocate_in(
 
         if network.overlapping && reserved != Some(address) {
             if let Some(previous) = reserved.take() {
-                if let Err(error) = store.release_address(&network.network_name, &range.format(previous), owner) {
+                if let Err(error) =
+                    store.release_address(&network.network_name, &range.format(previous), owner)
+                {
                     break Err(error.into());
                 }
             }
@@ -176,19 +206,28 @@ fn free_in(
     let mut attempt = 0;
     loop {
         let current = read(store, &pool, range)?;
-        let doomed: Vec<(u128, Owner)> = current.slots.into_iter().filter(|(_, o)| select(o)).collect();
+        let doomed: Vec<(u128, Owner)> =
+            current.slots.into_iter().filter(|(_, o)| select(o)).collect();
         if doomed.is_empty() {
             return Ok(Vec::new());
         }
-        let edits: Vec<PoolEdit> = doomed.iter().map(|(a, _)| PoolEdit::Free(range.offset_of(*a))).collect();
+        let edits: Vec<PoolEdit> =
+            doomed.iter().map(|(a, _)| PoolEdit::Free(range.offset_of(*a))).collect();
         match store.write_pool(&pool, &current.version, &edits) {
             Ok(()) => {
                 if network.overlapping {
                     for (address, owner) in &doomed {
-                        store.release_address(&network.network_name, &range.format(*address), owner)?;
+                        store.release_address(
+                            &network.network_name,
+                            &range.format(*address),
+                            owner,
+                        )?;
                     }
                 }
-                return Ok(doomed.into_iter().map(|(a, owner)| HeldLease { lease: lease(range, a), owner }).collect());
+                return Ok(doomed
+                    .into_iter()
+                    .map(|(a, owner)| HeldLease { lease: lease(range, a), owner })
+                    .collect());
             }
             Err(StoreError::Conflict) => {
                 if !store.pause_before_retry(attempt) {
@@ -206,11 +245,14 @@ fn route_requests(network: &Network, requested: &[String]) -> Result<Vec<Option<
     let mut per_range = vec![None; network.ranges.len()];
     for text in requested {
         let bare = text.trim().split('/').next().unwrap_or_default();
-        let (family, address) = parse_address(bare)
-            .ok_or_else(|| IpamError::AddressUnavailable(format!("requested address {text} is not an IP address")))?;
-        let index = network
-            .range_containing(family, address)
-            .ok_or_else(|| IpamError::AddressUnavailable(format!("requested address {text} is outside every configured range")))?;
+        let (family, address) = parse_address(bare).ok_or_else(|| {
+            IpamError::AddressUnavailable(format!("requested address {text} is not an IP address"))
+        })?;
+        let index = network.range_containing(family, address).ok_or_else(|| {
+            IpamError::AddressUnavailable(format!(
+                "requested address {text} is outside every configured range"
+            ))
+        })?;
         if per_range[index].is_some() {
             return Err(IpamError::AddressUnavailable(format!(
                 "two requested addresses fall into {} ({}); one per range",
@@ -224,7 +266,11 @@ fn route_requests(network: &Network, requested: &[String]) -> Result<Vec<Option<
 }
 
 /// One address from each range, or nothing: a failure releases what this call took.
-pub fn allocate(store: &mut dyn Store, config: &NetworkConfig, request: &AllocateRequest) -> Result<Vec<Lease>, IpamError> {
+pub fn allocate(
+    store: &mut dyn Store,
+    config: &NetworkConfig,
+    request: &AllocateRequest,
+) -> Result<Vec<Lease>, IpamError> {
     let network = Network::parse(config)?;
     let requested = route_requests(&network, &request.requested)?;
     let mut leases = Vec::with_capacity(network.ranges.len());
@@ -239,7 +285,9 @@ pub fn allocate(store: &mut dyn Store, config: &NetworkConfig, request: &Allocat
             }
             Err(error) => {
                 for &j in &taken_here {
-                    let _ = free_in(store, &network, &network.ranges[j], &|o| o.same_attachment(&request.owner));
+                    let _ = free_in(store, &network, &network.ranges[j], &|o| {
+                        o.same_attachment(&request.owner)
+                    });
                 }
                 return Err(error);
             }
@@ -248,40 +296,69 @@ pub fn allocate(store: &mut dyn Store, config: &NetworkConfig, request: &Allocat
     Ok(leases)
 }
 
-pub fn release(store: &mut dyn Store, config: &NetworkConfig, owner: &Owner) -> Result<Vec<Lease>, IpamError> {
+pub fn release(
+    store: &mut dyn Store,
+    config: &NetworkConfig,
+    owner: &Owner,
+) -> Result<Vec<Lease>, IpamError> {
     let network = Network::parse(config)?;
     let mut freed = Vec::new();
     for range in &network.ranges {
-        freed.extend(free_in(store, &network, range, &|o| o.same_attachment(owner))?.into_iter().map(|h| h.lease));
+        freed.extend(
+            free_in(store, &network, range, &|o| o.same_attachment(owner))?
+                .into_iter()
+                .map(|h| h.lease),
+        );
     }
     Ok(freed)
 }
 
-pub fn leases_of(store: &mut dyn Store, config: &NetworkConfig, owner: &Owner) -> Result<Vec<Lease>, IpamError> {
+pub fn leases_of(
+    store: &mut dyn Store,
+    config: &NetworkConfig,
+    owner: &Owner,
+) -> Result<Vec<Lease>, IpamError> {
     let network = Network::parse(config)?;
     let mut found = Vec::new();
     for range in &network.ranges {
         let current = read(store, &pool_ref(&network, range), range)?;
-        found.extend(current.slots.iter().filter(|(_, o)| o.same_attachment(owner)).map(|(a, _)| lease(range, *a)));
+        found.extend(
+            current
+                .slots
+                .iter()
+                .filter(|(_, o)| o.same_attachment(owner))
+                .map(|(a, _)| lease(range, *a)),
+        );
     }
     Ok(found)
 }
 
-pub fn collect_garbage(store: &mut dyn Store, config: &NetworkConfig, keep: &[Owner]) -> Result<Vec<HeldLease>, IpamError> {
+pub fn collect_garbage(
+    store: &mut dyn Store,
+    config: &NetworkConfig,
+    keep: &[Owner],
+) -> Result<Vec<HeldLease>, IpamError> {
     let network = Network::parse(config)?;
     let mut freed = Vec::new();
     for range in &network.ranges {
-        freed.extend(free_in(store, &network, range, &|o| !keep.iter().any(|k| k.same_attachment(o)))?);
+        freed.extend(free_in(store, &network, range, &|o| {
+            !keep.iter().any(|k| k.same_attachment(o))
+        })?);
     }
     Ok(freed)
 }
 
-pub fn list_leases(store: &mut dyn Store, config: &NetworkConfig) -> Result<Vec<HeldLease>, IpamError> {
+pub fn list_leases(
+    store: &mut dyn Store,
+    config: &NetworkConfig,
+) -> Result<Vec<HeldLease>, IpamError> {
     let network = Network::parse(config)?;
     let mut all = Vec::new();
     for range in &network.ranges {
         let current = read(store, &pool_ref(&network, range), range)?;
-        all.extend(current.slots.into_iter().map(|(a, owner)| HeldLease { lease: lease(range, a), owner }));
+        all.extend(
+            current.slots.into_iter().map(|(a, owner)| HeldLease { lease: lease(range, a), owner }),
+        );
     }
     Ok(all)
 }

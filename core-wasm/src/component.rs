@@ -23,7 +23,12 @@ fn owner_in(o: wit::Owner) -> core::Owner {
 }
 
 fn range_in(r: wit::RangeConfig) -> core::RangeConfig {
-    core::RangeConfig { range: r.range, range_start: r.range_start, range_end: r.range_end, exclude: r.exclude }
+    core::RangeConfig {
+        range: r.range,
+        range_start: r.range_start,
+        range_end: r.range_end,
+        exclude: r.exclude,
+    }
 }
 
 fn network_in(n: wit::NetworkConfig) -> core::NetworkConfig {
@@ -66,7 +71,9 @@ fn store_error_out(e: core::StoreError) -> wit::StoreError {
 
 fn error_out(e: core::IpamError) -> wit::IpamError {
     match e {
-        core::IpamError::InvalidConfig(f) => wit::IpamError::InvalidConfig(wit::FieldError { field: f.field, message: f.message }),
+        core::IpamError::InvalidConfig(f) => {
+            wit::IpamError::InvalidConfig(wit::FieldError { field: f.field, message: f.message })
+        }
         core::IpamError::Exhausted(m) => wit::IpamError::Exhausted(m),
         core::IpamError::AddressUnavailable(m) => wit::IpamError::AddressUnavailable(m),
         core::IpamError::Contention(m) => wit::IpamError::Contention(m),
@@ -82,11 +89,15 @@ fn held_out(h: core::HeldLease) -> wit::HeldLease {
     wit::HeldLease { lease: lease_out(h.lease), owner: owner_out(h.owner) }
 }
 
-fn leases_out(r: Result<Vec<core::Lease>, core::IpamError>) -> Result<Vec<wit::Lease>, wit::IpamError> {
+fn leases_out(
+    r: Result<Vec<core::Lease>, core::IpamError>,
+) -> Result<Vec<wit::Lease>, wit::IpamError> {
     r.map(|v| v.into_iter().map(lease_out).collect()).map_err(error_out)
 }
 
-fn held_leases_out(r: Result<Vec<core::HeldLease>, core::IpamError>) -> Result<Vec<wit::HeldLease>, wit::IpamError> {
+fn held_leases_out(
+    r: Result<Vec<core::HeldLease>, core::IpamError>,
+) -> Result<Vec<wit::HeldLease>, wit::IpamError> {
     r.map(|v| v.into_iter().map(held_out).collect()).map_err(error_out)
 }
 
@@ -104,11 +115,20 @@ impl core::Store for ImportedStore {
         let snapshot = wit_store::read_pool(&pool).map_err(store_error_in)?;
         Ok(core::PoolSnapshot {
             version: snapshot.version,
-            slots: snapshot.slots.into_iter().map(|s| core::Slot { offset: s.offset, owner: owner_in(s.owner) }).collect(),
+            slots: snapshot
+                .slots
+                .into_iter()
+                .map(|s| core::Slot { offset: s.offset, owner: owner_in(s.owner) })
+                .collect(),
         })
     }
 
-    fn write_pool(&mut self, pool: &core::PoolRef, version: &str, edits: &[core::PoolEdit]) -> Result<(), core::StoreError> {
+    fn write_pool(
+        &mut self,
+        pool: &core::PoolRef,
+        version: &str,
+        edits: &[core::PoolEdit],
+    ) -> Result<(), core::StoreError> {
         let edits: Vec<wit_store::PoolEdit> = edits
             .iter()
             .map(|e| match e {
@@ -119,14 +139,25 @@ impl core::Store for ImportedStore {
         wit_store::write_pool(&pool_ref_out(pool), version, &edits).map_err(store_error_in)
     }
 
-    fn reserve_address(&mut self, network_name: &str, address: &str, owner: &core::Owner) -> Result<Option<core::Owner>, core::StoreError> {
+    fn reserve_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &core::Owner,
+    ) -> Result<Option<core::Owner>, core::StoreError> {
         wit_store::reserve_address(network_name, address, &owner_out(owner.clone()))
             .map(|holder| holder.map(owner_in))
             .map_err(store_error_in)
     }
 
-    fn release_address(&mut self, network_name: &str, address: &str, owner: &core::Owner) -> Result<(), core::StoreError> {
-        wit_store::release_address(network_name, address, &owner_out(owner.clone())).map_err(store_error_in)
+    fn release_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &core::Owner,
+    ) -> Result<(), core::StoreError> {
+        wit_store::release_address(network_name, address, &owner_out(owner.clone()))
+            .map_err(store_error_in)
     }
 
     fn pause_before_retry(&mut self, attempt: u32) -> bool {
@@ -135,28 +166,60 @@ impl core::Store for ImportedStore {
 }
 
 fn pool_ref_out(p: &core::PoolRef) -> wit_store::PoolRef {
-    wit_store::PoolRef { name: p.name.clone(), range: p.range.clone(), network_name: p.network_name.clone() }
+    wit_store::PoolRef {
+        name: p.name.clone(),
+        range: p.range.clone(),
+        network_name: p.network_name.clone(),
+    }
 }
 
 // ---- the exports ----
 
 impl api::Guest for Component {
-    fn allocate(network: wit::NetworkConfig, request: api::AllocateRequest) -> Result<Vec<wit::Lease>, wit::IpamError> {
-        let request = core::AllocateRequest { owner: owner_in(request.owner), requested: request.requested, sticky: request.sticky };
+    fn allocate(
+        network: wit::NetworkConfig,
+        request: api::AllocateRequest,
+    ) -> Result<Vec<wit::Lease>, wit::IpamError> {
+        let request = core::AllocateRequest {
+            owner: owner_in(request.owner),
+            requested: request.requested,
+            sticky: request.sticky,
+        };
         leases_out(crate::allocator::allocate(&mut ImportedStore, &network_in(network), &request))
     }
 
-    fn release(network: wit::NetworkConfig, owner: wit::Owner) -> Result<Vec<wit::Lease>, wit::IpamError> {
-        leases_out(crate::allocator::release(&mut ImportedStore, &network_in(network), &owner_in(owner)))
+    fn release(
+        network: wit::NetworkConfig,
+        owner: wit::Owner,
+    ) -> Result<Vec<wit::Lease>, wit::IpamError> {
+        leases_out(crate::allocator::release(
+            &mut ImportedStore,
+            &network_in(network),
+            &owner_in(owner),
+        ))
     }
 
-    fn leases_of(network: wit::NetworkConfig, owner: wit::Owner) -> Result<Vec<wit::Lease>, wit::IpamError> {
-        leases_out(crate::allocator::leases_of(&mut ImportedStore, &network_in(network), &owner_in(owner)))
+    fn leases_of(
+        network: wit::NetworkConfig,
+        owner: wit::Owner,
+    ) -> Result<Vec<wit::Lease>, wit::IpamError> {
+        leases_out(crate::allocator::leases_of(
+            &mut ImportedStore,
+            &network_in(network),
+            &owner_in(owner),
+        ))
     }
 
-    fn collect_garbage(network: wit::NetworkConfig, keep: Vec<wit::Owner>) -> Result<Vec<wit::HeldLease>, wit::IpamError> {
+    fn collect_garbage(
+        network: wit::NetworkConfig,
+        keep: Vec<wit::Owner>,
+    ) -> Result<Vec<wit::HeldLease>, wit::IpamError> {
         let keep: Vec<core::Owner> = keep.into_iter().map(owner_in).collect();
-        held_leases_out(crate::allocator::collect_garbage(&mut ImportedStore, &network_in(network), &keep))
+        held_leases_out(crate::allocator::collect_garbage(
+            &mut ImportedStore,
+            &network_in(network),
+            &keep,
+        ))
     }
 
     fn list_leases(network: wit::NetworkConfig) -> Result<Vec<wit::HeldLease>, wit::IpamError> {
@@ -197,11 +260,19 @@ impl api::Guest for Component {
             .collect()
     }
 
-    fn overlaps(a: wit::NetworkConfig, b: wit::NetworkConfig) -> Result<Vec<api::Overlap>, wit::IpamError> {
+    fn overlaps(
+        a: wit::NetworkConfig,
+        b: wit::NetworkConfig,
+    ) -> Result<Vec<api::Overlap>, wit::IpamError> {
         crate::plan::overlaps(&network_in(a), &network_in(b))
             .map(|v| {
                 v.into_iter()
-                    .map(|o| api::Overlap { a_field: o.a_field, b_field: o.b_field, first: o.first, last: o.last })
+                    .map(|o| api::Overlap {
+                        a_field: o.a_field,
+                        b_field: o.b_field,
+                        first: o.first,
+                        last: o.last,
+                    })
                     .collect()
             })
             .map_err(error_out)
@@ -214,20 +285,26 @@ impl api::Guest for Component {
         to: Option<String>,
         buckets: u32,
     ) -> Result<Vec<api::MapBucket>, wit::IpamError> {
-        crate::plan::range_map(&plan_request_in(request), range_index, from.as_deref(), to.as_deref(), buckets)
-            .map(|v| {
-                v.into_iter()
-                    .map(|b| api::MapBucket {
-                        first: b.first,
-                        last: b.last,
-                        allocatable: b.allocatable,
-                        allocated: b.allocated,
-                        excluded: b.excluded,
-                        reserved: b.reserved,
-                        has_gateway: b.has_gateway,
-                    })
-                    .collect()
-            })
-            .map_err(error_out)
+        crate::plan::range_map(
+            &plan_request_in(request),
+            range_index,
+            from.as_deref(),
+            to.as_deref(),
+            buckets,
+        )
+        .map(|v| {
+            v.into_iter()
+                .map(|b| api::MapBucket {
+                    first: b.first,
+                    last: b.last,
+                    allocatable: b.allocatable,
+                    allocated: b.allocated,
+                    excluded: b.excluded,
+                    reserved: b.reserved,
+                    has_gateway: b.has_gateway,
+                })
+                .collect()
+        })
+        .map_err(error_out)
     }
 }

@@ -62,7 +62,9 @@ impl IntervalSet {
                 end = end.max(e);
             }
         }
-        while let Some((&s, &e)) = self.runs.range((Excluded(start), Included(end.saturating_add(1)))).next() {
+        while let Some((&s, &e)) =
+            self.runs.range((Excluded(start), Included(end.saturating_add(1)))).next()
+        {
             self.runs.remove(&s);
             self.points -= width(s, e);
             end = end.max(e);

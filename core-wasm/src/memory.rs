@@ -31,12 +31,20 @@ impl Store for MemoryStore {
             None => PoolSnapshot::default(),
             Some((version, slots)) => PoolSnapshot {
                 version: version.to_string(),
-                slots: slots.iter().map(|(offset, owner)| Slot { offset: offset.clone(), owner: owner.clone() }).collect(),
+                slots: slots
+                    .iter()
+                    .map(|(offset, owner)| Slot { offset: offset.clone(), owner: owner.clone() })
+                    .collect(),
             },
         })
     }
 
-    fn write_pool(&mut self, pool: &PoolRef, version: &str, edits: &[PoolEdit]) -> Result<(), StoreError> {
+    fn write_pool(
+        &mut self,
+        pool: &PoolRef,
+        version: &str,
+        edits: &[PoolEdit],
+    ) -> Result<(), StoreError> {
         if self.conflicts_to_inject > 0 {
             self.conflicts_to_inject -= 1;
             return Err(StoreError::Conflict);
@@ -60,7 +68,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn reserve_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<Option<Owner>, StoreError> {
+    fn reserve_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<Option<Owner>, StoreError> {
         self.reserve_calls += 1;
         let key = (network_name.to_string(), address.to_string());
         match self.reservations.get(&key) {
@@ -72,7 +85,12 @@ impl Store for MemoryStore {
         }
     }
 
-    fn release_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<(), StoreError> {
+    fn release_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<(), StoreError> {
         self.release_calls += 1;
         let key = (network_name.to_string(), address.to_string());
         if self.reservations.get(&key).is_some_and(|holder| holder.same_attachment(owner)) {

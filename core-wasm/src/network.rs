@@ -24,7 +24,12 @@ pub fn analyze(config: &NetworkConfig) -> (Option<Network>, Vec<Finding>) {
     // Whereabouts treats an empty top-level `range` as absent.
     let top = config.range.as_ref().filter(|r| !r.range.trim().is_empty());
     if top.is_none() && config.ip_ranges.is_empty() {
-        findings.push(finding("range-missing", Severity::Error, "range".into(), "no range configured: set `range` or `ipRanges`".into()));
+        findings.push(finding(
+            "range-missing",
+            Severity::Error,
+            "range".into(),
+            "no range configured: set `range` or `ipRanges`".into(),
+        ));
     }
     if let Some(range) = top {
         ranges.extend(Range::parse(range, "", &mut findings));
@@ -36,7 +41,12 @@ pub fn analyze(config: &NetworkConfig) -> (Option<Network>, Vec<Finding>) {
     let mut gateway = None;
     if let Some(text) = config.gateway.as_deref().map(str::trim).filter(|g| !g.is_empty()) {
         match parse_address(text) {
-            None => findings.push(finding("gateway-invalid", Severity::Error, "gateway".into(), format!("{text} is not an IP address"))),
+            None => findings.push(finding(
+                "gateway-invalid",
+                Severity::Error,
+                "gateway".into(),
+                format!("{text} is not an IP address"),
+            )),
             Some((family, address)) => {
                 gateway = Some((family, address));
                 for range in ranges.iter().filter(|r| r.family == family) {
@@ -71,7 +81,10 @@ impl Network {
     pub fn parse(config: &NetworkConfig) -> Result<Network, FieldError> {
         let (network, findings) = analyze(config);
         network.ok_or_else(|| {
-            let first = findings.into_iter().find(|f| f.severity == Severity::Error).expect("an error finding");
+            let first = findings
+                .into_iter()
+                .find(|f| f.severity == Severity::Error)
+                .expect("an error finding");
             FieldError { field: first.field, message: first.message }
         })
     }
@@ -85,7 +98,9 @@ impl Network {
 /// A human word for why an address is unavailable.
 pub fn describe(reason: Unavailable) -> &'static str {
     match reason {
-        Unavailable::Reserved => "never handed out (network or broadcast address, IPv4 .0, or outside range_start..range_end)",
+        Unavailable::Reserved => {
+            "never handed out (network or broadcast address, IPv4 .0, or outside range_start..range_end)"
+        }
         Unavailable::Excluded => "excluded",
         Unavailable::Allocated => "already allocated",
     }

@@ -4,7 +4,9 @@
 use crate::addr::{Family, format_address, parse_address};
 use crate::network::{Network, analyze};
 use crate::range::Range;
-use crate::types::{FieldError, Finding, IpamError, MapBucket, NetworkConfig, Overlap, PlanRequest, RangeReport};
+use crate::types::{
+    FieldError, Finding, IpamError, MapBucket, NetworkConfig, Overlap, PlanRequest, RangeReport,
+};
 
 /// Longest `next` list a caller may ask for: a preview, not an enumeration.
 pub const MAX_PREVIEW: u32 = 1024;
@@ -18,7 +20,10 @@ fn parse_allocated(allocated: &[String]) -> Result<Vec<(Family, u128)>, IpamErro
         .map(|(i, text)| {
             let bare = text.trim().split('/').next().unwrap_or_default();
             parse_address(bare).ok_or_else(|| {
-                IpamError::InvalidConfig(FieldError { field: format!("allocated[{i}]"), message: format!("{text} is not an IP address") })
+                IpamError::InvalidConfig(FieldError {
+                    field: format!("allocated[{i}]"),
+                    message: format!("{text} is not an IP address"),
+                })
             })
         })
         .collect()
@@ -38,7 +43,11 @@ pub fn plan(request: &PlanRequest) -> Result<Vec<RangeReport>, IpamError> {
         .map(|range| {
             let pool = range.pool(used_in(range, &allocated));
             let empty = range.pool(std::iter::empty());
-            let bounds = empty.next_free(1).first().copied().map(|first| (first, last_allocatable(range, &empty)));
+            let bounds = empty
+                .next_free(1)
+                .first()
+                .copied()
+                .map(|first| (first, last_allocatable(range, &empty)));
             RangeReport {
                 field: range.field.clone(),
                 range: range.cidr(),
@@ -135,7 +144,10 @@ pub fn range_map(
     let range = network.ranges.get(range_index as usize).ok_or_else(|| {
         IpamError::InvalidConfig(FieldError {
             field: "range-index".into(),
-            message: format!("{range_index} is out of bounds: the config has {} ranges", network.ranges.len()),
+            message: format!(
+                "{range_index} is out of bounds: the config has {} ranges",
+                network.ranges.len()
+            ),
         })
     })?;
     let bound = |text: Option<&str>, default: u128, name: &str| -> Result<u128, IpamError> {
@@ -153,7 +165,10 @@ pub fn range_map(
     let first = bound(from, range.network, "from")?;
     let last = bound(to, range.broadcast, "to")?;
     if first > last {
-        return Err(IpamError::InvalidConfig(FieldError { field: "from".into(), message: "is after `to`".into() }));
+        return Err(IpamError::InvalidConfig(FieldError {
+            field: "from".into(),
+            message: "is after `to`".into(),
+        }));
     }
     let allocated = parse_allocated(&request.allocated)?;
     let pool = range.pool(used_in(range, &allocated));
@@ -175,7 +190,9 @@ pub fn range_map(
             allocated: allocated.to_string(),
             excluded: excluded.to_string(),
             reserved: reserved.to_string(),
-            has_gateway: network.gateway.is_some_and(|(f, g)| f == range.family && g >= start && g <= end),
+            has_gateway: network
+                .gateway
+                .is_some_and(|(f, g)| f == range.family && g >= start && g <= end),
         });
         if end == last {
             break;

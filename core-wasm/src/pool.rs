@@ -163,7 +163,9 @@ impl Pool {
     pub fn census(&self, first: u128, last: u128) -> (u128, u128, u128, u128) {
         let total = (last - first).saturating_add(1);
         let Some((lo, hi)) = self.span else { return (0, 0, 0, total) };
-        let Some((a, b)) = crate::addr::index_span(self.family, first, last) else { return (0, 0, 0, total) };
+        let Some((a, b)) = crate::addr::index_span(self.family, first, last) else {
+            return (0, 0, 0, total);
+        };
         let (a, b) = (a.max(lo), b.min(hi));
         if a > b {
             return (0, 0, 0, total);

@@ -101,7 +101,12 @@ impl Range {
         let range_field = field_path(base, "range");
         let text = config.range.trim();
         if text.is_empty() {
-            error(findings, "range-invalid", range_field, "is empty: expected a CIDR such as 10.0.0.0/24".into());
+            error(
+                findings,
+                "range-invalid",
+                range_field,
+                "is empty: expected a CIDR such as 10.0.0.0/24".into(),
+            );
             return None;
         }
         // Range-end syntax: `first-last/prefix`.
@@ -110,8 +115,17 @@ impl Range {
             None => (None, text),
         };
         let Some((family, value, prefix)) = parse_cidr(cidr_text) else {
-            let hint = if syntax_start.is_some() { "first-last/prefix, e.g. 10.0.0.5-10.0.0.25/24" } else { "a CIDR such as 10.0.0.0/24" };
-            error(findings, "range-invalid", range_field, format!("{text} is not a valid range: expected {hint}"));
+            let hint = if syntax_start.is_some() {
+                "first-last/prefix, e.g. 10.0.0.5-10.0.0.25/24"
+            } else {
+                "a CIDR such as 10.0.0.0/24"
+            };
+            error(
+                findings,
+                "range-invalid",
+                range_field,
+                format!("{text} is not a valid range: expected {hint}"),
+            );
             return None;
         };
         let mask = host_mask(family, prefix);
@@ -130,7 +144,11 @@ impl Range {
         let cidr = range.cidr();
 
         // Start and end: from the range-end syntax, or the keys (both must agree).
-        let parse_bound = |key: &str, text: &str, rule_invalid: &str, rule_outside: &str, findings: &mut Vec<Finding>| {
+        let parse_bound = |key: &str,
+                           text: &str,
+                           rule_invalid: &str,
+                           rule_outside: &str,
+                           findings: &mut Vec<Finding>| {
             let field = field_path(base, key);
             match parse_address(text) {
                 None => {
@@ -138,7 +156,12 @@ impl Range {
                     None
                 }
                 Some((f, _)) if f != family => {
-                    error(findings, rule_invalid, field, format!("{text} is {} but range {cidr} is {}", f.name(), family.name()));
+                    error(
+                        findings,
+                        rule_invalid,
+                        field,
+                        format!("{text} is {} but range {cidr} is {}", f.name(), family.name()),
+                    );
                     None
                 }
                 Some((_, a)) if !range.contains(family, a) => {
@@ -148,35 +171,75 @@ impl Range {
                 Some((_, a)) => Some(a),
             }
         };
-        let mut start = config.range_start.as_deref().filter(|s| !s.trim().is_empty()).and_then(|s| {
-            parse_bound("range_start", s, "range-start-invalid", "range-start-outside-range", findings)
-        });
+        let mut start =
+            config.range_start.as_deref().filter(|s| !s.trim().is_empty()).and_then(|s| {
+                parse_bound(
+                    "range_start",
+                    s,
+                    "range-start-invalid",
+                    "range-start-outside-range",
+                    findings,
+                )
+            });
         let mut end = config.range_end.as_deref().filter(|s| !s.trim().is_empty()).and_then(|s| {
             parse_bound("range_end", s, "range-end-invalid", "range-end-outside-range", findings)
         });
         if let Some(syntax_start) = syntax_start {
-            let from_syntax = parse_bound("range", syntax_start, "range-invalid", "range-start-outside-range", findings);
+            let from_syntax = parse_bound(
+                "range",
+                syntax_start,
+                "range-invalid",
+                "range-start-outside-range",
+                findings,
+            );
             if let (Some(a), Some(b)) = (from_syntax, start) {
                 if a != b {
-                    error(findings, "range-start-invalid", field_path(base, "range_start"),
-                        format!("{} conflicts with the start {syntax_start} given in range {text}", format_address(family, b)));
+                    error(
+                        findings,
+                        "range-start-invalid",
+                        field_path(base, "range_start"),
+                        format!(
+                            "{} conflicts with the start {syntax_start} given in range {text}",
+                            format_address(family, b)
+                        ),
+                    );
                 }
             }
             start = from_syntax.or(start);
             let syntax_end = value;
             if let Some(b) = end {
                 if b != syntax_end {
-                    error(findings, "range-end-invalid", field_path(base, "range_end"),
-                        format!("{} conflicts with the end {} given in range {text}", format_address(family, b), format_address(family, syntax_end)));
+                    error(
+                        findings,
+                        "range-end-invalid",
+                        field_path(base, "range_end"),
+                        format!(
+                            "{} conflicts with the end {} given in range {text}",
+                            format_address(family, b),
+                            format_address(family, syntax_end)
+                        ),
+                    );
                 }
             }
             end = Some(syntax_end);
         }
         if let (Some(a), Some(b)) = (start, end) {
             if a > b {
-                let field = if syntax_start.is_some() { range_field.clone() } else { field_path(base, "range_start") };
-                error(findings, "range-start-after-end", field,
-                    format!("start {} is after end {}", format_address(family, a), format_address(family, b)));
+                let field = if syntax_start.is_some() {
+                    range_field.clone()
+                } else {
+                    field_path(base, "range_start")
+                };
+                error(
+                    findings,
+                    "range-start-after-end",
+                    field,
+                    format!(
+                        "start {} is after end {}",
+                        format_address(family, a),
+                        format_address(family, b)
+                    ),
+                );
             }
         }
         // Never the network address nor the broadcast (the last address, for IPv6 too).
@@ -191,21 +254,42 @@ impl Range {
         for (i, exclude) in config.exclude.iter().enumerate() {
             let field = field_path(base, &format!("exclude[{i}]"));
             let text = exclude.trim();
-            let parsed = parse_cidr(text).or_else(|| parse_address(text).map(|(f, a)| (f, a, f.bits())));
+            let parsed =
+                parse_cidr(text).or_else(|| parse_address(text).map(|(f, a)| (f, a, f.bits())));
             let Some((f, a, p)) = parsed else {
-                error(findings, "exclude-invalid", field, format!("{text} is not a CIDR or an IP address"));
+                error(
+                    findings,
+                    "exclude-invalid",
+                    field,
+                    format!("{text} is not a CIDR or an IP address"),
+                );
                 continue;
             };
             if f != family {
-                error(findings, "exclude-invalid", field, format!("{text} is {} but range {cidr} is {}", f.name(), family.name()));
+                error(
+                    findings,
+                    "exclude-invalid",
+                    field,
+                    format!("{text} is {} but range {cidr} is {}", f.name(), family.name()),
+                );
                 continue;
             }
             let m = host_mask(f, p);
             let (first, last) = (a & !m, (a & !m) | m);
             if last < network || first > broadcast {
-                error(findings, "exclude-outside-range", field, format!("{text} is outside range {cidr}"));
+                error(
+                    findings,
+                    "exclude-outside-range",
+                    field,
+                    format!("{text} is outside range {cidr}"),
+                );
             } else if first < network || last > broadcast {
-                error(findings, "exclude-partly-outside-range", field, format!("{text} extends outside range {cidr}"));
+                error(
+                    findings,
+                    "exclude-partly-outside-range",
+                    field,
+                    format!("{text} extends outside range {cidr}"),
+                );
             } else {
                 range.excludes.push((first, last));
             }
@@ -216,8 +300,14 @@ impl Range {
             return None;
         }
         if range.pool(std::iter::empty()).capacity() == 0 {
-            error(findings, "range-empty", range_field,
-                format!("{text} leaves no address to hand out (network, broadcast, .0, range_start/range_end and excludes remove them all)"));
+            error(
+                findings,
+                "range-empty",
+                range_field,
+                format!(
+                    "{text} leaves no address to hand out (network, broadcast, .0, range_start/range_end and excludes remove them all)"
+                ),
+            );
             return None;
         }
         Some(range)

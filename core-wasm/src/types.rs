@@ -82,7 +82,9 @@ impl std::fmt::Display for IpamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IpamError::InvalidConfig(e) => e.fmt(f),
-            IpamError::Exhausted(m) | IpamError::AddressUnavailable(m) | IpamError::Contention(m) => f.write_str(m),
+            IpamError::Exhausted(m)
+            | IpamError::AddressUnavailable(m)
+            | IpamError::Contention(m) => f.write_str(m),
             IpamError::Store(e) => write!(f, "store: {e:?}"),
         }
     }
@@ -188,8 +190,23 @@ pub struct MapBucket {
 /// The storage import, as the pure logic sees it.
 pub trait Store {
     fn read_pool(&mut self, pool: &PoolRef) -> Result<PoolSnapshot, StoreError>;
-    fn write_pool(&mut self, pool: &PoolRef, version: &str, edits: &[PoolEdit]) -> Result<(), StoreError>;
-    fn reserve_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<Option<Owner>, StoreError>;
-    fn release_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<(), StoreError>;
+    fn write_pool(
+        &mut self,
+        pool: &PoolRef,
+        version: &str,
+        edits: &[PoolEdit],
+    ) -> Result<(), StoreError>;
+    fn reserve_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<Option<Owner>, StoreError>;
+    fn release_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<(), StoreError>;
     fn pause_before_retry(&mut self, attempt: u32) -> bool;
 }

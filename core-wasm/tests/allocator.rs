@@ -2,11 +2,17 @@
 
 use hereabouts_core::allocator::{allocate, collect_garbage, leases_of, list_leases, release};
 use hereabouts_core::memory::MemoryStore;
-use hereabouts_core::types::{AllocateRequest, IpamError, NetworkConfig, Owner, RangeConfig, StoreError};
+use hereabouts_core::types::{
+    AllocateRequest, IpamError, NetworkConfig, Owner, RangeConfig, StoreError,
+};
 
 fn net(range: &str, exclude: &[&str]) -> NetworkConfig {
     NetworkConfig {
-        range: Some(RangeConfig { range: range.into(), exclude: exclude.iter().map(|s| s.to_string()).collect(), ..Default::default() }),
+        range: Some(RangeConfig {
+            range: range.into(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
         enable_overlapping_ranges: true,
         ..Default::default()
     }
@@ -16,7 +22,11 @@ fn owner(i: usize) -> Owner {
     Owner::new(&format!("ctr-{i}"), "eth0", &format!("ns/pod-{i}"))
 }
 
-fn add(store: &mut MemoryStore, network: &NetworkConfig, i: usize) -> Result<Vec<String>, IpamError> {
+fn add(
+    store: &mut MemoryStore,
+    network: &NetworkConfig,
+    i: usize,
+) -> Result<Vec<String>, IpamError> {
     let request = AllocateRequest { owner: owner(i), ..Default::default() };
     allocate(store, network, &request).map(|l| l.into_iter().map(|l| l.address).collect())
 }
@@ -25,7 +35,8 @@ fn add(store: &mut MemoryStore, network: &NetworkConfig, i: usize) -> Result<Vec
 fn hands_out_lowest_free_and_reuses_the_lowest_released() {
     let network = net("10.0.0.0/29", &["10.0.0.2"]);
     let mut store = MemoryStore::new();
-    let got: Vec<String> = (0..5).map(|i| add(&mut store, &network, i).unwrap()[0].clone()).collect();
+    let got: Vec<String> =
+        (0..5).map(|i| add(&mut store, &network, i).unwrap()[0].clone()).collect();
     assert_eq!(got, ["10.0.0.1", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]);
     match add(&mut store, &network, 5) {
         Err(IpamError::Exhausted(message)) => assert!(message.contains("10.0.0.0/29"), "{message}"),
@@ -69,7 +80,11 @@ fn dual_stack_takes_one_of_each_and_rolls_back_on_failure() {
     let mut store = MemoryStore::new();
     assert_eq!(add(&mut store, &network, 1).unwrap(), ["10.0.0.1", "fd00::1"]);
     // Fill the IPv6 range from another network sharing the pool, then ask again.
-    let v6_only = NetworkConfig { range: None, ip_ranges: vec![network.ip_ranges[0].clone()], ..network.clone() };
+    let v6_only = NetworkConfig {
+        range: None,
+        ip_ranges: vec![network.ip_ranges[0].clone()],
+        ..network.clone()
+    };
     add(&mut store, &v6_only, 2).unwrap();
     assert!(matches!(add(&mut store, &network, 3), Err(IpamError::Exhausted(_))));
     // The IPv4 address taken before the IPv6 range failed was given back.
@@ -116,14 +131,27 @@ fn conflicts_are_retried_and_contention_is_reported() {
 fn requested_addresses_are_honoured_or_refused_with_the_holder() {
     let network = net("10.0.0.0/24", &[]);
     let mut store = MemoryStore::new();
-    let ask = |i: usize, ip: &str| AllocateRequest { owner: owner(i), requested: vec![ip.into()], sticky: false };
-    assert_eq!(allocate(&mut store, &network, &ask(1, "10.0.0.50/24")).unwrap()[0].address, "10.0.0.50");
+    let ask = |i: usize, ip: &str| AllocateRequest {
+        owner: owner(i),
+        requested: vec![ip.into()],
+        sticky: false,
+    };
+    assert_eq!(
+        allocate(&mut store, &network, &ask(1, "10.0.0.50/24")).unwrap()[0].address,
+        "10.0.0.50"
+    );
     match allocate(&mut store, &network, &ask(2, "10.0.0.50")) {
         Err(IpamError::AddressUnavailable(m)) => assert!(m.contains("ns/pod-1"), "{m}"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(allocate(&mut store, &network, &ask(3, "10.9.0.1")), Err(IpamError::AddressUnavailable(_))));
-    assert!(matches!(allocate(&mut store, &network, &ask(3, "10.0.0.255")), Err(IpamError::AddressUnavailable(_))));
+    assert!(matches!(
+        allocate(&mut store, &network, &ask(3, "10.9.0.1")),
+        Err(IpamError::AddressUnavailable(_))
+    ));
+    assert!(matches!(
+        allocate(&mut store, &network, &ask(3, "10.0.0.255")),
+        Err(IpamError::AddressUnavailable(_))
+    ));
     // The lowest free is unaffected by the requested one.
     assert_eq!(add(&mut store, &network, 4).unwrap(), ["10.0.0.1"]);
 }
@@ -140,10 +168,14 @@ fn sticky_hands_a_pods_address_to_its_next_container() {
     let b = allocate(&mut store, &network, &sticky(&second)).unwrap();
     assert_eq!(a, b);
     assert_eq!(list_leases(&mut store, &network).unwrap().len(), 2);
-    assert_eq!(store.reservations[&(String::new(), a[0].address.clone())].container_id, "new-sandbox");
+    assert_eq!(
+        store.reservations[&(String::new(), a[0].address.clone())].container_id,
+        "new-sandbox"
+    );
     // Without sticky, the same pod name gets a fresh address.
     let third = Owner::new("third", "eth0", "ns/db-0");
-    let c = allocate(&mut store, &network, &AllocateRequest { owner: third, ..Default::default() }).unwrap();
+    let c = allocate(&mut store, &network, &AllocateRequest { owner: third, ..Default::default() })
+        .unwrap();
     assert_ne!(c, b);
 }
 
@@ -170,7 +202,9 @@ fn corrupt_pool_data_is_an_error_and_nothing_is_written() {
     store.pools.get_mut("10.0.0.0-24").unwrap().1.insert("9999".into(), owner(2));
     let before = store.pools.clone();
     match add(&mut store, &network, 3) {
-        Err(IpamError::Store(StoreError::Corrupt(m))) => assert!(m.contains("9999") && m.contains("10.0.0.0-24"), "{m}"),
+        Err(IpamError::Store(StoreError::Corrupt(m))) => {
+            assert!(m.contains("9999") && m.contains("10.0.0.0-24"), "{m}")
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(store.pools, before);
@@ -195,10 +229,16 @@ fn overlaps_count_only_addresses_both_ranges_can_hand_out() {
     let span = |o: &hereabouts_core::types::Overlap| (o.first.clone(), o.last.clone());
     // Plain overlap: the shared allocatable span.
     let found = overlaps(&a, &net("10.0.0.128/25", &[])).unwrap();
-    assert_eq!(found.iter().map(span).collect::<Vec<_>>(), [("10.0.0.129".to_string(), "10.0.0.254".to_string())]);
+    assert_eq!(
+        found.iter().map(span).collect::<Vec<_>>(),
+        [("10.0.0.129".to_string(), "10.0.0.254".to_string())]
+    );
     // Excluded on one side at both ends: the overlap shrinks.
     let found = overlaps(&a, &net("10.0.0.0/25", &["10.0.0.0/28", "10.0.0.112/28"])).unwrap();
-    assert_eq!(found.iter().map(span).collect::<Vec<_>>(), [("10.0.0.16".to_string(), "10.0.0.111".to_string())]);
+    assert_eq!(
+        found.iter().map(span).collect::<Vec<_>>(),
+        [("10.0.0.16".to_string(), "10.0.0.111".to_string())]
+    );
     // Wholly excluded on one side: no overlap at all.
     assert!(overlaps(&a, &net("10.0.1.0/24", &[])).unwrap().is_empty());
     let mut b = net("10.0.0.0/23", &["10.0.0.0/24"]);
@@ -206,5 +246,8 @@ fn overlaps_count_only_addresses_both_ranges_can_hand_out() {
     // Interleaved excludes on both sides meet at the first address free in both.
     let c = net("10.0.0.0/24", &["10.0.0.0/29"]);
     b = net("10.0.0.0/24", &["10.0.0.8/29", "10.0.0.16/32"]);
-    assert_eq!(overlaps(&c, &b).unwrap().iter().map(span).collect::<Vec<_>>(), [("10.0.0.17".to_string(), "10.0.0.254".to_string())]);
+    assert_eq!(
+        overlaps(&c, &b).unwrap().iter().map(span).collect::<Vec<_>>(),
+        [("10.0.0.17".to_string(), "10.0.0.254".to_string())]
+    );
 }

@@ -16,10 +16,19 @@ enum Op {
 }
 
 /// The naive model: walk the range address by address.
-fn naive_lowest(network: u32, prefix: u32, start: u32, excludes: &[(u32, u32)], used: &BTreeMap<u32, usize>) -> Option<u32> {
+fn naive_lowest(
+    network: u32,
+    prefix: u32,
+    start: u32,
+    excludes: &[(u32, u32)],
+    used: &BTreeMap<u32, usize>,
+) -> Option<u32> {
     let size = 1u32 << (32 - prefix);
-    (start.max(network + 1)..network + size - 1)
-        .find(|a| a & 0xff != 0 && !used.contains_key(a) && !excludes.iter().any(|(lo, hi)| lo <= a && a <= hi))
+    (start.max(network + 1)..network + size - 1).find(|a| {
+        a & 0xff != 0
+            && !used.contains_key(a)
+            && !excludes.iter().any(|(lo, hi)| lo <= a && a <= hi)
+    })
 }
 
 fn v4(a: u32) -> String {
@@ -28,20 +37,28 @@ fn v4(a: u32) -> String {
 
 fn scenario() -> impl Strategy<Value = (u32, u32, u32, Vec<(u32, u32)>, Vec<Op>)> {
     (22u32..=29, 0u32..4096).prop_flat_map(|(prefix, base)| {
-        let network = (10u32 << 24) | ((base << (32 - prefix)) & 0x00ff_ffff & !((1u32 << (32 - prefix)) - 1));
+        let network = (10u32 << 24)
+            | ((base << (32 - prefix)) & 0x00ff_ffff & !((1u32 << (32 - prefix)) - 1));
         let size = 1u32 << (32 - prefix);
         let exclude = (0..size, 26u32..=32).prop_map(move |(offset, p)| {
             let m = (1u64 << (32 - p)) as u32 - 1;
             let start = (network + offset) & !m;
             (start, start | m)
         });
-        let op = prop_oneof![3 => (0usize..40).prop_map(Op::Add), 1 => (0usize..40).prop_map(Op::Del)];
+        let op =
+            prop_oneof![3 => (0usize..40).prop_map(Op::Add), 1 => (0usize..40).prop_map(Op::Del)];
         // A range_start just below a .0 boundary makes short sequences cross it.
         let start = (0..size, 0u32..24).prop_map(move |(offset, below)| {
             let near_zero = ((network + offset) & !0xff).saturating_sub(below).max(network);
             if offset % 2 == 0 { near_zero } else { network + offset }
         });
-        (Just(network), Just(prefix), start, prop::collection::vec(exclude, 0..4), prop::collection::vec(op, 1..120))
+        (
+            Just(network),
+            Just(prefix),
+            start,
+            prop::collection::vec(exclude, 0..4),
+            prop::collection::vec(op, 1..120),
+        )
     })
 }
 

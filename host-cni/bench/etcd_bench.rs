@@ -41,14 +41,23 @@ fn open(kind: Kind, config: &IpamConfig) -> Box<dyn Backend> {
     }
 }
 
-fn scenario(kind: Kind, endpoints: &str, scratch: &std::path::Path, clients: usize, pools: usize, tag: &str) -> Row {
+fn scenario(
+    kind: Kind,
+    endpoints: &str,
+    scratch: &std::path::Path,
+    clients: usize,
+    pools: usize,
+    tag: &str,
+) -> Row {
     let prefix = format!("/hereabouts-bench/{tag}-{clients}-{pools}-{}/", std::process::id());
     let data_dir = scratch.join(format!("{tag}-{clients}-{pools}"));
     // Pool p is 10.{100+p}.0.0/22 (1,022 addresses: room for every ADD of the scenario).
     let configs: Vec<IpamConfig> = (0..pools)
         .map(|p| {
-            IpamConfig::from_value(&json!({"type": "hereabouts", "range": format!("10.{}.0.0/22", 100 + p),
-                "etcd_host": endpoints, "etcd_prefix": prefix, "data_dir": data_dir}))
+            IpamConfig::from_value(
+                &json!({"type": "hereabouts", "range": format!("10.{}.0.0/22", 100 + p),
+                "etcd_host": endpoints, "etcd_prefix": prefix, "data_dir": data_dir}),
+            )
             .unwrap()
         })
         .collect();
@@ -63,10 +72,15 @@ fn scenario(kind: Kind, endpoints: &str, scratch: &std::path::Path, clients: usi
                     let mut lat = Vec::with_capacity(per_client);
                     for i in 0..per_client {
                         let config = &configs[(c + i) % pools];
-                        let owner = Owner { container_id: format!("{c:02}-{i:04}-{tag}"), ifname: "eth0".into(), podref: format!("bench/pod-{c}-{i}") };
+                        let owner = Owner {
+                            container_id: format!("{c:02}-{i:04}-{tag}"),
+                            ifname: "eth0".into(),
+                            podref: format!("bench/pod-{c}-{i}"),
+                        };
                         let request = AllocateRequest { owner, requested: vec![], sticky: false };
                         let t0 = Instant::now();
-                        let mut alloc = Allocator::with_cache(open(kind, config), Some(cache)).unwrap();
+                        let mut alloc =
+                            Allocator::with_cache(open(kind, config), Some(cache)).unwrap();
                         alloc.allocate(&config.network_config(), &request).expect("ADD");
                         lat.push(t0.elapsed());
                     }
@@ -78,7 +92,9 @@ fn scenario(kind: Kind, endpoints: &str, scratch: &std::path::Path, clients: usi
     });
     let wall = started.elapsed();
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
     let _ = std::fs::remove_dir_all(&data_dir);
     Row {
         store: if kind == Kind::Etcd { "etcd" } else { "local" },
@@ -99,7 +115,14 @@ pub fn run(endpoints: &str) {
     for kind in [Kind::Etcd, Kind::Local] {
         for pools in [1, 16] {
             for clients in [1, 4, 16] {
-                let row = scenario(kind, endpoints, &scratch, clients, pools, if kind == Kind::Etcd { "e" } else { "l" });
+                let row = scenario(
+                    kind,
+                    endpoints,
+                    &scratch,
+                    clients,
+                    pools,
+                    if kind == Kind::Etcd { "e" } else { "l" },
+                );
                 eprintln!(
                     "{:5} clients={:2} pools={:2}: {:7.1} ADD/s  p50 {:6.2} ms  p99 {:6.2} ms",
                     row.store,
@@ -114,7 +137,9 @@ pub fn run(endpoints: &str) {
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    println!("\n{TOTAL} ADDs per scenario; each ADD opens its store and allocator afresh (as a CNI process).\n");
+    println!(
+        "\n{TOTAL} ADDs per scenario; each ADD opens its store and allocator afresh (as a CNI process).\n"
+    );
     println!("| store | pools | clients | ADD/s | p50 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {

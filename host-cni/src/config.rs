@@ -176,7 +176,9 @@ impl IpamConfig {
                 "ipam.datastore: unknown store {other:?} (expected \"local\", \"etcd\" or \"kubernetes\")"
             )),
             None if self.etcd_host.as_ref().is_some_and(|h| !h.is_null()) => Ok(StoreKind::Etcd),
-            None if self.kubernetes.as_ref().is_some_and(|k| k.kubeconfig.is_some()) => Ok(StoreKind::Kubernetes),
+            None if self.kubernetes.as_ref().is_some_and(|k| k.kubeconfig.is_some()) => {
+                Ok(StoreKind::Kubernetes)
+            }
             None => Ok(StoreKind::Local),
         }
     }
@@ -219,8 +221,15 @@ pub enum FlatFileError {
 /// keys of the network config win, the file only fills in what is absent (nested objects key
 /// by key). `candidates` are tried after the ipam section's own `configuration_path`; returns
 /// the file used, if any.
-pub fn merge_flat_file(ipam: &mut Value, candidates: &[&str]) -> Result<Option<std::path::PathBuf>, FlatFileError> {
-    let own = ipam.get("configuration_path").and_then(Value::as_str).filter(|p| !p.is_empty()).map(str::to_string);
+pub fn merge_flat_file(
+    ipam: &mut Value,
+    candidates: &[&str],
+) -> Result<Option<std::path::PathBuf>, FlatFileError> {
+    let own = ipam
+        .get("configuration_path")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string);
     let paths = own.iter().map(String::as_str).chain(candidates.iter().copied());
     for path in paths.map(std::path::PathBuf::from) {
         let text = match std::fs::read_to_string(&path) {
@@ -228,10 +237,13 @@ pub fn merge_flat_file(ipam: &mut Value, candidates: &[&str]) -> Result<Option<s
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(FlatFileError::Unreadable(path, e)),
         };
-        let flat: Value =
-            serde_json::from_str(&text).map_err(|e| FlatFileError::Invalid(path.clone(), format!("not valid JSON: {e}")))?;
+        let flat: Value = serde_json::from_str(&text)
+            .map_err(|e| FlatFileError::Invalid(path.clone(), format!("not valid JSON: {e}")))?;
         if !flat.is_object() {
-            return Err(FlatFileError::Invalid(path, format!("expected an object, found {}", json_kind(&flat))));
+            return Err(FlatFileError::Invalid(
+                path,
+                format!("expected an object, found {}", json_kind(&flat)),
+            ));
         }
         fill_absent(ipam, flat);
         return Ok(Some(path));
@@ -273,7 +285,10 @@ fn serde_path_error(value: &Value) -> Result<IpamConfig, String> {
                 let mut probe = serde_json::Map::new();
                 probe.insert(key.clone(), item.clone());
                 if let Err(e) = IpamConfig::deserialize(Value::Object(probe)) {
-                    return Err(format!("ipam.{key}: {}", describe_type_error(&e.to_string(), item)));
+                    return Err(format!(
+                        "ipam.{key}: {}",
+                        describe_type_error(&e.to_string(), item)
+                    ));
                 }
             }
             Err(format!("ipam: {whole}"))
@@ -332,7 +347,9 @@ mod tests {
         assert_eq!(kind(json!({"etcd_host": "127.0.0.1:2379"})), Ok(StoreKind::Etcd));
         assert_eq!(kind(json!({"kubernetes": {"kubeconfig": "/k"}})), Ok(StoreKind::Kubernetes));
         assert_eq!(kind(json!({"datastore": "kubernetes"})), Ok(StoreKind::Kubernetes));
-        assert!(kind(json!({"datastore": "zookeeper"})).unwrap_err().starts_with("ipam.datastore:"));
+        assert!(
+            kind(json!({"datastore": "zookeeper"})).unwrap_err().starts_with("ipam.datastore:")
+        );
     }
 
     #[test]
@@ -343,10 +360,14 @@ mod tests {
         std::fs::write(&flat, r#"{"datastore": "local", "range": "10.9.0.0/16", "kubernetes": {"kubeconfig": "/k", "k8s_api_root": "r"}}"#).unwrap();
         let mut ipam = json!({"range": "10.0.0.0/24", "kubernetes": {"kubeconfig": "/mine"}});
         let missing = dir.join("missing.conf");
-        let used = merge_flat_file(&mut ipam, &[missing.to_str().unwrap(), flat.to_str().unwrap()]).unwrap();
+        let used = merge_flat_file(&mut ipam, &[missing.to_str().unwrap(), flat.to_str().unwrap()])
+            .unwrap();
         assert_eq!(used.as_deref(), Some(flat.as_path()));
-        assert_eq!(ipam, json!({"range": "10.0.0.0/24", "datastore": "local",
-            "kubernetes": {"kubeconfig": "/mine", "k8s_api_root": "r"}}));
+        assert_eq!(
+            ipam,
+            json!({"range": "10.0.0.0/24", "datastore": "local",
+            "kubernetes": {"kubeconfig": "/mine", "k8s_api_root": "r"}})
+        );
         // `configuration_path` is tried before the candidates.
         let own = dir.join("own.conf");
         std::fs::write(&own, r#"{"log_level": "debug"}"#).unwrap();
@@ -357,7 +378,8 @@ mod tests {
         assert!(ipam.get("datastore").is_none());
         // A file that exists but is not JSON is an error naming it, not skipped.
         std::fs::write(&own, "datastore: local").unwrap();
-        let error = merge_flat_file(&mut json!({"configuration_path": own.to_str().unwrap()}), &[]).unwrap_err();
+        let error = merge_flat_file(&mut json!({"configuration_path": own.to_str().unwrap()}), &[])
+            .unwrap_err();
         assert!(error.to_string().contains(own.to_str().unwrap()), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

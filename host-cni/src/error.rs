@@ -6,7 +6,9 @@
 
 use serde::Serialize;
 
-use crate::runtime::{CallError, IpamError, RuntimeError, StoreError, describe_ipam_error, describe_store_error};
+use crate::runtime::{
+    CallError, IpamError, RuntimeError, StoreError, describe_ipam_error, describe_store_error,
+};
 
 /// CNI error codes we emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +62,13 @@ impl CniError {
             #[serde(skip_serializing_if = "str::is_empty")]
             details: &'a str,
         }
-        serde_json::to_value(Out { cni_version, code: self.code, msg: &self.msg, details: &self.details })
-            .expect("serialisable")
+        serde_json::to_value(Out {
+            cni_version,
+            code: self.code,
+            msg: &self.msg,
+            details: &self.details,
+        })
+        .expect("serialisable")
     }
 }
 

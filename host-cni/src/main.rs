@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use hereabouts::commands;
 
 #[derive(Debug, Parser)]
-#[command(name = "hereabouts", version, about = "Cluster-wide IPAM for CNI, Whereabouts-compatible")]
+#[command(
+    name = "hereabouts",
+    version,
+    about = "Cluster-wide IPAM for CNI, Whereabouts-compatible"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

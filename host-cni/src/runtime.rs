@@ -22,12 +22,12 @@ wasmtime::component::bindgen!({
     world: "hereabouts",
 });
 
-pub use exports::hereabouts::ipam::allocator::{
-    AllocateRequest, Finding, MapBucket, Overlap, PlanRequest, RangeReport, Severity,
-};
 pub use self::hereabouts::ipam::store::{PoolEdit, PoolRef, PoolSnapshot, Slot};
 pub use self::hereabouts::ipam::types::{
     FieldError, HeldLease, IpamError, Lease, NetworkConfig, Owner, RangeConfig, StoreError,
+};
+pub use exports::hereabouts::ipam::allocator::{
+    AllocateRequest, Finding, MapBucket, Overlap, PlanRequest, RangeReport, Severity,
 };
 
 /// The allocator component, embedded at build time (see build.rs).
@@ -93,13 +93,28 @@ impl self::hereabouts::ipam::store::Host for HostState {
     fn read_pool(&mut self, pool: PoolRef) -> Result<PoolSnapshot, StoreError> {
         self.backend.read_pool(&pool)
     }
-    fn write_pool(&mut self, pool: PoolRef, version: String, edits: Vec<PoolEdit>) -> Result<(), StoreError> {
+    fn write_pool(
+        &mut self,
+        pool: PoolRef,
+        version: String,
+        edits: Vec<PoolEdit>,
+    ) -> Result<(), StoreError> {
         self.backend.write_pool(&pool, &version, &edits)
     }
-    fn reserve_address(&mut self, network_name: String, address: String, owner: Owner) -> Result<Option<Owner>, StoreError> {
+    fn reserve_address(
+        &mut self,
+        network_name: String,
+        address: String,
+        owner: Owner,
+    ) -> Result<Option<Owner>, StoreError> {
         self.backend.reserve_address(&network_name, &address, &owner)
     }
-    fn release_address(&mut self, network_name: String, address: String, owner: Owner) -> Result<(), StoreError> {
+    fn release_address(
+        &mut self,
+        network_name: String,
+        address: String,
+        owner: Owner,
+    ) -> Result<(), StoreError> {
         self.backend.release_address(&network_name, &address, &owner)
     }
     fn pause_before_retry(&mut self, attempt: u32) -> bool {
@@ -151,21 +166,29 @@ fn load_component(engine: &Engine, cache_dir: Option<&Path>) -> Result<Component
         // wasmtime checks the header's version and engine settings before using it.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(path = %path.display(), "cached component unusable, recompiling: {e:#}"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cached component unusable, recompiling: {e:#}")
+            }
         }
     }
-    let bytes = engine.precompile_component(COMPONENT).map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
+    let bytes =
+        engine.precompile_component(COMPONENT).map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
     if let Err(e) = write_atomically(dir, &path, &bytes) {
         tracing::debug!(dir = %dir.display(), "cannot cache the compiled component: {e}");
     }
     // SAFETY: `bytes` was produced by `precompile_component` on this engine just now.
-    unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| RuntimeError::Load(format!("{e:#}")))
+    unsafe { Component::deserialize(engine, &bytes) }
+        .map_err(|e| RuntimeError::Load(format!("{e:#}")))
 }
 
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
@@ -185,22 +208,35 @@ impl Allocator {
     }
 
     /// Loads the component, caching the compiled artifact in `cache_dir` (None: no cache).
-    pub fn with_cache(backend: Box<dyn Backend>, cache_dir: Option<&Path>) -> Result<Self, RuntimeError> {
+    pub fn with_cache(
+        backend: Box<dyn Backend>,
+        cache_dir: Option<&Path>,
+    ) -> Result<Self, RuntimeError> {
         Self::with_limits(backend, cache_dir, DEFAULT_MEMORY_LIMIT)
     }
 
     /// As [`Allocator::with_cache`], with a cap on the component's memory in bytes.
-    pub fn with_limits(backend: Box<dyn Backend>, cache_dir: Option<&Path>, memory_limit: usize) -> Result<Self, RuntimeError> {
+    pub fn with_limits(
+        backend: Box<dyn Backend>,
+        cache_dir: Option<&Path>,
+        memory_limit: usize,
+    ) -> Result<Self, RuntimeError> {
         let engine = engine()?;
         let component = load_component(&engine, cache_dir)?;
         let mut linker = Linker::<HostState>::new(&engine);
-        Hereabouts::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |state| state)
-            .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
+        Hereabouts::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
         // std's start-up links wasi:cli and wasi:io; the core never calls them, so a call traps.
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
-        let limits = wasmtime::StoreLimitsBuilder::new().memory_size(memory_limit).trap_on_grow_failure(true).build();
+        let limits = wasmtime::StoreLimitsBuilder::new()
+            .memory_size(memory_limit)
+            .trap_on_grow_failure(true)
+            .build();
         let mut store = wasmtime::Store::new(&engine, HostState { backend, limits });
         store.limiter(|state| &mut state.limits);
         let bindings = Hereabouts::instantiate(&mut store, &component, &linker)
@@ -208,29 +244,58 @@ impl Allocator {
         Ok(Self { store, bindings })
     }
 
-
-    pub fn allocate(&mut self, network: &NetworkConfig, request: &AllocateRequest) -> Result<Vec<Lease>, CallError> {
-        let result = self.bindings.hereabouts_ipam_allocator().call_allocate(&mut self.store, network, request);
+    pub fn allocate(
+        &mut self,
+        network: &NetworkConfig,
+        request: &AllocateRequest,
+    ) -> Result<Vec<Lease>, CallError> {
+        let result = self.bindings.hereabouts_ipam_allocator().call_allocate(
+            &mut self.store,
+            network,
+            request,
+        );
         flatten(result)
     }
 
-    pub fn release(&mut self, network: &NetworkConfig, owner: &Owner) -> Result<Vec<Lease>, CallError> {
-        let result = self.bindings.hereabouts_ipam_allocator().call_release(&mut self.store, network, owner);
+    pub fn release(
+        &mut self,
+        network: &NetworkConfig,
+        owner: &Owner,
+    ) -> Result<Vec<Lease>, CallError> {
+        let result =
+            self.bindings.hereabouts_ipam_allocator().call_release(&mut self.store, network, owner);
         flatten(result)
     }
 
-    pub fn lookup(&mut self, network: &NetworkConfig, owner: &Owner) -> Result<Vec<Lease>, CallError> {
-        let result = self.bindings.hereabouts_ipam_allocator().call_leases_of(&mut self.store, network, owner);
+    pub fn lookup(
+        &mut self,
+        network: &NetworkConfig,
+        owner: &Owner,
+    ) -> Result<Vec<Lease>, CallError> {
+        let result = self.bindings.hereabouts_ipam_allocator().call_leases_of(
+            &mut self.store,
+            network,
+            owner,
+        );
         flatten(result)
     }
 
-    pub fn collect_garbage(&mut self, network: &NetworkConfig, keep: &[Owner]) -> Result<Vec<HeldLease>, CallError> {
-        let result = self.bindings.hereabouts_ipam_allocator().call_collect_garbage(&mut self.store, network, keep);
+    pub fn collect_garbage(
+        &mut self,
+        network: &NetworkConfig,
+        keep: &[Owner],
+    ) -> Result<Vec<HeldLease>, CallError> {
+        let result = self.bindings.hereabouts_ipam_allocator().call_collect_garbage(
+            &mut self.store,
+            network,
+            keep,
+        );
         flatten(result)
     }
 
     pub fn list_leases(&mut self, network: &NetworkConfig) -> Result<Vec<HeldLease>, CallError> {
-        let result = self.bindings.hereabouts_ipam_allocator().call_list_leases(&mut self.store, network);
+        let result =
+            self.bindings.hereabouts_ipam_allocator().call_list_leases(&mut self.store, network);
         flatten(result)
     }
 
@@ -240,11 +305,16 @@ impl Allocator {
     }
 
     pub fn validate(&mut self, network: &NetworkConfig) -> Result<Vec<Finding>, CallError> {
-        let result = self.bindings.hereabouts_ipam_allocator().call_validate(&mut self.store, network);
+        let result =
+            self.bindings.hereabouts_ipam_allocator().call_validate(&mut self.store, network);
         result.map_err(|e| CallError::Runtime(RuntimeError::Trap(format!("{e:#}"))))
     }
 
-    pub fn overlaps(&mut self, a: &NetworkConfig, b: &NetworkConfig) -> Result<Vec<Overlap>, CallError> {
+    pub fn overlaps(
+        &mut self,
+        a: &NetworkConfig,
+        b: &NetworkConfig,
+    ) -> Result<Vec<Overlap>, CallError> {
         let result = self.bindings.hereabouts_ipam_allocator().call_overlaps(&mut self.store, a, b);
         flatten(result)
     }
@@ -257,7 +327,14 @@ impl Allocator {
         to: Option<&str>,
         buckets: u32,
     ) -> Result<Vec<MapBucket>, CallError> {
-        let result = self.bindings.hereabouts_ipam_allocator().call_range_map(&mut self.store, request, range_index, from, to, buckets);
+        let result = self.bindings.hereabouts_ipam_allocator().call_range_map(
+            &mut self.store,
+            request,
+            range_index,
+            from,
+            to,
+            buckets,
+        );
         flatten(result)
     }
 }

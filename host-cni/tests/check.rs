@@ -32,7 +32,12 @@ struct Run {
 
 /// Runs `hereabouts check ARGS…` in `dir`.
 fn check_in(dir: &Path, args: &[&str]) -> Run {
-    let output = Command::new(BIN).arg("check").args(args).current_dir(dir).output().expect("run hereabouts");
+    let output = Command::new(BIN)
+        .arg("check")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run hereabouts");
     let run = Run {
         code: output.status.code().expect("exited"),
         stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
@@ -50,7 +55,8 @@ fn json(args: &[&str]) -> (i32, Value) {
     let mut all = vec!["--format", "json"];
     all.extend_from_slice(args);
     let run = check(&all);
-    let value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", run.stdout, run.stderr));
+    let value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", run.stdout, run.stderr));
     (run.code, value)
 }
 
@@ -87,9 +93,12 @@ fn golden(name: &str, actual: &str) {
         std::fs::write(&path, &actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
     if expected != actual {
-        panic!("{name} differs from the golden file (UPDATE_GOLDEN=1 rewrites it)\n--- expected\n{expected}\n--- actual\n{actual}");
+        panic!(
+            "{name} differs from the golden file (UPDATE_GOLDEN=1 rewrites it)\n--- expected\n{expected}\n--- actual\n{actual}"
+        );
     }
 }
 
@@ -147,11 +156,15 @@ fn the_sarif_log_is_well_formed() {
         assert!(matches!(result["level"].as_str(), Some("error" | "warning")), "{result}");
         let location = &result["locations"][0]["physicalLocation"];
         let uri = location["artifactLocation"]["uri"].as_str().unwrap();
-        assert!(fixtures().join(uri).is_file(), "uri {uri} is not a file relative to the checked root");
+        assert!(
+            fixtures().join(uri).is_file(),
+            "uri {uri} is not a file relative to the checked root"
+        );
         assert!(location["region"]["startLine"].as_u64().unwrap() >= 1);
         assert!(location["region"]["startColumn"].as_u64().unwrap() >= 1);
     }
-    let related: Vec<&Value> = results.iter().filter(|r| r.get("relatedLocations").is_some()).collect();
+    let related: Vec<&Value> =
+        results.iter().filter(|r| r.get("relatedLocations").is_some()).collect();
     assert!(!related.is_empty(), "overlap findings carry the other network as a related location");
 }
 
@@ -168,11 +181,19 @@ fn malformed_input_is_reported_with_its_location_never_a_panic() {
         .filter(|f| f["rule"] == "parse-error")
         .map(|f| f["file"].as_str().unwrap())
         .collect();
-    for file in ["comma.yaml", "cut.conflist", "half.yaml", "latin1.conf", "mapping.yaml", "tabs.yaml"] {
-        assert!(parse_errors.contains(format!("malformed/{file}").as_str()), "no parse-error for {file}: {parse_errors:?}");
+    for file in
+        ["comma.yaml", "cut.conflist", "half.yaml", "latin1.conf", "mapping.yaml", "tabs.yaml"]
+    {
+        assert!(
+            parse_errors.contains(format!("malformed/{file}").as_str()),
+            "no parse-error for {file}: {parse_errors:?}"
+        );
     }
     let at = |file: &str| {
-        let f = findings(&report).iter().find(|f| f["file"] == file && f["rule"] == "parse-error").unwrap();
+        let f = findings(&report)
+            .iter()
+            .find(|f| f["file"] == file && f["rule"] == "parse-error")
+            .unwrap();
         (f["line"].as_u64().unwrap(), f["column"].as_u64().unwrap())
     };
     // The missing comma inside spec.config is reported at its line in the YAML file: the
@@ -180,7 +201,11 @@ fn malformed_input_is_reported_with_its_location_never_a_panic() {
     assert_eq!(at("malformed/comma.yaml").0, 10);
     // The second document's unclosed flow mapping; the first document is still checked.
     assert!(at("malformed/half.yaml").0 > 20);
-    assert!(findings(&report).iter().any(|f| f["file"] == "malformed/half.yaml" && f["rule"] == "gateway-allocatable"));
+    assert!(
+        findings(&report)
+            .iter()
+            .any(|f| f["file"] == "malformed/half.yaml" && f["rule"] == "gateway-allocatable")
+    );
     // The JSON cut short is reported at its end.
     assert_eq!(at("malformed/cut.conflist").0, 6);
 }
@@ -194,12 +219,20 @@ fn every_rule_has_a_case_that_fires_and_one_that_holds() {
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(dirs.iter().map(String::as_str).collect::<BTreeSet<_>>(), ids, "rules/ must hold one directory per rule");
+    assert_eq!(
+        dirs.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        ids,
+        "rules/ must hold one directory per rule"
+    );
     for (id, level) in &catalogue {
         let (code, fires) = json(&[&format!("rules/{id}/fires")]);
-        let fired: Vec<&Value> = findings(&fires).iter().filter(|f| f["rule"] == id.as_str()).collect();
+        let fired: Vec<&Value> =
+            findings(&fires).iter().filter(|f| f["rule"] == id.as_str()).collect();
         assert!(!fired.is_empty(), "rules/{id}/fires does not raise {id}: {fires:#}");
-        assert!(fired.iter().all(|f| f["level"] == level.as_str()), "{id} fires at its default level {level}: {fires:#}");
+        assert!(
+            fired.iter().all(|f| f["level"] == level.as_str()),
+            "{id} fires at its default level {level}: {fires:#}"
+        );
         assert_eq!(code, if level == "error" { 1 } else { 0 }, "exit code for {id}");
         for rule in rules_of(&fires) {
             assert!(ids.contains(rule.as_str()), "finding of uncatalogued rule {rule}");
@@ -230,7 +263,8 @@ fn locations_point_at_the_offending_text() {
             }
             let text = std::fs::read_to_string(fixtures().join(file)).unwrap();
             let line = text.lines().nth(f["line"].as_u64().unwrap() as usize - 1).unwrap();
-            let from: String = line.chars().skip(f["column"].as_u64().unwrap() as usize - 1).collect();
+            let from: String =
+                line.chars().skip(f["column"].as_u64().unwrap() as usize - 1).collect();
             let expected = if f["rule"] == "unknown-ipam-key" {
                 let field = f["field"].as_str().unwrap();
                 format!("\"{}\"", field.rsplit('.').next().unwrap())
@@ -240,7 +274,12 @@ fn locations_point_at_the_offending_text() {
                     value => value.to_string(),
                 }
             };
-            assert!(from.starts_with(&expected), "{file}:{}: expected {expected} at column {}: {line:?}\n{f:#}", f["line"], f["column"]);
+            assert!(
+                from.starts_with(&expected),
+                "{file}:{}: expected {expected} at column {}: {line:?}\n{f:#}",
+                f["line"],
+                f["column"]
+            );
             checked += 1;
         }
     }
@@ -251,8 +290,17 @@ fn locations_point_at_the_offending_text() {
 fn ranges_of_one_network_overlapping_each_other_count_too() {
     let (_, report) = json(&["rules/overlapping-ranges-disabled/fires/self.yaml"]);
     let f = &findings(&report)[0];
-    assert_eq!((f["rule"].as_str(), f["field"].as_str()), (Some("overlapping-ranges-disabled"), Some("ipam.ipRanges[0].range")));
-    assert!(f["message"].as_str().unwrap().starts_with("overlaps this network's ipam.range 10.90.0.0/24"), "{f}");
+    assert_eq!(
+        (f["rule"].as_str(), f["field"].as_str()),
+        (Some("overlapping-ranges-disabled"), Some("ipam.ipRanges[0].range"))
+    );
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("overlaps this network's ipam.range 10.90.0.0/24"),
+        "{f}"
+    );
     assert_eq!(findings(&report).len(), 1, "each pair of ranges once");
 }
 
@@ -261,18 +309,34 @@ fn ipv6_ranges_overlap_too_and_never_with_ipv4() {
     let dir = std::env::temp_dir().join(format!("hereabouts-check-v6-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = |name: &str, ranges: &str| {
-        format!(r#"{{"name": "{name}", "type": "macvlan", "ipam": {{"type": "hereabouts", "network_name": "{name}", "ipRanges": [{ranges}]}}}}"#)
+        format!(
+            r#"{{"name": "{name}", "type": "macvlan", "ipam": {{"type": "hereabouts", "network_name": "{name}", "ipRanges": [{ranges}]}}}}"#
+        )
     };
-    std::fs::write(dir.join("a.conf"), conf("a", r#"{"range": "10.0.0.0/24"}, {"range": "fd00:a::/64"}"#)).unwrap();
-    std::fs::write(dir.join("b.conf"), conf("b", r#"{"range": "10.0.1.0/24"}, {"range": "fd00:a:0:0:8000::/65"}"#)).unwrap();
+    std::fs::write(
+        dir.join("a.conf"),
+        conf("a", r#"{"range": "10.0.0.0/24"}, {"range": "fd00:a::/64"}"#),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b.conf"),
+        conf("b", r#"{"range": "10.0.1.0/24"}, {"range": "fd00:a:0:0:8000::/65"}"#),
+    )
+    .unwrap();
     std::fs::write(dir.join("c.conf"), conf("c", r#"{"range": "::ffff:10.0.0.0/120"}"#)).unwrap();
     let run = check_in(&dir, &[".", "--format", "json"]);
     let report: Value = serde_json::from_str(&run.stdout).unwrap();
-    let found: Vec<(&str, &str)> =
-        findings(&report).iter().map(|f| (f["file"].as_str().unwrap(), f["message"].as_str().unwrap())).collect();
+    let found: Vec<(&str, &str)> = findings(&report)
+        .iter()
+        .map(|f| (f["file"].as_str().unwrap(), f["message"].as_str().unwrap()))
+        .collect();
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].0, "b.conf");
-    assert!(found[0].1.contains("on fd00:a::8000:0:0:1-fd00:a::ffff:ffff:ffff:fffe"), "{}", found[0].1);
+    assert!(
+        found[0].1.contains("on fd00:a::8000:0:0:1-fd00:a::ffff:ffff:ffff:fffe"),
+        "{}",
+        found[0].1
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -281,7 +345,10 @@ fn a_type_error_names_the_element_and_its_place() {
     let (code, report) = json(&["rules/ipam-type-error/fires/exclude.conf"]);
     assert_eq!(code, 1);
     let f = &findings(&report)[0];
-    assert_eq!((f["field"].as_str(), f["line"].as_u64(), f["column"].as_u64()), (Some("ipam.exclude[1]"), Some(8), Some(32)));
+    assert_eq!(
+        (f["field"].as_str(), f["line"].as_u64(), f["column"].as_u64()),
+        (Some("ipam.exclude[1]"), Some(8), Some(32))
+    );
     assert_eq!(f["value"], 7);
     assert_eq!(f["message"], "must be a string, found a number");
 }
@@ -313,23 +380,34 @@ fn rules_files_and_flags_disable_and_relevel_rules() {
     let (code, relevelled) = json(&["bad", "--rules", "rules-files/relevel.json"]);
     assert_eq!(code, 1);
     let level_of = |report: &Value, rule: &str| -> Vec<String> {
-        findings(report).iter().filter(|f| f["rule"] == rule).map(|f| f["level"].as_str().unwrap().to_string()).collect()
+        findings(report)
+            .iter()
+            .filter(|f| f["rule"] == rule)
+            .map(|f| f["level"].as_str().unwrap().to_string())
+            .collect()
     };
     assert!(!level_of(&plain, "networks-overlap").is_empty());
     assert!(level_of(&relevelled, "networks-overlap").is_empty(), "disabled by the rules file");
     assert_eq!(level_of(&plain, "gateway-allocatable"), ["warning"]);
     assert_eq!(level_of(&relevelled, "gateway-allocatable"), ["error"]);
     assert_eq!(level_of(&relevelled, "range-start-after-end"), ["warning"]);
-    assert_eq!(relevelled["errors"].as_u64().unwrap() + relevelled["warnings"].as_u64().unwrap(), findings(&relevelled).len() as u64);
+    assert_eq!(
+        relevelled["errors"].as_u64().unwrap() + relevelled["warnings"].as_u64().unwrap(),
+        findings(&relevelled).len() as u64
+    );
     // A flag wins over the file.
-    let (_, flagged) = json(&["bad", "--rules", "rules-files/relevel.json", "--rule", "gateway-allocatable=off"]);
+    let (_, flagged) =
+        json(&["bad", "--rules", "rules-files/relevel.json", "--rule", "gateway-allocatable=off"]);
     assert!(level_of(&flagged, "gateway-allocatable").is_empty());
 
     // `.hereabouts-check.json` in the working directory is read without being named; it is
     // hidden, so it is not itself checked as a config.
     let dir = fixtures().join("rules-files/cwd");
     let run = check_in(&dir, &["."]);
-    assert_eq!((run.code, run.stdout.as_str()), (0, "checked 1 file, 1 network: no problems found\n"));
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "checked 1 file, 1 network: no problems found\n")
+    );
     let run = check_in(&dir, &[".", "--rule", "gateway-allocatable=error"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(run.stdout.starts_with("nad.yaml:"), "paths stay relative: {}", run.stdout);
@@ -362,7 +440,12 @@ fn standard_input_and_byte_order_marks() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(&std::fs::read(fixtures().join("bad/web.yaml")).unwrap()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(fixtures().join("bad/web.yaml")).unwrap())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -394,7 +477,9 @@ fn truncated_files_never_panic() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut written = 0;
-    for source in ["bad/web.yaml", "bad/cni/30-sriov.conflist", "good/shared.yaml", "bad/quoted.yaml"] {
+    for source in
+        ["bad/web.yaml", "bad/cni/30-sriov.conflist", "good/shared.yaml", "bad/quoted.yaml"]
+    {
         let text = std::fs::read(fixtures().join(source)).unwrap();
         let ext = Path::new(source).extension().unwrap().to_str().unwrap();
         for cut in (1..text.len()).step_by(5) {
@@ -427,10 +512,15 @@ fn did_you_mean_finds_the_key_meant() {
 
 #[test]
 fn the_docs_list_every_rule_as_the_catalogue_does() {
-    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/check.md")).unwrap();
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/check.md"))
+            .unwrap();
     let table = check(&["--list-rules"]).stdout;
     for row in table.lines() {
-        assert!(docs.contains(row), "docs/check.md lacks the catalogue row:\n{row}\n(paste `hereabouts check --list-rules`)");
+        assert!(
+            docs.contains(row),
+            "docs/check.md lacks the catalogue row:\n{row}\n(paste `hereabouts check --list-rules`)"
+        );
     }
 }
 
@@ -447,9 +537,19 @@ fn thousand_nads(root: &Path) {
             // Shares the pool of NAD i - 1: same range, same (empty) network_name.
             format!(r#""range": "10.{}.{}.0/24""#, (i - 1) / 200, (i - 1) % 200)
         } else if i % 4 == 0 {
-            format!(r#""ipRanges": [{{"range": "10.{}.{}.0/24"}}, {{"range": "fd10:{i:x}::/64"}}]"#, i / 200, i % 200)
+            format!(
+                r#""ipRanges": [{{"range": "10.{}.{}.0/24"}}, {{"range": "fd10:{i:x}::/64"}}]"#,
+                i / 200,
+                i % 200
+            )
         } else {
-            format!(r#""range": "10.{}.{}.0/24", "exclude": ["10.{}.{}.0/28"]"#, i / 200, i % 200, i / 200, i % 200)
+            format!(
+                r#""range": "10.{}.{}.0/24", "exclude": ["10.{}.{}.0/28"]"#,
+                i / 200,
+                i % 200,
+                i / 200,
+                i % 200
+            )
         };
         let nad = format!(
             "apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: net-{i}\n  namespace: team-{}\nspec:\n  config: |\n    {{\n      \"cniVersion\": \"0.3.1\",\n      \"type\": \"macvlan\",\n      \"ipam\": {{\"type\": \"whereabouts\", {ipam}}}\n    }}\n",
@@ -470,10 +570,20 @@ fn a_thousand_nads_are_checked_quickly() {
     let report = check::run(&[root.clone()], &Settings::default(), &mut allocator).expect("runs");
     let in_process = start.elapsed();
     assert_eq!((report.files, report.networks), (1000, 1000));
-    let overlaps: Vec<_> = report.findings.iter().filter(|f| f.rule == "networks-overlap").collect();
+    let overlaps: Vec<_> =
+        report.findings.iter().filter(|f| f.rule == "networks-overlap").collect();
     assert_eq!(overlaps.len(), 200, "the /16 overlaps the 200 /24s inside it");
-    assert!(overlaps.iter().all(|f| f.file.ends_with("net-999.yaml") || f.related[0].file.ends_with("net-999.yaml")));
-    assert_eq!(report.findings.len(), 200, "nothing else: {:?}", report.findings.iter().find(|f| f.rule != "networks-overlap"));
+    assert!(
+        overlaps.iter().all(
+            |f| f.file.ends_with("net-999.yaml") || f.related[0].file.ends_with("net-999.yaml")
+        )
+    );
+    assert_eq!(
+        report.findings.len(),
+        200,
+        "nothing else: {:?}",
+        report.findings.iter().find(|f| f.rule != "networks-overlap")
+    );
 
     let start = Instant::now();
     let output = Command::new(BIN).arg("check").arg(&root).output().unwrap();

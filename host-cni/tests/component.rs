@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use hereabouts::commands::plan::plan_document;
-use hereabouts::runtime::{AllocateRequest, Allocator, COMPONENT, NetworkConfig, Owner, RangeConfig};
+use hereabouts::runtime::{
+    AllocateRequest, Allocator, COMPONENT, NetworkConfig, Owner, RangeConfig,
+};
 use hereabouts::store::memory::MemoryStore;
 use serde_json::{Value, json};
 
@@ -20,7 +22,8 @@ mod tempdir {
         pub fn new() -> Self {
             static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let path = std::env::temp_dir().join(format!("hereabouts-component-test-{}-{n}", std::process::id()));
+            let path = std::env::temp_dir()
+                .join(format!("hereabouts-component-test-{}-{n}", std::process::id()));
             std::fs::create_dir_all(&path).unwrap();
             Dir(path)
         }
@@ -34,7 +37,9 @@ mod tempdir {
 
 #[test]
 fn every_plan_vector_passes_through_the_component() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../vectors/plan.json")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../vectors/plan.json"))
+            .unwrap();
     let vectors: Vec<Value> = serde_json::from_str(&text).unwrap();
     let mut failures = Vec::new();
     for vector in &vectors {
@@ -43,18 +48,30 @@ fn every_plan_vector_passes_through_the_component() {
             Err(e) => json!({ "code": e.code, "msg": e.msg }),
         };
         if got != vector["expect"] {
-            failures.push(format!("{}\n  expected {}\n  got      {}", vector["name"], vector["expect"], got));
+            failures.push(format!(
+                "{}\n  expected {}\n  got      {}",
+                vector["name"], vector["expect"], got
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} vectors failed:\n{}", failures.len(), vectors.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} vectors failed:\n{}",
+        failures.len(),
+        vectors.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn the_component_imports_only_our_store_and_what_std_links_in() {
     let engine = wasmtime::Engine::default();
     let component = wasmtime::component::Component::new(&engine, COMPONENT).unwrap();
-    let imports: BTreeSet<String> =
-        component.component_type().imports(&engine).map(|(name, _)| name.split('@').next().unwrap().to_string()).collect();
+    let imports: BTreeSet<String> = component
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.split('@').next().unwrap().to_string())
+        .collect();
     assert!(imports.contains("hereabouts:ipam/store"), "{imports:?}");
     // std's start-up (args, exit, stdio and its terminal/poll plumbing, for panics) is all
     // WASI may reach; never files, sockets, clocks or randomness. The host defines each as a
@@ -85,7 +102,12 @@ fn the_component_imports_only_our_store_and_what_std_links_in() {
 
 fn network(range: &str) -> NetworkConfig {
     NetworkConfig {
-        range: Some(RangeConfig { range: range.into(), range_start: None, range_end: None, exclude: vec![] }),
+        range: Some(RangeConfig {
+            range: range.into(),
+            range_start: None,
+            range_end: None,
+            exclude: vec![],
+        }),
         ip_ranges: vec![],
         gateway: None,
         network_name: String::new(),
@@ -95,7 +117,11 @@ fn network(range: &str) -> NetworkConfig {
 
 fn request(i: usize) -> AllocateRequest {
     AllocateRequest {
-        owner: Owner { container_id: format!("ctr-{i}"), ifname: "eth0".into(), podref: format!("ns/pod-{i}") },
+        owner: Owner {
+            container_id: format!("ctr-{i}"),
+            ifname: "eth0".into(),
+            podref: format!("ns/pod-{i}"),
+        },
         requested: vec![],
         sticky: false,
     }
@@ -113,7 +139,13 @@ fn concurrent_allocators_through_the_store_import_never_share_an_address() {
             let (store, config, dir) = (store.clone(), config.clone(), cache.0.clone());
             std::thread::spawn(move || {
                 let mut allocator = Allocator::with_cache(Box::new(store), Some(&dir)).unwrap();
-                (0..25).map(|i| allocator.allocate(&config, &request(t * 100 + i)).unwrap()[0].address.clone()).collect::<Vec<_>>()
+                (0..25)
+                    .map(|i| {
+                        allocator.allocate(&config, &request(t * 100 + i)).unwrap()[0]
+                            .address
+                            .clone()
+                    })
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
@@ -121,7 +153,11 @@ fn concurrent_allocators_through_the_store_import_never_share_an_address() {
     let distinct: BTreeSet<&String> = all.iter().collect();
     assert_eq!(distinct.len(), 100, "duplicates among {all:?}");
     let expected: BTreeSet<String> = (1..=100).map(|i| format!("10.0.0.{i}")).collect();
-    assert_eq!(distinct.into_iter().cloned().collect::<BTreeSet<_>>(), expected, "not lowest-packed");
+    assert_eq!(
+        distinct.into_iter().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "not lowest-packed"
+    );
     assert_eq!(store.pool("10.0.0.0-24").len(), 100);
 }
 
@@ -149,9 +185,16 @@ fn a_cached_artifact_is_reused_and_a_damaged_one_is_recompiled() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
     std::fs::write(&files[0], b"not a compiled component").unwrap();
-    let mut allocator = Allocator::with_cache(Box::new(MemoryStore::new()), Some(&cache.0)).unwrap();
-    assert_eq!(allocator.allocate(&network("10.0.0.0/30"), &request(1)).unwrap()[0].address, "10.0.0.1");
-    assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000, "the damaged cache entry was not replaced");
+    let mut allocator =
+        Allocator::with_cache(Box::new(MemoryStore::new()), Some(&cache.0)).unwrap();
+    assert_eq!(
+        allocator.allocate(&network("10.0.0.0/30"), &request(1)).unwrap()[0].address,
+        "10.0.0.1"
+    );
+    assert!(
+        std::fs::metadata(&files[0]).unwrap().len() > 1000,
+        "the damaged cache entry was not replaced"
+    );
 }
 
 /// A store that answers every read with an enormous pool (as a corrupt or hostile store
@@ -160,22 +203,44 @@ fn a_cached_artifact_is_reused_and_a_damaged_one_is_recompiled() {
 struct HugePoolStore;
 
 impl hereabouts::store::Backend for HugePoolStore {
-    fn read_pool(&mut self, _: &hereabouts::runtime::PoolRef) -> Result<hereabouts::runtime::PoolSnapshot, hereabouts::runtime::StoreError> {
+    fn read_pool(
+        &mut self,
+        _: &hereabouts::runtime::PoolRef,
+    ) -> Result<hereabouts::runtime::PoolSnapshot, hereabouts::runtime::StoreError> {
         let slots = (0..100_000)
             .map(|i| hereabouts::runtime::Slot {
                 offset: (i % 250 + 1).to_string(),
-                owner: Owner { container_id: format!("{i:0>128}"), ifname: "eth0".into(), podref: String::new() },
+                owner: Owner {
+                    container_id: format!("{i:0>128}"),
+                    ifname: "eth0".into(),
+                    podref: String::new(),
+                },
             })
             .collect();
         Ok(hereabouts::runtime::PoolSnapshot { version: "1".into(), slots })
     }
-    fn write_pool(&mut self, _: &hereabouts::runtime::PoolRef, _: &str, _: &[hereabouts::runtime::PoolEdit]) -> Result<(), hereabouts::runtime::StoreError> {
+    fn write_pool(
+        &mut self,
+        _: &hereabouts::runtime::PoolRef,
+        _: &str,
+        _: &[hereabouts::runtime::PoolEdit],
+    ) -> Result<(), hereabouts::runtime::StoreError> {
         Err(hereabouts::runtime::StoreError::Failed("this store is read-only".into()))
     }
-    fn reserve_address(&mut self, _: &str, _: &str, _: &Owner) -> Result<Option<Owner>, hereabouts::runtime::StoreError> {
+    fn reserve_address(
+        &mut self,
+        _: &str,
+        _: &str,
+        _: &Owner,
+    ) -> Result<Option<Owner>, hereabouts::runtime::StoreError> {
         Ok(None)
     }
-    fn release_address(&mut self, _: &str, _: &str, _: &Owner) -> Result<(), hereabouts::runtime::StoreError> {
+    fn release_address(
+        &mut self,
+        _: &str,
+        _: &str,
+        _: &Owner,
+    ) -> Result<(), hereabouts::runtime::StoreError> {
         Ok(())
     }
 }
@@ -184,7 +249,8 @@ impl hereabouts::store::Backend for HugePoolStore {
 fn a_trap_inside_the_component_is_an_error_not_a_crash() {
     use hereabouts::runtime::{CallError, RuntimeError};
     let cache = cache_dir();
-    let mut allocator = Allocator::with_limits(Box::new(HugePoolStore), Some(&cache.0), 8 << 20).unwrap();
+    let mut allocator =
+        Allocator::with_limits(Box::new(HugePoolStore), Some(&cache.0), 8 << 20).unwrap();
     let error = allocator.allocate(&network("10.0.0.0/24"), &request(1)).unwrap_err();
     assert!(matches!(error, CallError::Runtime(RuntimeError::Trap(_))), "{error:?}");
     let cni = hereabouts::error::CniError::from(error);
@@ -193,5 +259,8 @@ fn a_trap_inside_the_component_is_an_error_not_a_crash() {
     // The default cap leaves room for such a pool: the same call then gets to the write.
     let mut roomy = Allocator::with_cache(Box::new(HugePoolStore), Some(&cache.0)).unwrap();
     let answer = roomy.allocate(&network("10.0.0.0/24"), &request(1));
-    assert!(matches!(&answer, Err(CallError::Ipam(e)) if e.to_string().contains("read-only")), "{answer:?}");
+    assert!(
+        matches!(&answer, Err(CallError::Ipam(e)) if e.to_string().contains("read-only")),
+        "{answer:?}"
+    );
 }

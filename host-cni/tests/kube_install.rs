@@ -8,7 +8,8 @@ use std::process::Command;
 fn install_copies_both_binaries_and_writes_a_usable_flat_file_and_kubeconfig() {
     let root = std::env::temp_dir().join(format!("hereabouts-install-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let (bin, conf, sa) = (root.join("host/opt/cni/bin"), root.join("host/etc/cni/net.d"), root.join("sa"));
+    let (bin, conf, sa) =
+        (root.join("host/opt/cni/bin"), root.join("host/etc/cni/net.d"), root.join("sa"));
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(&sa).unwrap();
     std::fs::write(sa.join("token"), "token-1").unwrap();
@@ -36,14 +37,20 @@ fn install_copies_both_binaries_and_writes_a_usable_flat_file_and_kubeconfig() {
         assert_eq!(std::fs::metadata(bin.join(name)).unwrap().permissions().mode() & 0o777, 0o755);
     }
     let dir = conf.join("whereabouts.d");
-    let flat: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("whereabouts.conf")).unwrap()).unwrap();
+    let flat: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("whereabouts.conf")).unwrap())
+            .unwrap();
     assert_eq!(
         flat,
         serde_json::json!({"datastore": "kubernetes", "kubernetes": {"kubeconfig": "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig"}})
     );
     // The kubeconfig is one the kube client reads, with host paths and the namespace.
-    let kubeconfig = kube::config::Kubeconfig::read_from(dir.join("whereabouts.kubeconfig")).unwrap();
-    assert_eq!(kubeconfig.clusters[0].cluster.as_ref().unwrap().server.as_deref(), Some("https://10.96.0.1:443"));
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(dir.join("whereabouts.kubeconfig")).unwrap();
+    assert_eq!(
+        kubeconfig.clusters[0].cluster.as_ref().unwrap().server.as_deref(),
+        Some("https://10.96.0.1:443")
+    );
     let context = kubeconfig.contexts[0].context.as_ref().unwrap();
     assert_eq!(context.namespace.as_deref(), Some("kube-system"));
     let user = kubeconfig.auth_infos[0].auth_info.as_ref().unwrap();

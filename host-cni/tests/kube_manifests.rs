@@ -21,7 +21,8 @@ fn deploy_dir() -> PathBuf {
 }
 
 fn documents(text: &str, origin: &str) -> Vec<Value> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).unwrap_or_else(|e| panic!("{origin}: not YAML: {e}"));
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).unwrap_or_else(|e| panic!("{origin}: not YAML: {e}"));
     docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 
@@ -33,20 +34,26 @@ fn check_typed<T: DeserializeOwned + Serialize>(doc: &Value, origin: &str) {
 }
 
 fn check_document(doc: &Value, origin: &str) -> String {
-    let api_version = doc["apiVersion"].as_str().unwrap_or_else(|| panic!("{origin}: no apiVersion"));
+    let api_version =
+        doc["apiVersion"].as_str().unwrap_or_else(|| panic!("{origin}: no apiVersion"));
     let kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{origin}: no kind"));
-    let name = doc["metadata"]["name"].as_str().unwrap_or_else(|| panic!("{origin}: no metadata.name"));
+    let name =
+        doc["metadata"]["name"].as_str().unwrap_or_else(|| panic!("{origin}: no metadata.name"));
     let origin = format!("{origin} {kind}/{name}");
     match (api_version, kind) {
         ("v1", "ServiceAccount") => check_typed::<ServiceAccount>(doc, &origin),
         ("rbac.authorization.k8s.io/v1", "Role") => check_typed::<Role>(doc, &origin),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => check_typed::<RoleBinding>(doc, &origin),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => check_typed::<ClusterRole>(doc, &origin),
-        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => check_typed::<ClusterRoleBinding>(doc, &origin),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            check_typed::<ClusterRoleBinding>(doc, &origin)
+        }
         ("apps/v1", "DaemonSet") => check_typed::<DaemonSet>(doc, &origin),
         ("apps/v1", "Deployment") => check_typed::<Deployment>(doc, &origin),
         ("batch/v1", "CronJob") => check_typed::<CronJob>(doc, &origin),
-        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => check_typed::<CustomResourceDefinition>(doc, &origin),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            check_typed::<CustomResourceDefinition>(doc, &origin)
+        }
         other => panic!("{origin}: no typed check for {other:?}"),
     }
     format!("{kind}/{name}")
@@ -55,7 +62,8 @@ fn check_document(doc: &Value, origin: &str) -> String {
 /// deploy/*.yaml: kind/name → document.
 fn deploy_objects() -> BTreeMap<String, Value> {
     let mut objects = BTreeMap::new();
-    let mut files: Vec<_> = std::fs::read_dir(deploy_dir()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(deploy_dir()).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
         let text = std::fs::read_to_string(path).unwrap();
@@ -78,19 +86,30 @@ fn every_deploy_manifest_is_a_valid_typed_object() {
         "CronJob/hereabouts-reconcile",
         "Deployment/hereabouts-controller",
     ] {
-        assert!(objects.contains_key(expected), "{expected} missing from deploy/: {:?}", objects.keys());
+        assert!(
+            objects.contains_key(expected),
+            "{expected} missing from deploy/: {:?}",
+            objects.keys()
+        );
     }
 }
 
 #[test]
 fn deploy_crds_are_what_hereabouts_crds_prints() {
     let file = std::fs::read_to_string(deploy_dir().join("crds.yaml")).unwrap();
-    let body: String = file.lines().skip_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
-    assert_eq!(body, hereabouts::store::kube::crd::crds_yaml(), "regenerate: hereabouts crds > deploy/crds.yaml");
-    let chart = std::fs::read_to_string(deploy_dir().join("helm/hereabouts/crds/crds.yaml")).unwrap();
+    let body: String =
+        file.lines().skip_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        body,
+        hereabouts::store::kube::crd::crds_yaml(),
+        "regenerate: hereabouts crds > deploy/crds.yaml"
+    );
+    let chart =
+        std::fs::read_to_string(deploy_dir().join("helm/hereabouts/crds/crds.yaml")).unwrap();
     assert_eq!(chart, file, "the chart's crds/ must be deploy/crds.yaml");
     // And the output of the binary itself.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hereabouts")).arg("crds").output().unwrap();
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_hereabouts")).arg("crds").output().unwrap();
     assert!(output.status.success());
     assert_eq!(String::from_utf8(output.stdout).unwrap(), body);
 }
@@ -100,7 +119,10 @@ fn rules_of(doc: &Value) -> Vec<(String, String)> {
     for rule in doc["rules"].as_array().unwrap() {
         for resource in rule["resources"].as_array().unwrap() {
             for verb in rule["verbs"].as_array().unwrap() {
-                out.push((resource.as_str().unwrap().to_string(), verb.as_str().unwrap().to_string()));
+                out.push((
+                    resource.as_str().unwrap().to_string(),
+                    verb.as_str().unwrap().to_string(),
+                ));
             }
         }
     }
@@ -135,12 +157,18 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
         ("CronJob/hereabouts-reconcile", "/spec/jobTemplate/spec/template/spec/serviceAccountName"),
     ] {
         let name = objects[key].pointer(account).and_then(Value::as_str).unwrap();
-        assert!(objects.contains_key(&format!("ServiceAccount/{name}")), "{key}: service account {name} missing");
+        assert!(
+            objects.contains_key(&format!("ServiceAccount/{name}")),
+            "{key}: service account {name} missing"
+        );
     }
     // The DaemonSet installs into the CNI directories of the host.
     let ds = &objects["DaemonSet/hereabouts"];
     let command = ds.pointer("/spec/template/spec/containers/0/command").unwrap().to_string();
-    assert!(command.contains("install") && command.contains("--bin-dir=/host/opt/cni/bin"), "{command}");
+    assert!(
+        command.contains("install") && command.contains("--bin-dir=/host/opt/cni/bin"),
+        "{command}"
+    );
     let volumes = ds.pointer("/spec/template/spec/volumes").unwrap().to_string();
     assert!(volumes.contains("/opt/cni/bin") && volumes.contains("/etc/cni/net.d"), "{volumes}");
 }
@@ -158,7 +186,8 @@ fn render(template: &str, values: &Value, namespace: &str) -> String {
     let mut depth = 0usize;
     for line in template.lines() {
         let trimmed = line.trim();
-        if let Some(condition) = trimmed.strip_prefix("{{- if ").and_then(|r| r.strip_suffix("}}")) {
+        if let Some(condition) = trimmed.strip_prefix("{{- if ").and_then(|r| r.strip_suffix("}}"))
+        {
             depth += 1;
             let on = match lookup(condition) {
                 Value::Bool(b) => b,
@@ -207,8 +236,12 @@ fn render(template: &str, values: &Value, namespace: &str) -> String {
 #[test]
 fn the_helm_chart_renders_to_the_same_objects_as_deploy() {
     let chart = deploy_dir().join("helm/hereabouts");
-    let values: Value = serde_saphyr::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).unwrap();
-    let meta: Value = serde_saphyr::from_str(&std::fs::read_to_string(chart.join("Chart.yaml")).unwrap()).unwrap();
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap())
+            .unwrap();
+    let meta: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart.join("Chart.yaml")).unwrap())
+            .unwrap();
     assert_eq!(meta["apiVersion"], "v2");
     assert_eq!(meta["name"], "hereabouts");
 
@@ -217,7 +250,8 @@ fn the_helm_chart_renders_to_the_same_objects_as_deploy() {
     for doc in documents(&crds, "chart crds") {
         rendered.insert(check_document(&doc, "chart crds/crds.yaml"), doc);
     }
-    let mut templates: Vec<_> = std::fs::read_dir(chart.join("templates")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut templates: Vec<_> =
+        std::fs::read_dir(chart.join("templates")).unwrap().map(|e| e.unwrap().path()).collect();
     templates.sort();
     for path in templates {
         let text = render(&std::fs::read_to_string(&path).unwrap(), &values, "kube-system");
@@ -236,7 +270,11 @@ fn the_helm_chart_renders_to_the_same_objects_as_deploy() {
     off["controller"]["enabled"] = Value::Bool(false);
     off["reconcile"]["enabled"] = Value::Bool(false);
     for name in ["controller.yaml", "reconcile-cronjob.yaml"] {
-        let text = render(&std::fs::read_to_string(chart.join("templates").join(name)).unwrap(), &off, "kube-system");
+        let text = render(
+            &std::fs::read_to_string(chart.join("templates").join(name)).unwrap(),
+            &off,
+            "kube-system",
+        );
         assert!(documents(&text, name).is_empty(), "{name} still renders when disabled:\n{text}");
     }
 }

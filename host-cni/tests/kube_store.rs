@@ -56,7 +56,11 @@ fn allocator(kubeconfig: &Path) -> Allocator {
     Allocator::new(Box::new(store)).expect("load the allocator component")
 }
 
-fn allocate(allocator: &mut Allocator, network: &NetworkConfig, owner: &Owner) -> Result<Vec<Lease>, CniError> {
+fn allocate(
+    allocator: &mut Allocator,
+    network: &NetworkConfig,
+    owner: &Owner,
+) -> Result<Vec<Lease>, CniError> {
     let request = AllocateRequest { owner: owner.clone(), requested: Vec::new(), sticky: false };
     allocator.allocate(network, &request).map_err(CniError::from)
 }
@@ -86,7 +90,11 @@ fn migration_reads_whereabouts_objects_and_writes_them_back_in_their_format() {
     let new = owner("c-new", "default/new");
     let leases = allocate(&mut allocator, &blue, &new).unwrap();
     assert_eq!(addresses(&leases), ["10.10.0.3", "fd00:10::3"]);
-    assert_eq!(addresses(&allocate(&mut allocator, &blue, &new).unwrap()), ["10.10.0.3", "fd00:10::3"], "idempotent");
+    assert_eq!(
+        addresses(&allocate(&mut allocator, &blue, &new).unwrap()),
+        ["10.10.0.3", "fd00:10::3"],
+        "idempotent"
+    );
 
     // What we wrote keeps Whereabouts' format: the old entries untouched, the new one keyed by
     // its decimal offset with exactly {id, podref, ifname}, nothing else in spec.
@@ -94,17 +102,30 @@ fn migration_reads_whereabouts_objects_and_writes_them_back_in_their_format() {
     let pool = emulator.get("ippools", NS, "blue-10.10.0.0-24").unwrap();
     let allocations = pool["spec"]["allocations"].as_object().unwrap();
     for offset in ["1", "2", "4"] {
-        assert_eq!(allocations[offset], before["spec"]["allocations"][offset], "offset {offset} changed");
+        assert_eq!(
+            allocations[offset], before["spec"]["allocations"][offset],
+            "offset {offset} changed"
+        );
     }
     assert_eq!(allocations["3"], json!({"id": "c-new", "podref": "default/new", "ifname": "net1"}));
-    assert_eq!(pool["spec"].as_object().unwrap().keys().collect::<Vec<_>>(), ["allocations", "range"]);
+    assert_eq!(
+        pool["spec"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["allocations", "range"]
+    );
     assert_eq!(pool["spec"]["range"], "10.10.0.0/24");
     assert_eq!(pool["metadata"]["annotations"], before["metadata"]["annotations"], "metadata kept");
     let pool6 = emulator.get("ippools", NS, "blue-fd00-10---64").unwrap();
-    assert_eq!(pool6["spec"]["allocations"]["3"], json!({"id": "c-new", "podref": "default/new", "ifname": "net1"}));
+    assert_eq!(
+        pool6["spec"]["allocations"]["3"],
+        json!({"id": "c-new", "podref": "default/new", "ifname": "net1"})
+    );
     // ...and the reservation Whereabouts would have written, under its name.
-    let reservation = emulator.get("overlappingrangeipreservations", NS, "blue-10.10.0.3").expect("reservation");
-    assert_eq!(reservation["spec"], json!({"containerid": "c-new", "podref": "default/new", "ifname": "net1"}));
+    let reservation =
+        emulator.get("overlappingrangeipreservations", NS, "blue-10.10.0.3").expect("reservation");
+    assert_eq!(
+        reservation["spec"],
+        json!({"containerid": "c-new", "podref": "default/new", "ifname": "net1"})
+    );
     assert!(emulator.get("overlappingrangeipreservations", NS, "blue-fd00-10--3").is_some());
 
     // .5 is reserved network-wide by another range's pod (overlapping ranges): skipped.
@@ -125,10 +146,17 @@ fn a_new_pool_is_created_in_whereabouts_format_in_the_context_namespace() {
     let emulator = Emulator::start();
     let kubeconfig = emulator.kubeconfig(&temp_dir("create"), Some("cni"));
     let mut allocator = allocator(&kubeconfig);
-    let leases = allocate(&mut allocator, &network("", &["192.168.7.0/24"]), &owner("c1", "default/a")).unwrap();
+    let leases =
+        allocate(&mut allocator, &network("", &["192.168.7.0/24"]), &owner("c1", "default/a"))
+            .unwrap();
     assert_eq!(addresses(&leases), ["192.168.7.1"]);
-    let pool = emulator.get("ippools", "cni", "192.168.7.0-24").expect("unnamed network: name is the range");
-    assert_eq!(pool["spec"], json!({"range": "192.168.7.0/24", "allocations": {"1": {"id": "c1", "podref": "default/a", "ifname": "net1"}}}));
+    let pool = emulator
+        .get("ippools", "cni", "192.168.7.0-24")
+        .expect("unnamed network: name is the range");
+    assert_eq!(
+        pool["spec"],
+        json!({"range": "192.168.7.0/24", "allocations": {"1": {"id": "c1", "podref": "default/a", "ifname": "net1"}}})
+    );
     assert!(emulator.get("overlappingrangeipreservations", "cni", "192.168.7.1").is_some());
 }
 
@@ -139,11 +167,22 @@ fn requested_addresses_are_handed_out_or_refused_naming_the_holder() {
     let kubeconfig = emulator.kubeconfig(&temp_dir("requested"), None);
     let mut allocator = allocator(&kubeconfig);
     let blue = network("blue", &["10.10.0.0/24"]);
-    let asking = AllocateRequest { owner: owner("c-req", "default/req"), requested: vec!["10.10.0.9".into()], sticky: false };
+    let asking = AllocateRequest {
+        owner: owner("c-req", "default/req"),
+        requested: vec!["10.10.0.9".into()],
+        sticky: false,
+    };
     assert_eq!(addresses(&allocator.allocate(&blue, &asking).unwrap()), ["10.10.0.9"]);
-    assert_eq!(emulator.get("ippools", NS, "blue-10.10.0.0-24").unwrap()["spec"]["allocations"]["9"]["id"], "c-req");
+    assert_eq!(
+        emulator.get("ippools", NS, "blue-10.10.0.0-24").unwrap()["spec"]["allocations"]["9"]["id"],
+        "c-req"
+    );
 
-    let taken = AllocateRequest { owner: owner("c-req2", "default/req2"), requested: vec!["10.10.0.1".into()], sticky: false };
+    let taken = AllocateRequest {
+        owner: owner("c-req2", "default/req2"),
+        requested: vec!["10.10.0.1".into()],
+        sticky: false,
+    };
     let error = CniError::from(allocator.allocate(&blue, &taken).unwrap_err());
     assert_eq!(error.code, 101, "{error:?}");
     assert!(error.msg.contains("10.10.0.1"), "{error:?}");
@@ -156,11 +195,17 @@ fn sticky_addresses_follow_the_pod_across_containers() {
     let mut allocator = allocator(&kubeconfig);
     let blue = network("blue", &["10.30.0.0/24"]);
     for (i, name) in ["db-0", "db-1", "db-2"].iter().enumerate() {
-        let leases = allocate(&mut allocator, &blue, &owner(&format!("c{i}"), &format!("default/{name}"))).unwrap();
+        let leases =
+            allocate(&mut allocator, &blue, &owner(&format!("c{i}"), &format!("default/{name}")))
+                .unwrap();
         assert_eq!(addresses(&leases), [format!("10.30.0.{}", i + 1)]);
     }
     // db-1 restarts under a new container id before its old one was released.
-    let again = AllocateRequest { owner: owner("c1-restarted", "default/db-1"), requested: Vec::new(), sticky: true };
+    let again = AllocateRequest {
+        owner: owner("c1-restarted", "default/db-1"),
+        requested: Vec::new(),
+        sticky: true,
+    };
     assert_eq!(addresses(&allocator.allocate(&blue, &again).unwrap()), ["10.30.0.2"]);
     let pool = emulator.get("ippools", NS, "blue-10.30.0.0-24").unwrap();
     assert_eq!(pool["spec"]["allocations"]["2"]["id"], "c1-restarted");
@@ -177,13 +222,18 @@ fn rbac_denial_is_a_clear_error() {
     emulator.deny("update", "ippools");
     let kubeconfig = emulator.kubeconfig(&temp_dir("rbac"), None);
     let mut allocator = allocator(&kubeconfig);
-    let error = allocate(&mut allocator, &network("blue", &["10.10.0.0/24"]), &owner("c1", "default/a")).unwrap_err();
+    let error =
+        allocate(&mut allocator, &network("blue", &["10.10.0.0/24"]), &owner("c1", "default/a"))
+            .unwrap_err();
     assert_eq!(error.code, 5, "{error:?}");
     for part in ["403", "update", "ippools", "kube-system", "deploy/rbac.yaml"] {
         assert!(error.msg.contains(part), "{part:?} missing in {:?}", error.msg);
     }
     // Nothing was written.
-    assert_eq!(emulator.get("ippools", NS, "blue-10.10.0.0-24").unwrap()["spec"], fixture("ippool-blue-v4.json")["spec"]);
+    assert_eq!(
+        emulator.get("ippools", NS, "blue-10.10.0.0-24").unwrap()["spec"],
+        fixture("ippool-blue-v4.json")["spec"]
+    );
 }
 
 #[test]
@@ -202,7 +252,9 @@ fn an_unreachable_api_server_is_try_again_later() {
     .unwrap();
     let started = Instant::now();
     let mut allocator = allocator(&kubeconfig);
-    let error = allocate(&mut allocator, &network("", &["10.40.0.0/24"]), &owner("c1", "default/a")).unwrap_err();
+    let error =
+        allocate(&mut allocator, &network("", &["10.40.0.0/24"]), &owner("c1", "default/a"))
+            .unwrap_err();
     assert_eq!(error.code, 11, "{error:?}");
     assert!(error.msg.contains("unreachable"), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
@@ -226,8 +278,12 @@ fn contention_child() {
     for i in 0..ADDS_PER_WORKER {
         let started = Instant::now();
         let mut allocator = allocator(Path::new(&kubeconfig));
-        let leases = allocate(&mut allocator, &net, &owner(&format!("w{worker}-c{i}"), &format!("default/w{worker}-{i}")))
-            .unwrap_or_else(|e| panic!("worker {worker} add {i}: {e:?}"));
+        let leases = allocate(
+            &mut allocator,
+            &net,
+            &owner(&format!("w{worker}-c{i}"), &format!("default/w{worker}-{i}")),
+        )
+        .unwrap_or_else(|e| panic!("worker {worker} add {i}: {e:?}"));
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(leases.len(), 1);
     }
@@ -262,8 +318,15 @@ fn contention_between_processes() {
     for child in children {
         let output = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-        let line = stdout.lines().find_map(|l| l.split_once("LATENCIES ").map(|(_, rest)| rest)).unwrap_or_else(|| panic!("no latencies line in:\n{stdout}"));
+        assert!(
+            output.status.success(),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find_map(|l| l.split_once("LATENCIES ").map(|(_, rest)| rest))
+            .unwrap_or_else(|| panic!("no latencies line in:\n{stdout}"));
         latencies.extend(serde_json::from_str::<Vec<f64>>(line).unwrap());
     }
     let elapsed = started.elapsed();
@@ -321,7 +384,12 @@ fn reconcile_frees_gone_pods_and_keeps_live_and_pending_ones() {
     // live: running, its network-status lists .1 · pending: not annotated yet · gone: no pod ·
     // moved: running but its status lists another address · done: Succeeded.
     for (i, name) in ["live", "pending", "gone", "moved", "done"].iter().enumerate() {
-        let leases = allocate(&mut allocator, &blue, &owner(&format!("c-{name}"), &format!("default/{name}"))).unwrap();
+        let leases = allocate(
+            &mut allocator,
+            &blue,
+            &owner(&format!("c-{name}"), &format!("default/{name}")),
+        )
+        .unwrap();
         assert_eq!(addresses(&leases), [format!("10.50.0.{}", i + 1)]);
     }
     emulator.insert("pods", pod("default", "live", "Running", &["10.50.0.1"]));
@@ -337,11 +405,20 @@ fn reconcile_frees_gone_pods_and_keeps_live_and_pending_ones() {
 
     let (stdout, stderr, ok) = run_reconcile(&kubeconfig, true);
     assert!(ok, "{stdout}\n{stderr}");
-    for freed in ["would free 10.50.0.3", "would free 10.50.0.4", "would free 10.50.0.5", "would free blue-10.50.0.77"] {
+    for freed in [
+        "would free 10.50.0.3",
+        "would free 10.50.0.4",
+        "would free 10.50.0.5",
+        "would free blue-10.50.0.77",
+    ] {
         assert!(stdout.contains(freed), "{freed:?} missing:\n{stdout}");
     }
     assert!(!stdout.contains("10.50.0.1 ") && !stdout.contains("10.50.0.2 "), "{stdout}");
-    assert_eq!(emulator.get("ippools", NS, "blue-10.50.0.0-24").unwrap(), pool_before, "--dry-run changed nothing");
+    assert_eq!(
+        emulator.get("ippools", NS, "blue-10.50.0.0-24").unwrap(),
+        pool_before,
+        "--dry-run changed nothing"
+    );
 
     let (stdout, stderr, ok) = run_reconcile(&kubeconfig, false);
     assert!(ok, "{stdout}\n{stderr}");
@@ -354,7 +431,10 @@ fn reconcile_frees_gone_pods_and_keeps_live_and_pending_ones() {
         .iter()
         .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(reservations, BTreeSet::from(["blue-10.50.0.1".to_string(), "blue-10.50.0.2".to_string()]));
+    assert_eq!(
+        reservations,
+        BTreeSet::from(["blue-10.50.0.1".to_string(), "blue-10.50.0.2".to_string()])
+    );
 
     // A second pass finds nothing to do.
     let (stdout, _, ok) = run_reconcile(&kubeconfig, false);
@@ -388,7 +468,8 @@ fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
     let mut allocator = allocator(&kubeconfig);
     let blue = network("blue", &["10.60.0.0/24"]);
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
-        allocate(&mut allocator, &blue, &owner(&format!("c-{name}"), &format!("default/{name}"))).unwrap();
+        allocate(&mut allocator, &blue, &owner(&format!("c-{name}"), &format!("default/{name}")))
+            .unwrap();
         emulator.insert("pods", pod("default", name, "Running", &[&format!("10.60.0.{}", i + 1)]));
     }
     let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
@@ -432,7 +513,13 @@ fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
 // ---- the hereabouts binary in CNI mode ------------------------------------------------------
 
 /// One CNI call of the real binary, as a runtime makes it.
-fn cni(command: &str, config: &Value, container: &str, podref: &str, cache: &Path) -> (bool, Value) {
+fn cni(
+    command: &str,
+    config: &Value,
+    container: &str,
+    podref: &str,
+    cache: &Path,
+) -> (bool, Value) {
     use std::io::Write;
     let (namespace, name) = podref.split_once('/').unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
@@ -440,7 +527,10 @@ fn cni(command: &str, config: &Value, container: &str, podref: &str, cache: &Pat
         .env("CNI_CONTAINERID", container)
         .env("CNI_NETNS", format!("/var/run/netns/{container}"))
         .env("CNI_IFNAME", "net1")
-        .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}"))
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}"),
+        )
         .env("CNI_PATH", "/opt/cni/bin")
         .env("HEREABOUTS_CACHE_DIR", cache)
         .stdin(std::process::Stdio::piped())
@@ -454,8 +544,13 @@ fn cni(command: &str, config: &Value, container: &str, podref: &str, cache: &Pat
         // DEL prints nothing on success.
         return (output.status.success(), Value::Null);
     }
-    let stdout: Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|_| panic!("not JSON: {}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)));
+    let stdout: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "not JSON: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
     (output.status.success(), stdout)
 }
 
@@ -484,14 +579,28 @@ fn cni_add_del_and_errors_through_the_binary() {
     assert!(ok, "{result}");
     assert_eq!(result["ips"][0]["address"], "10.70.0.1/22");
     let pool = emulator.get("ippools", NS, "10.70.0.0-22").expect("pool written");
-    assert_eq!(pool["spec"]["allocations"]["1"], json!({"id": "c1", "podref": "default/a", "ifname": "net1"}));
+    assert_eq!(
+        pool["spec"]["allocations"]["1"],
+        json!({"id": "c1", "podref": "default/a", "ifname": "net1"})
+    );
     assert!(cni("DEL", &config, "c1", "default/a", &dir).0);
-    assert!(emulator.get("ippools", NS, "10.70.0.0-22").unwrap()["spec"]["allocations"].as_object().unwrap().is_empty());
+    assert!(
+        emulator.get("ippools", NS, "10.70.0.0-22").unwrap()["spec"]["allocations"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
 
     // Sticky through the config key.
     let sticky = cni_config(&kubeconfig, &dir, json!({"sticky": true}));
-    assert_eq!(cni("ADD", &sticky, "s1", "default/db-0", &dir).1["ips"][0]["address"], "10.70.0.1/22");
-    assert_eq!(cni("ADD", &sticky, "s2", "default/db-0", &dir).1["ips"][0]["address"], "10.70.0.1/22");
+    assert_eq!(
+        cni("ADD", &sticky, "s1", "default/db-0", &dir).1["ips"][0]["address"],
+        "10.70.0.1/22"
+    );
+    assert_eq!(
+        cni("ADD", &sticky, "s2", "default/db-0", &dir).1["ips"][0]["address"],
+        "10.70.0.1/22"
+    );
 
     // CNI GC (1.1.0) on this store: frees every attachment not listed, keeps the listed one.
     for c in ["g1", "g2"] {
@@ -499,11 +608,17 @@ fn cni_add_del_and_errors_through_the_binary() {
     }
     let mut gc = config.clone();
     gc["cniVersion"] = json!("1.1.0");
-    gc["cni.dev/valid-attachments"] = json!([{"containerID": "g2", "ifname": "net1"}, {"containerID": "s2", "ifname": "net1"}]);
+    gc["cni.dev/valid-attachments"] =
+        json!([{"containerID": "g2", "ifname": "net1"}, {"containerID": "s2", "ifname": "net1"}]);
     let (ok, result) = cni("GC", &gc, "", "default/x", &dir);
     assert!(ok, "{result}");
     let pool = emulator.get("ippools", NS, "10.70.0.0-22").unwrap();
-    let ids: BTreeSet<&str> = pool["spec"]["allocations"].as_object().unwrap().values().map(|a| a["id"].as_str().unwrap()).collect();
+    let ids: BTreeSet<&str> = pool["spec"]["allocations"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, BTreeSet::from(["g2", "s2"]));
 
     // 403 → a CNI error naming the permission; unreachable → 11.
@@ -514,7 +629,13 @@ fn cni_add_del_and_errors_through_the_binary() {
     assert!(error["msg"].as_str().unwrap().contains("403"), "{error}");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dead = dir.join("dead.kubeconfig");
-    std::fs::write(&dead, std::fs::read_to_string(&kubeconfig).unwrap().replace(&emulator.url(), &format!("http://127.0.0.1:{port}"))).unwrap();
+    std::fs::write(
+        &dead,
+        std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .replace(&emulator.url(), &format!("http://127.0.0.1:{port}")),
+    )
+    .unwrap();
     let (ok, error) = cni("ADD", &cni_config(&dead, &dir, json!({})), "c4", "default/d", &dir);
     assert!(!ok);
     assert_eq!(error["code"], 11, "{error}");
@@ -539,7 +660,13 @@ fn cni_contention_8_processes_x_100_adds() {
                 let mut latencies = Vec::new();
                 for i in 0..ADDS_PER_WORKER {
                     let t = Instant::now();
-                    let (ok, result) = cni("ADD", &config, &format!("w{w}-c{i}"), &format!("default/w{w}-{i}"), &dir);
+                    let (ok, result) = cni(
+                        "ADD",
+                        &config,
+                        &format!("w{w}-c{i}"),
+                        &format!("default/w{w}-{i}"),
+                        &dir,
+                    );
                     latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                     assert!(ok, "worker {w} ADD {i}: {result}");
                 }
@@ -555,7 +682,11 @@ fn cni_contention_8_processes_x_100_adds() {
     let owners: BTreeSet<&str> = allocations.values().map(|a| a["id"].as_str().unwrap()).collect();
     assert_eq!((allocations.len(), owners.len()), (total, total), "0 duplicates");
     let offsets: BTreeSet<u32> = allocations.keys().map(|k| k.parse().unwrap()).collect();
-    assert_eq!(offsets, (1..).filter(|o| o % 256 != 0).take(total).collect::<BTreeSet<u32>>(), "lowest-packed");
+    assert_eq!(
+        offsets,
+        (1..).filter(|o| o % 256 != 0).take(total).collect::<BTreeSet<u32>>(),
+        "lowest-packed"
+    );
     latencies.sort_by(f64::total_cmp);
     println!(
         "hereabouts CNI ADD (fresh process each) vs emulator: {total} ADDs by {WORKERS} parallel runtimes in {:.2} s = {:.0} allocations/s; \

@@ -24,7 +24,10 @@ fn whereabouts_json_round_trips() {
     assert_eq!(pool.spec.allocations["2"].ifname, "");
     let back = serde_json::to_value(&pool).unwrap();
     assert_eq!(back["spec"]["allocations"]["2"], serde_json::json!({"id": "c2", "podref": ""}));
-    let empty: IPPool = serde_json::from_str(r#"{"metadata":{"name":"x"},"spec":{"range":"10.0.0.0/24","allocations":null}}"#).unwrap();
+    let empty: IPPool = serde_json::from_str(
+        r#"{"metadata":{"name":"x"},"spec":{"range":"10.0.0.0/24","allocations":null}}"#,
+    )
+    .unwrap();
     assert!(empty.spec.allocations.is_empty());
     assert_eq!(serde_json::to_value(&empty).unwrap()["spec"]["allocations"], serde_json::json!({}));
 }
@@ -45,7 +48,9 @@ fn pod(value: serde_json::Value) -> Pod {
 fn verdicts() {
     let status = r#"[{"name":"default/blue","interface":"net1","ips":["10.0.0.2"]},{"name":"cbr0","ips":["10.244.0.5"],"default":true}]"#;
     let running = |annotations: serde_json::Value| {
-        pod(json!({"metadata": {"name": "a", "namespace": "default", "annotations": annotations}, "status": {"phase": "Running"}}))
+        pod(
+            json!({"metadata": {"name": "a", "namespace": "default", "annotations": annotations}, "status": {"phase": "Running"}}),
+        )
     };
     assert!(judge(None, "10.0.0.2").is_free());
     assert!(!judge(Some(&running(json!({NETWORK_STATUS: status}))), "10.0.0.2").is_free());
@@ -60,7 +65,9 @@ fn verdicts() {
     assert!(!judge(Some(&unset), "10.0.0.3").is_free());
     let done = pod(json!({"metadata": {"name": "a"}, "status": {"phase": "Succeeded"}}));
     assert!(judge(Some(&done), "10.0.0.3").is_free());
-    let deleting = pod(json!({"metadata": {"name": "a", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "status": {"phase": "Failed"}}));
+    let deleting = pod(
+        json!({"metadata": {"name": "a", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "status": {"phase": "Failed"}}),
+    );
     assert!(!judge(Some(&deleting), "10.0.0.3").is_free());
 }
 

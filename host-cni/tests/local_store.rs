@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use hereabouts::cni;
 use hereabouts::error::CniError;
 use hereabouts::runtime::{
-    AllocateRequest, Allocator, CallError, NetworkConfig, Owner, PoolEdit, PoolRef, PoolSnapshot, RangeConfig, RuntimeError,
-    Slot, StoreError,
+    AllocateRequest, Allocator, CallError, NetworkConfig, Owner, PoolEdit, PoolRef, PoolSnapshot,
+    RangeConfig, RuntimeError, Slot, StoreError,
 };
 use hereabouts::store::Backend;
 use hereabouts::store::local::LocalStore;
@@ -20,7 +20,8 @@ impl TempDir {
     fn new(tag: &str) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("local-{tag}-{}-{n}", std::process::id()));
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("local-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
@@ -51,7 +52,12 @@ fn claim(offset: &str, id: &str) -> PoolEdit {
 
 fn network(range: &str) -> NetworkConfig {
     NetworkConfig {
-        range: Some(RangeConfig { range: range.into(), range_start: None, range_end: None, exclude: vec![] }),
+        range: Some(RangeConfig {
+            range: range.into(),
+            range_start: None,
+            range_end: None,
+            exclude: vec![],
+        }),
         ip_ranges: vec![],
         gateway: None,
         network_name: String::new(),
@@ -71,11 +77,23 @@ fn writes_are_conditional_on_the_version_read() {
     assert!(matches!(store.write_pool(&pool(), "", &[claim("1", "b")]), Err(StoreError::Conflict)));
     let read = store.read_pool(&pool()).unwrap();
     assert_eq!(read.slots.len(), 1);
-    store.write_pool(&pool(), &read.version, &[claim("2", "b"), PoolEdit::Free("1".into())]).unwrap();
-    assert!(matches!(store.write_pool(&pool(), &read.version, &[claim("3", "c")]), Err(StoreError::Conflict)));
+    store
+        .write_pool(&pool(), &read.version, &[claim("2", "b"), PoolEdit::Free("1".into())])
+        .unwrap();
+    assert!(matches!(
+        store.write_pool(&pool(), &read.version, &[claim("3", "c")]),
+        Err(StoreError::Conflict)
+    ));
     let after = store.read_pool(&pool()).unwrap();
     assert_ne!(after.version, read.version);
-    assert_eq!(after.slots.iter().map(|s| (s.offset.as_str(), s.owner.container_id.as_str())).collect::<Vec<_>>(), [("2", "b")]);
+    assert_eq!(
+        after
+            .slots
+            .iter()
+            .map(|s| (s.offset.as_str(), s.owner.container_id.as_str()))
+            .collect::<Vec<_>>(),
+        [("2", "b")]
+    );
     assert_eq!(after.slots[0].owner.podref, "ns/b");
 }
 
@@ -92,29 +110,39 @@ fn concurrent_writers_on_separate_files_lose_no_update() {
             let mut store = LocalStore::open(&dir.0).unwrap();
             let (mut reads, mut last) = (0, 0);
             while writing.load(Ordering::Relaxed) {
-                let slots = store.read_pool(&pool()).expect("a whole, parseable pool at every instant").slots.len();
+                let slots = store
+                    .read_pool(&pool())
+                    .expect("a whole, parseable pool at every instant")
+                    .slots
+                    .len();
                 assert!(slots >= last, "went back in time: {slots} < {last}");
                 (reads, last) = (reads + 1, slots);
             }
             reads
         });
-        let writers: Vec<_> = (0..6).map(|t| {
-            let path = dir.0.clone();
-            scope.spawn(move || {
-                let mut store = LocalStore::open(&path).unwrap();
-                for i in 0..25 {
-                    let offset = (t * 25 + i + 1).to_string();
-                    loop {
-                        let read = store.read_pool(&pool()).unwrap();
-                        match store.write_pool(&pool(), &read.version, &[claim(&offset, &format!("t{t}"))]) {
-                            Ok(()) => break,
-                            Err(StoreError::Conflict) => continue,
-                            Err(e) => panic!("{e:?}"),
+        let writers: Vec<_> = (0..6)
+            .map(|t| {
+                let path = dir.0.clone();
+                scope.spawn(move || {
+                    let mut store = LocalStore::open(&path).unwrap();
+                    for i in 0..25 {
+                        let offset = (t * 25 + i + 1).to_string();
+                        loop {
+                            let read = store.read_pool(&pool()).unwrap();
+                            match store.write_pool(
+                                &pool(),
+                                &read.version,
+                                &[claim(&offset, &format!("t{t}"))],
+                            ) {
+                                Ok(()) => break,
+                                Err(StoreError::Conflict) => continue,
+                                Err(e) => panic!("{e:?}"),
+                            }
                         }
                     }
-                }
+                })
             })
-        }).collect();
+            .collect();
         writers.into_iter().for_each(|w| w.join().unwrap());
         writing.store(false, Ordering::Relaxed);
         assert!(reader.join().unwrap() > 0);
@@ -137,11 +165,23 @@ fn reservations_are_create_if_absent_and_released_only_by_their_holder() {
     let dir = TempDir::new("reserve");
     let mut store = LocalStore::open(&dir.0).unwrap();
     assert!(store.reserve_address("blue", "10.0.0.5", &owner("a")).unwrap().is_none());
-    assert!(store.reserve_address("blue", "10.0.0.5", &owner("a")).unwrap().is_none(), "the holder again");
-    assert_eq!(store.reserve_address("blue", "10.0.0.5", &owner("b")).unwrap().unwrap().container_id, "a");
-    assert!(store.reserve_address("red", "10.0.0.5", &owner("b")).unwrap().is_none(), "networks are separate");
+    assert!(
+        store.reserve_address("blue", "10.0.0.5", &owner("a")).unwrap().is_none(),
+        "the holder again"
+    );
+    assert_eq!(
+        store.reserve_address("blue", "10.0.0.5", &owner("b")).unwrap().unwrap().container_id,
+        "a"
+    );
+    assert!(
+        store.reserve_address("red", "10.0.0.5", &owner("b")).unwrap().is_none(),
+        "networks are separate"
+    );
     store.release_address("blue", "10.0.0.5", &owner("b")).unwrap();
-    assert_eq!(store.reserve_address("blue", "10.0.0.5", &owner("b")).unwrap().unwrap().container_id, "a");
+    assert_eq!(
+        store.reserve_address("blue", "10.0.0.5", &owner("b")).unwrap().unwrap().container_id,
+        "a"
+    );
     store.release_address("blue", "10.0.0.5", &owner("a")).unwrap();
     assert!(store.reserve_address("blue", "10.0.0.5", &owner("b")).unwrap().is_none());
     store.release_address("green", "10.0.0.9", &owner("a")).unwrap();
@@ -158,8 +198,14 @@ fn corrupt_or_unreadable_files_are_errors_naming_the_file() {
         Err(StoreError::Corrupt(msg)) => assert!(msg.contains(path.to_str().unwrap()), "{msg}"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(store.write_pool(&pool(), "2", &[claim("1", "a")]), Err(StoreError::Corrupt(_))));
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"version\": 2, \"range\": \"10.0.0.0/24\", \"alloc");
+    assert!(matches!(
+        store.write_pool(&pool(), "2", &[claim("1", "a")]),
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"version\": 2, \"range\": \"10.0.0.0/24\", \"alloc"
+    );
     // A directory where the file should be cannot be read.
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
@@ -171,7 +217,9 @@ fn corrupt_or_unreadable_files_are_errors_naming_the_file() {
     let file = dir.0.join("file");
     std::fs::write(&file, "").unwrap();
     match LocalStore::open(&file.join("store")) {
-        Err(StoreError::Failed(msg)) => assert!(msg.starts_with("data_dir:") && msg.contains("file/store"), "{msg}"),
+        Err(StoreError::Failed(msg)) => {
+            assert!(msg.starts_with("data_dir:") && msg.contains("file/store"), "{msg}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -179,17 +227,20 @@ fn corrupt_or_unreadable_files_are_errors_naming_the_file() {
 #[test]
 fn the_component_allocates_lowest_free_through_the_local_store() {
     let dir = TempDir::new("component");
-    let mut allocator = Allocator::with_cache(Box::new(LocalStore::open(&dir.0).unwrap()), Some(&cache())).unwrap();
+    let mut allocator =
+        Allocator::with_cache(Box::new(LocalStore::open(&dir.0).unwrap()), Some(&cache())).unwrap();
     let net = network("10.0.0.0/24");
     let request = |id: &str| AllocateRequest { owner: owner(id), requested: vec![], sticky: false };
-    let addresses: Vec<String> =
-        (0..20).map(|i| allocator.allocate(&net, &request(&format!("c{i}"))).unwrap()[0].address.clone()).collect();
+    let addresses: Vec<String> = (0..20)
+        .map(|i| allocator.allocate(&net, &request(&format!("c{i}"))).unwrap()[0].address.clone())
+        .collect();
     assert_eq!(addresses, (1..=20).map(|i| format!("10.0.0.{i}")).collect::<Vec<_>>());
     assert_eq!(allocator.release(&net, &owner("c4")).unwrap()[0].address, "10.0.0.5");
     assert_eq!(allocator.allocate(&net, &request("new")).unwrap()[0].address, "10.0.0.5");
     assert_eq!(allocator.list_leases(&net).unwrap().len(), 20);
     // A second store instance (another process, in effect) sees the same state.
-    let mut other = Allocator::with_cache(Box::new(LocalStore::open(&dir.0).unwrap()), Some(&cache())).unwrap();
+    let mut other =
+        Allocator::with_cache(Box::new(LocalStore::open(&dir.0).unwrap()), Some(&cache())).unwrap();
     assert_eq!(other.lookup(&net, &owner("new")).unwrap()[0].address, "10.0.0.5");
 }
 
@@ -203,7 +254,12 @@ impl Backend for ExplodingStore {
     fn write_pool(&mut self, _: &PoolRef, _: &str, _: &[PoolEdit]) -> Result<(), StoreError> {
         unreachable!()
     }
-    fn reserve_address(&mut self, _: &str, _: &str, _: &Owner) -> Result<Option<Owner>, StoreError> {
+    fn reserve_address(
+        &mut self,
+        _: &str,
+        _: &str,
+        _: &Owner,
+    ) -> Result<Option<Owner>, StoreError> {
         unreachable!()
     }
     fn release_address(&mut self, _: &str, _: &str, _: &Owner) -> Result<(), StoreError> {
@@ -219,7 +275,8 @@ fn a_fault_inside_the_component_becomes_cni_error_102() {
     // The panic unwinds out of the import, through the component's frames, to the boundary
     // every CNI verb runs under; it must leave as error 102 with the cause in `details`.
     for _ in 0..2 {
-        let error = cni::guarded(|| allocator.allocate(&net, &request).map_err(CniError::from)).unwrap_err();
+        let error = cni::guarded(|| allocator.allocate(&net, &request).map_err(CniError::from))
+            .unwrap_err();
         assert_eq!(error.code, 102);
         assert!(error.details.contains("storage import exploded"), "{error:?}");
         assert_eq!(error.to_json("1.0.0")["code"], 102);
@@ -228,7 +285,10 @@ fn a_fault_inside_the_component_becomes_cni_error_102() {
 
 #[test]
 fn traps_and_load_failures_map_to_cni_error_102() {
-    for error in [RuntimeError::Trap("wasm trap: unreachable".into()), RuntimeError::Load("bad artifact".into())] {
+    for error in [
+        RuntimeError::Trap("wasm trap: unreachable".into()),
+        RuntimeError::Load("bad artifact".into()),
+    ] {
         let cni = CniError::from(CallError::Runtime(error));
         assert_eq!(cni.code, 102, "{cni:?}");
     }

@@ -43,7 +43,10 @@ fn text_table_from_a_config_file() {
     assert_eq!(lines.len(), 3, "{out}");
     assert!(lines[0].starts_with("RANGE") && lines[0].contains("NEXT"), "{out}");
     let cells: Vec<&str> = lines[1].split_whitespace().collect();
-    assert_eq!(cells, ["192.168.2.224/28", "192.168.2.225", "192.168.2.238", "10", "9", "192.168.2.226"]);
+    assert_eq!(
+        cells,
+        ["192.168.2.224/28", "192.168.2.225", "192.168.2.238", "10", "9", "192.168.2.226"]
+    );
 }
 
 #[test]
@@ -51,7 +54,10 @@ fn invalid_input_is_a_cni_error_object_and_a_failure() {
     let (code, out) = plan(&[], r#"{"ipam":{"range":"10.0.0.0/16","exclude":["10.9.0.0/24"]}}"#);
     assert_ne!(code, 0);
     let value: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(value, serde_json::json!({"code": 7, "msg": "exclude[0]: 10.9.0.0/24 is outside range 10.0.0.0/16"}));
+    assert_eq!(
+        value,
+        serde_json::json!({"code": 7, "msg": "exclude[0]: 10.9.0.0/24 is outside range 10.0.0.0/16"})
+    );
     let (code, out) = plan(&[], "{not json");
     assert_ne!(code, 0);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["code"], 6);

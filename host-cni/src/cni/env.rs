@@ -30,7 +30,9 @@ impl Command {
             other => {
                 return Err(CniError::new(
                     Code::InvalidEnvironment,
-                    format!("CNI_COMMAND: unknown command {other:?} (expected ADD, DEL, CHECK, VERSION, GC or STATUS)"),
+                    format!(
+                        "CNI_COMMAND: unknown command {other:?} (expected ADD, DEL, CHECK, VERSION, GC or STATUS)"
+                    ),
                 ));
             }
         })
@@ -61,12 +63,17 @@ impl CniArgs {
         let mut args = CniArgs::default();
         for pair in text.split(';').filter(|p| !p.is_empty()) {
             let Some((key, value)) = pair.split_once('=') else {
-                return Err(CniError::new(Code::InvalidEnvironment, format!("CNI_ARGS: {pair:?} is not KEY=VALUE")));
+                return Err(CniError::new(
+                    Code::InvalidEnvironment,
+                    format!("CNI_ARGS: {pair:?} is not KEY=VALUE"),
+                ));
             };
             match key {
                 "K8S_POD_NAMESPACE" => args.pod_namespace = value.to_string(),
                 "K8S_POD_NAME" => args.pod_name = value.to_string(),
-                "IP" => args.ips.extend(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from)),
+                "IP" => args.ips.extend(
+                    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from),
+                ),
                 _ => {}
             }
         }
@@ -100,11 +107,15 @@ impl CniEnv {
             .ok_or_else(|| CniError::new(Code::InvalidEnvironment, "CNI_COMMAND: missing"))
             .and_then(|c| Command::parse(&c))?;
         let get = |name: &str| var(name).filter(|v| !v.is_empty());
-        let missing: Vec<&str> = command.required().iter().copied().filter(|name| get(name).is_none()).collect();
+        let missing: Vec<&str> =
+            command.required().iter().copied().filter(|name| get(name).is_none()).collect();
         if !missing.is_empty() {
             return Err(CniError::new(
                 Code::InvalidEnvironment,
-                format!("required environment variables missing for {command:?}: {}", missing.join(", ")),
+                format!(
+                    "required environment variables missing for {command:?}: {}",
+                    missing.join(", ")
+                ),
             ));
         }
         Ok(Self {
@@ -122,7 +133,11 @@ impl CniEnv {
 
     /// The allocation key: container id + interface, with the pod reference.
     pub fn owner(&self) -> Owner {
-        Owner { container_id: self.container_id.clone(), ifname: self.ifname.clone(), podref: self.args.podref() }
+        Owner {
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+            podref: self.args.podref(),
+        }
     }
 }
 
@@ -131,7 +146,8 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Result<CniEnv, CniError> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs: Vec<(String, String)> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         CniEnv::from_vars(|name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     }
 
@@ -141,16 +157,22 @@ mod tests {
         assert_eq!(error.code, 4);
         assert!(error.msg.contains("CNI_NETNS, CNI_IFNAME"), "{}", error.msg);
         // DEL may come after the namespace is gone.
-        let del = env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")]).unwrap();
+        let del = env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")])
+            .unwrap();
         assert_eq!(del.command, Command::Del);
         assert!(env(&[("CNI_COMMAND", "GC")]).is_ok());
         assert_eq!(env(&[]).unwrap_err().msg, "CNI_COMMAND: missing");
-        assert!(env(&[("CNI_COMMAND", "ADDD")]).unwrap_err().msg.starts_with("CNI_COMMAND: unknown"));
+        assert!(
+            env(&[("CNI_COMMAND", "ADDD")]).unwrap_err().msg.starts_with("CNI_COMMAND: unknown")
+        );
     }
 
     #[test]
     fn cni_args_give_podref_and_requested_ips() {
-        let args = CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME=db-0;IP=10.0.0.5/24,fd00::5").unwrap();
+        let args = CniArgs::parse(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME=db-0;IP=10.0.0.5/24,fd00::5",
+        )
+        .unwrap();
         assert_eq!(args.podref(), "web/db-0");
         assert_eq!(args.ips, vec!["10.0.0.5/24", "fd00::5"]);
         assert_eq!(CniArgs::parse("K8S_POD_NAME=x").unwrap().podref(), "");

@@ -23,10 +23,13 @@ pub fn init(ipam: &IpamConfig) {
         Some("error" | "panic") => (LevelFilter::ERROR, None),
         Some(other) => (LevelFilter::WARN, Some(other.to_string())),
     };
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_ansi(false).with_target(false);
-    let file = ipam.log_file.as_deref().filter(|f| !f.is_empty()).map(|path| {
-        (path, OpenOptions::new().create(true).append(true).open(path))
-    });
+    let builder =
+        tracing_subscriber::fmt().with_max_level(level).with_ansi(false).with_target(false);
+    let file = ipam
+        .log_file
+        .as_deref()
+        .filter(|f| !f.is_empty())
+        .map(|path| (path, OpenOptions::new().create(true).append(true).open(path)));
     match file {
         Some((_, Ok(file))) => {
             let _ = builder.with_writer(Mutex::new(file)).try_init();
@@ -40,6 +43,8 @@ pub fn init(ipam: &IpamConfig) {
         }
     }
     if let Some(level) = unknown {
-        tracing::warn!("log_level {level:?} is unknown (use debug, verbose, error or panic); using warn");
+        tracing::warn!(
+            "log_level {level:?} is unknown (use debug, verbose, error or panic); using warn"
+        );
     }
 }

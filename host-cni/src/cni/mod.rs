@@ -34,9 +34,9 @@ pub fn main() -> i32 {
     }));
     let mut stdin = String::new();
     let outcome = guarded(|| {
-        std::io::stdin()
-            .read_to_string(&mut stdin)
-            .map_err(|e| CniError::new(Code::Decode, format!("stdin: cannot read the network config: {e}")))?;
+        std::io::stdin().read_to_string(&mut stdin).map_err(|e| {
+            CniError::new(Code::Decode, format!("stdin: cannot read the network config: {e}"))
+        })?;
         let env = CniEnv::from_process()?;
         run(&env, &stdin)
     });
@@ -67,7 +67,11 @@ pub fn guarded<T>(f: impl FnOnce() -> Result<T, CniError>) -> Result<T, CniError
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Err(CniError::new(Code::Internal, "internal error in hereabouts (a bug; please report it)").with_details(detail))
+            Err(CniError::new(
+                Code::Internal,
+                "internal error in hereabouts (a bug; please report it)",
+            )
+            .with_details(detail))
         }
     }
 }
@@ -75,7 +79,9 @@ pub fn guarded<T>(f: impl FnOnce() -> Result<T, CniError>) -> Result<T, CniError
 /// One call: the verb in `env` on the network config `stdin`.
 pub fn run(env: &CniEnv, stdin: &str) -> Result<Option<Value>, CniError> {
     if env.command == Command::Version {
-        return Ok(Some(json!({ "cniVersion": version::LATEST, "supportedVersions": version::SUPPORTED })));
+        return Ok(Some(
+            json!({ "cniVersion": version::LATEST, "supportedVersions": version::SUPPORTED }),
+        ));
     }
     let conf = NetConf::parse(stdin, config::FLAT_FILE_PATHS)?;
     log::init(&conf.ipam);
@@ -114,7 +120,12 @@ fn first_compile_lock(cache: &std::path::Path) -> Option<std::fs::File> {
         return None;
     }
     std::fs::create_dir_all(cache).ok()?;
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(cache.join("compile.lock")).ok()?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cache.join("compile.lock"))
+        .ok()?;
     lock.lock().ok()?;
     Some(lock)
 }
@@ -125,7 +136,9 @@ pub fn cache_dir(conf: &NetConf) -> PathBuf {
 
 /// `$HEREABOUTS_CACHE_DIR`, else `<data_dir>/cache`.
 pub fn cache_dir_for(data_dir: &std::path::Path) -> PathBuf {
-    std::env::var_os("HEREABOUTS_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("cache"))
+    std::env::var_os("HEREABOUTS_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("cache"))
 }
 
 /// ADD: the lowest free address of each range (or the one asked for), idempotently.
@@ -153,7 +166,10 @@ pub fn del(env: &CniEnv, conf: &NetConf, allocator: &mut Allocator) -> Result<()
 pub fn check(env: &CniEnv, conf: &NetConf, allocator: &mut Allocator) -> Result<(), CniError> {
     conf.cni_version.require("CHECK", "0.4.0")?;
     let prev = conf.prev_result.as_ref().ok_or_else(|| {
-        CniError::new(Code::InvalidConfig, "prevResult: missing; CHECK needs the result of the ADD it checks")
+        CniError::new(
+            Code::InvalidConfig,
+            "prevResult: missing; CHECK needs the result of the ADD it checks",
+        )
     })?;
     let leases = allocator.lookup(&conf.ipam.network_config(), &env.owner())?;
     if leases.is_empty() {
@@ -170,7 +186,10 @@ pub fn check(env: &CniEnv, conf: &NetConf, allocator: &mut Allocator) -> Result<
         if !lease.address.parse().is_ok_and(|a| reported.contains(&a)) {
             return Err(CniError::new(
                 Code::InvalidConfig,
-                format!("prevResult.ips: {} is allocated to container {} but missing from prevResult", lease.cidr, env.container_id),
+                format!(
+                    "prevResult.ips: {} is allocated to container {} but missing from prevResult",
+                    lease.cidr, env.container_id
+                ),
             ));
         }
     }
@@ -181,7 +200,10 @@ pub fn check(env: &CniEnv, conf: &NetConf, allocator: &mut Allocator) -> Result<
 pub fn gc(conf: &NetConf, allocator: &mut Allocator) -> Result<(), CniError> {
     conf.cni_version.require("GC", "1.1.0")?;
     let keep = conf.valid_attachments.as_deref().ok_or_else(|| {
-        CniError::new(Code::InvalidConfig, "cni.dev/valid-attachments: missing; GC needs the attachments to keep")
+        CniError::new(
+            Code::InvalidConfig,
+            "cni.dev/valid-attachments: missing; GC needs the attachments to keep",
+        )
     })?;
     let freed = allocator.collect_garbage(&conf.ipam.network_config(), keep)?;
     for held in &freed {
@@ -198,7 +220,8 @@ pub fn status(conf: &NetConf) -> Result<(), CniError> {
         if e.code == Code::InvalidConfig as u32 {
             e
         } else {
-            CniError::new(Code::PluginNotAvailable, format!("store not usable: {}", e.msg)).with_details(e.details)
+            CniError::new(Code::PluginNotAvailable, format!("store not usable: {}", e.msg))
+                .with_details(e.details)
         }
     };
     let mut allocator = open(conf).map_err(unavailable)?;

@@ -39,10 +39,14 @@ pub struct NetConf {
 impl NetConf {
     /// Parses stdin's network config; `flat_files` are the default flat-file locations.
     pub fn parse(text: &str, flat_files: &[&str]) -> Result<Self, CniError> {
-        let document: Value = serde_json::from_str(text)
-            .map_err(|e| CniError::new(Code::Decode, format!("network config on stdin is not valid JSON: {e}")))?;
+        let document: Value = serde_json::from_str(text).map_err(|e| {
+            CniError::new(Code::Decode, format!("network config on stdin is not valid JSON: {e}"))
+        })?;
         let Value::Object(mut object) = document else {
-            return Err(CniError::new(Code::Decode, "network config on stdin: expected a JSON object"));
+            return Err(CniError::new(
+                Code::Decode,
+                "network config on stdin: expected a JSON object",
+            ));
         };
         let cni_version = match object.get("cniVersion") {
             // The spec's decoders treat a config without a version as 0.1.0.
@@ -55,14 +59,24 @@ impl NetConf {
             Some(Value::String(name)) => name.clone(),
             Some(_) => return Err(invalid("name: must be a string")),
         };
-        let mut ipam = object.remove("ipam").ok_or_else(|| invalid("ipam: missing; the network config needs an \"ipam\" object"))?;
+        let mut ipam = object
+            .remove("ipam")
+            .ok_or_else(|| invalid("ipam: missing; the network config needs an \"ipam\" object"))?;
         if !ipam.is_object() {
             return Err(invalid("ipam: must be an object"));
         }
         match ipam.get("type").and_then(Value::as_str) {
             Some(kind) if PLUGIN_TYPES.contains(&kind) => {}
-            Some(kind) => return Err(invalid(format!("ipam.type: {kind:?} is not this plugin (expected \"hereabouts\" or \"whereabouts\")"))),
-            None => return Err(invalid("ipam.type: missing (expected \"hereabouts\" or \"whereabouts\")")),
+            Some(kind) => {
+                return Err(invalid(format!(
+                    "ipam.type: {kind:?} is not this plugin (expected \"hereabouts\" or \"whereabouts\")"
+                )));
+            }
+            None => {
+                return Err(invalid(
+                    "ipam.type: missing (expected \"hereabouts\" or \"whereabouts\")",
+                ));
+            }
         }
         let flat_file = config::merge_flat_file(&mut ipam, flat_files).map_err(|e| match e {
             config::FlatFileError::Unreadable(..) => CniError::new(Code::Io, e.to_string()),
@@ -71,7 +85,10 @@ impl NetConf {
         let ipam = IpamConfig::from_value(&ipam).map_err(invalid)?;
         let statics = Statics::from_ipam(&ipam)?;
 
-        let mut requested = string_list(object.get("runtimeConfig").and_then(|r| r.get("ips")), "runtimeConfig.ips")?;
+        let mut requested = string_list(
+            object.get("runtimeConfig").and_then(|r| r.get("ips")),
+            "runtimeConfig.ips",
+        )?;
         let args_ips = object.get("args").and_then(|a| a.get("cni")).and_then(|c| c.get("ips"));
         requested.extend(string_list(args_ips, "args.cni.ips")?);
 
@@ -96,7 +113,9 @@ impl NetConf {
 pub fn error_version(text: &str) -> &'static str {
     serde_json::from_str::<Value>(text)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).and_then(|v| CniVersion::parse(v).ok()))
+        .and_then(|v| {
+            v.get("cniVersion").and_then(Value::as_str).and_then(|v| CniVersion::parse(v).ok())
+        })
         .map(CniVersion::as_str)
         .unwrap_or(super::version::LATEST)
 }
@@ -112,7 +131,9 @@ fn string_list(value: Option<&Value>, field: &str) -> Result<Vec<String>, CniErr
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                item.as_str().map(String::from).ok_or_else(|| invalid(format!("{field}[{i}]: must be an address string")))
+                item.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| invalid(format!("{field}[{i}]: must be an address string")))
             })
             .collect(),
         Some(_) => Err(invalid(format!("{field}: must be a list of addresses"))),
@@ -133,7 +154,11 @@ fn attachments(value: &Value) -> Result<Vec<Owner>, CniError> {
                     .map(String::from)
                     .ok_or_else(|| invalid(format!("{FIELD}[{i}].{key}: missing or not a string")))
             };
-            Ok(Owner { container_id: text("containerID")?, ifname: text("ifname")?, podref: String::new() })
+            Ok(Owner {
+                container_id: text("containerID")?,
+                ifname: text("ifname")?,
+                podref: String::new(),
+            })
         })
         .collect()
 }
@@ -168,10 +193,26 @@ mod tests {
             (r#"{"cniVersion": "3.0.0", "ipam": {}}"#, 1, "cniVersion: \"3.0.0\""),
             (r#"{"cniVersion": 1, "ipam": {}}"#, 7, "cniVersion:"),
             (r#"{"cniVersion": "1.0.0"}"#, 7, "ipam: missing"),
-            (r#"{"cniVersion": "1.0.0", "ipam": {"type": "host-local"}}"#, 7, "ipam.type: \"host-local\""),
-            (r#"{"cniVersion": "1.0.0", "ipam": {"type": "hereabouts", "range": 5}}"#, 7, "ipam.range:"),
-            (r#"{"cniVersion": "1.0.0", "ipam": {"type": "hereabouts"}, "runtimeConfig": {"ips": [1]}}"#, 7, "runtimeConfig.ips[0]:"),
-            (r#"{"cniVersion": "1.1.0", "ipam": {"type": "hereabouts"}, "cni.dev/valid-attachments": [{"containerID": "c"}]}"#, 7, "cni.dev/valid-attachments[0].ifname:"),
+            (
+                r#"{"cniVersion": "1.0.0", "ipam": {"type": "host-local"}}"#,
+                7,
+                "ipam.type: \"host-local\"",
+            ),
+            (
+                r#"{"cniVersion": "1.0.0", "ipam": {"type": "hereabouts", "range": 5}}"#,
+                7,
+                "ipam.range:",
+            ),
+            (
+                r#"{"cniVersion": "1.0.0", "ipam": {"type": "hereabouts"}, "runtimeConfig": {"ips": [1]}}"#,
+                7,
+                "runtimeConfig.ips[0]:",
+            ),
+            (
+                r#"{"cniVersion": "1.1.0", "ipam": {"type": "hereabouts"}, "cni.dev/valid-attachments": [{"containerID": "c"}]}"#,
+                7,
+                "cni.dev/valid-attachments[0].ifname:",
+            ),
         ];
         for (text, code, start) in cases {
             let error = parse(text).unwrap_err();

@@ -35,32 +35,46 @@ pub struct Statics {
 
 impl Statics {
     pub fn from_ipam(ipam: &IpamConfig) -> Result<Self, CniError> {
-        let gateway = match ipam.gateway.as_deref().filter(|g| !g.is_empty()) {
-            None => None,
-            Some(text) => Some(parse_ip(text).ok_or_else(|| invalid(format!("ipam.gateway: {text:?} is not an IP address")))?),
-        };
+        let gateway =
+            match ipam.gateway.as_deref().filter(|g| !g.is_empty()) {
+                None => None,
+                Some(text) => Some(parse_ip(text).ok_or_else(|| {
+                    invalid(format!("ipam.gateway: {text:?} is not an IP address"))
+                })?),
+            };
         let routes = match &ipam.routes {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(routes)) => {
                 for (i, route) in routes.iter().enumerate() {
                     let field = format!("ipam.routes[{i}]");
                     let dst = route.get("dst").and_then(Value::as_str);
-                    let dst = dst.ok_or_else(|| invalid(format!("{field}.dst: missing; a route needs a destination CIDR")))?;
-                    parse_cidr(dst).ok_or_else(|| invalid(format!("{field}.dst: {dst:?} is not a CIDR")))?;
+                    let dst = dst.ok_or_else(|| {
+                        invalid(format!("{field}.dst: missing; a route needs a destination CIDR"))
+                    })?;
+                    parse_cidr(dst)
+                        .ok_or_else(|| invalid(format!("{field}.dst: {dst:?} is not a CIDR")))?;
                     if let Some(gw) = route.get("gw").filter(|g| !g.is_null()) {
-                        gw.as_str()
-                            .and_then(parse_ip)
-                            .ok_or_else(|| invalid(format!("{field}.gw: {gw} is not an IP address")))?;
+                        gw.as_str().and_then(parse_ip).ok_or_else(|| {
+                            invalid(format!("{field}.gw: {gw} is not an IP address"))
+                        })?;
                     }
                 }
                 routes.clone()
             }
-            Some(_) => return Err(invalid("ipam.routes: must be a list of {\"dst\": CIDR, \"gw\": address}")),
+            Some(_) => {
+                return Err(invalid(
+                    "ipam.routes: must be a list of {\"dst\": CIDR, \"gw\": address}",
+                ));
+            }
         };
         let dns = match &ipam.dns {
             None | Some(Value::Null) => None,
             Some(dns @ Value::Object(_)) => Some(dns.clone()),
-            Some(_) => return Err(invalid("ipam.dns: must be an object (nameservers, domain, search, options)")),
+            Some(_) => {
+                return Err(invalid(
+                    "ipam.dns: must be an object (nameservers, domain, search, options)",
+                ));
+            }
         };
         let addresses = match &ipam.addresses {
             None | Some(Value::Null) => Vec::new(),
@@ -70,19 +84,32 @@ impl Statics {
                 .map(|(i, item)| {
                     let field = format!("ipam.addresses[{i}]");
                     let address = item.get("address").and_then(Value::as_str);
-                    let address = address.ok_or_else(|| invalid(format!("{field}.address: missing; expected a CIDR")))?;
-                    let ip = parse_cidr(address).ok_or_else(|| invalid(format!("{field}.address: {address:?} is not a CIDR")))?;
+                    let address = address.ok_or_else(|| {
+                        invalid(format!("{field}.address: missing; expected a CIDR"))
+                    })?;
+                    let ip = parse_cidr(address).ok_or_else(|| {
+                        invalid(format!("{field}.address: {address:?} is not a CIDR"))
+                    })?;
                     let gateway = match item.get("gateway").filter(|g| !g.is_null()) {
                         None => None,
                         Some(gw) => {
                             let text = gw.as_str().filter(|g| parse_ip(g).is_some());
-                            Some(text.ok_or_else(|| invalid(format!("{field}.gateway: {gw} is not an IP address")))?.to_string())
+                            Some(
+                                text.ok_or_else(|| {
+                                    invalid(format!("{field}.gateway: {gw} is not an IP address"))
+                                })?
+                                .to_string(),
+                            )
                         }
                     };
                     Ok(IpEntry { address: address.to_string(), gateway, v6: ip.is_ipv6() })
                 })
                 .collect::<Result<_, CniError>>()?,
-            Some(_) => return Err(invalid("ipam.addresses: must be a list of {\"address\": CIDR, \"gateway\": address}")),
+            Some(_) => {
+                return Err(invalid(
+                    "ipam.addresses: must be a list of {\"address\": CIDR, \"gateway\": address}",
+                ));
+            }
         };
         Ok(Self { routes, dns, addresses, gateway })
     }
@@ -116,7 +143,9 @@ pub fn render(version: CniVersion, leases: &[Lease], statics: &Statics) -> Value
                 let routes: Vec<&Value> = statics
                     .routes
                     .iter()
-                    .filter(|r| r.get("dst").and_then(Value::as_str).is_some_and(|d| d.contains(':') == v6))
+                    .filter(|r| {
+                        r.get("dst").and_then(Value::as_str).is_some_and(|d| d.contains(':') == v6)
+                    })
                     .collect();
                 if !routes.is_empty() {
                     entry.insert("routes".into(), json!(routes));
@@ -154,8 +183,14 @@ pub fn render(version: CniVersion, leases: &[Lease], statics: &Statics) -> Value
 /// The addresses (without prefix) a previous result reports, for CHECK. Reads the `ips` list
 /// of 0.3.0 and later and the `ip4`/`ip6` objects of older results.
 pub fn addresses_in(result: &Value) -> Vec<IpAddr> {
-    let from_ips = result.get("ips").and_then(Value::as_array).into_iter().flatten().filter_map(|ip| ip.get("address"));
-    let legacy = ["ip4", "ip6"].into_iter().filter_map(|k| result.get(k)).filter_map(|ip| ip.get("ip"));
+    let from_ips = result
+        .get("ips")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.get("address"));
+    let legacy =
+        ["ip4", "ip6"].into_iter().filter_map(|k| result.get(k)).filter_map(|ip| ip.get("ip"));
     from_ips.chain(legacy).filter_map(Value::as_str).filter_map(parse_cidr).collect()
 }
 
@@ -181,7 +216,12 @@ mod tests {
     use super::*;
 
     fn lease(address: &str, cidr: &str) -> Lease {
-        Lease { address: address.into(), cidr: cidr.into(), field: "range".into(), range: String::new() }
+        Lease {
+            address: address.into(),
+            cidr: cidr.into(),
+            field: "range".into(),
+            range: String::new(),
+        }
     }
 
     fn statics(ipam: Value) -> Result<Statics, CniError> {
@@ -201,11 +241,14 @@ mod tests {
         let v = |s: &str| CniVersion::parse(s).unwrap();
 
         let current = render(v("1.0.0"), &leases, &s);
-        assert_eq!(current["ips"], json!([
-            {"address": "10.0.0.2/24", "gateway": "10.0.0.1"},
-            {"address": "fd00::2/64"},
-            {"address": "192.168.9.9/24", "gateway": "192.168.9.1"}
-        ]));
+        assert_eq!(
+            current["ips"],
+            json!([
+                {"address": "10.0.0.2/24", "gateway": "10.0.0.1"},
+                {"address": "fd00::2/64"},
+                {"address": "192.168.9.9/24", "gateway": "192.168.9.1"}
+            ])
+        );
         assert_eq!(current["routes"][1]["gw"], "fd00::1");
         assert_eq!(current["dns"]["nameservers"][0], "10.0.0.53");
 
@@ -215,7 +258,10 @@ mod tests {
         assert_eq!(versioned["ips"][1]["version"], "6");
 
         let legacy = render(v("0.2.0"), &leases, &s);
-        assert_eq!(legacy["ip4"], json!({"ip": "10.0.0.2/24", "gateway": "10.0.0.1", "routes": [{"dst": "0.0.0.0/0"}]}));
+        assert_eq!(
+            legacy["ip4"],
+            json!({"ip": "10.0.0.2/24", "gateway": "10.0.0.1", "routes": [{"dst": "0.0.0.0/0"}]})
+        );
         assert_eq!(legacy["ip6"]["ip"], "fd00::2/64");
         assert!(legacy.get("ips").is_none());
     }
@@ -226,8 +272,14 @@ mod tests {
             (json!({"routes": [{"gw": "10.0.0.1"}]}), "ipam.routes[0].dst: missing"),
             (json!({"routes": [{"dst": "10.0.0.0/33"}]}), "ipam.routes[0].dst: \"10.0.0.0/33\""),
             (json!({"routes": {"dst": "x"}}), "ipam.routes: must be a list"),
-            (json!({"addresses": [{"address": "10.0.0.5"}]}), "ipam.addresses[0].address: \"10.0.0.5\" is not a CIDR"),
-            (json!({"addresses": [{"address": "10.0.0.5/24", "gateway": "x"}]}), "ipam.addresses[0].gateway:"),
+            (
+                json!({"addresses": [{"address": "10.0.0.5"}]}),
+                "ipam.addresses[0].address: \"10.0.0.5\" is not a CIDR",
+            ),
+            (
+                json!({"addresses": [{"address": "10.0.0.5/24", "gateway": "x"}]}),
+                "ipam.addresses[0].gateway:",
+            ),
             (json!({"dns": ["8.8.8.8"]}), "ipam.dns: must be an object"),
             (json!({"gateway": "10.0.0"}), "ipam.gateway: \"10.0.0\""),
         ];
@@ -240,7 +292,9 @@ mod tests {
 
     #[test]
     fn check_reads_addresses_of_every_layout() {
-        let ips = addresses_in(&json!({"ips": [{"address": "10.0.0.2/24"}], "ip6": {"ip": "fd00::2/64"}}));
+        let ips = addresses_in(
+            &json!({"ips": [{"address": "10.0.0.2/24"}], "ip6": {"ip": "fd00::2/64"}}),
+        );
         assert_eq!(ips, vec!["10.0.0.2".parse::<IpAddr>().unwrap(), "fd00::2".parse().unwrap()]);
     }
 }

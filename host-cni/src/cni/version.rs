@@ -33,7 +33,10 @@ impl CniVersion {
         SUPPORTED.iter().find(|v| **v == text).map(|v| CniVersion(v)).ok_or_else(|| {
             CniError::new(
                 Code::IncompatibleVersion,
-                format!("cniVersion: {text:?} is not supported; supported versions: {}", SUPPORTED.join(", ")),
+                format!(
+                    "cniVersion: {text:?} is not supported; supported versions: {}",
+                    SUPPORTED.join(", ")
+                ),
             )
         })
     }
@@ -63,7 +66,10 @@ impl CniVersion {
         }
         Err(CniError::new(
             Code::IncompatibleVersion,
-            format!("cniVersion: {verb} needs cniVersion {since} or later, the config has {}", self.0),
+            format!(
+                "cniVersion: {verb} needs cniVersion {since} or later, the config has {}",
+                self.0
+            ),
         ))
     }
 }

@@ -91,7 +91,11 @@ impl Report {
 }
 
 /// Checks `paths`; `Err` when it could not run (a path that does not exist, the component).
-pub fn run(paths: &[PathBuf], settings: &Settings, allocator: &mut Allocator) -> Result<Report, String> {
+pub fn run(
+    paths: &[PathBuf],
+    settings: &Settings,
+    allocator: &mut Allocator,
+) -> Result<Report, String> {
     let files = sources::collect_files(paths)?;
     let loaded = sources::load(&files)?;
     let mut findings = loaded.findings;
@@ -103,7 +107,9 @@ pub fn run(paths: &[PathBuf], settings: &Settings, allocator: &mut Allocator) ->
             (f.level != Level::Off).then_some(f)
         })
         .collect();
-    findings.sort_by(|a, b| (&a.file, a.spot, &a.rule, &a.message).cmp(&(&b.file, b.spot, &b.rule, &b.message)));
+    findings.sort_by(|a, b| {
+        (&a.file, a.spot, &a.rule, &a.message).cmp(&(&b.file, b.spot, &b.rule, &b.message))
+    });
     Ok(Report { files: loaded.files, networks: loaded.sites.len(), findings })
 }
 

@@ -19,8 +19,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 
 use crate::commands::reconcile::Freed;
 use crate::error::CniError;
@@ -57,18 +57,25 @@ fn podref(pod: &Pod) -> Option<String> {
 }
 
 pub fn run(args: &ControllerArgs) -> Result<(), CniError> {
-    let timeouts = Timeouts { request: Duration::from_secs(60), total: Duration::from_secs(60), ..Timeouts::default() };
-    let store = KubeStore::connect(args.kubeconfig.as_deref(), timeouts).map_err(|e| CniError::from(&e))?;
+    let timeouts = Timeouts {
+        request: Duration::from_secs(60),
+        total: Duration::from_secs(60),
+        ..Timeouts::default()
+    };
+    let store =
+        KubeStore::connect(args.kubeconfig.as_deref(), timeouts).map_err(|e| CniError::from(&e))?;
     // A watch is a long poll (the watcher asks for 290 s): its reads may idle that long.
     let watch_timeouts = Timeouts { request: Duration::from_secs(330), ..timeouts };
-    let watch_store = KubeStore::connect(args.kubeconfig.as_deref(), watch_timeouts).map_err(|e| CniError::from(&e))?;
+    let watch_store = KubeStore::connect(args.kubeconfig.as_deref(), watch_timeouts)
+        .map_err(|e| CniError::from(&e))?;
     let mut allocator = Allocator::new(Box::new(store.clone()))?;
 
     let (gone, pods_gone) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         let api: Api<Pod> = Api::all(watch_store.client().clone());
         watch_store.run(async move {
-            let mut events = Box::pin(watcher::watcher(api, watcher::Config::default()).default_backoff());
+            let mut events =
+                Box::pin(watcher::watcher(api, watcher::Config::default()).default_backoff());
             while let Some(event) = events.next().await {
                 let pod = match event {
                     Ok(Event::Delete(pod)) => pod,
@@ -93,7 +100,8 @@ pub fn run(args: &ControllerArgs) -> Result<(), CniError> {
     let grace = Duration::from_secs(args.grace_seconds);
     let mut due: std::collections::VecDeque<(std::time::Instant, String)> = Default::default();
     loop {
-        let wait = due.front().map(|(at, _)| at.saturating_duration_since(std::time::Instant::now()));
+        let wait =
+            due.front().map(|(at, _)| at.saturating_duration_since(std::time::Instant::now()));
         let received = match wait {
             Some(wait) => pods_gone.recv_timeout(wait),
             None => pods_gone.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
@@ -110,11 +118,20 @@ pub fn run(args: &ControllerArgs) -> Result<(), CniError> {
                     for f in freed {
                         println!(
                             "freed {} ({} {}, pod {}, container {} {}): {}",
-                            f.address, f.kind, f.object, f.podref, f.container_id, f.ifname, f.reason
+                            f.address,
+                            f.kind,
+                            f.object,
+                            f.podref,
+                            f.container_id,
+                            f.ifname,
+                            f.reason
                         );
                     }
                 }
-                Err(e) => eprintln!("hereabouts controller: freeing {podref}: {} (code {})", e.msg, e.code),
+                Err(e) => eprintln!(
+                    "hereabouts controller: freeing {podref}: {} (code {})",
+                    e.msg, e.code
+                ),
             }
         }
     }
@@ -122,7 +139,11 @@ pub fn run(args: &ControllerArgs) -> Result<(), CniError> {
 }
 
 /// Frees every allocation of `podref` if the pod is really gone.
-pub fn free_pod(store: &KubeStore, allocator: &mut Allocator, podref: &str) -> Result<Vec<Freed>, CniError> {
+pub fn free_pod(
+    store: &KubeStore,
+    allocator: &mut Allocator,
+    podref: &str,
+) -> Result<Vec<Freed>, CniError> {
     let Some((namespace, name)) = pods::split_podref(podref) else { return Ok(Vec::new()) };
     store.restart_budget();
     let current = store.get_pod(namespace, name).map_err(|e| CniError::from(&e))?;

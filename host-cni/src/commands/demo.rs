@@ -48,7 +48,9 @@ struct Call {
 
 pub fn exec(args: &DemoArgs) -> i32 {
     let temporary = args.data_dir.is_none();
-    let dir = args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("hereabouts-demo-{}", std::process::id())));
+    let dir = args.data_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("hereabouts-demo-{}", std::process::id()))
+    });
     let code = match demo(args, &dir) {
         Ok(()) => 0,
         Err(message) => {
@@ -64,7 +66,9 @@ pub fn exec(args: &DemoArgs) -> i32 {
 
 fn demo(args: &DemoArgs, dir: &Path) -> Result<(), String> {
     let ipam = json!({"type": "hereabouts", "range": args.range, "data_dir": dir});
-    let config = json!({"cniVersion": args.cni_version, "name": "demo", "type": "bridge", "ipam": ipam}).to_string();
+    let config =
+        json!({"cniVersion": args.cni_version, "name": "demo", "type": "bridge", "ipam": ipam})
+            .to_string();
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
     let cache = crate::cni::cache_dir_for(dir);
     // Compile the component into the store's cache once, as the first real call on a node would.
@@ -72,36 +76,60 @@ fn demo(args: &DemoArgs, dir: &Path) -> Result<(), String> {
 
     println!("store: {} (network config on stdin of every call below)", dir.display());
     println!("{config}\n");
-    println!("{} containers call ADD at the same time, each a fresh `hereabouts` process:\n", args.count);
+    println!(
+        "{} containers call ADD at the same time, each a fresh `hereabouts` process:\n",
+        args.count
+    );
     let adds = call_all(&exe, "ADD", &config, args.count);
     let mut rows = Vec::new();
     let mut failures = 0;
     for call in &adds {
         let result: Option<Value> = serde_json::from_str(&call.stdout).ok();
-        let address = result.as_ref().and_then(|r| r["ips"][0]["address"].as_str().or(r["ip4"]["ip"].as_str()));
+        let address = result
+            .as_ref()
+            .and_then(|r| r["ips"][0]["address"].as_str().or(r["ip4"]["ip"].as_str()));
         match (call.status, address) {
             (Some(0), Some(address)) => rows.push((address.to_string(), call)),
             _ => {
                 failures += 1;
-                println!("  {}  FAILED  {} {}", call.container, call.stdout.trim(), call.stderr.trim());
+                println!(
+                    "  {}  FAILED  {} {}",
+                    call.container,
+                    call.stdout.trim(),
+                    call.stderr.trim()
+                );
             }
         }
     }
-    rows.sort_by_key(|(address, _)| address.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()));
+    rows.sort_by_key(|(address, _)| {
+        address.split('/').next().and_then(|a| a.parse::<IpAddr>().ok())
+    });
     println!("  {:<14} {:<16} {:<20} {:>8}", "CONTAINER", "POD", "ADDRESS", "TIME");
     for (address, call) in &rows {
         let pod = format!("demo/{}", call.container.replace("ctr", "pod"));
-        println!("  {:<14} {:<16} {:<20} {:>5.1} ms", call.container, pod, address, call.elapsed.as_secs_f64() * 1e3);
+        println!(
+            "  {:<14} {:<16} {:<20} {:>5.1} ms",
+            call.container,
+            pod,
+            address,
+            call.elapsed.as_secs_f64() * 1e3
+        );
     }
     let mut distinct: Vec<&String> = rows.iter().map(|(a, _)| a).collect();
     distinct.sort();
     distinct.dedup();
-    println!("\n{} of {} ADDs succeeded; {} distinct addresses.", rows.len(), args.count, distinct.len());
+    println!(
+        "\n{} of {} ADDs succeeded; {} distinct addresses.",
+        rows.len(),
+        args.count,
+        distinct.len()
+    );
 
     let network = IpamConfig::from_value(&ipam).map_err(|e| e.to_string())?.network_config();
     let held = |what: &str| -> Result<usize, String> {
         let store = LocalStore::open(dir).map_err(|e| crate::runtime::describe_store_error(&e))?;
-        let mut allocator = Allocator::with_cache(Box::new(store), Some(&cache)).map_err(|e| e.to_string())?;
+        let mut allocator =
+            Allocator::with_cache(Box::new(store), Some(&cache)).map_err(|e| e.to_string())?;
         let leases = allocator.list_leases(&network).map_err(|e| e.to_string())?;
         println!("The store {what} {} allocations.", leases.len());
         Ok(leases.len())
@@ -114,7 +142,12 @@ fn demo(args: &DemoArgs, dir: &Path) -> Result<(), String> {
         let dels = call_all(&exe, "DEL", &config, args.count);
         for call in dels.iter().filter(|c| c.status != Some(0)) {
             failures += 1;
-            println!("  {}  DEL FAILED  {} {}", call.container, call.stdout.trim(), call.stderr.trim());
+            println!(
+                "  {}  DEL FAILED  {} {}",
+                call.container,
+                call.stdout.trim(),
+                call.stderr.trim()
+            );
         }
         if held("now holds")? != 0 {
             failures += 1;
@@ -163,6 +196,12 @@ fn call(exe: &Path, command: &str, config: &str, container: &str) -> Call {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         },
-        Err(e) => Call { container: container.to_string(), elapsed, status: None, stdout: String::new(), stderr: e.to_string() },
+        Err(e) => Call {
+            container: container.to_string(),
+            elapsed,
+            status: None,
+            stdout: String::new(),
+            stderr: e.to_string(),
+        },
     }
 }

@@ -75,17 +75,24 @@ fn install(args: &InstallArgs) -> Result<(), String> {
     let server = match &args.server {
         Some(server) => server.clone(),
         None => {
-            let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| "KUBERNETES_SERVICE_HOST is not set; pass --server")?;
+            let host = std::env::var("KUBERNETES_SERVICE_HOST")
+                .map_err(|_| "KUBERNETES_SERVICE_HOST is not set; pass --server")?;
             let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
             // An IPv6 service address needs brackets in a URL.
-            if host.contains(':') { format!("https://[{host}]:{port}") } else { format!("https://{host}:{port}") }
+            if host.contains(':') {
+                format!("https://[{host}]:{port}")
+            } else {
+                format!("https://{host}:{port}")
+            }
         }
     };
     let namespace = match &args.namespace {
         Some(ns) => ns.clone(),
         None => match std::env::var("WHEREABOUTS_NAMESPACE") {
             Ok(ns) if !ns.is_empty() => ns,
-            _ => String::from_utf8_lossy(&read(&args.service_account_dir.join("namespace"))?).trim().to_string(),
+            _ => String::from_utf8_lossy(&read(&args.service_account_dir.join("namespace"))?)
+                .trim()
+                .to_string(),
         },
     };
     let kubeconfig = format!(
@@ -102,7 +109,11 @@ fn install(args: &InstallArgs) -> Result<(), String> {
         "datastore": "kubernetes",
         "kubernetes": {"kubeconfig": host_dir.join("whereabouts.kubeconfig")},
     });
-    write_atomically(&dir.join("whereabouts.conf"), serde_json::to_string_pretty(&flat).unwrap().as_bytes(), 0o644)?;
+    write_atomically(
+        &dir.join("whereabouts.conf"),
+        serde_json::to_string_pretty(&flat).unwrap().as_bytes(),
+        0o644,
+    )?;
     eprintln!(
         "hereabouts install: {} and whereabouts in {}; flat file and kubeconfig in {} (namespace {namespace})",
         "hereabouts",
@@ -131,7 +142,12 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> 
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.hereabouts-tmp", path.file_name().unwrap().to_string_lossy()));
     let result = (|| {
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)

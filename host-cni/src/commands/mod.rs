@@ -3,8 +3,8 @@
 pub mod check;
 pub mod component;
 pub mod controller;
-pub mod demo;
 pub mod crds;
+pub mod demo;
 pub mod install;
 pub mod plan;
 pub mod reconcile;

@@ -57,27 +57,39 @@ impl From<RangeReport> for RangeOut {
 
 /// Parses a plan document and runs it through the component.
 pub fn plan_document(text: &str) -> Result<Vec<RangeOut>, CniError> {
-    let document: Value =
-        serde_json::from_str(text).map_err(|e| CniError::new(Code::Decode, format!("input is not valid JSON: {e}")))?;
+    let document: Value = serde_json::from_str(text)
+        .map_err(|e| CniError::new(Code::Decode, format!("input is not valid JSON: {e}")))?;
     let Some(object) = document.as_object() else {
-        return Err(CniError::new(Code::InvalidConfig, "input: expected an object with \"ipam\" and \"allocated\""));
+        return Err(CniError::new(
+            Code::InvalidConfig,
+            "input: expected an object with \"ipam\" and \"allocated\"",
+        ));
     };
-    let ipam = object
-        .get("ipam")
-        .ok_or_else(|| CniError::new(Code::InvalidConfig, "ipam: missing (the ipam section of a CNI config)"))?;
-    let config = IpamConfig::from_value(ipam).map_err(|msg| CniError::new(Code::InvalidConfig, msg))?;
+    let ipam = object.get("ipam").ok_or_else(|| {
+        CniError::new(Code::InvalidConfig, "ipam: missing (the ipam section of a CNI config)")
+    })?;
+    let config =
+        IpamConfig::from_value(ipam).map_err(|msg| CniError::new(Code::InvalidConfig, msg))?;
     let allocated = match object.get("allocated") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                item.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| CniError::new(Code::InvalidConfig, format!("allocated[{i}]: must be an address string")))
+                item.as_str().map(str::to_string).ok_or_else(|| {
+                    CniError::new(
+                        Code::InvalidConfig,
+                        format!("allocated[{i}]: must be an address string"),
+                    )
+                })
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(CniError::new(Code::InvalidConfig, "allocated: must be a list of addresses")),
+        Some(_) => {
+            return Err(CniError::new(
+                Code::InvalidConfig,
+                "allocated: must be a list of addresses",
+            ));
+        }
     };
     let mut allocator = Allocator::new(Box::new(NoStore))?;
     let request = PlanRequest { network: config.network_config(), allocated, preview: 1 };
@@ -107,7 +119,14 @@ pub fn render_text(ranges: &[RangeOut]) -> String {
         }
     }
     let line = |cells: &[String]| {
-        cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
     };
     let mut out = line(&header.map(String::from));
     for row in &rows {
@@ -125,7 +144,10 @@ pub fn exec(args: &PlanArgs) -> i32 {
             .map_err(|e| CniError::new(Code::Io, format!("--config {}: {e}", path.display()))),
         None => {
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).map(|_| text).map_err(|e| CniError::new(Code::Io, format!("stdin: {e}")))
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map(|_| text)
+                .map_err(|e| CniError::new(Code::Io, format!("stdin: {e}")))
         }
     };
     match text.and_then(|text| plan_document(&text)) {

@@ -95,7 +95,8 @@ pub fn run(args: &ReconcileArgs) -> Result<Report, CniError> {
         total: std::time::Duration::from_secs(300),
         ..Timeouts::default()
     };
-    let store = KubeStore::connect(args.kubeconfig.as_deref(), timeouts).map_err(|e| CniError::from(&e))?;
+    let store =
+        KubeStore::connect(args.kubeconfig.as_deref(), timeouts).map_err(|e| CniError::from(&e))?;
     reconcile(&store, args.dry_run)
 }
 
@@ -108,7 +109,8 @@ pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
         .map_err(|e| CniError::from(&e))?
         .into_iter()
         .filter_map(|pod| {
-            let key = format!("{}/{}", pod.metadata.namespace.as_deref()?, pod.metadata.name.as_deref()?);
+            let key =
+                format!("{}/{}", pod.metadata.namespace.as_deref()?, pod.metadata.name.as_deref()?);
             Some((key, pod))
         })
         .collect();
@@ -155,14 +157,20 @@ pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
         report.freed.iter().map(|f| (f.container_id.clone(), f.ifname.clone())).collect();
     for reservation in &reservations {
         let spec = &reservation.spec;
-        if spec.podref.is_empty() || released.contains(&(spec.containerid.clone(), spec.ifname.clone())) {
+        if spec.podref.is_empty()
+            || released.contains(&(spec.containerid.clone(), spec.ifname.clone()))
+        {
             continue;
         }
         report.checked += 1;
         let gone = match pods.get(&spec.podref) {
             None => Some("pod no longer exists"),
-            Some(pod) if pod.metadata.deletion_timestamp.is_none()
-                && matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) =>
+            Some(pod)
+                if pod.metadata.deletion_timestamp.is_none()
+                    && matches!(
+                        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                        Some("Succeeded" | "Failed")
+                    ) =>
             {
                 Some("pod has terminated")
             }
@@ -195,7 +203,12 @@ pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
 /// allocator to release an allocation in that pool.
 pub(crate) fn pool_network(range: &str, network_name: String) -> NetworkConfig {
     NetworkConfig {
-        range: Some(RangeConfig { range: range.to_string(), range_start: None, range_end: None, exclude: Vec::new() }),
+        range: Some(RangeConfig {
+            range: range.to_string(),
+            range_start: None,
+            range_end: None,
+            exclude: Vec::new(),
+        }),
         ip_ranges: Vec::new(),
         gateway: None,
         network_name,

@@ -35,8 +35,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn,
-    TxnOp, TxnOpResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue,
+    TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -86,19 +86,41 @@ impl EtcdConfig {
         }
         let prefix = match ipam.extra.get("etcd_prefix") {
             None | Some(Value::Null) => DEFAULT_PREFIX.to_string(),
-            Some(Value::String(p)) if !p.is_empty() => if p.ends_with('/') { p.clone() } else { format!("{p}/") },
-            Some(other) => return Err(format!("ipam.etcd_prefix: expected a non-empty string, found {other}")),
+            Some(Value::String(p)) if !p.is_empty() => {
+                if p.ends_with('/') {
+                    p.clone()
+                } else {
+                    format!("{p}/")
+                }
+            }
+            Some(other) => {
+                return Err(format!(
+                    "ipam.etcd_prefix: expected a non-empty string, found {other}"
+                ));
+            }
         };
         Ok(Self {
             endpoints,
             username: ipam.etcd_username.clone().filter(|u| !u.is_empty()),
             password: ipam.etcd_password.clone(),
-            ca_cert_file: ipam.etcd_ca_cert_file.clone().filter(|f| !f.is_empty()).map(PathBuf::from),
+            ca_cert_file: ipam
+                .etcd_ca_cert_file
+                .clone()
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from),
             cert_file: ipam.etcd_cert_file.clone().filter(|f| !f.is_empty()).map(PathBuf::from),
             key_file: ipam.etcd_key_file.clone().filter(|f| !f.is_empty()).map(PathBuf::from),
             prefix,
-            dial_timeout: parse_duration(ipam.extra.get("etcd_dial_timeout"), "etcd_dial_timeout", DEFAULT_DIAL_TIMEOUT)?,
-            request_timeout: parse_duration(ipam.extra.get("etcd_request_timeout"), "etcd_request_timeout", DEFAULT_REQUEST_TIMEOUT)?,
+            dial_timeout: parse_duration(
+                ipam.extra.get("etcd_dial_timeout"),
+                "etcd_dial_timeout",
+                DEFAULT_DIAL_TIMEOUT,
+            )?,
+            request_timeout: parse_duration(
+                ipam.extra.get("etcd_request_timeout"),
+                "etcd_request_timeout",
+                DEFAULT_REQUEST_TIMEOUT,
+            )?,
         })
     }
 }
@@ -108,7 +130,9 @@ impl EtcdConfig {
 fn parse_endpoints(value: Option<&Value>, tls: bool) -> Result<Vec<String>, String> {
     let mut raw = Vec::new();
     match value {
-        None | Some(Value::Null) => return Err("ipam.etcd_host: the etcd store needs at least one endpoint".into()),
+        None | Some(Value::Null) => {
+            return Err("ipam.etcd_host: the etcd store needs at least one endpoint".into());
+        }
         Some(Value::String(s)) => raw.extend(s.split(',').map(str::to_string)),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
@@ -118,19 +142,27 @@ fn parse_endpoints(value: Option<&Value>, tls: bool) -> Result<Vec<String>, Stri
                 raw.extend(s.split(',').map(str::to_string));
             }
         }
-        Some(other) => return Err(format!("ipam.etcd_host: expected a string or a list of strings, found {other}")),
+        Some(other) => {
+            return Err(format!(
+                "ipam.etcd_host: expected a string or a list of strings, found {other}"
+            ));
+        }
     }
     let mut endpoints = Vec::new();
     for endpoint in raw.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
         let url = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
             endpoint.to_string()
         } else if endpoint.contains("://") {
-            return Err(format!("ipam.etcd_host: {endpoint:?}: only http:// and https:// endpoints are supported"));
+            return Err(format!(
+                "ipam.etcd_host: {endpoint:?}: only http:// and https:// endpoints are supported"
+            ));
         } else {
             format!("{}://{endpoint}", if tls { "https" } else { "http" })
         };
         if tls && url.starts_with("http://") {
-            return Err(format!("ipam.etcd_host: {endpoint:?} is plain http, but TLS files are configured"));
+            return Err(format!(
+                "ipam.etcd_host: {endpoint:?} is plain http, but TLS files are configured"
+            ));
         }
         endpoints.push(url);
     }
@@ -142,7 +174,11 @@ fn parse_endpoints(value: Option<&Value>, tls: bool) -> Result<Vec<String>, Stri
 
 /// A duration key: seconds as a number, or a string with a unit (`500ms`, `2s`, `1m`).
 fn parse_duration(value: Option<&Value>, key: &str, default: Duration) -> Result<Duration, String> {
-    let bad = |what: &dyn std::fmt::Display| format!("ipam.{key}: {what}: expected seconds (e.g. 5) or a duration such as \"500ms\", \"5s\"");
+    let bad = |what: &dyn std::fmt::Display| {
+        format!(
+            "ipam.{key}: {what}: expected seconds (e.g. 5) or a duration such as \"500ms\", \"5s\""
+        )
+    };
     let seconds = match value {
         None | Some(Value::Null) => return Ok(default),
         Some(Value::Number(n)) => n.as_f64().ok_or_else(|| bad(n))?,
@@ -169,7 +205,8 @@ fn parse_duration(value: Option<&Value>, key: &str, default: Duration) -> Result
 
 /// Opens the etcd store for a CNI call: config errors are CNI 7, a dead etcd CNI 11.
 pub fn open(ipam: &IpamConfig) -> Result<EtcdStore, CniError> {
-    let config = EtcdConfig::from_ipam(ipam).map_err(|msg| CniError::new(Code::InvalidConfig, msg))?;
+    let config =
+        EtcdConfig::from_ipam(ipam).map_err(|msg| CniError::new(Code::InvalidConfig, msg))?;
     EtcdStore::connect(config).map_err(|e| match e {
         ConnectError::Config(msg) => CniError::new(Code::InvalidConfig, msg),
         ConnectError::Store(e) => CniError::from(&e),
@@ -213,7 +250,11 @@ struct Holder {
 
 impl Holder {
     fn of(owner: &Owner) -> Self {
-        Self { id: owner.container_id.clone(), ifname: owner.ifname.clone(), podref: owner.podref.clone() }
+        Self {
+            id: owner.container_id.clone(),
+            ifname: owner.ifname.clone(),
+            podref: owner.podref.clone(),
+        }
     }
     fn into_owner(self) -> Owner {
         Owner { container_id: self.id, ifname: self.ifname, podref: self.podref }
@@ -232,10 +273,12 @@ impl EtcdStore {
     /// Connects (lazily, as gRPC does) after checking that some endpoint accepts connections
     /// within the dial timeout; authenticates when a user is configured.
     pub fn connect(config: EtcdConfig) -> Result<Self, ConnectError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ConnectError::Store(StoreError::Failed(format!("cannot start the etcd client runtime: {e}"))))?;
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+                ConnectError::Store(StoreError::Failed(format!(
+                    "cannot start the etcd client runtime: {e}"
+                )))
+            })?;
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.dial_timeout)
             .with_timeout(config.request_timeout)
@@ -245,11 +288,17 @@ impl EtcdStore {
         }
         if let Some(ca) = &config.ca_cert_file {
             let read = |path: &PathBuf, key: &str| {
-                std::fs::read(path).map_err(|e| ConnectError::Config(format!("ipam.{key}: cannot read {}: {e}", path.display())))
+                std::fs::read(path).map_err(|e| {
+                    ConnectError::Config(format!("ipam.{key}: cannot read {}: {e}", path.display()))
+                })
             };
-            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca, "etcd_ca_cert_file")?));
+            let mut tls = TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(read(ca, "etcd_ca_cert_file")?));
             if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
-                tls = tls.identity(Identity::from_pem(read(cert, "etcd_cert_file")?, read(key, "etcd_key_file")?));
+                tls = tls.identity(Identity::from_pem(
+                    read(cert, "etcd_cert_file")?,
+                    read(key, "etcd_key_file")?,
+                ));
             }
             options = options.with_tls(tls);
         }
@@ -313,13 +362,20 @@ impl EtcdStore {
             let mut start = dir.as_bytes().to_vec();
             let mut revision = 0;
             loop {
-                let options = GetOptions::new().with_range(end.clone()).with_limit(PAGE).with_revision(revision);
+                let options = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_limit(PAGE)
+                    .with_revision(revision);
                 let mut kv = self.client.kv_client().max_decoding_message_size(64 << 20);
                 let key = start.clone();
-                let result = self.call(&format!("reading {dir}"), async move { kv.get(key, Some(options)).await });
+                let result = self.call(&format!("reading {dir}"), async move {
+                    kv.get(key, Some(options)).await
+                });
                 let mut response = match result {
                     // The revision we paginate at was compacted meanwhile: read again from the top.
-                    Err(StoreError::Unavailable(msg)) | Err(StoreError::Failed(msg)) if msg.contains("compacted") => {
+                    Err(StoreError::Unavailable(msg)) | Err(StoreError::Failed(msg))
+                        if msg.contains("compacted") =>
+                    {
                         continue 'restart;
                     }
                     other => other?,
@@ -339,7 +395,9 @@ impl EtcdStore {
                 }
             }
         }
-        Err(StoreError::Unavailable(format!("reading {dir}: etcd compacted the revision being read three times")))
+        Err(StoreError::Unavailable(format!(
+            "reading {dir}: etcd compacted the revision being read three times"
+        )))
     }
 
     /// What a pool occupies: allocation count and the bytes of their keys and values.
@@ -357,7 +415,12 @@ impl EtcdStore {
     }
 
     /// Applies one link of a write chain; returns the revision it produced, None when lost.
-    fn apply(&self, compare: Compare, ops: Vec<TxnOp>, what: &str) -> Result<Option<i64>, StoreError> {
+    fn apply(
+        &self,
+        compare: Compare,
+        ops: Vec<TxnOp>,
+        what: &str,
+    ) -> Result<Option<i64>, StoreError> {
         let txn = Txn::new().when(vec![compare]).and_then(ops);
         let mut kv = self.client.kv_client();
         let response = self.call(what, async move { kv.txn(txn).await })?;
@@ -391,7 +454,11 @@ impl Backend for EtcdStore {
                 let offset = std::str::from_utf8(offset)
                     .ok()
                     .filter(|o| is_canonical_offset(o))
-                    .ok_or_else(|| StoreError::Corrupt(format!("{key}: not an allocation key (the offset must be a decimal number)")))?;
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "{key}: not an allocation key (the offset must be a decimal number)"
+                        ))
+                    })?;
                 let holder: Holder = serde_json::from_slice(kv.value())
                     .map_err(|e| corrupt(&key, kv.value(), &format!("not an allocation: {e}")))?;
                 if holder.id.is_empty() {
@@ -399,7 +466,10 @@ impl Backend for EtcdStore {
                 }
                 slots.push(Slot { offset: offset.to_string(), owner: holder.into_owner() });
             } else {
-                return Err(StoreError::Corrupt(format!("{key}: unexpected key inside pool {:?}", pool.name)));
+                return Err(StoreError::Corrupt(format!(
+                    "{key}: unexpected key inside pool {:?}",
+                    pool.name
+                )));
             }
         }
         match version {
@@ -412,11 +482,19 @@ impl Backend for EtcdStore {
         }
     }
 
-    fn write_pool(&mut self, pool: &PoolRef, version: &str, edits: &[PoolEdit]) -> Result<(), StoreError> {
+    fn write_pool(
+        &mut self,
+        pool: &PoolRef,
+        version: &str,
+        edits: &[PoolEdit],
+    ) -> Result<(), StoreError> {
         let dir = self.pool_dir(&pool.name);
         let spec_key = format!("{dir}spec");
-        let spec = serde_json::to_string(&Spec { range: pool.range.clone(), network_name: pool.network_name.clone() })
-            .expect("serialisable");
+        let spec = serde_json::to_string(&Spec {
+            range: pool.range.clone(),
+            network_name: pool.network_name.clone(),
+        })
+        .expect("serialisable");
         // The last edit of an offset wins; etcd rejects a transaction touching a key twice.
         let mut last: std::collections::BTreeMap<&str, Option<&Owner>> = Default::default();
         for edit in edits {
@@ -425,7 +503,10 @@ impl Backend for EtcdStore {
                 PoolEdit::Free(offset) => (offset.as_str(), None),
             };
             if !is_canonical_offset(offset) {
-                return Err(StoreError::Failed(format!("pool {:?}: {offset:?} is not a decimal offset", pool.name)));
+                return Err(StoreError::Failed(format!(
+                    "pool {:?}: {offset:?} is not a decimal offset",
+                    pool.name
+                )));
             }
             last.insert(offset, owner);
         }
@@ -441,9 +522,12 @@ impl Backend for EtcdStore {
         let mut compare = if version.is_empty() {
             Compare::create_revision(spec_key.clone(), CompareOp::Equal, 0)
         } else {
-            let revision = version
-                .parse::<i64>()
-                .map_err(|_| StoreError::Failed(format!("pool {:?}: version {version:?} is not an etcd revision", pool.name)))?;
+            let revision = version.parse::<i64>().map_err(|_| {
+                StoreError::Failed(format!(
+                    "pool {:?}: version {version:?} is not an etcd revision",
+                    pool.name
+                ))
+            })?;
             Compare::mod_revision(spec_key.clone(), CompareOp::Equal, revision)
         };
         let mut ops = ops.into_iter().peekable();
@@ -469,7 +553,12 @@ impl Backend for EtcdStore {
         }
     }
 
-    fn reserve_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<Option<Owner>, StoreError> {
+    fn reserve_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<Option<Owner>, StoreError> {
         let key = self.reservation_key(network_name, address);
         let value = serde_json::to_string(&Holder::of(owner)).expect("serialisable");
         let txn = Txn::new()
@@ -496,12 +585,18 @@ impl Backend for EtcdStore {
         }
     }
 
-    fn release_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<(), StoreError> {
+    fn release_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<(), StoreError> {
         let key = self.reservation_key(network_name, address);
         for _ in 0..5 {
             let mut kv = self.client.kv_client();
             let k = key.clone();
-            let mut response = self.call(&format!("reading {key}"), async move { kv.get(k, None).await })?;
+            let mut response =
+                self.call(&format!("reading {key}"), async move { kv.get(k, None).await })?;
             let Some(current) = response.take_kvs().into_iter().next() else {
                 return Ok(());
             };
@@ -509,8 +604,16 @@ impl Backend for EtcdStore {
             if holder.container_id != owner.container_id || holder.ifname != owner.ifname {
                 return Ok(());
             }
-            let compare = Compare::mod_revision(key.clone(), CompareOp::Equal, current.mod_revision());
-            if self.apply(compare, vec![TxnOp::delete(key.clone(), None)], &format!("releasing {key}"))?.is_some() {
+            let compare =
+                Compare::mod_revision(key.clone(), CompareOp::Equal, current.mod_revision());
+            if self
+                .apply(
+                    compare,
+                    vec![TxnOp::delete(key.clone(), None)],
+                    &format!("releasing {key}"),
+                )?
+                .is_some()
+            {
                 return Ok(());
             }
         }
@@ -534,11 +637,12 @@ async fn probe_endpoints(endpoints: &[String], dial: Duration) -> Result<Vec<Str
         .iter()
         .map(|url| async move {
             let authority = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("");
-            let result = match tokio::time::timeout(dial, tokio::net::TcpStream::connect(authority)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("{authority}: {e}")),
-                Err(_) => Err(format!("{authority}: no connection within {dial:?}")),
-            };
+            let result =
+                match tokio::time::timeout(dial, tokio::net::TcpStream::connect(authority)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("{authority}: {e}")),
+                    Err(_) => Err(format!("{authority}: no connection within {dial:?}")),
+                };
             (url.clone(), result)
         })
         .collect();
@@ -560,7 +664,10 @@ async fn probe_endpoints(endpoints: &[String], dial: Duration) -> Result<Vec<Str
         if errors.is_empty() {
             errors.push(format!("no connection within {dial:?}"));
         }
-        return Err(StoreError::Unavailable(format!("cannot connect to any etcd endpoint ({})", errors.join("; "))));
+        return Err(StoreError::Unavailable(format!(
+            "cannot connect to any etcd endpoint ({})",
+            errors.join("; ")
+        )));
     }
     if !errors.is_empty() {
         tracing::debug!("etcd endpoints left out: {}", errors.join("; "));
@@ -591,7 +698,11 @@ fn classify(error: &etcd_client::Error, endpoints: &[String], what: &str) -> Sto
     }
     let at = endpoints.join(", ");
     let lower = text.to_lowercase();
-    if lower.contains("certificate") || lower.contains("handshake") || lower.contains("unknownissuer") || lower.contains("tls") {
+    if lower.contains("certificate")
+        || lower.contains("handshake")
+        || lower.contains("unknownissuer")
+        || lower.contains("tls")
+    {
         return StoreError::Failed(format!(
             "{what}: TLS with etcd at {at} failed (check etcd_ca_cert_file, etcd_cert_file, etcd_key_file): {text}"
         ));
@@ -610,16 +721,21 @@ fn classify(error: &etcd_client::Error, endpoints: &[String], what: &str) -> Sto
         const UNAUTHENTICATED: i32 = 16;
         let msg = status.message();
         return match status.code() as i32 {
-            UNAUTHENTICATED | PERMISSION_DENIED => {
-                StoreError::Failed(format!("{what}: etcd at {at} refused the credentials (etcd_username/etcd_password): {msg}"))
+            UNAUTHENTICATED | PERMISSION_DENIED => StoreError::Failed(format!(
+                "{what}: etcd at {at} refused the credentials (etcd_username/etcd_password): {msg}"
+            )),
+            INVALID_ARGUMENT
+                if msg.contains("authentication failed") || msg.contains("user name") =>
+            {
+                StoreError::Failed(format!(
+                    "{what}: etcd at {at} refused the credentials (etcd_username/etcd_password): {msg}"
+                ))
             }
-            INVALID_ARGUMENT if msg.contains("authentication failed") || msg.contains("user name") => {
-                StoreError::Failed(format!("{what}: etcd at {at} refused the credentials (etcd_username/etcd_password): {msg}"))
+            UNAVAILABLE | DEADLINE_EXCEEDED | RESOURCE_EXHAUSTED | ABORTED | CANCELLED
+            | UNKNOWN => StoreError::Unavailable(format!("{what}: etcd at {at}: {msg}")),
+            OUT_OF_RANGE => {
+                StoreError::Unavailable(format!("{what}: etcd at {at}: {msg} (compacted)"))
             }
-            UNAVAILABLE | DEADLINE_EXCEEDED | RESOURCE_EXHAUSTED | ABORTED | CANCELLED | UNKNOWN => {
-                StoreError::Unavailable(format!("{what}: etcd at {at}: {msg}"))
-            }
-            OUT_OF_RANGE => StoreError::Unavailable(format!("{what}: etcd at {at}: {msg} (compacted)")),
             _ => StoreError::Failed(format!("{what}: etcd at {at}: {:?}: {msg}", status.code())),
         };
     }
@@ -632,18 +748,25 @@ fn classify(error: &etcd_client::Error, endpoints: &[String], what: &str) -> Sto
 }
 
 fn parse_holder(key: &str, value: &[u8]) -> Result<Owner, StoreError> {
-    let holder: Holder = serde_json::from_slice(value).map_err(|e| corrupt(key, value, &format!("not a reservation: {e}")))?;
+    let holder: Holder = serde_json::from_slice(value)
+        .map_err(|e| corrupt(key, value, &format!("not a reservation: {e}")))?;
     Ok(holder.into_owner())
 }
 
 fn corrupt(key: &str, value: &[u8], why: &str) -> StoreError {
     let shown: String = String::from_utf8_lossy(value).chars().take(80).collect();
-    StoreError::Corrupt(format!("{key}: {why} (value {shown:?}, {} bytes); nothing was changed", value.len()))
+    StoreError::Corrupt(format!(
+        "{key}: {why} (value {shown:?}, {} bytes); nothing was changed",
+        value.len()
+    ))
 }
 
 /// Offsets as the core writes them: decimal, no sign, no leading zeros.
 fn is_canonical_offset(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 39 && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
+    !s.is_empty()
+        && s.len() <= 39
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'))
 }
 
 /// Percent-encodes `%` and `/` so a name is exactly one key segment.
@@ -676,9 +799,13 @@ mod tests {
     fn endpoints_as_string_list_or_comma_separated() {
         let one = EtcdConfig::from_ipam(&ipam(json!({"etcd_host": "127.0.0.1:2379"}))).unwrap();
         assert_eq!(one.endpoints, vec!["http://127.0.0.1:2379"]);
-        let comma = EtcdConfig::from_ipam(&ipam(json!({"etcd_host": "a:1, http://b:2 ,"}))).unwrap();
+        let comma =
+            EtcdConfig::from_ipam(&ipam(json!({"etcd_host": "a:1, http://b:2 ,"}))).unwrap();
         assert_eq!(comma.endpoints, vec!["http://a:1", "http://b:2"]);
-        let list = EtcdConfig::from_ipam(&ipam(json!({"etcd_host": ["a:1", "b:2,c:3"], "etcd_ca_cert_file": "/ca"}))).unwrap();
+        let list = EtcdConfig::from_ipam(&ipam(
+            json!({"etcd_host": ["a:1", "b:2,c:3"], "etcd_ca_cert_file": "/ca"}),
+        ))
+        .unwrap();
         assert_eq!(list.endpoints, vec!["https://a:1", "https://b:2", "https://c:3"]);
         assert_eq!(list.prefix, "/hereabouts/");
     }
@@ -691,20 +818,30 @@ mod tests {
         assert!(err(json!({"etcd_host": ["a:1", 7]})).starts_with("ipam.etcd_host[1]:"));
         assert!(err(json!({"etcd_host": "https://a:1"})).starts_with("ipam.etcd_ca_cert_file:"));
         assert!(err(json!({"etcd_host": "a:1", "etcd_cert_file": "/c"})).contains("etcd_key_file"));
-        assert!(err(json!({"etcd_host": "a:1", "etcd_request_timeout": "soon"})).starts_with("ipam.etcd_request_timeout:"));
-        assert!(err(json!({"etcd_host": "a:1", "etcd_dial_timeout": 0})).starts_with("ipam.etcd_dial_timeout:"));
+        assert!(
+            err(json!({"etcd_host": "a:1", "etcd_request_timeout": "soon"}))
+                .starts_with("ipam.etcd_request_timeout:")
+        );
+        assert!(
+            err(json!({"etcd_host": "a:1", "etcd_dial_timeout": 0}))
+                .starts_with("ipam.etcd_dial_timeout:")
+        );
     }
 
     #[test]
     fn timeouts_and_prefix() {
-        let c = EtcdConfig::from_ipam(&ipam(json!({"etcd_host": "a:1", "etcd_dial_timeout": "250ms",
+        let c =
+            EtcdConfig::from_ipam(&ipam(json!({"etcd_host": "a:1", "etcd_dial_timeout": "250ms",
             "etcd_request_timeout": 3, "etcd_prefix": "/x"})))
-        .unwrap();
+            .unwrap();
         assert_eq!(c.dial_timeout, Duration::from_millis(250));
         assert_eq!(c.request_timeout, Duration::from_secs(3));
         assert_eq!(c.prefix, "/x/");
         let d = EtcdConfig::from_ipam(&ipam(json!({"etcd_host": "a:1"}))).unwrap();
-        assert_eq!((d.dial_timeout, d.request_timeout), (DEFAULT_DIAL_TIMEOUT, DEFAULT_REQUEST_TIMEOUT));
+        assert_eq!(
+            (d.dial_timeout, d.request_timeout),
+            (DEFAULT_DIAL_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+        );
     }
 
     #[test]
@@ -712,6 +849,8 @@ mod tests {
         assert_eq!(encode("blue/10.0.0.0-24"), "blue%2F10.0.0.0-24");
         assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
         assert!(is_canonical_offset("0") && is_canonical_offset("65534"));
-        assert!(!is_canonical_offset("01") && !is_canonical_offset("-1") && !is_canonical_offset(""));
+        assert!(
+            !is_canonical_offset("01") && !is_canonical_offset("-1") && !is_canonical_offset("")
+        );
     }
 }

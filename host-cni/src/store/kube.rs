@@ -34,7 +34,10 @@ use ::kube::config::{KubeConfigOptions, Kubeconfig};
 use ::kube::{Client, Config};
 use k8s_openapi::api::core::v1::Pod;
 
-use self::crd::{IPAllocation, IPPool, IPPoolSpec, OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec};
+use self::crd::{
+    IPAllocation, IPPool, IPPoolSpec, OverlappingRangeIPReservation,
+    OverlappingRangeIPReservationSpec,
+};
 use super::{Backend, RetryPolicy};
 use crate::runtime::{Owner, PoolEdit, PoolRef, PoolSnapshot, Slot, StoreError};
 
@@ -52,7 +55,11 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { connect: Duration::from_secs(3), request: Duration::from_secs(10), total: Duration::from_secs(30) }
+        Self {
+            connect: Duration::from_secs(3),
+            request: Duration::from_secs(10),
+            total: Duration::from_secs(30),
+        }
     }
 }
 
@@ -74,26 +81,31 @@ pub struct KubeStore {
 
 /// Opens the Kubernetes store an ipam config names (`kubernetes.kubeconfig`, else in-cluster).
 pub fn open(config: &crate::config::IpamConfig) -> Result<KubeStore, crate::error::CniError> {
-    let kubeconfig = config.kubernetes.as_ref().and_then(|k| k.kubeconfig.as_deref()).filter(|p| !p.is_empty());
-    KubeStore::connect(kubeconfig.map(Path::new), Timeouts::default()).map_err(|e| crate::error::CniError::from(&e))
+    let kubeconfig =
+        config.kubernetes.as_ref().and_then(|k| k.kubeconfig.as_deref()).filter(|p| !p.is_empty());
+    KubeStore::connect(kubeconfig.map(Path::new), Timeouts::default())
+        .map_err(|e| crate::error::CniError::from(&e))
 }
 
 impl KubeStore {
     /// Connects with a kubeconfig file (the `kubernetes.kubeconfig` key), or in-cluster
     /// service-account credentials when `kubeconfig` is None.
     pub fn connect(kubeconfig: Option<&Path>, timeouts: Timeouts) -> Result<Self, StoreError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Failed(format!("cannot start the Kubernetes client runtime: {e}")))?;
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+                StoreError::Failed(format!("cannot start the Kubernetes client runtime: {e}"))
+            })?;
         let (mut config, namespace) = match kubeconfig {
             Some(path) => {
-                let file = Kubeconfig::read_from(path)
-                    .map_err(|e| StoreError::Failed(format!("kubeconfig {}: {e}", path.display())))?;
+                let file = Kubeconfig::read_from(path).map_err(|e| {
+                    StoreError::Failed(format!("kubeconfig {}: {e}", path.display()))
+                })?;
                 let namespace = context_namespace(&file);
                 let config = runtime
                     .block_on(Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()))
-                    .map_err(|e| StoreError::Failed(format!("kubeconfig {}: {e}", path.display())))?;
+                    .map_err(|e| {
+                        StoreError::Failed(format!("kubeconfig {}: {e}", path.display()))
+                    })?;
                 (config, namespace)
             }
             None => {
@@ -116,7 +128,9 @@ impl KubeStore {
         config.default_retry = false;
         let client = {
             let _guard = runtime.enter();
-            Client::try_from(config).map_err(|e| StoreError::Failed(format!("cannot build the Kubernetes client: {e}")))?
+            Client::try_from(config).map_err(|e| {
+                StoreError::Failed(format!("cannot build the Kubernetes client: {e}"))
+            })?
         };
         Ok(Self {
             runtime: Arc::new(runtime),
@@ -151,7 +165,11 @@ impl KubeStore {
     }
 
     /// Runs one request with the request timeout.
-    pub fn block_on<T>(&self, what: &Request<'_>, future: impl Future<Output = Result<T, ::kube::Error>>) -> Result<T, StoreError> {
+    pub fn block_on<T>(
+        &self,
+        what: &Request<'_>,
+        future: impl Future<Output = Result<T, ::kube::Error>>,
+    ) -> Result<T, StoreError> {
         let limit = self.timeouts.request;
         self.runtime.block_on(async {
             match tokio::time::timeout(limit, future).await {
@@ -169,25 +187,40 @@ impl KubeStore {
     /// Every IPPool in the namespace (reconcile).
     pub fn list_pools(&self) -> Result<Vec<IPPool>, StoreError> {
         let api = self.pools();
-        Ok(self.block_on(&Request::new("list", "ippools", ""), api.list(&ListParams::default()))?.items)
+        Ok(self
+            .block_on(&Request::new("list", "ippools", ""), api.list(&ListParams::default()))?
+            .items)
     }
 
     /// Every OverlappingRangeIPReservation in the namespace (reconcile).
     pub fn list_reservations(&self) -> Result<Vec<OverlappingRangeIPReservation>, StoreError> {
         let api = self.reservations();
-        Ok(self.block_on(&Request::new("list", "overlappingrangeipreservations", ""), api.list(&ListParams::default()))?.items)
+        Ok(self
+            .block_on(
+                &Request::new("list", "overlappingrangeipreservations", ""),
+                api.list(&ListParams::default()),
+            )?
+            .items)
     }
 
     /// Deletes a reservation if it is still at `resource_version` (reconcile); gone is fine.
     pub fn delete_reservation(&self, name: &str, resource_version: &str) -> Result<(), StoreError> {
         let api = self.reservations();
         let params = DeleteParams {
-            preconditions: Some(Preconditions { resource_version: Some(resource_version.to_string()), uid: None }),
+            preconditions: Some(Preconditions {
+                resource_version: Some(resource_version.to_string()),
+                uid: None,
+            }),
             ..DeleteParams::default()
         };
-        match self.block_on(&Request::new("delete", "overlappingrangeipreservations", name), api.delete(name, &params)) {
+        match self.block_on(
+            &Request::new("delete", "overlappingrangeipreservations", name),
+            api.delete(name, &params),
+        ) {
             Ok(_) => Ok(()),
-            Err(StoreError::Failed(msg)) if msg.contains("(404)") || msg.contains("(409)") => Ok(()),
+            Err(StoreError::Failed(msg)) if msg.contains("(404)") || msg.contains("(409)") => {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -195,7 +228,9 @@ impl KubeStore {
     /// Every pod in the cluster (reconcile).
     pub fn list_pods(&self) -> Result<Vec<Pod>, StoreError> {
         let api: Api<Pod> = Api::all(self.client.clone());
-        Ok(self.block_on(&Request::new("list", "pods", ""), api.list(&ListParams::default()))?.items)
+        Ok(self
+            .block_on(&Request::new("list", "pods", ""), api.list(&ListParams::default()))?
+            .items)
     }
 
     /// One pod by namespace and name; None when it does not exist.
@@ -210,7 +245,10 @@ impl KubeStore {
     }
 
     fn new_pool(&self, pool: &PoolRef) -> IPPool {
-        let mut object = IPPool::new(&pool.name, IPPoolSpec { range: pool.range.clone(), allocations: Default::default() });
+        let mut object = IPPool::new(
+            &pool.name,
+            IPPoolSpec { range: pool.range.clone(), allocations: Default::default() },
+        );
         object.metadata.namespace = Some(self.namespace.clone());
         object
     }
@@ -261,21 +299,35 @@ impl<'a> Request<'a> {
                          the RBAC rules in deploy/rbac.yaml",
                         self.verb
                     )),
-                    429 | 500 | 502 | 503 | 504 => {
-                        StoreError::Unavailable(format!("Kubernetes API busy ({code}) on {} {target}: {message}", self.verb))
-                    }
-                    404 if self.verb == "create" || self.verb == "list" => StoreError::Failed(format!(
-                        "Kubernetes API: {} {target} failed (404): {message}; are the CRDs installed? \
-                         (`hereabouts crds | kubectl apply -f -`)",
+                    429 | 500 | 502 | 503 | 504 => StoreError::Unavailable(format!(
+                        "Kubernetes API busy ({code}) on {} {target}: {message}",
                         self.verb
                     )),
-                    _ => StoreError::Failed(format!("Kubernetes API: {} {target} failed ({code}): {message}", self.verb)),
+                    404 if self.verb == "create" || self.verb == "list" => {
+                        StoreError::Failed(format!(
+                            "Kubernetes API: {} {target} failed (404): {message}; are the CRDs installed? \
+                         (`hereabouts crds | kubectl apply -f -`)",
+                            self.verb
+                        ))
+                    }
+                    _ => StoreError::Failed(format!(
+                        "Kubernetes API: {} {target} failed ({code}): {message}",
+                        self.verb
+                    )),
                 }
             }
             other @ (::kube::Error::HyperError(_) | ::kube::Error::Service(_)) => {
-                StoreError::Unavailable(format!("Kubernetes API unreachable ({} {target}): {}", self.verb, error_chain(&other)))
+                StoreError::Unavailable(format!(
+                    "Kubernetes API unreachable ({} {target}): {}",
+                    self.verb,
+                    error_chain(&other)
+                ))
             }
-            other => StoreError::Failed(format!("Kubernetes API: {} {target}: {}", self.verb, error_chain(&other))),
+            other => StoreError::Failed(format!(
+                "Kubernetes API: {} {target}: {}",
+                self.verb,
+                error_chain(&other)
+            )),
         }
     }
 }
@@ -303,7 +355,11 @@ fn api_code(error: &StoreError) -> Option<u16> {
 }
 
 fn owner_of(allocation: &IPAllocation) -> Owner {
-    Owner { container_id: allocation.id.clone(), ifname: allocation.ifname.clone(), podref: allocation.podref.clone() }
+    Owner {
+        container_id: allocation.id.clone(),
+        ifname: allocation.ifname.clone(),
+        podref: allocation.podref.clone(),
+    }
 }
 
 fn same_attachment(a: &Owner, b: &Owner) -> bool {
@@ -313,7 +369,8 @@ fn same_attachment(a: &Owner, b: &Owner) -> bool {
 impl Backend for KubeStore {
     fn read_pool(&mut self, pool: &PoolRef) -> Result<PoolSnapshot, StoreError> {
         let api = self.pools();
-        let object = self.block_on(&Request::new("get", "ippools", &pool.name), api.get_opt(&pool.name))?;
+        let object =
+            self.block_on(&Request::new("get", "ippools", &pool.name), api.get_opt(&pool.name))?;
         let Some(object) = object else {
             self.read.remove(&pool.name);
             return Ok(PoolSnapshot { version: String::new(), slots: Vec::new() });
@@ -323,28 +380,46 @@ impl Backend for KubeStore {
         }
         let version = object.metadata.resource_version.clone().unwrap_or_default();
         if version.is_empty() {
-            return Err(StoreError::Corrupt(format!("IPPool {:?} has no resourceVersion", pool.name)));
+            return Err(StoreError::Corrupt(format!(
+                "IPPool {:?} has no resourceVersion",
+                pool.name
+            )));
         }
         let slots = object
             .spec
             .allocations
             .iter()
-            .map(|(offset, allocation)| Slot { offset: offset.clone(), owner: owner_of(allocation) })
+            .map(|(offset, allocation)| Slot {
+                offset: offset.clone(),
+                owner: owner_of(allocation),
+            })
             .collect();
         self.read.insert(pool.name.clone(), object);
         Ok(PoolSnapshot { version, slots })
     }
 
-    fn write_pool(&mut self, pool: &PoolRef, version: &str, edits: &[PoolEdit]) -> Result<(), StoreError> {
+    fn write_pool(
+        &mut self,
+        pool: &PoolRef,
+        version: &str,
+        edits: &[PoolEdit],
+    ) -> Result<(), StoreError> {
         let api = self.pools();
         let mut object = if version.is_empty() {
             self.new_pool(pool)
         } else {
             match self.read.get(&pool.name) {
-                Some(object) if object.metadata.resource_version.as_deref() == Some(version) => object.clone(),
+                Some(object) if object.metadata.resource_version.as_deref() == Some(version) => {
+                    object.clone()
+                }
                 // Not the version we hold (another handle read it): fetch it to edit.
-                _ => match self.block_on(&Request::new("get", "ippools", &pool.name), api.get_opt(&pool.name))? {
-                    Some(fresh) if fresh.metadata.resource_version.as_deref() == Some(version) => fresh,
+                _ => match self.block_on(
+                    &Request::new("get", "ippools", &pool.name),
+                    api.get_opt(&pool.name),
+                )? {
+                    Some(fresh) if fresh.metadata.resource_version.as_deref() == Some(version) => {
+                        fresh
+                    }
                     _ => return Err(StoreError::Conflict),
                 },
             }
@@ -368,9 +443,15 @@ impl Backend for KubeStore {
         }
         let params = PostParams::default();
         let result = if version.is_empty() {
-            self.block_on(&Request::new("create", "ippools", &pool.name), api.create(&params, &object))
+            self.block_on(
+                &Request::new("create", "ippools", &pool.name),
+                api.create(&params, &object),
+            )
         } else {
-            self.block_on(&Request::new("update", "ippools", &pool.name), api.replace(&pool.name, &params, &object))
+            self.block_on(
+                &Request::new("update", "ippools", &pool.name),
+                api.replace(&pool.name, &params, &object),
+            )
         };
         match result {
             Ok(written) => {
@@ -390,7 +471,12 @@ impl Backend for KubeStore {
         }
     }
 
-    fn reserve_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<Option<Owner>, StoreError> {
+    fn reserve_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<Option<Owner>, StoreError> {
         let name = crd::reservation_name(network_name, address);
         let api = self.reservations();
         let mut object = OverlappingRangeIPReservation::new(
@@ -405,12 +491,18 @@ impl Backend for KubeStore {
         // Create-if-absent; when it exists, report its holder. A holder deleted between our
         // create and get lets the create be tried again (bounded).
         for _ in 0..5 {
-            match self.block_on(&Request::new("create", "overlappingrangeipreservations", &name), api.create(&PostParams::default(), &object)) {
+            match self.block_on(
+                &Request::new("create", "overlappingrangeipreservations", &name),
+                api.create(&PostParams::default(), &object),
+            ) {
                 Ok(_) => return Ok(None),
                 Err(e) if api_code(&e) == Some(409) => {}
                 Err(e) => return Err(e),
             }
-            let holder = self.block_on(&Request::new("get", "overlappingrangeipreservations", &name), api.get_opt(&name))?;
+            let holder = self.block_on(
+                &Request::new("get", "overlappingrangeipreservations", &name),
+                api.get_opt(&name),
+            )?;
             if let Some(holder) = holder {
                 let holder = Owner {
                     container_id: holder.spec.containerid,
@@ -420,13 +512,24 @@ impl Backend for KubeStore {
                 return Ok(if same_attachment(&holder, owner) { None } else { Some(holder) });
             }
         }
-        Err(StoreError::Unavailable(format!("reservation {name:?} keeps appearing and disappearing")))
+        Err(StoreError::Unavailable(format!(
+            "reservation {name:?} keeps appearing and disappearing"
+        )))
     }
 
-    fn release_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<(), StoreError> {
+    fn release_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<(), StoreError> {
         let name = crd::reservation_name(network_name, address);
         let api = self.reservations();
-        let Some(holder) = self.block_on(&Request::new("get", "overlappingrangeipreservations", &name), api.get_opt(&name))? else {
+        let Some(holder) = self.block_on(
+            &Request::new("get", "overlappingrangeipreservations", &name),
+            api.get_opt(&name),
+        )?
+        else {
             return Ok(());
         };
         let holder_owner = Owner {

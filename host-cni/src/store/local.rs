@@ -49,10 +49,18 @@ struct Holder {
 
 impl Holder {
     fn of(owner: &Owner) -> Self {
-        Self { id: owner.container_id.clone(), ifname: owner.ifname.clone(), podref: owner.podref.clone() }
+        Self {
+            id: owner.container_id.clone(),
+            ifname: owner.ifname.clone(),
+            podref: owner.podref.clone(),
+        }
     }
     fn owner(&self) -> Owner {
-        Owner { container_id: self.id.clone(), ifname: self.ifname.clone(), podref: self.podref.clone() }
+        Owner {
+            container_id: self.id.clone(),
+            ifname: self.ifname.clone(),
+            podref: self.podref.clone(),
+        }
     }
     /// Whereabouts keys an allocation by container id and interface name; podref is data.
     fn is(&self, owner: &Owner) -> bool {
@@ -122,7 +130,10 @@ impl LocalStore {
     }
 
     /// Runs `f` holding the store's exclusive lock.
-    fn locked<T>(&mut self, f: impl FnOnce(&Self) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn locked<T>(
+        &mut self,
+        f: impl FnOnce(&Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.lock.lock().map_err(|e| failed("cannot lock", &self.dir.join("lock"), &e))?;
         let result = f(self);
         // Closing the descriptor would release it too; unlock now so other processes proceed.
@@ -164,10 +175,16 @@ impl Backend for LocalStore {
         })
     }
 
-    fn write_pool(&mut self, pool: &PoolRef, version: &str, edits: &[PoolEdit]) -> Result<(), StoreError> {
+    fn write_pool(
+        &mut self,
+        pool: &PoolRef,
+        version: &str,
+        edits: &[PoolEdit],
+    ) -> Result<(), StoreError> {
         self.locked(|store| {
             let current = store.read_pool_file(pool)?;
-            let current_version = current.as_ref().map(|f| f.version.to_string()).unwrap_or_default();
+            let current_version =
+                current.as_ref().map(|f| f.version.to_string()).unwrap_or_default();
             if current_version != version {
                 return Err(StoreError::Conflict);
             }
@@ -192,11 +209,17 @@ impl Backend for LocalStore {
         })
     }
 
-    fn reserve_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<Option<Owner>, StoreError> {
+    fn reserve_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<Option<Owner>, StoreError> {
         self.locked(|store| {
             let path = store.reservations_path(network_name);
-            let mut file = read_json::<ReservationFile>(&path)?
-                .unwrap_or_else(|| ReservationFile { network_name: network_name.to_string(), ..Default::default() });
+            let mut file = read_json::<ReservationFile>(&path)?.unwrap_or_else(|| {
+                ReservationFile { network_name: network_name.to_string(), ..Default::default() }
+            });
             match file.reservations.get(address) {
                 Some(holder) if !holder.is(owner) => return Ok(Some(holder.owner())),
                 Some(holder) if *holder == Holder::of(owner) => return Ok(None),
@@ -209,7 +232,12 @@ impl Backend for LocalStore {
         })
     }
 
-    fn release_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<(), StoreError> {
+    fn release_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<(), StoreError> {
         self.locked(|store| {
             let path = store.reservations_path(network_name);
             let Some(mut file) = read_json::<ReservationFile>(&path)? else { return Ok(()) };
@@ -252,9 +280,12 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(failed("cannot read", path, &e)),
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| StoreError::Corrupt(format!("{}: not a valid store file ({e}); left untouched", path.display())))
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "{}: not a valid store file ({e}); left untouched",
+            path.display()
+        ))
+    })
 }
 
 /// Files are padded to whole blocks of this size (see the module doc).
@@ -296,7 +327,16 @@ fn exchange(tmp: &Path, path: &Path) -> io::Result<()> {
     // The raw system call, not libc's wrapper: musl (the static release build) has none.
     // SAFETY: both pointers are NUL-terminated paths that outlive the call; renameat2 reads
     // nothing else.
-    let done = unsafe { libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), RENAME_EXCHANGE) };
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            RENAME_EXCHANGE,
+        )
+    };
     if done == 0 {
         return Ok(());
     }

@@ -36,7 +36,13 @@ impl MemoryStore {
 
     /// The allocations of a pool by name: offset → owner.
     pub fn pool(&self, name: &str) -> BTreeMap<String, Owner> {
-        self.state.lock().unwrap().pools.get(name).map(|(_, slots)| slots.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .unwrap()
+            .pools
+            .get(name)
+            .map(|(_, slots)| slots.clone())
+            .unwrap_or_default()
     }
 
     /// All reservations: (network, address) → holder.
@@ -52,12 +58,20 @@ impl Backend for MemoryStore {
             None => PoolSnapshot { version: String::new(), slots: Vec::new() },
             Some((version, slots)) => PoolSnapshot {
                 version: version.to_string(),
-                slots: slots.iter().map(|(offset, owner)| Slot { offset: offset.clone(), owner: owner.clone() }).collect(),
+                slots: slots
+                    .iter()
+                    .map(|(offset, owner)| Slot { offset: offset.clone(), owner: owner.clone() })
+                    .collect(),
             },
         })
     }
 
-    fn write_pool(&mut self, pool: &PoolRef, version: &str, edits: &[PoolEdit]) -> Result<(), StoreError> {
+    fn write_pool(
+        &mut self,
+        pool: &PoolRef,
+        version: &str,
+        edits: &[PoolEdit],
+    ) -> Result<(), StoreError> {
         {
             let mut forced = self.forced_conflicts.lock().unwrap();
             if *forced > 0 {
@@ -85,11 +99,19 @@ impl Backend for MemoryStore {
         Ok(())
     }
 
-    fn reserve_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<Option<Owner>, StoreError> {
+    fn reserve_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<Option<Owner>, StoreError> {
         let mut state = self.state.lock().unwrap();
         let key = (network_name.to_string(), address.to_string());
         match state.reservations.get(&key) {
-            Some(holder) if !(holder.container_id == owner.container_id && holder.ifname == owner.ifname) => {
+            Some(holder)
+                if !(holder.container_id == owner.container_id
+                    && holder.ifname == owner.ifname) =>
+            {
                 Ok(Some(holder.clone()))
             }
             _ => {
@@ -99,7 +121,12 @@ impl Backend for MemoryStore {
         }
     }
 
-    fn release_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<(), StoreError> {
+    fn release_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<(), StoreError> {
         let mut state = self.state.lock().unwrap();
         let key = (network_name.to_string(), address.to_string());
         if let Some(holder) = state.reservations.get(&key) {

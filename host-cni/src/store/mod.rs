@@ -16,12 +16,15 @@ pub mod memory;
 
 /// Opens the store the ipam config names (see [`IpamConfig::store_kind`]). An unknown or not
 /// yet available store is an invalid config (CNI 7); a store that cannot be opened is CNI 5.
-pub fn open(config: &crate::config::IpamConfig) -> Result<Box<dyn Backend>, crate::error::CniError> {
+pub fn open(
+    config: &crate::config::IpamConfig,
+) -> Result<Box<dyn Backend>, crate::error::CniError> {
     use crate::config::StoreKind;
     use crate::error::{CniError, Code};
     match config.store_kind().map_err(|msg| CniError::new(Code::InvalidConfig, msg))? {
         StoreKind::Local => {
-            let store = local::LocalStore::open(&config.data_dir()).map_err(|e| CniError::from(&e))?;
+            let store =
+                local::LocalStore::open(&config.data_dir()).map_err(|e| CniError::from(&e))?;
             Ok(Box::new(store))
         }
         StoreKind::Etcd => Ok(Box::new(etcd::open(config)?)),
@@ -33,9 +36,24 @@ pub fn open(config: &crate::config::IpamConfig) -> Result<Box<dyn Backend>, crat
 /// meaning of each call; the types are the ones generated from the WIT file.
 pub trait Backend: Send {
     fn read_pool(&mut self, pool: &PoolRef) -> Result<PoolSnapshot, StoreError>;
-    fn write_pool(&mut self, pool: &PoolRef, version: &str, edits: &[PoolEdit]) -> Result<(), StoreError>;
-    fn reserve_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<Option<Owner>, StoreError>;
-    fn release_address(&mut self, network_name: &str, address: &str, owner: &Owner) -> Result<(), StoreError>;
+    fn write_pool(
+        &mut self,
+        pool: &PoolRef,
+        version: &str,
+        edits: &[PoolEdit],
+    ) -> Result<(), StoreError>;
+    fn reserve_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<Option<Owner>, StoreError>;
+    fn release_address(
+        &mut self,
+        network_name: &str,
+        address: &str,
+        owner: &Owner,
+    ) -> Result<(), StoreError>;
     /// Waits before retry `attempt + 1` after a lost write; false gives up (CNI error 11).
     fn pause_before_retry(&mut self, attempt: u32) -> bool {
         RetryPolicy::default().pause(attempt)
@@ -75,7 +93,12 @@ impl RetryPolicy {
 fn jitter() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     hasher.write_u32(std::process::id());
     hasher.finish()
 }
@@ -90,7 +113,12 @@ impl Backend for NoStore {
     fn write_pool(&mut self, _: &PoolRef, _: &str, _: &[PoolEdit]) -> Result<(), StoreError> {
         Err(StoreError::Failed("this command has no store".into()))
     }
-    fn reserve_address(&mut self, _: &str, _: &str, _: &Owner) -> Result<Option<Owner>, StoreError> {
+    fn reserve_address(
+        &mut self,
+        _: &str,
+        _: &str,
+        _: &Owner,
+    ) -> Result<Option<Owner>, StoreError> {
         Err(StoreError::Failed("this command has no store".into()))
     }
     fn release_address(&mut self, _: &str, _: &str, _: &Owner) -> Result<(), StoreError> {

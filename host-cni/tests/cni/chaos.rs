@@ -55,7 +55,8 @@ fn parse_store(net: &Net) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) 
                 continue; // a killed writer's temporary file: never read by the store
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text:?}", path.display()));
+            let value: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}: {text:?}", path.display()));
             files.insert(name, value);
         }
         files
@@ -72,7 +73,10 @@ fn killed_adds_leave_a_consistent_store() {
     add(&conf, "warm-up");
     Cni::new("DEL").container("warm-up").run(&conf).ok();
 
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            as u64
+            | 1;
     eprintln!("chaos seed: {seed}");
     let mut rng = Rng(seed);
     let mut survivors: BTreeMap<String, String> = BTreeMap::new();
@@ -88,8 +92,11 @@ fn killed_adds_leave_a_consistent_store() {
                 (container, child, kill_at)
             })
             .collect();
-        let mut schedule: Vec<(Duration, usize)> =
-            children.iter().enumerate().filter_map(|(i, (_, _, at))| at.map(|at| (at, i))).collect();
+        let mut schedule: Vec<(Duration, usize)> = children
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, _, at))| at.map(|at| (at, i)))
+            .collect();
         schedule.sort();
         for (at, i) in schedule {
             if let Some(wait) = at.checked_sub(start.elapsed()) {
@@ -102,13 +109,22 @@ fn killed_adds_leave_a_consistent_store() {
             match out.status.code() {
                 Some(0) => {
                     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
-                    let address = result["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+                    let address = result["ips"][0]["address"]
+                        .as_str()
+                        .unwrap()
+                        .split('/')
+                        .next()
+                        .unwrap()
+                        .to_string();
                     survivors.insert(container, address);
                 }
                 None => {
                     killed.insert(container);
                 }
-                Some(code) => panic!("{container} failed without being killed ({code}): {}", String::from_utf8_lossy(&out.stdout)),
+                Some(code) => panic!(
+                    "{container} failed without being killed ({code}): {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ),
             }
         }
     }
@@ -131,17 +147,29 @@ fn killed_adds_leave_a_consistent_store() {
     assert_eq!(told.len(), survivors.len(), "two containers were told one address: {survivors:?}");
     for (container, address) in &survivors {
         let offset = address.rsplit('.').next().unwrap();
-        assert_eq!(slots.get(offset), Some(container), "{container} was told {address}; the pool says {slots:?}");
+        assert_eq!(
+            slots.get(offset),
+            Some(container),
+            "{container} was told {address}; the pool says {slots:?}"
+        );
     }
     // Anything else in the pool belongs to a killed ADD that got as far as its write.
     for (offset, holder) in &slots {
-        assert!(survivors.contains_key(holder) || killed.contains(holder), "unknown holder {holder} at {offset}");
+        assert!(
+            survivors.contains_key(holder) || killed.contains(holder),
+            "unknown holder {holder} at {offset}"
+        );
     }
     // Every pool slot has its network reservation (written first), held by the same container.
-    let reserved = reservations.get("_.json").map(|r| r["reservations"].clone()).unwrap_or(json!({}));
+    let reserved =
+        reservations.get("_.json").map(|r| r["reservations"].clone()).unwrap_or(json!({}));
     for (offset, holder) in &slots {
         let address = format!("10.30.0.{offset}");
-        assert_eq!(reserved[&address]["id"], json!(holder), "slot {address} of {holder} has no reservation");
+        assert_eq!(
+            reserved[&address]["id"],
+            json!(holder),
+            "slot {address} of {holder} has no reservation"
+        );
     }
     // A reservation without a slot can only come from an ADD killed between its two writes.
     let orphans: Vec<String> = reserved
@@ -151,7 +179,10 @@ fn killed_adds_leave_a_consistent_store() {
         .filter(|(address, _)| !slots.contains_key(address.rsplit('.').next().unwrap()))
         .map(|(address, holder)| {
             let id = holder["id"].as_str().unwrap().to_string();
-            assert!(killed.contains(&id), "reservation of {address} by {id}, which was never killed, has no pool slot");
+            assert!(
+                killed.contains(&id),
+                "reservation of {address} by {id}, which was never killed, has no pool slot"
+            );
             format!("{address} ({id})")
         })
         .collect();

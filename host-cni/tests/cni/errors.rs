@@ -33,7 +33,13 @@ fn with_ipam(conf: &Value, key: &str, value: Value) -> String {
 #[test]
 fn malformed_json_is_code_6() {
     let (net, _) = populated("malformed");
-    rejects(&net, Cni::new("ADD"), r#"{"cniVersion": "1.0.0", "ipam": {"type": "hereabouts""#, 6, "not valid JSON");
+    rejects(
+        &net,
+        Cni::new("ADD"),
+        r#"{"cniVersion": "1.0.0", "ipam": {"type": "hereabouts""#,
+        6,
+        "not valid JSON",
+    );
     rejects(&net, Cni::new("DEL"), "", 6, "not valid JSON");
 }
 
@@ -43,22 +49,77 @@ fn config_mistakes_are_code_7_naming_the_field() {
     let mut no_range = conf.clone();
     no_range["ipam"].as_object_mut().unwrap().remove("range");
     rejects(&net, Cni::new("ADD").container("x"), &no_range.to_string(), 7, "range");
-    rejects(&net, Cni::new("ADD").container("x"), &with_ipam(&conf, "range", json!("10.20.0.0/33")), 7, "range");
-    rejects(&net, Cni::new("ADD").container("x"), &with_ipam(&conf, "range", json!("10.20.0.300/24")), 7, "10.20.0.300/24");
-    let msg = rejects(&net, Cni::new("ADD").container("x"), &with_ipam(&conf, "range_start", json!("10.21.0.5")), 7, "range_start");
+    rejects(
+        &net,
+        Cni::new("ADD").container("x"),
+        &with_ipam(&conf, "range", json!("10.20.0.0/33")),
+        7,
+        "range",
+    );
+    rejects(
+        &net,
+        Cni::new("ADD").container("x"),
+        &with_ipam(&conf, "range", json!("10.20.0.300/24")),
+        7,
+        "10.20.0.300/24",
+    );
+    let msg = rejects(
+        &net,
+        Cni::new("ADD").container("x"),
+        &with_ipam(&conf, "range_start", json!("10.21.0.5")),
+        7,
+        "range_start",
+    );
     assert!(msg.contains("10.21.0.5"), "{msg}");
-    let msg = rejects(&net, Cni::new("ADD").container("x"), &with_ipam(&conf, "exclude", json!(["10.20.0.8/30", "10.9.0.0/24"])), 7, "exclude[1]");
+    let msg = rejects(
+        &net,
+        Cni::new("ADD").container("x"),
+        &with_ipam(&conf, "exclude", json!(["10.20.0.8/30", "10.9.0.0/24"])),
+        7,
+        "exclude[1]",
+    );
     assert!(msg.contains("10.9.0.0/24"), "{msg}");
-    rejects(&net, Cni::new("ADD").container("x"), &with_ipam(&conf, "exclude", json!(["10.20.0.8/30", 7])), 7, "exclude");
-    let ip_ranges = json!([{"range": "10.20.0.0/24"}, {"range": "fd00::/64", "range_end": "fe00::1"}]);
-    rejects(&net, Cni::new("ADD").container("x"), &with_ipam(&conf, "ipRanges", ip_ranges), 7, "ipRanges[1].range_end");
-    rejects(&net, Cni::new("ADD").container("x"), &with_ipam(&conf, "type", json!("host-local")), 7, "ipam.type");
-    rejects(&net, Cni::new("ADD").container("x"), &with_ipam(&conf, "routes", json!([{"dst": "nowhere"}])), 7, "ipam.routes[0].dst");
+    rejects(
+        &net,
+        Cni::new("ADD").container("x"),
+        &with_ipam(&conf, "exclude", json!(["10.20.0.8/30", 7])),
+        7,
+        "exclude",
+    );
+    let ip_ranges =
+        json!([{"range": "10.20.0.0/24"}, {"range": "fd00::/64", "range_end": "fe00::1"}]);
+    rejects(
+        &net,
+        Cni::new("ADD").container("x"),
+        &with_ipam(&conf, "ipRanges", ip_ranges),
+        7,
+        "ipRanges[1].range_end",
+    );
+    rejects(
+        &net,
+        Cni::new("ADD").container("x"),
+        &with_ipam(&conf, "type", json!("host-local")),
+        7,
+        "ipam.type",
+    );
+    rejects(
+        &net,
+        Cni::new("ADD").container("x"),
+        &with_ipam(&conf, "routes", json!([{"dst": "nowhere"}])),
+        7,
+        "ipam.routes[0].dst",
+    );
     let mut no_ipam = conf.clone();
     no_ipam.as_object_mut().unwrap().remove("ipam");
     rejects(&net, Cni::new("ADD").container("x"), &no_ipam.to_string(), 7, "ipam");
     // DEL validates the same way: a broken config never frees anything.
-    rejects(&net, Cni::new("DEL").container("existing"), &with_ipam(&conf, "range", json!("10.20.0.0/33")), 7, "range");
+    rejects(
+        &net,
+        Cni::new("DEL").container("existing"),
+        &with_ipam(&conf, "range", json!("10.20.0.0/33")),
+        7,
+        "range",
+    );
 }
 
 #[test]
@@ -94,7 +155,8 @@ fn exhausted_pool_is_code_100_and_takes_nothing() {
     let msg = rejects(&net, Cni::new("ADD").container("c"), &conf.to_string(), 100, "10.21.0.0/30");
     assert!(msg.contains("range"), "{msg}");
     // Two ranges: when the second is exhausted, the address taken in the first is given back.
-    let dual = net.conf("1.0.0", json!({"ipRanges": [{"range": "10.22.0.0/24"}, {"range": "10.21.0.0/30"}]}));
+    let dual = net
+        .conf("1.0.0", json!({"ipRanges": [{"range": "10.22.0.0/24"}, {"range": "10.21.0.0/30"}]}));
     let msg = Cni::new("ADD").container("c").run(&dual).err(100);
     assert!(msg.contains("ipRanges[1]"), "{msg}");
     assert!(net.allocations("10.22.0.0-24").is_empty());
@@ -105,8 +167,20 @@ fn exhausted_pool_is_code_100_and_takes_nothing() {
 fn an_excluded_or_foreign_requested_address_is_code_101() {
     let (net, conf) = populated("requested");
     let excluded = with_ipam(&conf, "exclude", json!(["10.20.0.96/27"]));
-    rejects(&net, Cni::new("ADD").container("x").env("CNI_ARGS", "IP=10.20.0.100"), &excluded, 101, "10.20.0.100");
-    rejects(&net, Cni::new("ADD").container("x").env("CNI_ARGS", "IP=192.168.0.1"), &conf.to_string(), 101, "192.168.0.1");
+    rejects(
+        &net,
+        Cni::new("ADD").container("x").env("CNI_ARGS", "IP=10.20.0.100"),
+        &excluded,
+        101,
+        "10.20.0.100",
+    );
+    rejects(
+        &net,
+        Cni::new("ADD").container("x").env("CNI_ARGS", "IP=192.168.0.1"),
+        &conf.to_string(),
+        101,
+        "192.168.0.1",
+    );
 }
 
 #[test]
@@ -116,9 +190,21 @@ fn an_unwritable_data_dir_is_code_5_naming_it() {
     // (or its parent) would be cannot be written by anyone.
     let file = net.dir.path().join("a-file");
     std::fs::write(&file, "not a directory").unwrap();
-    let msg = rejects(&net, Cni::new("ADD").container("x"), &with_ipam(&conf, "data_dir", json!(file)), 5, "a-file");
+    let msg = rejects(
+        &net,
+        Cni::new("ADD").container("x"),
+        &with_ipam(&conf, "data_dir", json!(file)),
+        5,
+        "a-file",
+    );
     assert!(msg.contains("data_dir"), "{msg}");
-    rejects(&net, Cni::new("ADD").container("x"), &with_ipam(&conf, "data_dir", json!(file.join("sub"))), 5, "a-file/sub");
+    rejects(
+        &net,
+        Cni::new("ADD").container("x"),
+        &with_ipam(&conf, "data_dir", json!(file.join("sub"))),
+        5,
+        "a-file/sub",
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory");
     // Without root, a read-only directory must fail the same way.
     if !is_root() {
@@ -126,14 +212,22 @@ fn an_unwritable_data_dir_is_code_5_naming_it() {
         let dir = net.dir.path().join("read-only");
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
-        rejects(&net, Cni::new("ADD").container("x"), &with_ipam(&conf, "data_dir", json!(dir.join("store"))), 5, "read-only");
+        rejects(
+            &net,
+            Cni::new("ADD").container("x"),
+            &with_ipam(&conf, "data_dir", json!(dir.join("store"))),
+            5,
+            "read-only",
+        );
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -141,10 +235,20 @@ fn is_root() -> bool {
 fn a_corrupt_store_file_is_code_5_naming_it_and_left_untouched() {
     let (net, conf) = populated("corrupt");
     let pool = net.data_dir().join("pools/10.20.0.0-24.json");
-    for garbage in [&b"{\"version\": 3, \"range\": \"10.20.0.0/24\", \"allocations\": {\"1\": "[..], b"", b"\x00\x01\xff"] {
+    for garbage in [
+        &b"{\"version\": 3, \"range\": \"10.20.0.0/24\", \"allocations\": {\"1\": "[..],
+        b"",
+        b"\x00\x01\xff",
+    ] {
         std::fs::write(&pool, garbage).unwrap();
         for verb in ["ADD", "DEL"] {
-            let msg = rejects(&net, Cni::new(verb).container("existing"), &conf.to_string(), 5, "10.20.0.0-24.json");
+            let msg = rejects(
+                &net,
+                Cni::new(verb).container("existing"),
+                &conf.to_string(),
+                5,
+                "10.20.0.0-24.json",
+            );
             assert!(msg.contains("corrupt"), "{msg}");
         }
         assert_eq!(std::fs::read(&pool).unwrap(), garbage, "never reset");

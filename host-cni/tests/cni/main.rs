@@ -22,7 +22,8 @@ impl TempDir {
     pub fn new(tag: &str) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cni-{tag}-{}-{n}", std::process::id()));
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("cni-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
@@ -71,7 +72,10 @@ impl Net {
             let Ok(entries) = std::fs::read_dir(self.data_dir().join(sub)) else { continue };
             for entry in entries {
                 let entry = entry.unwrap();
-                files.insert(format!("{sub}/{}", entry.file_name().to_string_lossy()), std::fs::read(entry.path()).unwrap());
+                files.insert(
+                    format!("{sub}/{}", entry.file_name().to_string_lossy()),
+                    std::fs::read(entry.path()).unwrap(),
+                );
             }
         }
         files
@@ -79,7 +83,9 @@ impl Net {
 
     /// The pool file of `name`, parsed.
     pub fn pool(&self, name: &str) -> Value {
-        let text = std::fs::read_to_string(self.data_dir().join("pools").join(format!("{name}.json"))).unwrap();
+        let text =
+            std::fs::read_to_string(self.data_dir().join("pools").join(format!("{name}.json")))
+                .unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
@@ -139,8 +145,13 @@ impl Cni {
     }
 
     pub fn run_text(mut self, stdin: &str) -> Out {
-        let mut child =
-            self.command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn hereabouts");
+        let mut child = self
+            .command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hereabouts");
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         Out {
@@ -178,13 +189,15 @@ impl Out {
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:?}"))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:?}"))
     }
 }
 
 /// The address of a result's `ips[i]` without its prefix.
 pub fn address(result: &Value, i: usize) -> String {
-    let cidr = result["ips"][i]["address"].as_str().unwrap_or_else(|| panic!("no ips[{i}] in {result}"));
+    let cidr =
+        result["ips"][i]["address"].as_str().unwrap_or_else(|| panic!("no ips[{i}] in {result}"));
     cidr.split('/').next().unwrap().to_string()
 }
 

@@ -25,13 +25,25 @@ fn add_answers_in_the_request_version_layout() {
         let expected = format!("10.1.0.{}/24", i + 1);
         match *version {
             "0.1.0" | "0.2.0" => {
-                assert_eq!(result["ip4"], json!({"ip": expected, "gateway": "10.1.0.254"}), "{version}");
+                assert_eq!(
+                    result["ip4"],
+                    json!({"ip": expected, "gateway": "10.1.0.254"}),
+                    "{version}"
+                );
                 assert!(result.get("ips").is_none());
             }
             "0.3.0" | "0.3.1" | "0.4.0" => {
-                assert_eq!(result["ips"], json!([{"version": "4", "address": expected, "gateway": "10.1.0.254"}]), "{version}");
+                assert_eq!(
+                    result["ips"],
+                    json!([{"version": "4", "address": expected, "gateway": "10.1.0.254"}]),
+                    "{version}"
+                );
             }
-            _ => assert_eq!(result["ips"], json!([{"address": expected, "gateway": "10.1.0.254"}]), "{version}"),
+            _ => assert_eq!(
+                result["ips"],
+                json!([{"address": expected, "gateway": "10.1.0.254"}]),
+                "{version}"
+            ),
         }
     }
 }
@@ -52,7 +64,11 @@ fn add_is_idempotent_lowest_packed_and_del_frees() {
 
     Cni::new("DEL").container("a").run(&conf).ok();
     assert_eq!(net.allocations("10.2.0.0-29").get("1"), None);
-    assert_eq!(net.allocations("10.2.0.0-29").get("4").map(String::as_str), Some("a"), "eth1 is kept");
+    assert_eq!(
+        net.allocations("10.2.0.0-29").get("4").map(String::as_str),
+        Some("a"),
+        "eth1 is kept"
+    );
     // The lowest free address comes back first.
     assert_eq!(add(&conf, "d"), "10.2.0.1");
 }
@@ -84,7 +100,10 @@ fn pod_reference_and_interface_are_recorded_like_whereabouts() {
     let pool = net.pool("blue-10.4.0.0-24");
     assert_eq!(pool["range"], "10.4.0.0/24");
     assert_eq!(pool["network_name"], "blue");
-    assert_eq!(pool["allocations"]["1"], json!({"id": "cid-1", "ifname": "eth0", "podref": "shop/web-0"}));
+    assert_eq!(
+        pool["allocations"]["1"],
+        json!({"id": "cid-1", "ifname": "eth0", "podref": "shop/web-0"})
+    );
 }
 
 #[test]
@@ -127,7 +146,10 @@ fn static_routes_dns_and_addresses_pass_through() {
         ]),
         "the gateway goes on its own family only"
     );
-    assert_eq!(result["routes"], json!([{"dst": "0.0.0.0/0", "gw": "10.6.0.1"}, {"dst": "fd07::/64"}]));
+    assert_eq!(
+        result["routes"],
+        json!([{"dst": "0.0.0.0/0", "gw": "10.6.0.1"}, {"dst": "fd07::/64"}])
+    );
     assert_eq!(result["dns"], json!({"nameservers": ["10.6.0.53"], "search": ["svc.local"]}));
 }
 
@@ -170,7 +192,10 @@ fn gc_frees_every_attachment_not_listed() {
         {"containerID": "keep-2", "ifname": "eth0"},
         {"containerID": "unrelated", "ifname": "eth0"}
     ]);
-    assert_eq!(Cni::new("GC").env_remove("CNI_CONTAINERID").env_remove("CNI_IFNAME").run(&gc).ok(), Value::Null);
+    assert_eq!(
+        Cni::new("GC").env_remove("CNI_CONTAINERID").env_remove("CNI_IFNAME").run(&gc).ok(),
+        Value::Null
+    );
     let left: Vec<(String, String)> = net.allocations("10.8.0.0-24").into_iter().collect();
     assert_eq!(left, vec![("1".into(), "keep-1".into()), ("3".into(), "keep-2".into())]);
     // The freed addresses are handed out again, lowest first.
@@ -198,7 +223,8 @@ fn status_reports_whether_the_store_is_usable() {
     assert!(msg.contains(blocker.to_str().unwrap()), "{msg}");
     // A corrupt pool makes the store unusable for this network too.
     add(&conf, "a");
-    std::fs::write(net.data_dir().join("pools/10.9.0.0-24.json"), "{\"version\": 1, \"ran").unwrap();
+    std::fs::write(net.data_dir().join("pools/10.9.0.0-24.json"), "{\"version\": 1, \"ran")
+        .unwrap();
     assert!(Cni::new("STATUS").run(&conf).err(50).contains("10.9.0.0-24.json"));
     let mut old = conf.clone();
     old["cniVersion"] = json!("1.0.0");
@@ -210,8 +236,12 @@ fn whereabouts_type_and_flat_file_are_accepted() {
     let net = Net::new("flat");
     let flat = net.dir.path().join("whereabouts.conf");
     // The flat file fills in what the network config lacks; the network config wins.
-    std::fs::write(&flat, json!({"range": "10.99.0.0/24", "exclude": ["10.10.0.1/32"], "network_name": "flat"}).to_string())
-        .unwrap();
+    std::fs::write(
+        &flat,
+        json!({"range": "10.99.0.0/24", "exclude": ["10.10.0.1/32"], "network_name": "flat"})
+            .to_string(),
+    )
+    .unwrap();
     let conf = net.conf(
         "1.0.0",
         json!({"type": "whereabouts", "range": "10.10.0.0/24", "configuration_path": flat}),
@@ -230,7 +260,8 @@ fn whereabouts_type_and_flat_file_are_accepted() {
 fn logs_go_to_log_file_never_to_stdout() {
     let net = Net::new("logs");
     let log = net.dir.path().join("hereabouts.log");
-    let conf = net.conf("1.0.0", json!({"range": "10.11.0.0/24", "log_file": log, "log_level": "debug"}));
+    let conf =
+        net.conf("1.0.0", json!({"range": "10.11.0.0/24", "log_file": log, "log_level": "debug"}));
     let out = Cni::new("ADD").run(&conf);
     let result = out.ok();
     assert_eq!(address(&result, 0), "10.11.0.1");
@@ -244,7 +275,8 @@ fn a_corrupt_component_cache_is_recompiled() {
     let dir = TempDir::new("cache");
     let net = Net::new("cache");
     let conf = net.conf("1.0.0", json!({"range": "10.12.0.0/24"}));
-    let run = |c: &str| Cni::new("ADD").container(c).env("HEREABOUTS_CACHE_DIR", dir.path()).run(&conf);
+    let run =
+        |c: &str| Cni::new("ADD").container(c).env("HEREABOUTS_CACHE_DIR", dir.path()).run(&conf);
     assert_eq!(address(&run("a").ok(), 0), "10.12.0.1");
     let cached: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -255,5 +287,8 @@ fn a_corrupt_component_cache_is_recompiled() {
     std::fs::write(&cached[0], b"not a compiled component").unwrap();
     assert_eq!(address(&run("b").ok(), 0), "10.12.0.2");
     let repaired = std::fs::read(&cached[0]).unwrap();
-    assert!(repaired.len() > 1000 && repaired != b"not a compiled component", "cache entry rewritten");
+    assert!(
+        repaired.len() > 1000 && repaired != b"not a compiled component",
+        "cache entry rewritten"
+    );
 }

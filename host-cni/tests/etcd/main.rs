@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use hereabouts::config::IpamConfig;
 use hereabouts::error::CniError;
-use hereabouts::runtime::{AllocateRequest, Allocator, NetworkConfig, Owner, PoolEdit, PoolRef, Slot, StoreError};
+use hereabouts::runtime::{
+    AllocateRequest, Allocator, NetworkConfig, Owner, PoolEdit, PoolRef, Slot, StoreError,
+};
 use hereabouts::store::Backend;
 use hereabouts::store::etcd::{EtcdConfig, EtcdStore};
 use serde_json::{Value, json};
@@ -30,7 +32,9 @@ fn env(name: &str) -> Option<String> {
 fn endpoints(test: &str) -> Option<String> {
     let e = env("HEREABOUTS_ETCD_ENDPOINTS");
     if e.is_none() {
-        eprintln!("SKIPPED {test}: HEREABOUTS_ETCD_ENDPOINTS is not set (host-cni/tests/etcd/run.sh sets it)");
+        eprintln!(
+            "SKIPPED {test}: HEREABOUTS_ETCD_ENDPOINTS is not set (host-cni/tests/etcd/run.sh sets it)"
+        );
     }
     e
 }
@@ -83,24 +87,42 @@ fn pool_ref(name: &str, range: &str) -> PoolRef {
 fn lowest(range: &str, n: usize) -> BTreeSet<String> {
     let (base, _) = range.split_once('/').unwrap();
     let base: std::net::Ipv4Addr = base.parse().unwrap();
-    (u32::from(base) + 1..).map(std::net::Ipv4Addr::from).filter(|a| a.octets()[3] != 0).take(n).map(|a| a.to_string()).collect()
+    (u32::from(base) + 1..)
+        .map(std::net::Ipv4Addr::from)
+        .filter(|a| a.octets()[3] != 0)
+        .take(n)
+        .map(|a| a.to_string())
+        .collect()
 }
 
 /// Compares address sets without printing thousands of them.
 fn assert_same(got: &BTreeSet<String>, want: &BTreeSet<String>, what: &str) {
     let extra: Vec<_> = got.difference(want).take(5).collect();
     let missing: Vec<_> = want.difference(got).take(5).collect();
-    assert!(extra.is_empty() && missing.is_empty(), "{what}: unexpected {extra:?}…, missing {missing:?}…");
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "{what}: unexpected {extra:?}…, missing {missing:?}…"
+    );
 }
 
 fn etcdctl(endpoints: &str, args: &[&str]) -> String {
-    let out = Command::new("etcdctl").env("ETCDCTL_API", "3").arg("--endpoints").arg(endpoints).args(args).output().unwrap();
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn unique_prefix(test: &str) -> String {
-    format!("/hereabouts-test/{test}-{}-{}/", std::process::id(), Instant::now().elapsed().as_nanos())
+    format!(
+        "/hereabouts-test/{test}-{}-{}/",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,7 +168,12 @@ fn worker() {
     }
 }
 
-fn spawn_worker(config: &Value, name: &str, count: u32, retry_unavailable: bool) -> std::process::Child {
+fn spawn_worker(
+    config: &Value,
+    name: &str,
+    count: u32,
+    retry_unavailable: bool,
+) -> std::process::Child {
     let spec = json!({"config": config, "name": name, "count": count, "retry_unavailable": retry_unavailable});
     Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "worker", "--nocapture", "--test-threads", "1", "--quiet"])
@@ -167,7 +194,9 @@ fn parse_worker(output: &str) -> (BTreeMap<String, String>, Vec<(u32, String, St
             ["ok", id, address] => {
                 ok.insert(id.to_string(), address.to_string());
             }
-            ["err", code, id, msg] => errors.push((code.parse().unwrap(), id.to_string(), msg.to_string())),
+            ["err", code, id, msg] => {
+                errors.push((code.parse().unwrap(), id.to_string(), msg.to_string()))
+            }
             _ => {}
         }
     }
@@ -188,7 +217,8 @@ fn contention_8_processes_200_adds_each() {
     let range = "10.10.0.0/20";
     let value = ipam_value(&endpoints, &prefix, range);
     let started = Instant::now();
-    let children: Vec<_> = (0..8).map(|n| spawn_worker(&value, &format!("node{n}"), 200, false)).collect();
+    let children: Vec<_> =
+        (0..8).map(|n| spawn_worker(&value, &format!("node{n}"), 200, false)).collect();
     let mut got = BTreeMap::new();
     for child in children {
         let out = child.wait_with_output().unwrap();
@@ -229,7 +259,11 @@ fn contention_8_processes_200_adds_each() {
     });
     let snapshot = s.read_pool(&pool_ref("10.10.0.0-20", range)).unwrap();
     assert!(snapshot.slots.is_empty(), "{} allocations left after all DELs", snapshot.slots.len());
-    assert!(etcdctl(&endpoints, &["get", "--prefix", "--keys-only", &format!("{prefix}reservations/")]).trim().is_empty());
+    assert!(
+        etcdctl(&endpoints, &["get", "--prefix", "--keys-only", &format!("{prefix}reservations/")])
+            .trim()
+            .is_empty()
+    );
 }
 
 /// kill -9 of worker processes mid-run, and etcd stopped and restarted mid-run: callers get
@@ -248,8 +282,9 @@ fn faults_kill_9_and_etcd_restart() {
     let value = ipam_value(&endpoints, &prefix, range);
     let config = IpamConfig::from_value(&value).unwrap();
     let network = config.network_config();
-    let mut children: Vec<(String, std::process::Child)> =
-        (0..6).map(|n| (format!("w{n}"), spawn_worker(&value, &format!("w{n}"), 60, true))).collect();
+    let mut children: Vec<(String, std::process::Child)> = (0..6)
+        .map(|n| (format!("w{n}"), spawn_worker(&value, &format!("w{n}"), 60, true)))
+        .collect();
 
     // Read every worker's lines as they come, so a killed one's output is not lost.
     let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
@@ -303,7 +338,10 @@ fn faults_kill_9_and_etcd_restart() {
     let elevens = errors.iter().filter(|(c, _, _)| *c == 11).count();
     assert!(errors.iter().all(|(c, _, _)| *c == 11), "errors other than 11: {errors:?}");
     assert!(elevens > 0, "no caller saw error 11 while etcd was down");
-    eprintln!("faults: {} ADDs succeeded, {elevens} answered 11 while etcd was down, workers killed: {victims:?}", ok.len());
+    eprintln!(
+        "faults: {} ADDs succeeded, {elevens} answered 11 while etcd was down, workers killed: {victims:?}",
+        ok.len()
+    );
 
     // The runtime DELs every ADD it did not see succeed: the killed workers' in-flight ones.
     let mut a = allocator(&config).unwrap();
@@ -315,14 +353,26 @@ fn faults_kill_9_and_etcd_restart() {
     let leases = a.list_leases(&network).unwrap();
     let mut by_address = BTreeMap::new();
     for held in &leases {
-        assert!(by_address.insert(held.lease.address.clone(), held.owner.container_id.clone()).is_none(), "address held twice");
+        assert!(
+            by_address
+                .insert(held.lease.address.clone(), held.owner.container_id.clone())
+                .is_none(),
+            "address held twice"
+        );
     }
-    let holders: BTreeMap<String, String> = leases.iter().map(|h| (h.owner.container_id.clone(), h.lease.address.clone())).collect();
+    let holders: BTreeMap<String, String> =
+        leases.iter().map(|h| (h.owner.container_id.clone(), h.lease.address.clone())).collect();
     assert_eq!(holders.len(), leases.len(), "a container holds two addresses");
     let lost: Vec<_> = ok.keys().filter(|id| !holders.contains_key(*id)).take(5).collect();
     let orphaned: Vec<_> = holders.keys().filter(|id| !ok.contains_key(*id)).take(5).collect();
-    assert!(lost.is_empty() && orphaned.is_empty(), "lost allocations {lost:?}, orphaned {orphaned:?}");
-    assert!(ok.iter().all(|(id, address)| holders[id] == *address), "a caller was told another address than stored");
+    assert!(
+        lost.is_empty() && orphaned.is_empty(),
+        "lost allocations {lost:?}, orphaned {orphaned:?}"
+    );
+    assert!(
+        ok.iter().all(|(id, address)| holders[id] == *address),
+        "a caller was told another address than stored"
+    );
     let survivors = 6 - victims.len();
     assert!(ok.len() >= survivors * 60, "surviving workers did not finish");
 }
@@ -345,7 +395,11 @@ fn large_pool_65534_allocations() {
         .map(|offset| {
             PoolEdit::Claim(Slot {
                 offset: offset.to_string(),
-                owner: Owner { container_id: id(offset), ifname: "eth0".into(), podref: format!("team-a/web-{offset:05}") },
+                owner: Owner {
+                    container_id: id(offset),
+                    ifname: "eth0".into(),
+                    podref: format!("team-a/web-{offset:05}"),
+                },
             })
         })
         .collect();
@@ -359,7 +413,8 @@ fn large_pool_65534_allocations() {
     let usage = s.pool_usage("10.20.0.0-16").unwrap();
     let db_after = db_size(&endpoints);
     // The test's own prefix is longer than the default `/hereabouts/`; report both.
-    let default_key = usage.key_bytes as f64 / 65534.0 - (prefix.len() - "/hereabouts/".len()) as f64;
+    let default_key =
+        usage.key_bytes as f64 / 65534.0 - (prefix.len() - "/hereabouts/".len()) as f64;
     eprintln!(
         "large pool: 65,534 allocations written in {:.2} s, read in {:.0} ms; per allocation {:.0} bytes ({:.0} key + {:.0} value; {:.0} with the default prefix), etcd db grew {:.0} bytes/allocation",
         write.as_secs_f64(),
@@ -376,17 +431,23 @@ fn large_pool_65534_allocations() {
     let mut a = allocator(&config).unwrap();
     let t0 = Instant::now();
     let error = add(&mut a, &network, "one-too-many").unwrap_err();
-    eprintln!("large pool: ADD into the full /16 answered in {:.0} ms: {}", t0.elapsed().as_secs_f64() * 1e3, error.msg);
+    eprintln!(
+        "large pool: ADD into the full /16 answered in {:.0} ms: {}",
+        t0.elapsed().as_secs_f64() * 1e3,
+        error.msg
+    );
     assert_eq!(error.code, 100, "{error:?}");
     // Release the owner of 10.20.3.233 (offset 1001) through the allocator; the next ADD gets it.
-    let holder = Owner { container_id: id(1001), ifname: "eth0".into(), podref: "team-a/web-01001".into() };
+    let holder =
+        Owner { container_id: id(1001), ifname: "eth0".into(), podref: "team-a/web-01001".into() };
     let released = a.release(&network, &holder).unwrap();
     assert_eq!(released[0].address, "10.20.3.233");
     assert_eq!(add(&mut a, &network, "newcomer").unwrap(), "10.20.3.233");
 
     // Freeing everything at once is a chain of transactions (etcd allows 128 operations in one).
     let snapshot = s.read_pool(&pool).unwrap();
-    let frees: Vec<PoolEdit> = snapshot.slots.iter().map(|slot| PoolEdit::Free(slot.offset.clone())).collect();
+    let frees: Vec<PoolEdit> =
+        snapshot.slots.iter().map(|slot| PoolEdit::Free(slot.offset.clone())).collect();
     s.write_pool(&pool, &snapshot.version, &frees).unwrap();
     assert!(s.read_pool(&pool).unwrap().slots.is_empty());
 }
@@ -407,26 +468,47 @@ fn conditional_writes_and_reservations() {
     let pool = pool_ref("10.12.0.0-24", "10.12.0.0/24");
     let empty = s.read_pool(&pool).unwrap();
     assert_eq!(empty.version, "");
-    let claim = |offset: &str, id: &str| PoolEdit::Claim(Slot { offset: offset.into(), owner: owner(id) });
+    let claim =
+        |offset: &str, id: &str| PoolEdit::Claim(Slot { offset: offset.into(), owner: owner(id) });
     s.write_pool(&pool, "", &[claim("1", "a")]).unwrap();
-    assert!(matches!(s.write_pool(&pool, "", &[claim("2", "b")]), Err(StoreError::Conflict)), "create twice");
+    assert!(
+        matches!(s.write_pool(&pool, "", &[claim("2", "b")]), Err(StoreError::Conflict)),
+        "create twice"
+    );
     let v1 = s.read_pool(&pool).unwrap();
     s.write_pool(&pool, &v1.version, &[claim("2", "b")]).unwrap();
-    assert!(matches!(s.write_pool(&pool, &v1.version, &[claim("3", "c")]), Err(StoreError::Conflict)), "stale version");
+    assert!(
+        matches!(s.write_pool(&pool, &v1.version, &[claim("3", "c")]), Err(StoreError::Conflict)),
+        "stale version"
+    );
     let v2 = s.read_pool(&pool).unwrap();
     assert_eq!(v2.slots.len(), 2);
-    s.write_pool(&pool, &v2.version, &[PoolEdit::Free("1".into()), claim("1", "d"), PoolEdit::Free("2".into())]).unwrap();
+    s.write_pool(
+        &pool,
+        &v2.version,
+        &[PoolEdit::Free("1".into()), claim("1", "d"), PoolEdit::Free("2".into())],
+    )
+    .unwrap();
     let v3 = s.read_pool(&pool).unwrap();
     assert_eq!(v3.slots.len(), 1);
     assert_eq!(v3.slots[0].owner.container_id, "d");
 
-    let mut holder = |network: &str, id: &str| s.reserve_address(network, "10.12.0.1", &owner(id)).unwrap().map(|o| o.container_id);
+    let mut holder = |network: &str, id: &str| {
+        s.reserve_address(network, "10.12.0.1", &owner(id)).unwrap().map(|o| o.container_id)
+    };
     assert_eq!(holder("blue", "a"), None);
     assert_eq!(holder("blue", "a"), None, "idempotent");
     assert_eq!(holder("blue", "b").as_deref(), Some("a"));
     assert_eq!(holder("", "b"), None, "other network");
     s.release_address("blue", "10.12.0.1", &owner("b")).unwrap();
-    assert_eq!(s.reserve_address("blue", "10.12.0.1", &owner("b")).unwrap().map(|o| o.container_id).as_deref(), Some("a"), "not b's to release");
+    assert_eq!(
+        s.reserve_address("blue", "10.12.0.1", &owner("b"))
+            .unwrap()
+            .map(|o| o.container_id)
+            .as_deref(),
+        Some("a"),
+        "not b's to release"
+    );
     s.release_address("blue", "10.12.0.1", &owner("a")).unwrap();
     assert!(s.reserve_address("blue", "10.12.0.1", &owner("b")).unwrap().is_none());
     s.release_address("blue", "10.9.9.9", &owner("a")).unwrap();
@@ -445,7 +527,9 @@ fn threads_race_on_one_pool() {
                 let (config, network) = (config.clone(), network.clone());
                 scope.spawn(move || {
                     let mut a = allocator(&config).unwrap();
-                    (0..20).map(|i| add(&mut a, &network, &format!("t{t}-{i}")).unwrap()).collect::<Vec<_>>()
+                    (0..20)
+                        .map(|i| add(&mut a, &network, &format!("t{t}-{i}")).unwrap())
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -482,7 +566,8 @@ fn unreachable_etcd_is_error_11_quickly() {
             held.push(stream);
         }
     });
-    let config = ipam(&format!("{addr}"), "/x/", "10.14.0.0/24", json!({"etcd_request_timeout": "1s"}));
+    let config =
+        ipam(&format!("{addr}"), "/x/", "10.14.0.0/24", json!({"etcd_request_timeout": "1s"}));
     let t0 = Instant::now();
     let result = allocator(&config).and_then(|mut a| add(&mut a, &config.network_config(), "c"));
     let error = result.expect_err("a black hole allocated");
@@ -505,12 +590,15 @@ fn bad_data_is_a_clear_error_and_nothing_is_overwritten() {
 
     let cases: Vec<(String, &str)> = vec![
         (format!("{prefix}pools/10.15.0.0-24/alloc/1"), r#"{"id":"first","ifname":"eth0","pod"#), // truncated
-        (format!("{prefix}pools/10.15.0.0-24/alloc/1"), "hello from another program"),            // foreign
-        (format!("{prefix}pools/10.15.0.0-24/alloc/1"), r#"{"ip":"10.15.0.1","owner":"x"}"#),     // foreign JSON
-        (format!("{prefix}pools/10.15.0.0-24/spec"), r#"{"range":"10.15.0.0/2"#),                 // truncated spec
-        (format!("{prefix}pools/10.15.0.0-24/spec"), r#"{"range":"10.99.0.0/24"}"#),              // another pool's
-        (format!("{prefix}pools/10.15.0.0-24/zzz"), "x"),                                          // foreign key
-        (format!("{prefix}pools/10.15.0.0-24/alloc/007"), r#"{"id":"x","ifname":"eth0","podref":""}"#),
+        (format!("{prefix}pools/10.15.0.0-24/alloc/1"), "hello from another program"), // foreign
+        (format!("{prefix}pools/10.15.0.0-24/alloc/1"), r#"{"ip":"10.15.0.1","owner":"x"}"#), // foreign JSON
+        (format!("{prefix}pools/10.15.0.0-24/spec"), r#"{"range":"10.15.0.0/2"#), // truncated spec
+        (format!("{prefix}pools/10.15.0.0-24/spec"), r#"{"range":"10.99.0.0/24"}"#), // another pool's
+        (format!("{prefix}pools/10.15.0.0-24/zzz"), "x"),                            // foreign key
+        (
+            format!("{prefix}pools/10.15.0.0-24/alloc/007"),
+            r#"{"id":"x","ifname":"eth0","podref":""}"#,
+        ),
     ];
     let good = dump();
     for (key, value) in cases {
@@ -544,8 +632,12 @@ fn bad_data_is_a_clear_error_and_nothing_is_overwritten() {
 /// TLS with a client certificate and password auth; a wrong password or CA is a clear error.
 #[test]
 fn tls_and_auth() {
-    let (Some(endpoint), Some(dir)) = (env("HEREABOUTS_ETCD_TLS_ENDPOINT"), env("HEREABOUTS_ETCD_TLS_DIR")) else {
-        eprintln!("SKIPPED tls_and_auth: HEREABOUTS_ETCD_TLS_ENDPOINT/DIR not set (run.sh sets them)");
+    let (Some(endpoint), Some(dir)) =
+        (env("HEREABOUTS_ETCD_TLS_ENDPOINT"), env("HEREABOUTS_ETCD_TLS_DIR"))
+    else {
+        eprintln!(
+            "SKIPPED tls_and_auth: HEREABOUTS_ETCD_TLS_ENDPOINT/DIR not set (run.sh sets them)"
+        );
         return;
     };
     let prefix = unique_prefix("tls");
@@ -564,7 +656,9 @@ fn tls_and_auth() {
         }
         ipam(&endpoint, &prefix, "10.16.0.0/24", v)
     };
-    let error = allocator(&variant(json!({"etcd_password": "wrong"}))).err().expect("wrong password accepted");
+    let error = allocator(&variant(json!({"etcd_password": "wrong"})))
+        .err()
+        .expect("wrong password accepted");
     eprintln!("tls: wrong password → {} {}", error.code, error.msg);
     assert_eq!(error.code, 5, "{error:?}");
     assert!(error.msg.contains("credentials"), "{}", error.msg);
@@ -577,7 +671,8 @@ fn tls_and_auth() {
     assert!(error.msg.contains("TLS") && error.msg.contains("UnknownIssuer"), "{}", error.msg);
     assert_eq!(error.code, 5, "{error:?}");
 
-    let error = allocator(&variant(json!({"etcd_ca_cert_file": file("missing.pem")}))).err().unwrap();
+    let error =
+        allocator(&variant(json!({"etcd_ca_cert_file": file("missing.pem")}))).err().unwrap();
     assert_eq!(error.code, 7, "{error:?}");
     assert!(error.msg.contains("etcd_ca_cert_file"), "{}", error.msg);
 
@@ -588,8 +683,15 @@ fn tls_and_auth() {
     eprintln!("tls: no client certificate → {} {}", error.code, error.msg);
     assert_ne!(error.code, 0);
 
-    let plain = ipam(&endpoint.replace("https://", "http://"), &prefix, "10.16.0.0/24", json!({"etcd_request_timeout": "1s"}));
-    let error = allocator(&plain).and_then(|mut a| add(&mut a, &network, "x")).expect_err("plain http to a TLS etcd");
+    let plain = ipam(
+        &endpoint.replace("https://", "http://"),
+        &prefix,
+        "10.16.0.0/24",
+        json!({"etcd_request_timeout": "1s"}),
+    );
+    let error = allocator(&plain)
+        .and_then(|mut a| add(&mut a, &network, "x"))
+        .expect_err("plain http to a TLS etcd");
     eprintln!("tls: plain http → {} {}", error.code, error.msg);
     assert_ne!(error.code, 0);
 }

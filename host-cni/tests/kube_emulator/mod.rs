@@ -60,7 +60,9 @@ pub struct Emulator {
 fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
     match plural {
         "ippools" => Some(("whereabouts.cni.cncf.io/v1alpha1", "IPPool")),
-        "overlappingrangeipreservations" => Some(("whereabouts.cni.cncf.io/v1alpha1", "OverlappingRangeIPReservation")),
+        "overlappingrangeipreservations" => {
+            Some(("whereabouts.cni.cncf.io/v1alpha1", "OverlappingRangeIPReservation"))
+        }
         "pods" => Some(("v1", "Pod")),
         _ => None,
     }
@@ -136,7 +138,8 @@ impl Emulator {
     pub fn insert(&self, plural: &str, object: Value) -> Value {
         let mut state = self.shared.state.lock().unwrap();
         let ns = object["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
-        let stored = create(&mut state, plural, &ns, object).unwrap_or_else(|(code, body)| panic!("insert {code}: {body}"));
+        let stored = create(&mut state, plural, &ns, object)
+            .unwrap_or_else(|(code, body)| panic!("insert {code}: {body}"));
         self.shared.changed.notify_all();
         stored
     }
@@ -146,15 +149,25 @@ impl Emulator {
         let mut state = self.shared.state.lock().unwrap();
         let ns = object["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
         let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        let current = state.objects.get(&(plural.into(), ns.clone(), name)).expect("update of a missing object");
+        let current = state
+            .objects
+            .get(&(plural.into(), ns.clone(), name))
+            .expect("update of a missing object");
         object["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-        let stored = replace(&mut state, plural, &ns, object).unwrap_or_else(|(code, body)| panic!("update {code}: {body}"));
+        let stored = replace(&mut state, plural, &ns, object)
+            .unwrap_or_else(|(code, body)| panic!("update {code}: {body}"));
         self.shared.changed.notify_all();
         stored
     }
 
     pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
-        self.shared.state.lock().unwrap().objects.get(&(plural.into(), namespace.into(), name.into())).cloned()
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .objects
+            .get(&(plural.into(), namespace.into(), name.into()))
+            .cloned()
     }
 
     pub fn list(&self, plural: &str) -> Vec<Value> {
@@ -219,7 +232,9 @@ fn validate(plural: &str, object: &Value) -> Result<(), (u16, Value)> {
             if !object["spec"]["range"].is_string() {
                 return missing("spec.range");
             }
-            let Some(allocations) = object["spec"]["allocations"].as_object() else { return missing("spec.allocations") };
+            let Some(allocations) = object["spec"]["allocations"].as_object() else {
+                return missing("spec.allocations");
+            };
             for (offset, allocation) in allocations {
                 if !allocation["id"].is_string() {
                     return missing(&format!("spec.allocations[{offset}].id"));
@@ -239,10 +254,20 @@ fn validate(plural: &str, object: &Value) -> Result<(), (u16, Value)> {
     Ok(())
 }
 
-fn create(state: &mut State, plural: &str, ns: &str, mut object: Value) -> Result<Value, (u16, Value)> {
+fn create(
+    state: &mut State,
+    plural: &str,
+    ns: &str,
+    mut object: Value,
+) -> Result<Value, (u16, Value)> {
     let (api_version, kind) = kind_of(plural).unwrap();
     let Some(name) = object["metadata"]["name"].as_str().map(str::to_string) else {
-        return Err(status(422, "Invalid", "metadata.name: Required value: name or generateName is required".into(), json!({})));
+        return Err(status(
+            422,
+            "Invalid",
+            "metadata.name: Required value: name or generateName is required".into(),
+            json!({}),
+        ));
     };
     validate(plural, &object)?;
     let key = (plural.to_string(), ns.to_string(), name.clone());
@@ -268,7 +293,12 @@ fn create(state: &mut State, plural: &str, ns: &str, mut object: Value) -> Resul
     Ok(object)
 }
 
-fn replace(state: &mut State, plural: &str, ns: &str, mut object: Value) -> Result<Value, (u16, Value)> {
+fn replace(
+    state: &mut State,
+    plural: &str,
+    ns: &str,
+    mut object: Value,
+) -> Result<Value, (u16, Value)> {
     let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
     let key = (plural.to_string(), ns.to_string(), name.clone());
     let Some(current) = state.objects.get(&key) else {
@@ -284,7 +314,10 @@ fn replace(state: &mut State, plural: &str, ns: &str, mut object: Value) -> Resu
         return Err(status(
             422,
             "Invalid",
-            format!("{} {name:?} is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update", kind_of(plural).unwrap().1),
+            format!(
+                "{} {name:?} is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+                kind_of(plural).unwrap().1
+            ),
             json!({"name": name, "group": group_of(plural), "kind": plural}),
         ));
     }
@@ -316,7 +349,13 @@ fn replace(state: &mut State, plural: &str, ns: &str, mut object: Value) -> Resu
     Ok(object)
 }
 
-fn remove(state: &mut State, plural: &str, ns: &str, name: &str, precondition: Option<&str>) -> Result<Value, (u16, Value)> {
+fn remove(
+    state: &mut State,
+    plural: &str,
+    ns: &str,
+    name: &str,
+    precondition: Option<&str>,
+) -> Result<Value, (u16, Value)> {
     let key = (plural.to_string(), ns.to_string(), name.to_string());
     let Some(current) = state.objects.get(&key) else {
         return Err(status(
@@ -449,7 +488,9 @@ fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
-        if request.method == "GET" && request.query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        if request.method == "GET"
+            && request.query.get("watch").is_some_and(|w| w == "true" || w == "1")
+        {
             serve_watch(&mut writer, &shared, &request);
             return;
         }
@@ -480,7 +521,9 @@ fn route(path: &str) -> Option<(String, Option<String>, Option<String>)> {
     let parsed = match parts.as_slice() {
         [plural] => (plural.to_string(), None, None),
         ["namespaces", ns, plural] => (plural.to_string(), Some(ns.to_string()), None),
-        ["namespaces", ns, plural, name] => (plural.to_string(), Some(ns.to_string()), Some(name.to_string())),
+        ["namespaces", ns, plural, name] => {
+            (plural.to_string(), Some(ns.to_string()), Some(name.to_string()))
+        }
         _ => return None,
     };
     let core = path.starts_with("/api/v1");
@@ -510,7 +553,12 @@ fn forbidden(verb: &str, plural: &str, ns: Option<&str>, name: Option<&str>) -> 
 
 fn handle(state: &mut State, request: &Request) -> (u16, Value) {
     let Some((plural, ns, name)) = route(&request.path) else {
-        return status(404, "NotFound", "the server could not find the requested resource".into(), json!({}));
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+            json!({}),
+        );
     };
     let verb = match (request.method.as_str(), &name) {
         ("GET", Some(_)) => "get",
@@ -518,7 +566,14 @@ fn handle(state: &mut State, request: &Request) -> (u16, Value) {
         ("POST", None) => "create",
         ("PUT", Some(_)) => "update",
         ("DELETE", Some(_)) => "delete",
-        _ => return status(405, "MethodNotAllowed", format!("{} is not supported here", request.method), json!({})),
+        _ => {
+            return status(
+                405,
+                "MethodNotAllowed",
+                format!("{} is not supported here", request.method),
+                json!({}),
+            );
+        }
     };
     if state.denied.contains(&(verb.to_string(), plural.clone())) {
         return forbidden(verb, &plural, ns.as_deref(), name.as_deref());
@@ -545,11 +600,16 @@ fn handle(state: &mut State, request: &Request) -> (u16, Value) {
                 .filter(|((p, n, _), _)| *p == plural && ns.as_ref().is_none_or(|ns| ns == n))
                 .map(|(_, v)| v.clone())
                 .collect();
-            (200, json!({"apiVersion": api_version, "kind": format!("{kind}List"),
-                         "metadata": {"resourceVersion": state.revision.to_string()}, "items": items}))
+            (
+                200,
+                json!({"apiVersion": api_version, "kind": format!("{kind}List"),
+                         "metadata": {"resourceVersion": state.revision.to_string()}, "items": items}),
+            )
         }
         "create" => {
-            let Ok(object) = body() else { return status(400, "BadRequest", "body is not JSON".into(), json!({})) };
+            let Ok(object) = body() else {
+                return status(400, "BadRequest", "body is not JSON".into(), json!({}));
+            };
             let ns = ns.unwrap_or_default();
             if object["metadata"]["namespace"].as_str().is_some_and(|n| n != ns) {
                 return status(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request".into(), json!({}));
@@ -560,9 +620,16 @@ fn handle(state: &mut State, request: &Request) -> (u16, Value) {
             }
         }
         "update" => {
-            let Ok(object) = body() else { return status(400, "BadRequest", "body is not JSON".into(), json!({})) };
+            let Ok(object) = body() else {
+                return status(400, "BadRequest", "body is not JSON".into(), json!({}));
+            };
             if object["metadata"]["name"].as_str() != name.as_deref() {
-                return status(400, "BadRequest", "the name of the object does not match the name on the URL".into(), json!({}));
+                return status(
+                    400,
+                    "BadRequest",
+                    "the name of the object does not match the name on the URL".into(),
+                    json!({}),
+                );
             }
             match replace(state, &plural, &ns.unwrap_or_default(), object) {
                 Ok(object) => (200, object),
@@ -571,8 +638,15 @@ fn handle(state: &mut State, request: &Request) -> (u16, Value) {
         }
         "delete" => {
             let options = body().unwrap_or(Value::Null);
-            let precondition = options["preconditions"]["resourceVersion"].as_str().map(str::to_string);
-            match remove(state, &plural, &ns.unwrap_or_default(), name.as_deref().unwrap(), precondition.as_deref()) {
+            let precondition =
+                options["preconditions"]["resourceVersion"].as_str().map(str::to_string);
+            match remove(
+                state,
+                &plural,
+                &ns.unwrap_or_default(),
+                name.as_deref().unwrap(),
+                precondition.as_deref(),
+            ) {
                 Ok(object) => (200, object),
                 Err(e) => e,
             }
@@ -583,7 +657,17 @@ fn handle(state: &mut State, request: &Request) -> (u16, Value) {
 
 fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
     let Some((plural, ns, None)) = route(&request.path) else {
-        let _ = write_response(writer, 404, &status(404, "NotFound", "the server could not find the requested resource".into(), json!({})).1);
+        let _ = write_response(
+            writer,
+            404,
+            &status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource".into(),
+                json!({}),
+            )
+            .1,
+        );
         return;
     };
     {
@@ -598,12 +682,25 @@ fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
         }
     }
     if plural != "pods" {
-        let _ = write_response(writer, 405, &status(405, "MethodNotAllowed", "this emulation watches pods only".into(), json!({})).1);
+        let _ = write_response(
+            writer,
+            405,
+            &status(405, "MethodNotAllowed", "this emulation watches pods only".into(), json!({}))
+                .1,
+        );
         return;
     }
-    let mut since: u64 = request.query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut since: u64 =
+        request.query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
     let deadline = Instant::now()
-        + Duration::from_secs(request.query.get("timeoutSeconds").and_then(|v| v.parse().ok()).unwrap_or(300).min(300));
+        + Duration::from_secs(
+            request
+                .query
+                .get("timeoutSeconds")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(300)
+                .min(300),
+        );
     if writer
         .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
         .is_err()
@@ -615,7 +712,12 @@ fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
         let events: Vec<Value> = state
             .pod_events
             .iter()
-            .filter(|(rv, _, object)| *rv > since && ns.as_ref().is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns)))
+            .filter(|(rv, _, object)| {
+                *rv > since
+                    && ns
+                        .as_ref()
+                        .is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns))
+            })
             .map(|(_, kind, object)| json!({"type": kind, "object": object}))
             .collect();
         since = state.revision;
@@ -623,7 +725,8 @@ fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
         for event in events {
             let mut line = serde_json::to_vec(&event).unwrap();
             line.push(b'\n');
-            let chunk = [format!("{:x}\r\n", line.len()).into_bytes(), line, b"\r\n".to_vec()].concat();
+            let chunk =
+                [format!("{:x}\r\n", line.len()).into_bytes(), line, b"\r\n".to_vec()].concat();
             if writer.write_all(&chunk).and_then(|_| writer.flush()).is_err() {
                 return;
             }
@@ -652,7 +755,8 @@ pub fn pod(namespace: &str, name: &str, phase: &str, network_ips: &[&str]) -> Va
             {"name": "cbr0", "interface": "eth0", "ips": ["10.244.0.9"], "default": true},
             {"name": format!("{namespace}/blue"), "interface": "net1", "ips": network_ips}
         ]);
-        pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"] = json!(status.to_string());
+        pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"] =
+            json!(status.to_string());
     }
     pod
 }

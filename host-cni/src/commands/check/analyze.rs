@@ -55,7 +55,11 @@ struct Planned {
 }
 
 /// Runs every enabled rule over `sites`. Fails only when the component cannot run.
-pub fn analyze(sites: &[Site], settings: &Settings, allocator: &mut Allocator) -> Result<Vec<Finding>, String> {
+pub fn analyze(
+    sites: &[Site],
+    settings: &Settings,
+    allocator: &mut Allocator,
+) -> Result<Vec<Finding>, String> {
     let mut findings = Vec::new();
     let mut planned = Vec::new();
     for (index, site) in sites.iter().enumerate() {
@@ -175,7 +179,12 @@ fn unknown_keys(site: &Site, findings: &mut Vec<Finding>) {
 /// The known key a mistyped one most likely meant: same letters ignoring case, `_` and `-`
 /// (`rangeStart`, `ip_ranges`), else the nearest by edit distance.
 pub fn did_you_mean<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
-    let squash = |s: &str| s.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect::<String>();
+    let squash = |s: &str| {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    };
     let squashed = squash(key);
     if let Some(same) = known.iter().find(|k| squash(k) == squashed) {
         return Some(same);
@@ -183,7 +192,9 @@ pub fn did_you_mean<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
     known
         .iter()
         .map(|k| (strsim::levenshtein(&squashed, &squash(k)), *k))
-        .filter(|(distance, k)| *distance <= if k.len() > 10 { 3 } else { 2 } && *distance < key.len())
+        .filter(|(distance, k)| {
+            *distance <= if k.len() > 10 { 3 } else { 2 } && *distance < key.len()
+        })
         .min()
         .map(|(_, k)| k)
 }
@@ -197,7 +208,11 @@ fn type_error(site: &Site, message: &str) -> Finding {
         path.push(Seg::Key(key.to_string()));
         // `unexpected a number: invalid type: integer `10`, expected a string`: serde's part
         // says it all.
-        text = rest.strip_prefix("unexpected ").and_then(|r| r.split_once(": ")).map_or(rest, |(_, serde)| serde).to_string();
+        text = rest
+            .strip_prefix("unexpected ")
+            .and_then(|r| r.split_once(": "))
+            .map_or(rest, |(_, serde)| serde)
+            .to_string();
         if let Some((index, after)) = rest.strip_prefix('[').and_then(|r| r.split_once("] ")) {
             if let Ok(index) = index.parse() {
                 path.push(Seg::Index(index));
@@ -218,7 +233,9 @@ fn capacity(site: &Site, ranges: &[RangeReport], settings: &Settings, findings: 
                     "min-free-invalid",
                     Level::Error,
                     &[],
-                    format!("{MIN_FREE_ANNOTATION} must be a whole number of addresses, found {text:?}"),
+                    format!(
+                        "{MIN_FREE_ANNOTATION} must be a whole number of addresses, found {text:?}"
+                    ),
                 );
                 finding.spot = *spot;
                 finding.field = Some(format!("metadata.annotations[\"{MIN_FREE_ANNOTATION}\"]"));
@@ -235,15 +252,30 @@ fn capacity(site: &Site, ranges: &[RangeReport], settings: &Settings, findings: 
         if let Some((need, source)) = &need
             && offered < *need
         {
-            let message = format!("{} offers {offered} addresses, fewer than the {need} {source} asks for", report.range);
-            findings.push(at(site, "capacity-below-need", Level::Error, &range_key(&report.field), message));
+            let message = format!(
+                "{} offers {offered} addresses, fewer than the {need} {source} asks for",
+                report.range
+            );
+            findings.push(at(
+                site,
+                "capacity-below-need",
+                Level::Error,
+                &range_key(&report.field),
+                message,
+            ));
         }
         if report.range.contains(':') && offered < settings.ipv6_min_capacity {
             let message = format!(
                 "IPv6 range {} offers only {offered} addresses (threshold {})",
                 report.range, settings.ipv6_min_capacity
             );
-            findings.push(at(site, "ipv6-range-small", Level::Warning, &range_key(&report.field), message));
+            findings.push(at(
+                site,
+                "ipv6-range-small",
+                Level::Warning,
+                &range_key(&report.field),
+                message,
+            ));
         }
     }
 }
@@ -262,10 +294,16 @@ fn matters(a: &Planned, ra: &RangeReport, b: &Planned, rb: &RangeReport) -> bool
     if a.config.network_name != b.config.network_name {
         return true;
     }
-    ra.range != rb.range && !(a.config.enable_overlapping_ranges && b.config.enable_overlapping_ranges)
+    ra.range != rb.range
+        && !(a.config.enable_overlapping_ranges && b.config.enable_overlapping_ranges)
 }
 
-fn overlaps(sites: &[Site], planned: &[Planned], allocator: &mut Allocator, findings: &mut Vec<Finding>) -> Result<(), String> {
+fn overlaps(
+    sites: &[Site],
+    planned: &[Planned],
+    allocator: &mut Allocator,
+    findings: &mut Vec<Finding>,
+) -> Result<(), String> {
     // Unparsable bounds (never from the core, but not trusted blindly) meet everything.
     let (low, high) = (IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::from(u128::MAX)));
     let mut bounds: Vec<Bounds> = Vec::new();
@@ -285,7 +323,9 @@ fn overlaps(sites: &[Site], planned: &[Planned], allocator: &mut Allocator, find
         for open in &active {
             let (x, y) = if open.net <= current.net { (*open, current) } else { (current, *open) };
             let (a, b) = (&planned[x.net], &planned[y.net]);
-            if (x.net != y.net || x.range != y.range) && matters(a, &a.ranges[x.range], b, &b.ranges[y.range]) {
+            if (x.net != y.net || x.range != y.range)
+                && matters(a, &a.ranges[x.range], b, &b.ranges[y.range])
+            {
                 pairs.insert((x.net, y.net));
             }
         }
@@ -330,7 +370,15 @@ fn field_order(field: &str) -> usize {
 }
 
 /// Reported at the later network (in file order), pointing back at the earlier one.
-fn overlap_finding(sites: &[Site], a: &Planned, ra: &RangeReport, b: &Planned, rb: &RangeReport, first: &str, last: &str) -> Finding {
+fn overlap_finding(
+    sites: &[Site],
+    a: &Planned,
+    ra: &RangeReport,
+    b: &Planned,
+    rb: &RangeReport,
+    first: &str,
+    last: &str,
+) -> Finding {
     let (sa, sb) = (&sites[a.site], &sites[b.site]);
     let span = if first == last { first.to_string() } else { format!("{first}-{last}") };
     let a_path: Vec<Seg> = sa.ipam_path.iter().cloned().chain(range_key(&ra.field)).collect();
@@ -358,6 +406,11 @@ fn overlap_finding(sites: &[Site], a: &Planned, ra: &RangeReport, b: &Planned, r
         ("overlapping-ranges-disabled", Level::Error, message)
     };
     let mut finding = at(sb, rule, level, &range_key(&rb.field), message);
-    finding.related.push(Related { file: sa.file.clone(), spot: a_spot, network: sa.label.clone(), field: a_field });
+    finding.related.push(Related {
+        file: sa.file.clone(),
+        spot: a_spot,
+        network: sa.label.clone(),
+        field: a_field,
+    });
     finding
 }

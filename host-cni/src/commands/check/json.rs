@@ -114,7 +114,10 @@ impl Scanner<'_> {
                 Some(PosNode::leaf(spot))
             }
             _ => {
-                while !matches!(self.peek(), None | Some(b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r')) {
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
                     self.bump();
                 }
                 Some(PosNode::leaf(spot))
@@ -140,6 +143,10 @@ impl Scanner<'_> {
             }
         }
         let raw = self.text.get(start..self.at)?;
-        if raw.contains('\\') { serde_json::from_str(raw).ok() } else { Some(raw[1..raw.len() - 1].to_string()) }
+        if raw.contains('\\') {
+            serde_json::from_str(raw).ok()
+        } else {
+            Some(raw[1..raw.len() - 1].to_string())
+        }
     }
 }

@@ -43,7 +43,15 @@ fn count(n: usize, one: &str) -> String {
 pub fn text(report: &Report) -> String {
     let mut out = String::new();
     for f in &report.findings {
-        out.push_str(&format!("{}:{}:{}: {}[{}] {}\n", f.file, f.spot.line, f.spot.col, f.level.as_str(), f.rule, headline(f)));
+        out.push_str(&format!(
+            "{}:{}:{}: {}[{}] {}\n",
+            f.file,
+            f.spot.line,
+            f.spot.col,
+            f.level.as_str(),
+            f.rule,
+            headline(f)
+        ));
     }
     let (errors, warnings) = report.counts();
     let verdict = match (errors, warnings) {
@@ -52,7 +60,11 @@ pub fn text(report: &Report) -> String {
         (0, _) => count(warnings, "warning"),
         _ => format!("{}, {}", count(errors, "error"), count(warnings, "warning")),
     };
-    out.push_str(&format!("checked {}, {}: {verdict}\n", count(report.files, "file"), count(report.networks, "network")));
+    out.push_str(&format!(
+        "checked {}, {}: {verdict}\n",
+        count(report.files, "file"),
+        count(report.networks, "network")
+    ));
     out
 }
 
@@ -107,11 +119,18 @@ pub fn json(report: &Report) -> String {
             related: f
                 .related
                 .iter()
-                .map(|r| JsonRelated { file: &r.file, line: r.spot.line, column: r.spot.col, network: &r.network, field: &r.field })
+                .map(|r| JsonRelated {
+                    file: &r.file,
+                    line: r.spot.line,
+                    column: r.spot.col,
+                    network: &r.network,
+                    field: &r.field,
+                })
                 .collect(),
         })
         .collect();
-    let out = JsonReport { files: report.files, networks: report.networks, errors, warnings, findings };
+    let out =
+        JsonReport { files: report.files, networks: report.networks, errors, warnings, findings };
     serde_json::to_string_pretty(&out).expect("serialisable") + "\n"
 }
 

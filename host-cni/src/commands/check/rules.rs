@@ -63,27 +63,97 @@ use Origin::{Check, Core};
 
 /// Every rule, in the order the documentation lists them.
 pub const RULES: &[Rule] = &[
-    rule("parse-error", Error, Check, "A file, or a NAD's `spec.config`, is not valid YAML/JSON; what follows the error is not checked."),
-    rule("ipam-type-error", Error, Check, "An ipam key holds the wrong type of value (a number where a CIDR string belongs); the plugin rejects the config."),
-    rule("unknown-ipam-key", Warning, Check, "An ipam key the plugin does not know, so it is ignored: usually a typo of a known key."),
-    rule("range-missing", Error, Core, "The ipam section has neither `range` nor `ipRanges`: there is nothing to hand out."),
-    rule("range-invalid", Error, Core, "A `range` is neither a CIDR (`10.0.0.0/24`) nor the range-end form (`10.0.0.5-10.0.0.25/24`)."),
+    rule(
+        "parse-error",
+        Error,
+        Check,
+        "A file, or a NAD's `spec.config`, is not valid YAML/JSON; what follows the error is not checked.",
+    ),
+    rule(
+        "ipam-type-error",
+        Error,
+        Check,
+        "An ipam key holds the wrong type of value (a number where a CIDR string belongs); the plugin rejects the config.",
+    ),
+    rule(
+        "unknown-ipam-key",
+        Warning,
+        Check,
+        "An ipam key the plugin does not know, so it is ignored: usually a typo of a known key.",
+    ),
+    rule(
+        "range-missing",
+        Error,
+        Core,
+        "The ipam section has neither `range` nor `ipRanges`: there is nothing to hand out.",
+    ),
+    rule(
+        "range-invalid",
+        Error,
+        Core,
+        "A `range` is neither a CIDR (`10.0.0.0/24`) nor the range-end form (`10.0.0.5-10.0.0.25/24`).",
+    ),
     rule("range-start-invalid", Error, Core, "`range_start` is not an IP address."),
     rule("range-end-invalid", Error, Core, "`range_end` is not an IP address."),
     rule("range-start-outside-range", Error, Core, "`range_start` lies outside its range."),
     rule("range-end-outside-range", Error, Core, "`range_end` lies outside its range."),
     rule("range-start-after-end", Error, Core, "`range_start` is above `range_end`."),
     rule("exclude-invalid", Error, Core, "An `exclude` entry is neither a CIDR nor an address."),
-    rule("exclude-outside-range", Error, Core, "An `exclude` lies wholly outside its range, so it excludes nothing: usually a typo."),
-    rule("exclude-partly-outside-range", Error, Core, "An `exclude` reaches beyond its range: only part of it applies."),
+    rule(
+        "exclude-outside-range",
+        Error,
+        Core,
+        "An `exclude` lies wholly outside its range, so it excludes nothing: usually a typo.",
+    ),
+    rule(
+        "exclude-partly-outside-range",
+        Error,
+        Core,
+        "An `exclude` reaches beyond its range: only part of it applies.",
+    ),
     rule("gateway-invalid", Error, Core, "`gateway` is not an IP address."),
-    rule("range-empty", Error, Core, "Nothing is left to hand out once excludes and `range_start`/`range_end` apply."),
-    rule("gateway-allocatable", Warning, Core, "The gateway lies in the allocatable space and is not excluded: a pod can be given the gateway's address."),
-    rule("networks-overlap", Warning, Check, "Two networks with different `network_name`s have overlapping ranges: each can hand out the same addresses (fine only if they never share an L2 segment)."),
-    rule("overlapping-ranges-disabled", Error, Check, "Ranges of one `network_name` overlap while `enable_overlapping_ranges` is false: both pools can hand out the same address."),
-    rule("capacity-below-need", Error, Check, "A range offers fewer addresses than declared by the `hereabouts.io/min-free` annotation or `--min-free`."),
-    rule("min-free-invalid", Error, Check, "The `hereabouts.io/min-free` annotation is not a whole number."),
-    rule("ipv6-range-small", Warning, Check, "An IPv6 range offers fewer addresses than the threshold (default 254, what an IPv4 /24 offers): IPv6 space is plentiful, so this is usually a prefix-length typo."),
+    rule(
+        "range-empty",
+        Error,
+        Core,
+        "Nothing is left to hand out once excludes and `range_start`/`range_end` apply.",
+    ),
+    rule(
+        "gateway-allocatable",
+        Warning,
+        Core,
+        "The gateway lies in the allocatable space and is not excluded: a pod can be given the gateway's address.",
+    ),
+    rule(
+        "networks-overlap",
+        Warning,
+        Check,
+        "Two networks with different `network_name`s have overlapping ranges: each can hand out the same addresses (fine only if they never share an L2 segment).",
+    ),
+    rule(
+        "overlapping-ranges-disabled",
+        Error,
+        Check,
+        "Ranges of one `network_name` overlap while `enable_overlapping_ranges` is false: both pools can hand out the same address.",
+    ),
+    rule(
+        "capacity-below-need",
+        Error,
+        Check,
+        "A range offers fewer addresses than declared by the `hereabouts.io/min-free` annotation or `--min-free`.",
+    ),
+    rule(
+        "min-free-invalid",
+        Error,
+        Check,
+        "The `hereabouts.io/min-free` annotation is not a whole number.",
+    ),
+    rule(
+        "ipv6-range-small",
+        Warning,
+        Check,
+        "An IPv6 range offers fewer addresses than the threshold (default 254, what an IPv4 /24 offers): IPv6 space is plentiful, so this is usually a prefix-length typo.",
+    ),
 ];
 
 pub fn find(id: &str) -> Option<&'static Rule> {
@@ -127,7 +197,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { levels: BTreeMap::new(), min_free: None, ipv6_min_capacity: DEFAULT_IPV6_MIN_CAPACITY }
+        Self {
+            levels: BTreeMap::new(),
+            min_free: None,
+            ipv6_min_capacity: DEFAULT_IPV6_MIN_CAPACITY,
+        }
     }
 }
 
@@ -142,8 +216,10 @@ impl Settings {
         };
         if let Some(path) = file {
             let name = path.display();
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("rules file {name}: {e}"))?;
-            let parsed: RulesFile = serde_json::from_str(&text).map_err(|e| format!("rules file {name}: {e}"))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("rules file {name}: {e}"))?;
+            let parsed: RulesFile =
+                serde_json::from_str(&text).map_err(|e| format!("rules file {name}: {e}"))?;
             for (id, level) in &parsed.rules {
                 settings.set(id, level).map_err(|e| format!("rules file {name}: {e}"))?;
             }
@@ -153,7 +229,9 @@ impl Settings {
             }
         }
         for item in overrides {
-            let (id, level) = item.split_once('=').ok_or_else(|| format!("--rule {item}: expected ID=off|warning|error"))?;
+            let (id, level) = item
+                .split_once('=')
+                .ok_or_else(|| format!("--rule {item}: expected ID=off|warning|error"))?;
             settings.set(id, level).map_err(|e| format!("--rule {item}: {e}"))?;
         }
         Ok(settings)
@@ -166,7 +244,8 @@ impl Settings {
                 None => format!("unknown rule `{id}` (`hereabouts check --list-rules` lists them)"),
             });
         }
-        let level = Level::parse(level).ok_or_else(|| format!("`{level}` is not a level: use off, warning or error"))?;
+        let level = Level::parse(level)
+            .ok_or_else(|| format!("`{level}` is not a level: use off, warning or error"))?;
         self.levels.insert(id.to_string(), level);
         Ok(())
     }
@@ -184,13 +263,20 @@ impl Settings {
 
 /// The catalogue as a Markdown table (`--list-rules`; docs/check.md holds the same rows).
 pub fn table() -> String {
-    let mut out = String::from("| Rule | Default | Decided by | What it means |\n| --- | --- | --- | --- |\n");
+    let mut out = String::from(
+        "| Rule | Default | Decided by | What it means |\n| --- | --- | --- | --- |\n",
+    );
     for rule in RULES {
         let origin = match rule.origin {
             Origin::Core => "core `validate`",
             Origin::Check => "check",
         };
-        out.push_str(&format!("| `{}` | {} | {origin} | {} |\n", rule.id, rule.level.as_str(), rule.summary));
+        out.push_str(&format!(
+            "| `{}` | {} | {origin} | {} |\n",
+            rule.id,
+            rule.level.as_str(),
+            rule.summary
+        ));
     }
     out
 }

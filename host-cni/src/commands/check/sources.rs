@@ -67,7 +67,9 @@ impl Locator {
     fn map(&self, spot: Spot) -> Spot {
         match self.embed {
             Embed::Direct => spot,
-            Embed::Block { first_line, indent } => Spot::new(first_line + spot.line - 1, indent + spot.col),
+            Embed::Block { first_line, indent } => {
+                Spot::new(first_line + spot.line - 1, indent + spot.col)
+            }
             Embed::Scalar(at) => at,
         }
     }
@@ -80,7 +82,9 @@ impl Locator {
     /// Keys of the object at `path`, in source order, with where each key starts.
     pub fn keys(&self, path: &[Seg]) -> Vec<(String, Spot)> {
         match self.tree.get(path).map(|node| &node.kids) {
-            Some(super::tree::Kids::Object(entries)) => entries.iter().map(|(k, spot, _)| (k.clone(), self.map(*spot))).collect(),
+            Some(super::tree::Kids::Object(entries)) => {
+                entries.iter().map(|(k, spot, _)| (k.clone(), self.map(*spot))).collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -134,7 +138,8 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), String> {
         let kind = entry.file_type().map_err(|e| format!("{}: {e}", display(&path)))?;
         if kind.is_dir() {
             walk(&path, files)?;
-        } else if has_config_extension(&path) && std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        } else if has_config_extension(&path) && std::fs::metadata(&path).is_ok_and(|m| m.is_file())
+        {
             files.push(path);
         }
     }
@@ -142,7 +147,9 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), String> {
 }
 
 fn has_config_extension(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// A path as findings show it: as given, with `/` separators and no leading `./`.
@@ -160,14 +167,19 @@ pub fn load(files: &[PathBuf]) -> Result<Loaded, String> {
     for path in files {
         let (file, bytes) = if path.as_os_str() == STDIN {
             let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).map_err(|e| format!("stdin: {e}"))?;
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .map_err(|e| format!("stdin: {e}"))?;
             ("<stdin>".to_string(), bytes)
         } else {
             (display(path), std::fs::read(path).map_err(|e| format!("{}: {e}", display(path)))?)
         };
         match String::from_utf8(bytes) {
             Ok(text) => load_text(&file, &text, is_json(path, &text), &mut loaded),
-            Err(e) => loaded.findings.push(parse_error(&file, Spot::new(1, 1), format!("not UTF-8 text: {e}"))),
+            Err(e) => loaded.findings.push(parse_error(
+                &file,
+                Spot::new(1, 1),
+                format!("not UTF-8 text: {e}"),
+            )),
         }
     }
     Ok(loaded)
@@ -193,9 +205,21 @@ fn load_text(file: &str, text: &str, json: bool, loaded: &mut Loaded) {
                     None => "network (unnamed)".to_string(),
                 };
                 let locator = Rc::new(Locator { tree, embed: Embed::Direct });
-                find_sites(file, &label, &config, &mut Vec::new(), &locator, None, &mut loaded.sites);
+                find_sites(
+                    file,
+                    &label,
+                    &config,
+                    &mut Vec::new(),
+                    &locator,
+                    None,
+                    &mut loaded.sites,
+                );
             }
-            Err(e) => loaded.findings.push(parse_error(file, e.spot, format!("invalid JSON: {}", e.message))),
+            Err(e) => loaded.findings.push(parse_error(
+                file,
+                e.spot,
+                format!("invalid JSON: {}", e.message),
+            )),
         }
         return;
     }
@@ -249,18 +273,33 @@ fn load_nad(file: &str, nad: &YNode, loaded: &mut Loaded) {
         // lines before it are the leading newlines of the text.
         ScalarStyle::Literal => {
             let blank = config_text.chars().take_while(|c| *c == '\n').count();
-            Embed::Block { first_line: config.spot.line.saturating_sub(blank), indent: config.spot.col - 1 }
+            Embed::Block {
+                first_line: config.spot.line.saturating_sub(blank),
+                indent: config.spot.col - 1,
+            }
         }
         _ => Embed::Scalar(config.spot),
     };
     match json::parse(config_text) {
         Ok((value, tree)) => {
             let locator = Rc::new(Locator { tree, embed });
-            find_sites(file, &label, &value, &mut Vec::new(), &locator, min_free.as_ref(), &mut loaded.sites);
+            find_sites(
+                file,
+                &label,
+                &value,
+                &mut Vec::new(),
+                &locator,
+                min_free.as_ref(),
+                &mut loaded.sites,
+            );
         }
         Err(e) => {
             let spot = Locator { tree: PosNode::leaf(e.spot), embed }.map(e.spot);
-            loaded.findings.push(parse_error(file, spot, format!("{label}: spec.config is not valid JSON: {}", e.message)));
+            loaded.findings.push(parse_error(
+                file,
+                spot,
+                format!("{label}: spec.config is not valid JSON: {}", e.message),
+            ));
         }
     }
 }

@@ -86,7 +86,9 @@ impl PosNode {
 
     pub fn child(&self, seg: &Seg) -> Option<&PosNode> {
         match (&self.kids, seg) {
-            (Kids::Object(entries), Seg::Key(key)) => entries.iter().rev().find(|(k, _, _)| k == key).map(|(_, _, v)| v),
+            (Kids::Object(entries), Seg::Key(key)) => {
+                entries.iter().rev().find(|(k, _, _)| k == key).map(|(_, _, v)| v)
+            }
             (Kids::Array(items), Seg::Index(index)) => items.get(*index),
             _ => None,
         }

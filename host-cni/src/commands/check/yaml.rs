@@ -29,7 +29,9 @@ impl YNode {
     /// The value of `key` in a mapping.
     pub fn get(&self, key: &str) -> Option<&YNode> {
         match &self.value {
-            YValue::Map(entries) => entries.iter().rev().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
+            YValue::Map(entries) => {
+                entries.iter().rev().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+            }
             _ => None,
         }
     }
@@ -72,13 +74,16 @@ pub fn parse_documents(text: &str) -> (Vec<YNode>, Option<YamlError>) {
             Ok(pair) => pair,
             Err(e) => {
                 let mark = e.marker();
-                let error = YamlError { spot: Spot::new(mark.line(), mark.col() + 1), message: e.info() };
+                let error =
+                    YamlError { spot: Spot::new(mark.line(), mark.col() + 1), message: e.info() };
                 return (documents, Some(error));
             }
         };
         let spot = Spot::new(span.start.line(), span.start.col() + 1);
         let done = match event {
-            Event::Scalar(text, style, _, _) => YNode { spot, value: YValue::Scalar(text.into_owned(), style) },
+            Event::Scalar(text, style, _, _) => {
+                YNode { spot, value: YValue::Scalar(text.into_owned(), style) }
+            }
             Event::Alias(_) => YNode { spot, value: YValue::Alias },
             Event::SequenceStart(..) => {
                 stack.push(Frame::Seq(spot, Vec::new()));

@@ -23,7 +23,9 @@ pub const GROUP: &str = "whereabouts.cni.cncf.io";
 pub const VERSION: &str = "v1alpha1";
 
 /// IPPoolSpec defines the desired state of IPPool.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
 #[kube(
     group = "whereabouts.cni.cncf.io",
     version = "v1alpha1",
@@ -55,7 +57,9 @@ pub struct IPAllocation {
 }
 
 /// OverlappingRangeIPReservationSpec defines the desired state of OverlappingRangeIPReservation
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
 #[kube(
     group = "whereabouts.cni.cncf.io",
     version = "v1alpha1",
@@ -74,7 +78,9 @@ pub struct OverlappingRangeIPReservationSpec {
 }
 
 /// Go writes a nil map as `null`; read it as an empty pool rather than failing.
-fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, IPAllocation>, D::Error> {
+fn null_as_empty<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, IPAllocation>, D::Error> {
     Ok(Option::<BTreeMap<String, IPAllocation>>::deserialize(deserializer)?.unwrap_or_default())
 }
 

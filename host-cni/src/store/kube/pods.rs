@@ -60,13 +60,15 @@ pub fn judge(pod: Option<&Pod>, address: &str) -> Verdict {
         "Running" => {}
         other => return Verdict::Keep(format!("pod is {other}")),
     }
-    let Some(annotation) = pod.metadata.annotations.as_ref().and_then(|a| a.get(NETWORK_STATUS)) else {
+    let Some(annotation) = pod.metadata.annotations.as_ref().and_then(|a| a.get(NETWORK_STATUS))
+    else {
         return Verdict::Keep("pod has no network-status annotation; cannot tell".into());
     };
     let Ok(networks) = serde_json::from_str::<Vec<NetworkStatus>>(annotation) else {
         return Verdict::Keep("pod's network-status annotation is unreadable; cannot tell".into());
     };
-    let listed = networks.iter().filter(|n| !n.default).flat_map(|n| n.ips.iter()).any(|ip| ip == address);
+    let listed =
+        networks.iter().filter(|n| !n.default).flat_map(|n| n.ips.iter()).any(|ip| ip == address);
     if listed {
         Verdict::Keep("pod uses the address".into())
     } else {
