@@ -38,7 +38,7 @@ if ! rustup target list --installed | grep -qx "$triple"; then
     rustup target add "$triple"
 fi
 
-# 2. The static binary (also builds the wasm component, through host-cni/build.rs).
+# 2. The static binary (also builds the wasm component, through host-cni/host/build.rs).
 say "cargo build --release --target $triple (target dir $target_dir)"
 nice -n 10 env CARGO_TARGET_DIR="$target_dir" \
     cargo build --release --locked -p hereabouts --target "$triple"

@@ -8,9 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use hereabouts::config::IpamConfig;
-use hereabouts::runtime::{AllocateRequest, Allocator, Owner};
-use hereabouts::store::Backend;
+use hereabouts_host::Backend;
+use hereabouts_host::bindings::{AllocateRequest, Owner};
+use hereabouts_host::config::IpamConfig;
+use hereabouts_host::runtime::Allocator;
 use serde_json::json;
 
 /// ADDs per scenario, spread over the clients.
@@ -34,9 +35,9 @@ struct Row {
 
 fn open(kind: Kind, config: &IpamConfig) -> Box<dyn Backend> {
     match kind {
-        Kind::Etcd => Box::new(hereabouts::store::etcd::open(config).expect("etcd")),
+        Kind::Etcd => Box::new(hereabouts_stores::etcd::open(config).expect("etcd")),
         Kind::Local => Box::new(
-            hereabouts::store::local::LocalStore::open(&config.data_dir()).expect("local store"),
+            hereabouts_stores::local::LocalStore::open(&config.data_dir()).expect("local store"),
         ),
     }
 }
@@ -61,7 +62,7 @@ fn scenario(
             .unwrap()
         })
         .collect();
-    let cache = hereabouts::runtime::default_cache_dir();
+    let cache = hereabouts_host::runtime::default_cache_dir();
     let per_client = TOTAL / clients;
     let started = Instant::now();
     let mut latencies: Vec<Duration> = std::thread::scope(|scope| {

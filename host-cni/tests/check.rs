@@ -12,16 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use hereabouts::commands::check::{self, Settings};
-use hereabouts::config::KNOWN_IPAM_KEYS;
-use hereabouts::runtime::Allocator;
-use hereabouts::store::NoStore;
+use hereabouts_check::{self as check, Settings};
+use hereabouts_host::NoStore;
+use hereabouts_host::config::KNOWN_IPAM_KEYS;
+use hereabouts_host::runtime::Allocator;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hereabouts");
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/check")
 }
 
 struct Run {
@@ -513,7 +513,7 @@ fn did_you_mean_finds_the_key_meant() {
 #[test]
 fn the_docs_list_every_rule_as_the_catalogue_does() {
     let docs =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/check.md"))
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/check.md"))
             .unwrap();
     let table = check(&["--list-rules"]).stdout;
     for row in table.lines() {

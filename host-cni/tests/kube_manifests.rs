@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 fn deploy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
 }
 
 fn documents(text: &str, origin: &str) -> Vec<Value> {
@@ -101,7 +101,7 @@ fn deploy_crds_are_what_hereabouts_crds_prints() {
         file.lines().skip_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
     assert_eq!(
         body,
-        hereabouts::store::kube::crd::crds_yaml(),
+        hereabouts_stores::kube::crd::crds_yaml(),
         "regenerate: hereabouts crds > deploy/crds.yaml"
     );
     let chart =

@@ -1,4 +1,5 @@
-//! `hereabouts plan` as a user runs it: stdin or --config, JSON or a text table, exit codes.
+//! `hereabouts plan` as a user runs it: stdin or --config, JSON or a text table, exit codes;
+//! and every shared plan vector (vectors/plan.json) through it.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -64,4 +65,34 @@ fn invalid_input_is_a_cni_error_object_and_a_failure() {
     let (code, out) = plan(&["--config", "/nonexistent/plan.json"], "");
     assert_ne!(code, 0);
     assert!(out.contains("/nonexistent/plan.json"), "{out}");
+}
+
+/// The vectors every host runs (native, wasmtime, Node, Chromium): here through the binary's
+/// `plan`, which runs them in the embedded component.
+#[test]
+fn every_plan_vector_passes_through_the_binary() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../vectors/plan.json");
+    let vectors: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(vectors.len() > 20, "{path}: only {} vectors", vectors.len());
+    let mut failures = Vec::new();
+    for vector in &vectors {
+        let (code, out) = plan(&[], &vector["input"].to_string());
+        let got: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {out}", vector["name"]));
+        let failed = vector["expect"].get("code").is_some();
+        if got != vector["expect"] || (code != 0) != failed {
+            failures.push(format!(
+                "{} (exit {code})\n  expected {}\n  got      {}",
+                vector["name"], vector["expect"], got
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} vectors failed:\n{}",
+        failures.len(),
+        vectors.len(),
+        failures.join("\n")
+    );
 }

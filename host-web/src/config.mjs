@@ -1,5 +1,5 @@
 // The ipam section of a CNI config → the WIT `network-config`, exactly as the native host maps it
-// (host-cni/src/config.rs). Range strings are never interpreted here: the component owns that.
+// (host-cni/host/src/config.rs). Range strings are never interpreted here: the component owns that.
 //
 // Type errors are reported the way the native `hereabouts plan` reports them: keys are checked in
 // the order serde_json's map keeps them (sorted), the first bad key wins, and the message names the
@@ -26,7 +26,7 @@ export class PlanError extends Error {
   }
 }
 
-/** CNI error codes used by plan (see host-cni/src/error.rs). */
+/** CNI error codes used by plan (see host-cni/host/src/error.rs). */
 export const Code = Object.freeze({
   Io: 5, Decode: 6, InvalidConfig: 7, TryAgainLater: 11, Exhausted: 100, AddressUnavailable: 101, Internal: 102,
 });

@@ -55,7 +55,7 @@ function importsFor(store) {
   });
 }
 
-/** `describe_store_error` and the CNI codes of host-cni/src/error.rs. */
+/** `describe_store_error` (host-cni/host/src/bindings.rs) and the CNI codes of host-cni/host/src/error.rs. */
 function storeErrorToPlanError(error) {
   switch (error.tag) {
     case 'conflict': return new PlanError(Code.TryAgainLater, 'store write conflict');

@@ -1,5 +1,5 @@
 // The WIT `store` import in JavaScript: the same model as every native backend (see
-// host-cni/src/store/memory.rs): versioned pools keyed by Whereabouts' pool name, conditional
+// host-cni/host/src/memory.rs): versioned pools keyed by Whereabouts' pool name, conditional
 // writes, create-if-absent reservations per network. Everything the component keeps lives here.
 
 const storeError = (tag, val) => ({ payload: val === undefined ? { tag } : { tag, val } });

@@ -15,13 +15,14 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hereabouts::config::IpamConfig;
-use hereabouts::error::CniError;
-use hereabouts::runtime::{
-    AllocateRequest, Allocator, NetworkConfig, Owner, PoolEdit, PoolRef, Slot, StoreError,
+use hereabouts_host::Backend;
+use hereabouts_host::bindings::{
+    AllocateRequest, NetworkConfig, Owner, PoolEdit, PoolRef, Slot, StoreError,
 };
-use hereabouts::store::Backend;
-use hereabouts::store::etcd::{EtcdConfig, EtcdStore};
+use hereabouts_host::config::IpamConfig;
+use hereabouts_host::error::{CniError, Code};
+use hereabouts_host::runtime::Allocator;
+use hereabouts_stores::etcd::{EtcdConfig, EtcdStore};
 use serde_json::{Value, json};
 
 fn env(name: &str) -> Option<String> {
@@ -62,7 +63,7 @@ fn store(config: &IpamConfig) -> EtcdStore {
 }
 
 fn allocator(config: &IpamConfig) -> Result<Allocator, CniError> {
-    let backend = hereabouts::store::etcd::open(config)?;
+    let backend = hereabouts_stores::etcd::open(config)?;
     Ok(Allocator::with_cache(Box::new(backend), Some(&cache_dir())).unwrap())
 }
 
@@ -157,7 +158,7 @@ fn worker() {
                 Err(e) => {
                     writeln!(out, "err {} {id} {}", e.code, e.msg.replace('\n', " ")).unwrap();
                     out.flush().unwrap();
-                    if !(retry && e.code == 11) {
+                    if !(retry && e.code == Code::TryAgainLater) {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -319,7 +320,7 @@ fn faults_kill_9_and_etcd_restart() {
     let down = allocator(&config).and_then(|mut a| add(&mut a, &network, "probe-while-down"));
     let waited = t0.elapsed();
     let error = down.expect_err("an ADD succeeded with etcd down");
-    assert_eq!(error.code, 11, "{error:?}");
+    assert_eq!(error.code, Code::TryAgainLater, "{error:?}");
     assert!(waited < Duration::from_secs(3), "error 11 took {waited:?}");
     eprintln!("faults: with etcd down, ADD failed with 11 in {waited:?}: {}", error.msg);
     std::thread::sleep(Duration::from_secs(2));
@@ -410,7 +411,8 @@ fn large_pool_65534_allocations() {
     let snapshot = s.read_pool(&pool).unwrap();
     let read = t0.elapsed();
     assert_eq!(snapshot.slots.len(), 65534);
-    let usage = s.pool_usage("10.20.0.0-16").unwrap();
+    let usage = alloc_usage(&endpoints, &format!("{prefix}pools/10.20.0.0-16/alloc/"));
+    assert_eq!(usage.allocations, 65534);
     let db_after = db_size(&endpoints);
     // The test's own prefix is longer than the default `/hereabouts/`; report both.
     let default_key =
@@ -436,7 +438,7 @@ fn large_pool_65534_allocations() {
         t0.elapsed().as_secs_f64() * 1e3,
         error.msg
     );
-    assert_eq!(error.code, 100, "{error:?}");
+    assert_eq!(error.code, Code::Exhausted, "{error:?}");
     // Release the owner of 10.20.3.233 (offset 1001) through the allocator; the next ADD gets it.
     let holder =
         Owner { container_id: id(1001), ifname: "eth0".into(), podref: "team-a/web-01001".into() };
@@ -450,6 +452,27 @@ fn large_pool_65534_allocations() {
         snapshot.slots.iter().map(|slot| PoolEdit::Free(slot.offset.clone())).collect();
     s.write_pool(&pool, &snapshot.version, &frees).unwrap();
     assert!(s.read_pool(&pool).unwrap().slots.is_empty());
+}
+
+/// What the allocations under `dir` occupy: count, and the bytes of their keys and values.
+struct Usage {
+    allocations: u64,
+    key_bytes: u64,
+    value_bytes: u64,
+}
+
+/// Read with etcdctl, which prints each key and then its value on a line of its own (ours hold
+/// no newline).
+fn alloc_usage(endpoints: &str, dir: &str) -> Usage {
+    let out = etcdctl(endpoints, &["get", "--prefix", dir]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len() % 2, 0, "etcdctl printed an odd number of lines");
+    let (keys, values): (Vec<_>, Vec<_>) = lines.chunks(2).map(|kv| (kv[0], kv[1])).unzip();
+    Usage {
+        allocations: keys.len() as u64,
+        key_bytes: keys.iter().map(|k| k.len() as u64).sum(),
+        value_bytes: values.iter().map(|v| v.len() as u64).sum(),
+    }
 }
 
 fn db_size(endpoints: &str) -> u64 {
@@ -553,7 +576,7 @@ fn unreachable_etcd_is_error_11_quickly() {
     let config = ipam(&format!("127.0.0.1:{port}"), "/x/", "10.14.0.0/24", json!({}));
     let t0 = Instant::now();
     let error = allocator(&config).err().expect("connected to nothing");
-    assert_eq!(error.code, 11, "{error:?}");
+    assert_eq!(error.code, Code::TryAgainLater, "{error:?}");
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     eprintln!("unreachable: refused endpoint → 11 in {:?}: {}", t0.elapsed(), error.msg);
 
@@ -571,7 +594,7 @@ fn unreachable_etcd_is_error_11_quickly() {
     let t0 = Instant::now();
     let result = allocator(&config).and_then(|mut a| add(&mut a, &config.network_config(), "c"));
     let error = result.expect_err("a black hole allocated");
-    assert_eq!(error.code, 11, "{error:?}");
+    assert_eq!(error.code, Code::TryAgainLater, "{error:?}");
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
     eprintln!("unreachable: silent endpoint → 11 in {:?}: {}", t0.elapsed(), error.msg);
 }
@@ -606,10 +629,10 @@ fn bad_data_is_a_clear_error_and_nothing_is_overwritten() {
         etcdctl(&endpoints, &["put", &key, value]);
         let before = dump();
         let error = add(&mut a, &network, "second").unwrap_err();
-        assert_eq!(error.code, 5, "{key} = {value:?}: {error:?}");
+        assert_eq!(error.code, Code::Io, "{key} = {value:?}: {error:?}");
         assert!(error.msg.contains(&key), "the message must name {key}: {}", error.msg);
         let error = a.release(&network, &owner("first")).map_err(CniError::from).unwrap_err();
-        assert_eq!(error.code, 5, "{error:?}");
+        assert_eq!(error.code, Code::Io, "{error:?}");
         assert_eq!(dump(), before, "the store changed after {key} = {value:?}");
         eprintln!("bad data: {key} = {value:?} → {}", error.msg);
         // Put the good value back (or remove the foreign key).
@@ -624,7 +647,7 @@ fn bad_data_is_a_clear_error_and_nothing_is_overwritten() {
     etcdctl(&endpoints, &["put", &key, "not a reservation"]);
     let before = dump();
     let error = add(&mut a, &network, "second").unwrap_err();
-    assert_eq!(error.code, 5, "{error:?}");
+    assert_eq!(error.code, Code::Io, "{error:?}");
     assert!(error.msg.contains(&key), "{}", error.msg);
     assert_eq!(dump(), before);
 }
@@ -660,7 +683,7 @@ fn tls_and_auth() {
         .err()
         .expect("wrong password accepted");
     eprintln!("tls: wrong password → {} {}", error.code, error.msg);
-    assert_eq!(error.code, 5, "{error:?}");
+    assert_eq!(error.code, Code::Io, "{error:?}");
     assert!(error.msg.contains("credentials"), "{}", error.msg);
 
     let t0 = Instant::now();
@@ -669,11 +692,11 @@ fn tls_and_auth() {
         .expect_err("wrong CA accepted");
     eprintln!("tls: wrong CA → {} {} ({:?})", error.code, error.msg, t0.elapsed());
     assert!(error.msg.contains("TLS") && error.msg.contains("UnknownIssuer"), "{}", error.msg);
-    assert_eq!(error.code, 5, "{error:?}");
+    assert_eq!(error.code, Code::Io, "{error:?}");
 
     let error =
         allocator(&variant(json!({"etcd_ca_cert_file": file("missing.pem")}))).err().unwrap();
-    assert_eq!(error.code, 7, "{error:?}");
+    assert_eq!(error.code, Code::InvalidConfig, "{error:?}");
     assert!(error.msg.contains("etcd_ca_cert_file"), "{}", error.msg);
 
     let error = allocator(&variant(json!({"etcd_cert_file": null, "etcd_key_file": null})))
@@ -681,7 +704,7 @@ fn tls_and_auth() {
         .expect_err("no client certificate accepted");
     // The server's rejection surfaces as an alert or a reset, depending on timing.
     eprintln!("tls: no client certificate → {} {}", error.code, error.msg);
-    assert_ne!(error.code, 0);
+    assert!(matches!(error.code, Code::Io | Code::TryAgainLater), "{error:?}");
 
     let plain = ipam(
         &endpoint.replace("https://", "http://"),
@@ -693,7 +716,7 @@ fn tls_and_auth() {
         .and_then(|mut a| add(&mut a, &network, "x"))
         .expect_err("plain http to a TLS etcd");
     eprintln!("tls: plain http → {} {}", error.code, error.msg);
-    assert_ne!(error.code, 0);
+    assert!(matches!(error.code, Code::Io | Code::TryAgainLater), "{error:?}");
 }
 
 /// Three members on loopback, one stopped (by run.sh): allocation continues.

@@ -1,0 +1,407 @@
+//! The rules. Each network on its own first — keys, types, the core's `validate`, capacity
+//! from the core's `plan` — then every pair of networks whose ranges may meet, through the
+//! core's `overlaps`.
+//!
+//! No address arithmetic happens here: the core parses, normalises and intersects ranges.
+//! The one thing this module does with addresses is order the first/last bounds `plan`
+//! reports, so that only networks whose bounds meet are handed to `overlaps` (1,000 networks
+//! are 499,500 pairs; a sweep over sorted bounds leaves the few that matter).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde_json::Value;
+
+use hereabouts_host::bindings::{NetworkConfig, PlanRequest, RangeReport, Severity};
+use hereabouts_host::config::{ConfigError, IpamConfig, KNOWN_IPAM_KEYS, Step};
+use hereabouts_host::runtime::{Allocator, CallError, RuntimeError};
+
+use super::rules::{Level, Settings};
+use super::sources::{MIN_FREE_ANNOTATION, Site};
+use super::tree::{PathDisplay, Seg, Spot, parse_path, value_at};
+
+/// Keys of one `ipRanges` item.
+const RANGE_KEYS: &[&str] = &["range", "range_start", "range_end", "exclude"];
+
+/// One problem, where it is, and what it is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub rule: String,
+    pub level: Level,
+    pub file: String,
+    pub spot: Spot,
+    /// `NAD namespace/name` or `network NAME`; none for a file that could not be parsed.
+    pub network: Option<String>,
+    /// Path inside the CNI config, e.g. `plugins[1].ipam.exclude[0]`.
+    pub field: Option<String>,
+    /// The offending value as written.
+    pub value: Option<Value>,
+    pub message: String,
+    /// The other end of a finding about two places (an overlap).
+    pub related: Vec<Related>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Related {
+    pub file: String,
+    pub spot: Spot,
+    pub network: String,
+    pub field: String,
+}
+
+/// A network that passed validation, with what `plan` says about its ranges.
+struct Planned {
+    site: usize,
+    config: NetworkConfig,
+    ranges: Vec<RangeReport>,
+}
+
+/// Runs every enabled rule over `sites`. Fails only when the component cannot run.
+pub fn analyze(
+    sites: &[Site],
+    settings: &Settings,
+    allocator: &mut Allocator,
+) -> Result<Vec<Finding>, RuntimeError> {
+    let mut findings = Vec::new();
+    let mut planned = Vec::new();
+    for (index, site) in sites.iter().enumerate() {
+        if let Some((config, ranges)) = one_network(site, settings, allocator, &mut findings)? {
+            planned.push(Planned { site: index, config, ranges });
+        }
+    }
+    if settings.enabled("networks-overlap") || settings.enabled("overlapping-ranges-disabled") {
+        overlaps(sites, &planned, allocator, &mut findings)?;
+    }
+    Ok(findings)
+}
+
+/// The rules about one network; its config and ranges when it is valid (for the overlaps).
+fn one_network(
+    site: &Site,
+    settings: &Settings,
+    allocator: &mut Allocator,
+    findings: &mut Vec<Finding>,
+) -> Result<Option<(NetworkConfig, Vec<RangeReport>)>, RuntimeError> {
+    if settings.enabled("unknown-ipam-key") {
+        unknown_keys(site, findings);
+    }
+    let config = match IpamConfig::from_value(&site.ipam) {
+        Ok(config) => config.network_config(),
+        Err(error) => {
+            findings.push(type_error(site, &error));
+            return Ok(None);
+        }
+    };
+    let core = allocator.validate(&config)?;
+    let valid = !core.iter().any(|f| f.severity == Severity::Error);
+    for finding in core {
+        let level = match finding.severity {
+            Severity::Error => Level::Error,
+            Severity::Warning => Level::Warning,
+        };
+        let path = refine(site, parse_path(&finding.field));
+        findings.push(at(site, &finding.rule, level, &path, finding.message));
+    }
+    if !valid {
+        return Ok(None);
+    }
+    let request = PlanRequest { network: config.clone(), allocated: Vec::new(), preview: 0 };
+    let ranges = match allocator.plan(&request) {
+        Ok(ranges) => ranges,
+        Err(CallError::Runtime(e)) => return Err(e),
+        // validate found nothing wrong, so this does not happen; if it did, the network is
+        // left out of the capacity and overlap rules rather than failing the run.
+        Err(CallError::Ipam(e)) => {
+            tracing::debug!(file = %site.file, "plan failed after a clean validate: {e}");
+            return Ok(None);
+        }
+    };
+    capacity(site, &ranges, settings, findings);
+    Ok(Some((config, ranges)))
+}
+
+/// A finding at `path` (relative to the ipam section) of `site`, showing the value there.
+fn at(site: &Site, rule: &str, level: Level, path: &[Seg], message: String) -> Finding {
+    let full: Vec<Seg> = site.ipam_path.iter().chain(path).cloned().collect();
+    Finding {
+        rule: rule.to_string(),
+        level,
+        file: site.file.clone(),
+        spot: site.locator.value_spot(&full),
+        network: Some(site.label.clone()),
+        field: Some(PathDisplay(&full).to_string()),
+        value: value_at(&site.ipam, path).cloned(),
+        message,
+        related: Vec::new(),
+    }
+}
+
+/// A finding about a whole range points at its `range` key: that is what identifies it.
+fn refine(site: &Site, mut path: Vec<Seg>) -> Vec<Seg> {
+    if value_at(&site.ipam, &path).is_some_and(|v| v.get("range").is_some()) && !path.is_empty() {
+        path.push(Seg::Key("range".into()));
+    }
+    path
+}
+
+/// The path of a range's `range` key from the core's field name (`range` / `ipRanges[N]`).
+fn range_key(field: &str) -> Vec<Seg> {
+    let mut path = parse_path(field);
+    if path != [Seg::Key("range".into())] {
+        path.push(Seg::Key("range".into()));
+    }
+    path
+}
+
+fn unknown_keys(site: &Site, findings: &mut Vec<Finding>) {
+    let mut check = |path: Vec<Seg>, known: &[&str]| {
+        let full: Vec<Seg> = site.ipam_path.iter().chain(&path).cloned().collect();
+        for (key, spot) in site.locator.keys(&full) {
+            if known.contains(&key.as_str()) {
+                continue;
+            }
+            let mut message = format!("unknown key `{key}`, ignored by the plugin");
+            if let Some(near) = did_you_mean(&key, known) {
+                message.push_str(&format!("; did you mean `{near}`?"));
+            }
+            let mut key_path = path.clone();
+            key_path.push(Seg::Key(key.clone()));
+            let mut finding = at(site, "unknown-ipam-key", Level::Warning, &key_path, message);
+            finding.spot = spot;
+            findings.push(finding);
+        }
+    };
+    check(Vec::new(), KNOWN_IPAM_KEYS);
+    let items = site.ipam.get("ipRanges").and_then(Value::as_array).map_or(0, Vec::len);
+    for index in 0..items {
+        check(vec![Seg::Key("ipRanges".into()), Seg::Index(index)], RANGE_KEYS);
+    }
+}
+
+/// The known key a mistyped one most likely meant: same letters ignoring case, `_` and `-`
+/// (`rangeStart`, `ip_ranges`), else the nearest by edit distance.
+pub fn did_you_mean<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let squash = |s: &str| {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    };
+    let squashed = squash(key);
+    if let Some(same) = known.iter().find(|k| squash(k) == squashed) {
+        return Some(same);
+    }
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(&squashed, &squash(k)), *k))
+        .filter(|(distance, k)| {
+            *distance <= if k.len() > 10 { 3 } else { 2 } && *distance < key.len()
+        })
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// A value of the wrong type: the finding points at it, with what serde said of it.
+fn type_error(site: &Site, error: &ConfigError) -> Finding {
+    let path: Vec<Seg> = error
+        .path
+        .iter()
+        .map(|step| match step {
+            Step::Key(key) => Seg::Key(key.clone()),
+            Step::Index(index) => Seg::Index(*index),
+        })
+        .collect();
+    at(site, "ipam-type-error", Level::Error, &path, error.message())
+}
+
+fn capacity(site: &Site, ranges: &[RangeReport], settings: &Settings, findings: &mut Vec<Finding>) {
+    let need = match &site.min_free {
+        Some((text, spot)) => match text.trim().parse::<u128>() {
+            Ok(need) => Some((need, MIN_FREE_ANNOTATION.to_string())),
+            Err(_) => {
+                let mut finding = at(
+                    site,
+                    "min-free-invalid",
+                    Level::Error,
+                    &[],
+                    format!(
+                        "{MIN_FREE_ANNOTATION} must be a whole number of addresses, found {text:?}"
+                    ),
+                );
+                finding.spot = *spot;
+                finding.field = Some(format!("metadata.annotations[\"{MIN_FREE_ANNOTATION}\"]"));
+                finding.value = Some(Value::String(text.clone()));
+                findings.push(finding);
+                settings.min_free.map(|need| (need, "--min-free".to_string()))
+            }
+        },
+        None => settings.min_free.map(|need| (need, "--min-free".to_string())),
+    };
+    for report in ranges {
+        // Capacities are decimal strings (IPv6 ones exceed u64); one beyond u128 is plenty.
+        let offered = report.capacity.parse::<u128>().unwrap_or(u128::MAX);
+        if let Some((need, source)) = &need
+            && offered < *need
+        {
+            let message = format!(
+                "{} offers {offered} addresses, fewer than the {need} {source} asks for",
+                report.range
+            );
+            findings.push(at(
+                site,
+                "capacity-below-need",
+                Level::Error,
+                &range_key(&report.field),
+                message,
+            ));
+        }
+        if report.range.contains(':') && offered < settings.ipv6_min_capacity {
+            let message = format!(
+                "IPv6 range {} offers only {offered} addresses (threshold {})",
+                report.range, settings.ipv6_min_capacity
+            );
+            findings.push(at(
+                site,
+                "ipv6-range-small",
+                Level::Warning,
+                &range_key(&report.field),
+                message,
+            ));
+        }
+    }
+}
+
+/// One range's bounds, for the sweep.
+struct Bounds {
+    net: usize,
+    range: usize,
+    first: IpAddr,
+    last: IpAddr,
+}
+
+/// Whether two ranges meeting can produce a finding: different `network_name`s, or the same
+/// name with different pools and overlap protection off on either side.
+fn matters(a: &Planned, ra: &RangeReport, b: &Planned, rb: &RangeReport) -> bool {
+    if a.config.network_name != b.config.network_name {
+        return true;
+    }
+    ra.range != rb.range
+        && !(a.config.enable_overlapping_ranges && b.config.enable_overlapping_ranges)
+}
+
+fn overlaps(
+    sites: &[Site],
+    planned: &[Planned],
+    allocator: &mut Allocator,
+    findings: &mut Vec<Finding>,
+) -> Result<(), RuntimeError> {
+    // Unparsable bounds (never from the core, but not trusted blindly) meet everything.
+    let (low, high) = (IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::from(u128::MAX)));
+    let mut bounds: Vec<Bounds> = Vec::new();
+    for (net, p) in planned.iter().enumerate() {
+        for (range, report) in p.ranges.iter().enumerate() {
+            let (Some(first), Some(last)) = (&report.first, &report.last) else { continue };
+            let first = first.parse().unwrap_or(low);
+            let last = last.parse().unwrap_or(high);
+            bounds.push(Bounds { net, range, first, last });
+        }
+    }
+    bounds.sort_by(|a, b| (a.first, a.net, a.range).cmp(&(b.first, b.net, b.range)));
+    let mut pairs = BTreeSet::new();
+    let mut active: Vec<&Bounds> = Vec::new();
+    for current in &bounds {
+        active.retain(|open| open.last >= current.first);
+        for open in &active {
+            let (x, y) = if open.net <= current.net { (*open, current) } else { (current, *open) };
+            let (a, b) = (&planned[x.net], &planned[y.net]);
+            if (x.net != y.net || x.range != y.range)
+                && matters(a, &a.ranges[x.range], b, &b.ranges[y.range])
+            {
+                pairs.insert((x.net, y.net));
+            }
+        }
+        active.push(current);
+    }
+    for (x, y) in pairs {
+        let (a, b) = (&planned[x], &planned[y]);
+        let found = match allocator.overlaps(&a.config, &b.config) {
+            Ok(found) => found,
+            Err(CallError::Runtime(e)) => return Err(e),
+            Err(CallError::Ipam(e)) => {
+                tracing::debug!("overlaps failed on validated networks: {e}");
+                continue;
+            }
+        };
+        for overlap in found {
+            let (Some(ra), Some(rb)) = (
+                a.ranges.iter().find(|r| r.field == overlap.a_field),
+                b.ranges.iter().find(|r| r.field == overlap.b_field),
+            ) else {
+                continue;
+            };
+            // Within one network, each pair of its ranges once.
+            if x == y && field_order(&overlap.a_field) >= field_order(&overlap.b_field) {
+                continue;
+            }
+            if !matters(a, ra, b, rb) {
+                continue;
+            }
+            findings.push(overlap_finding(sites, a, ra, b, rb, &overlap.first, &overlap.last));
+        }
+    }
+    Ok(())
+}
+
+/// `range` first, then `ipRanges[N]` in order.
+fn field_order(field: &str) -> usize {
+    match parse_path(field).as_slice() {
+        [Seg::Key(_), Seg::Index(n)] => n + 1,
+        _ => 0,
+    }
+}
+
+/// Reported at the later network (in file order), pointing back at the earlier one.
+fn overlap_finding(
+    sites: &[Site],
+    a: &Planned,
+    ra: &RangeReport,
+    b: &Planned,
+    rb: &RangeReport,
+    first: &str,
+    last: &str,
+) -> Finding {
+    let (sa, sb) = (&sites[a.site], &sites[b.site]);
+    let span = if first == last { first.to_string() } else { format!("{first}-{last}") };
+    let a_path: Vec<Seg> = sa.ipam_path.iter().cloned().chain(range_key(&ra.field)).collect();
+    let a_spot = sa.locator.value_spot(&a_path);
+    let a_field = PathDisplay(&a_path).to_string();
+    let whose = if a.site == b.site { "this network's".to_string() } else { sa.label.clone() };
+    let other = format!("{whose} {a_field} {} ({}:{})", ra.range, sa.file, a_spot.line);
+    let (rule, level, message) = if a.config.network_name != b.config.network_name {
+        let message = format!(
+            "overlaps {other} on {span}; network_name {:?} vs {:?}: each can hand out these addresses",
+            b.config.network_name, a.config.network_name
+        );
+        ("networks-overlap", Level::Warning, message)
+    } else {
+        let off = match (a.config.enable_overlapping_ranges, b.config.enable_overlapping_ranges) {
+            _ if a.site == b.site => "",
+            (false, false) => " on both",
+            (true, false) => " here",
+            _ => " there",
+        };
+        let message = format!(
+            "overlaps {other} on {span} in network_name {:?}, and enable_overlapping_ranges is false{off}: both pools can hand out these addresses",
+            b.config.network_name
+        );
+        ("overlapping-ranges-disabled", Level::Error, message)
+    };
+    let mut finding = at(sb, rule, level, &range_key(&rb.field), message);
+    finding.related.push(Related {
+        file: sa.file.clone(),
+        spot: a_spot,
+        network: sa.label.clone(),
+        field: a_field,
+    });
+    finding
+}

@@ -1,0 +1,236 @@
+//! The network configuration on stdin, parsed and validated before anything is touched.
+//!
+//! Out of it we need: `cniVersion` (the result's format), the `ipam` section merged with
+//! Whereabouts' flat file, the runtime's requested addresses (`runtimeConfig.ips`, the `ips`
+//! capability, and `args.cni.ips`), `prevResult` for CHECK, and `cni.dev/valid-attachments`
+//! for GC. Every rejection names the field: 6 when stdin is not JSON, 1 for an unsupported
+//! version, 7 for everything else.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::result::Statics;
+use super::version::CniVersion;
+use hereabouts_host::bindings::Owner;
+use hereabouts_host::config::{self, IpamConfig};
+use hereabouts_host::error::{CniError, Code};
+
+/// The ipam `type`s we answer to: an installer links the binary under both names.
+pub const PLUGIN_TYPES: &[&str] = &["hereabouts", "whereabouts"];
+
+#[derive(Debug, Clone)]
+pub struct NetConf {
+    pub cni_version: CniVersion,
+    /// The network's `name`.
+    pub name: String,
+    pub ipam: IpamConfig,
+    /// `routes`, `dns` and static `addresses` of the ipam section, validated.
+    pub statics: Statics,
+    /// Addresses the runtime asks for through the config (`runtimeConfig.ips`, `args.cni.ips`).
+    pub requested: Vec<String>,
+    pub prev_result: Option<Value>,
+    /// `cni.dev/valid-attachments` (GC): the attachments to keep.
+    pub valid_attachments: Option<Vec<Owner>>,
+    /// The flat file merged into `ipam`, if one was found.
+    pub flat_file: Option<PathBuf>,
+}
+
+impl NetConf {
+    /// Parses stdin's network config; `flat_files` are the default flat-file locations.
+    pub fn parse(text: &str, flat_files: &[&str]) -> Result<Self, CniError> {
+        let document: Value = serde_json::from_str(text).map_err(|e| {
+            CniError::new(Code::Decode, format!("network config on stdin is not valid JSON: {e}"))
+        })?;
+        let Value::Object(mut object) = document else {
+            return Err(CniError::new(
+                Code::Decode,
+                "network config on stdin: expected a JSON object",
+            ));
+        };
+        let cni_version = match object.get("cniVersion") {
+            // The spec's decoders treat a config without a version as 0.1.0.
+            None => CniVersion::parse("0.1.0")?,
+            Some(Value::String(v)) => CniVersion::parse(v)?,
+            Some(_) => return Err(invalid("cniVersion: must be a string such as \"1.0.0\"")),
+        };
+        let name = match object.get("name") {
+            None => String::new(),
+            Some(Value::String(name)) => name.clone(),
+            Some(_) => return Err(invalid("name: must be a string")),
+        };
+        let mut ipam = object
+            .remove("ipam")
+            .ok_or_else(|| invalid("ipam: missing; the network config needs an \"ipam\" object"))?;
+        if !ipam.is_object() {
+            return Err(invalid("ipam: must be an object"));
+        }
+        match ipam.get("type").and_then(Value::as_str) {
+            Some(kind) if PLUGIN_TYPES.contains(&kind) => {}
+            Some(kind) => {
+                return Err(invalid(format!(
+                    "ipam.type: {kind:?} is not this plugin (expected \"hereabouts\" or \"whereabouts\")"
+                )));
+            }
+            None => {
+                return Err(invalid(
+                    "ipam.type: missing (expected \"hereabouts\" or \"whereabouts\")",
+                ));
+            }
+        }
+        let flat_file = config::merge_flat_file(&mut ipam, flat_files).map_err(|e| match e {
+            config::FlatFileError::Unreadable { .. } => CniError::new(Code::Io, e.to_string()),
+            config::FlatFileError::NotJson { .. } | config::FlatFileError::NotAnObject { .. } => {
+                invalid(e.to_string())
+            }
+        })?;
+        let ipam = IpamConfig::from_value(&ipam)?;
+        let statics = Statics::from_ipam(&ipam)?;
+
+        let mut requested = string_list(
+            object.get("runtimeConfig").and_then(|r| r.get("ips")),
+            "runtimeConfig.ips",
+        )?;
+        let args_ips = object.get("args").and_then(|a| a.get("cni")).and_then(|c| c.get("ips"));
+        requested.extend(string_list(args_ips, "args.cni.ips")?);
+
+        let valid_attachments = match object.get("cni.dev/valid-attachments") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(attachments(value)?),
+        };
+        Ok(Self {
+            cni_version,
+            name,
+            ipam,
+            statics,
+            requested,
+            prev_result: object.remove("prevResult").filter(|v| !v.is_null()),
+            valid_attachments,
+            flat_file,
+        })
+    }
+}
+
+/// The `cniVersion` to report an error in, even when the config is otherwise unusable.
+pub fn error_version(text: &str) -> &'static str {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion").and_then(Value::as_str).and_then(|v| CniVersion::parse(v).ok())
+        })
+        .map(CniVersion::as_str)
+        .unwrap_or(super::version::LATEST)
+}
+
+fn invalid(msg: impl Into<String>) -> CniError {
+    CniError::new(Code::InvalidConfig, msg)
+}
+
+fn string_list(value: Option<&Value>, field: &str) -> Result<Vec<String>, CniError> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                item.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| invalid(format!("{field}[{i}]: must be an address string")))
+            })
+            .collect(),
+        Some(_) => Err(invalid(format!("{field}: must be a list of addresses"))),
+    }
+}
+
+/// `[{"containerID": "…", "ifname": "…"}, …]`
+fn attachments(value: &Value) -> Result<Vec<Owner>, CniError> {
+    const FIELD: &str = "cni.dev/valid-attachments";
+    let items = value.as_array().ok_or_else(|| invalid(format!("{FIELD}: must be a list")))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let text = |key: &str| {
+                item.get(key)
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                    .ok_or_else(|| invalid(format!("{FIELD}[{i}].{key}: missing or not a string")))
+            };
+            Ok(Owner {
+                container_id: text("containerID")?,
+                ifname: text("ifname")?,
+                podref: String::new(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NetConf, CniError> {
+        NetConf::parse(text, &[])
+    }
+
+    #[test]
+    fn reads_version_ipam_requests_and_attachments() {
+        let conf = parse(
+            r#"{"cniVersion": "1.1.0", "name": "n", "ipam": {"type": "whereabouts", "range": "10.0.0.0/24"},
+                "runtimeConfig": {"ips": ["10.0.0.9/24"]}, "args": {"cni": {"ips": ["10.0.0.10"]}},
+                "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(conf.cni_version.as_str(), "1.1.0");
+        assert_eq!(conf.ipam.range.as_deref(), Some("10.0.0.0/24"));
+        assert_eq!(conf.requested, vec!["10.0.0.9/24", "10.0.0.10"]);
+        assert_eq!(conf.valid_attachments.unwrap()[0].container_id, "c1");
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let cases = [
+            ("{", Code::Decode, "network config on stdin is not valid JSON"),
+            ("[]", Code::Decode, "network config on stdin: expected a JSON object"),
+            (
+                r#"{"cniVersion": "3.0.0", "ipam": {}}"#,
+                Code::IncompatibleVersion,
+                "cniVersion: \"3.0.0\"",
+            ),
+            (r#"{"cniVersion": 1, "ipam": {}}"#, Code::InvalidConfig, "cniVersion:"),
+            (r#"{"cniVersion": "1.0.0"}"#, Code::InvalidConfig, "ipam: missing"),
+            (
+                r#"{"cniVersion": "1.0.0", "ipam": {"type": "host-local"}}"#,
+                Code::InvalidConfig,
+                "ipam.type: \"host-local\"",
+            ),
+            (
+                r#"{"cniVersion": "1.0.0", "ipam": {"type": "hereabouts", "range": 5}}"#,
+                Code::InvalidConfig,
+                "ipam.range:",
+            ),
+            (
+                r#"{"cniVersion": "1.0.0", "ipam": {"type": "hereabouts"}, "runtimeConfig": {"ips": [1]}}"#,
+                Code::InvalidConfig,
+                "runtimeConfig.ips[0]:",
+            ),
+            (
+                r#"{"cniVersion": "1.1.0", "ipam": {"type": "hereabouts"}, "cni.dev/valid-attachments": [{"containerID": "c"}]}"#,
+                Code::InvalidConfig,
+                "cni.dev/valid-attachments[0].ifname:",
+            ),
+        ];
+        for (text, code, start) in cases {
+            let error = parse(text).unwrap_err();
+            assert_eq!(error.code, code, "{text}: {}", error.msg);
+            assert!(error.msg.starts_with(start), "{text}: {}", error.msg);
+        }
+    }
+
+    #[test]
+    fn error_version_falls_back_to_latest() {
+        assert_eq!(error_version(r#"{"cniVersion": "0.3.1"}"#), "0.3.1");
+        assert_eq!(error_version(r#"{"cniVersion": "9.0.0"}"#), "1.1.0");
+        assert_eq!(error_version("nonsense"), "1.1.0");
+    }
+}

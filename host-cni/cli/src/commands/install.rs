@@ -1,0 +1,175 @@
+//! `hereabouts install`: what the DaemonSet's container does on every node (the image is
+//! FROM scratch, so there is no shell to script it):
+//! 1. copies this executable into the CNI bin directory as `hereabouts` and `whereabouts`
+//!    (write to a temporary file, then rename: a runtime calling the plugin meanwhile runs
+//!    either the old or the new binary, never half of one);
+//! 2. writes `<conf-dir>/whereabouts.d/`: the service account's token and CA, a kubeconfig
+//!    pointing at them (context namespace = where the custom resources live), and the flat
+//!    file `whereabouts.conf` = `{"datastore": "kubernetes", "kubernetes": {"kubeconfig": …}}`;
+//! 3. with `--watch SECONDS`, keeps the token fresh (projected tokens rotate) until killed.
+//!
+//! Paths written *into* files are host paths (`--host-conf-dir`), since the plugin runs on the
+//! host, not in this container.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// The CNI bin directory as mounted in this container.
+    #[arg(long, default_value = "/host/opt/cni/bin")]
+    pub bin_dir: PathBuf,
+    /// The CNI config directory as mounted in this container.
+    #[arg(long, default_value = "/host/etc/cni/net.d")]
+    pub conf_dir: PathBuf,
+    /// The same CNI config directory as the host sees it (written into the files).
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub host_conf_dir: PathBuf,
+    /// The service account's credentials.
+    #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
+    pub service_account_dir: PathBuf,
+    /// API server URL (default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Namespace of the custom resources (default: $WHEREABOUTS_NAMESPACE, else the service
+    /// account's namespace).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Keep running and refresh the token every SECONDS.
+    #[arg(long)]
+    pub watch: Option<u64>,
+}
+
+pub fn exec(args: &InstallArgs) -> i32 {
+    match install(args) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("hereabouts install: {e}");
+            return 1;
+        }
+    }
+    let Some(seconds) = args.watch else { return 0 };
+    loop {
+        std::thread::sleep(Duration::from_secs(seconds.max(1)));
+        if let Err(e) = refresh_token(args) {
+            eprintln!("hereabouts install: refreshing the token: {e}");
+        }
+    }
+}
+
+const SUBDIR: &str = "whereabouts.d";
+
+/// What could not be installed.
+#[derive(Debug, thiserror::Error)]
+enum InstallError {
+    #[error("cannot find this executable: {0}")]
+    OwnBinary(std::io::Error),
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("KUBERNETES_SERVICE_HOST is not set; pass --server")]
+    NoServer,
+}
+
+fn install(args: &InstallArgs) -> Result<(), InstallError> {
+    let exe = std::env::current_exe().map_err(InstallError::OwnBinary)?;
+    let binary = read(&exe)?;
+    for name in ["hereabouts", "whereabouts"] {
+        write_atomically(&args.bin_dir.join(name), &binary, 0o755)?;
+    }
+    let dir = args.conf_dir.join(SUBDIR);
+    let host_dir = args.host_conf_dir.join(SUBDIR);
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| InstallError::CreateDir { path: dir.clone(), source })?;
+    refresh_token(args)?;
+    let ca = read(&args.service_account_dir.join("ca.crt"))?;
+    write_atomically(&dir.join("hereabouts-ca.crt"), &ca, 0o644)?;
+    let server = match &args.server {
+        Some(server) => server.clone(),
+        None => {
+            let host =
+                std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| InstallError::NoServer)?;
+            let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+            // An IPv6 service address needs brackets in a URL.
+            if host.contains(':') {
+                format!("https://[{host}]:{port}")
+            } else {
+                format!("https://{host}:{port}")
+            }
+        }
+    };
+    let namespace = match &args.namespace {
+        Some(ns) => ns.clone(),
+        None => match std::env::var("WHEREABOUTS_NAMESPACE") {
+            Ok(ns) if !ns.is_empty() => ns,
+            _ => String::from_utf8_lossy(&read(&args.service_account_dir.join("namespace"))?)
+                .trim()
+                .to_string(),
+        },
+    };
+    let kubeconfig = format!(
+        "# Written by `hereabouts install`; the token file is refreshed while the DaemonSet runs.\n\
+         apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    \
+         certificate-authority: {ca}\nusers:\n- name: hereabouts\n  user:\n    tokenFile: {token}\n\
+         contexts:\n- name: hereabouts\n  context:\n    cluster: local\n    user: hereabouts\n    namespace: {namespace}\n\
+         current-context: hereabouts\n",
+        ca = host_dir.join("hereabouts-ca.crt").display(),
+        token = host_dir.join("hereabouts.token").display(),
+    );
+    write_atomically(&dir.join("whereabouts.kubeconfig"), kubeconfig.as_bytes(), 0o600)?;
+    let flat = serde_json::json!({
+        "datastore": "kubernetes",
+        "kubernetes": {"kubeconfig": host_dir.join("whereabouts.kubeconfig")},
+    });
+    write_atomically(
+        &dir.join("whereabouts.conf"),
+        serde_json::to_string_pretty(&flat).unwrap().as_bytes(),
+        0o644,
+    )?;
+    eprintln!(
+        "hereabouts install: {} and whereabouts in {}; flat file and kubeconfig in {} (namespace {namespace})",
+        "hereabouts",
+        args.bin_dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Copies the service account token next to the kubeconfig when it changed.
+fn refresh_token(args: &InstallArgs) -> Result<(), InstallError> {
+    let token = read(&args.service_account_dir.join("token"))?;
+    let path = args.conf_dir.join(SUBDIR).join("hereabouts.token");
+    if std::fs::read(&path).ok().as_deref() != Some(&token[..]) {
+        write_atomically(&path, &token, 0o600)?;
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, InstallError> {
+    std::fs::read(path).map_err(|source| InstallError::Read { path: path.to_path_buf(), source })
+}
+
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.hereabouts-tmp", path.file_name().unwrap().to_string_lossy()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        InstallError::Write { path: path.to_path_buf(), source }
+    })
+}

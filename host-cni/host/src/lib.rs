@@ -1,0 +1,25 @@
+//! Hereabouts' host library: everything a host of the allocator component needs that does no
+//! I/O of its own — what kube-rs calls "client-less behaviour".
+//!
+//! - [`bindings`]: the WIT contract's types, generated from wit/hereabouts.wit;
+//! - [`runtime`]: the component (built from `core-wasm`, embedded at build time) in wasmtime,
+//!   and [`runtime::Allocator`], the typed calls into it;
+//! - [`backend`]: the storage contract the component imports ([`Backend`]) and
+//!   [`memory::MemoryStore`], the in-process reference store;
+//! - [`retry`]: the one retry budget and backoff every backend uses after a lost write;
+//! - [`config`]: the ipam section of a CNI config, parsed into types;
+//! - [`error`]: the CNI error boundary (codes, JSON, panics).
+//!
+//! Not here: anything that touches a disk, a network or a cluster (`hereabouts-stores`), the
+//! Kubernetes controller (`hereabouts-kube`), the linter (`hereabouts-check`), the CNI protocol
+//! and the command line (`hereabouts`). Range logic lives in the component only.
+
+pub mod backend;
+pub mod bindings;
+pub mod config;
+pub mod error;
+pub mod memory;
+pub mod retry;
+pub mod runtime;
+
+pub use backend::{Backend, NoStore};

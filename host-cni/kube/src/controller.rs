@@ -1,0 +1,147 @@
+//! `hereabouts controller`: watches pods (kube::runtime's watcher) and frees the addresses of
+//! each deleted or terminated pod within seconds, instead of waiting for the next reconcile.
+//!
+//! Safe beside the reconcile CronJob, the CNI plugin and a second controller replica: it takes
+//! no lock, and each free is the allocator's `release` of one exact container id + ifname — a
+//! write conditioned on the version read, which frees nothing if the slot changed hands.
+//! A deletion is acted on after a grace period (default 10 s); then the pod's allocations are
+//! read, then the pod is looked up again, and [`crate::pods`] decides as it does for reconcile:
+//! a pod recreated under the same name (StatefulSet) that is Pending, or Running with the
+//! address in its network-status, keeps it.
+//!
+//! The watch runs on its own thread and client; the main thread does the frees with the
+//! allocator component. Deletions missed while the controller was down are the CronJob's job.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hereabouts_host::error::{CniError, Code};
+use hereabouts_host::runtime::Allocator;
+use hereabouts_stores::kube::{KubeStore, Timeouts, crd};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+
+use crate::{Freed, pods};
+
+/// Watches until the watch ends (it does not, short of the API server going away for good);
+/// prints each free as it happens.
+pub fn run(kubeconfig: Option<&Path>, grace: Duration) -> Result<(), CniError> {
+    let timeouts = Timeouts {
+        request: Duration::from_secs(60),
+        total: Duration::from_secs(60),
+        ..Timeouts::default()
+    };
+    let store = KubeStore::connect(kubeconfig, timeouts)?;
+    // A watch is a long poll (the watcher asks for 290 s): its reads may idle that long.
+    let watch_timeouts = Timeouts { request: Duration::from_secs(330), ..timeouts };
+    let watch_store = KubeStore::connect(kubeconfig, watch_timeouts)?;
+    let mut allocator = Allocator::new(Box::new(store.clone()))?;
+
+    let (gone, pods_gone) = mpsc::channel::<String>();
+    std::thread::spawn(move || watch(&watch_store, &gone));
+    eprintln!("hereabouts controller: watching pods; IPPools in namespace {}", store.namespace());
+
+    // Deletions wait out the grace period in arrival order (one grace for all: FIFO is sorted).
+    let mut due: VecDeque<(Instant, String)> = VecDeque::new();
+    loop {
+        let wait = due.front().map(|(at, _)| at.saturating_duration_since(Instant::now()));
+        let received = match wait {
+            Some(wait) => pods_gone.recv_timeout(wait),
+            None => pods_gone.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(podref) => due.push_back((Instant::now() + grace, podref)),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        while let Some((_, podref)) = due.pop_front_if(|(at, _)| *at <= Instant::now()) {
+            match free_pod(&store, &mut allocator, &podref) {
+                Ok(freed) => freed.iter().for_each(|f| println!("freed {f}")),
+                Err(e) => eprintln!(
+                    "hereabouts controller: freeing {podref}: {} (code {})",
+                    e.msg, e.code
+                ),
+            }
+        }
+    }
+    Err(CniError::new(Code::Internal, "the pod watch ended"))
+}
+
+/// Sends the podref of every pod deleted or terminated, until the receiver hangs up.
+fn watch(store: &KubeStore, gone: &mpsc::Sender<String>) {
+    let api: Api<Pod> = Api::all(store.client().clone());
+    store.run(async move {
+        let mut events =
+            Box::pin(watcher::watcher(api, watcher::Config::default()).default_backoff());
+        while let Some(event) = events.next().await {
+            let pod = match event {
+                Ok(Event::Delete(pod)) => pod,
+                Ok(Event::Apply(pod)) if pods::has_terminated(&pod) => pod,
+                Ok(_) => continue,
+                Err(e) => {
+                    eprintln!("hereabouts controller: watching pods: {e}");
+                    continue;
+                }
+            };
+            if let Some(podref) = pods::podref_of(&pod)
+                && gone.send(podref).is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
+/// Frees the allocations of `podref` that the pod policy says it no longer uses.
+pub fn free_pod(
+    store: &KubeStore,
+    allocator: &mut Allocator,
+    podref: &str,
+) -> Result<Vec<Freed>, CniError> {
+    let Some((namespace, name)) = pods::split_podref(podref) else { return Ok(Vec::new()) };
+    store.restart_budget();
+    // The allocations first, then the pod: an allocation made after the pod was read cannot be
+    // among them (the order reconcile keeps too).
+    let mut held = Vec::new();
+    for pool in store.list_pools()? {
+        if !pool.spec.allocations.values().any(|a| a.podref == podref) {
+            continue;
+        }
+        let object = pool.metadata.name.clone().unwrap_or_default();
+        let Some(network_name) = crd::network_of_pool(&object, &pool.spec.range) else { continue };
+        let network = crate::pool_network(&pool.spec.range, network_name);
+        for lease in allocator.list_leases(&network)? {
+            if lease.owner.podref == podref {
+                held.push((object.clone(), network.clone(), lease));
+            }
+        }
+    }
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pod = crate::get_pod(store, namespace, name)?;
+    let mut freed = Vec::new();
+    for (object, network, held) in held {
+        let verdict = pods::allocation(pod.as_ref(), &held.lease.address);
+        if !verdict.is_free() {
+            continue;
+        }
+        store.restart_budget();
+        allocator.release(&network, &held.owner)?;
+        freed.push(Freed {
+            object,
+            kind: "allocation",
+            address: held.lease.address.clone(),
+            podref: podref.to_string(),
+            container_id: held.owner.container_id.clone(),
+            ifname: held.owner.ifname.clone(),
+            reason: verdict.reason().to_string(),
+        });
+    }
+    Ok(freed)
+}

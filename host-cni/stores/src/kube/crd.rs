@@ -1,0 +1,221 @@
+//! Whereabouts' two custom resources, field for field as Whereabouts (v0.9) writes them, so a
+//! cluster can switch between Whereabouts and Hereabouts in either direction without migration.
+//!
+//! Group `whereabouts.cni.cncf.io/v1alpha1`, both namespaced (Whereabouts keeps them in the
+//! kubeconfig context's namespace, `kube-system` when the context names none):
+//! - `IPPool` — one per range: `spec.range` and `spec.allocations`, a map from the decimal
+//!   offset of an address from the range's network address to `{id, podref, ifname}`.
+//! - `OverlappingRangeIPReservation` — one per address in use per network:
+//!   `spec {containerid, podref, ifname}`.
+//!
+//! Serialisation follows Whereabouts' Go tags: `ifname` and `containerid` are `omitempty`,
+//! `id`, `podref` and `allocations` are always written (an empty pool is `allocations: {}`).
+//! `hereabouts crds` prints the CRDs derived from these types.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use kube::core::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub const GROUP: &str = "whereabouts.cni.cncf.io";
+pub const VERSION: &str = "v1alpha1";
+
+/// IPPoolSpec defines the desired state of IPPool.
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
+#[kube(
+    group = "whereabouts.cni.cncf.io",
+    version = "v1alpha1",
+    kind = "IPPool",
+    plural = "ippools",
+    singular = "ippool",
+    namespaced,
+    doc = "IPPool is the Schema for the ippools API"
+)]
+pub struct IPPoolSpec {
+    /// Range is a RFC 4632/4291-style string that represents an IP address and prefix length in CIDR notation
+    pub range: String,
+    /// Allocations is the set of allocated IPs for the given range. Its indices are a direct mapping to the
+    /// IP with the same index/offset for the pool's range.
+    // Required, as in Whereabouts' CRD; Go's nil map (`null`) reads as empty.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub allocations: BTreeMap<String, IPAllocation>,
+}
+
+/// IPAllocation represents metadata about the pod/container owner of a specific IP
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct IPAllocation {
+    /// The container id (CNI_CONTAINERID).
+    pub id: String,
+    /// "namespace/name" of the pod.
+    pub podref: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ifname: String,
+}
+
+/// OverlappingRangeIPReservationSpec defines the desired state of OverlappingRangeIPReservation
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
+#[kube(
+    group = "whereabouts.cni.cncf.io",
+    version = "v1alpha1",
+    kind = "OverlappingRangeIPReservation",
+    plural = "overlappingrangeipreservations",
+    singular = "overlappingrangeipreservation",
+    namespaced,
+    doc = "OverlappingRangeIPReservation is the Schema for the OverlappingRangeIPReservations API"
+)]
+pub struct OverlappingRangeIPReservationSpec {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub containerid: String,
+    pub podref: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ifname: String,
+}
+
+/// Go writes a nil map as `null`; read it as an empty pool rather than failing.
+fn null_as_empty<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, IPAllocation>, D::Error> {
+    Ok(Option::<BTreeMap<String, IPAllocation>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Both CRDs as one multi-document YAML stream (what `hereabouts crds` prints).
+pub fn crds_yaml() -> String {
+    let mut out = String::new();
+    for crd in [IPPool::crd(), OverlappingRangeIPReservation::crd()] {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd).expect("a CRD serialises"));
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Whereabouts' IPPool name of a range (before `network_name-`): the range with `:` and `/`
+/// turned into `-`. (The core names pools for `pool-ref.name`; this serves reconcile's reverse
+/// lookup, [`network_of_pool`].)
+fn normalize_range(range: &str) -> String {
+    let mut range = range.to_string();
+    // Whereabouts: a range ending in ':' gets a '0' so the name does not end in '-'.
+    if range.ends_with(':') {
+        range.push('0');
+    }
+    range.replace([':', '/'], "-")
+}
+
+/// The network name encoded in a pool's object name, if the name is `[network-]<range>`.
+pub fn network_of_pool(pool_name: &str, range: &str) -> Option<String> {
+    let normalized = normalize_range(range);
+    if pool_name == normalized {
+        return Some(String::new());
+    }
+    pool_name.strip_suffix(&normalized)?.strip_suffix('-').map(str::to_string)
+}
+
+/// An OverlappingRangeIPReservation's object name: the address with `:` turned into `-`,
+/// after `network_name-`.
+pub fn reservation_name(network_name: &str, address: &str) -> String {
+    let normalized = address.replace(':', "-");
+    if network_name.is_empty() { normalized } else { format!("{network_name}-{normalized}") }
+}
+
+/// The address an OverlappingRangeIPReservation is for, read back from its name (the spec has
+/// no address field): the name is `[network_name-]address` with `:` turned into `-`, which a
+/// network name with `-` in it can make ambiguous; then the longest network name among
+/// `networks` (those of the pools) wins, else no network. None when no split gives an address
+/// that names the object exactly.
+pub fn reservation_address<'a>(
+    name: &str,
+    networks: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    let splits = std::iter::once(("", name))
+        .chain(name.match_indices('-').map(|(at, _)| (&name[..at], &name[at + 1..])));
+    let candidates: Vec<(&str, String)> = splits
+        .filter_map(|(network, rest)| {
+            let address: std::net::IpAddr = rest.replace('-', ":").parse().ok()?;
+            let address = address.to_string();
+            (reservation_name(network, &address) == name).then_some((network, address))
+        })
+        .collect();
+    let known: Vec<&str> = networks.into_iter().collect();
+    let best = candidates
+        .iter()
+        .filter(|(network, _)| known.contains(network))
+        .max_by_key(|(network, _)| network.len())
+        .or(candidates.first())?;
+    Some(best.1.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_whereabouts() {
+        assert_eq!(reservation_name("", "fd00::5"), "fd00--5");
+        assert_eq!(reservation_name("blue", "10.0.0.5"), "blue-10.0.0.5");
+        let cases = [
+            ("blue-10.0.0.0-24", "10.0.0.0/24", Some("blue")),
+            ("10.0.0.0-24", "10.0.0.0/24", Some("")),
+            ("blue-fd00---64", "fd00::/64", Some("blue")),
+            ("fd00--0-64", "fd00::/64", None),
+            ("blue-fd00-0", "fd00:", Some("blue")),
+            ("other", "10.0.0.0/24", None),
+            ("blue10.0.0.0-24", "10.0.0.0/24", None),
+        ];
+        for (pool, range, network) in cases {
+            assert_eq!(network_of_pool(pool, range).as_deref(), network, "{pool} {range}");
+        }
+    }
+
+    #[test]
+    fn a_reservation_name_gives_its_address_back() {
+        let networks = ["blue", "ab", ""];
+        let cases = [
+            ("blue-10.50.0.77", Some("10.50.0.77")),
+            ("10.0.0.5", Some("10.0.0.5")),
+            ("fd00--5", Some("fd00::5")),
+            ("blue-fd00--5", Some("fd00::5")),
+            // "ab:cd::1" and network "ab" with "cd::1" both name the object; "ab" is a pool's.
+            ("ab-cd--1", Some("cd::1")),
+            ("blue-not-an-address", None),
+            ("blue-10.050.0.1", None),
+        ];
+        for (name, address) in cases {
+            assert_eq!(reservation_address(name, networks).as_deref(), address, "{name}");
+        }
+        assert_eq!(reservation_address("ab-cd--1", [""]).as_deref(), Some("ab:cd::1"));
+    }
+
+    #[test]
+    fn whereabouts_json_round_trips() {
+        let text = r#"{"apiVersion":"whereabouts.cni.cncf.io/v1alpha1","kind":"IPPool","metadata":{"name":"10.0.0.0-24","namespace":"kube-system","resourceVersion":"7"},"spec":{"range":"10.0.0.0/24","allocations":{"1":{"id":"c1","podref":"default/a","ifname":"net1"},"2":{"id":"c2","podref":""}}}}"#;
+        let pool: IPPool = serde_json::from_str(text).unwrap();
+        assert_eq!(pool.spec.allocations["2"].ifname, "");
+        let back = serde_json::to_value(&pool).unwrap();
+        assert_eq!(back["spec"]["allocations"]["2"], serde_json::json!({"id": "c2", "podref": ""}));
+        let empty: IPPool = serde_json::from_str(
+            r#"{"metadata":{"name":"x"},"spec":{"range":"10.0.0.0/24","allocations":null}}"#,
+        )
+        .unwrap();
+        assert!(empty.spec.allocations.is_empty());
+        assert_eq!(
+            serde_json::to_value(&empty).unwrap()["spec"]["allocations"],
+            serde_json::json!({})
+        );
+    }
+
+    #[test]
+    fn crds_have_whereabouts_names_and_scope() {
+        let yaml = crds_yaml();
+        assert!(yaml.contains("name: ippools.whereabouts.cni.cncf.io"), "{yaml}");
+        assert!(yaml.contains("name: overlappingrangeipreservations.whereabouts.cni.cncf.io"));
+        assert!(yaml.contains("scope: Namespaced"));
+    }
+}
