@@ -1,6 +1,7 @@
 //! The etcd store against a real etcd: contention between processes, faults, large pools, bad
-//! data, TLS and auth, a three-member cluster. `run.sh` beside this file starts the etcds and
-//! sets the environment; without `HEREABOUTS_ETCD_ENDPOINTS` every test says it was skipped.
+//! data, TLS and auth, a three-member cluster. Each test that needs an etcd is
+//! `#[ignore = "needs etcd"]`: `run.sh` beside this file starts the etcds, sets the environment
+//! and runs them with `--ignored`; run that way without the environment, they fail.
 //!
 //! Environment (set by run.sh):
 //! - `HEREABOUTS_ETCD_ENDPOINTS`: the private single-node etcd (comma-separated).
@@ -29,15 +30,16 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The single-node etcd, or None (and a loud skip) when run outside run.sh.
-fn endpoints(test: &str) -> Option<String> {
-    let e = env("HEREABOUTS_ETCD_ENDPOINTS");
-    if e.is_none() {
-        eprintln!(
-            "SKIPPED {test}: HEREABOUTS_ETCD_ENDPOINTS is not set (host-cni/tests/etcd/run.sh sets it)"
-        );
-    }
-    e
+/// An environment variable run.sh sets; a test that needs it fails without it.
+fn needed(name: &str) -> String {
+    env(name).unwrap_or_else(|| {
+        panic!("{name} is not set: this test needs an etcd; run host-cni/tests/etcd/run.sh")
+    })
+}
+
+/// The single-node etcd run.sh started.
+fn endpoints() -> String {
+    needed("HEREABOUTS_ETCD_ENDPOINTS")
 }
 
 /// `$HEREABOUTS_CACHE_DIR` (run.sh points it into its temporary directory), else a temp dir.
@@ -136,8 +138,9 @@ fn unique_prefix(test: &str) -> String {
 /// ADDs, and prints `ok ID ADDRESS` or `err CODE ID MSG`; with retry_unavailable it retries an
 /// error 11 after 100 ms, as a runtime would.
 #[test]
+#[ignore = "a child process of the contention and fault tests, which start it"]
 fn worker() {
-    let Some(spec) = env("HEREABOUTS_ETCD_WORKER") else { return };
+    let spec = needed("HEREABOUTS_ETCD_WORKER");
     let spec: Value = serde_json::from_str(&spec).unwrap();
     let config = IpamConfig::from_value(&spec["config"]).unwrap();
     let network = config.network_config();
@@ -177,7 +180,7 @@ fn spawn_worker(
 ) -> std::process::Child {
     let spec = json!({"config": config, "name": name, "count": count, "retry_unavailable": retry_unavailable});
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "worker", "--nocapture", "--test-threads", "1", "--quiet"])
+        .args(["--exact", "worker", "--ignored", "--nocapture", "--test-threads", "1", "--quiet"])
         .env("HEREABOUTS_ETCD_WORKER", spec.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -212,8 +215,9 @@ fn ipam_value(endpoints: &str, prefix: &str, range: &str) -> Value {
 /// 8 processes × 200 ADDs on one /20: exactly 1,600 distinct addresses, the lowest 1,600
 /// allocatable; then DELs from 8 processes leave the pool empty.
 #[test]
+#[ignore = "needs etcd"]
 fn contention_8_processes_200_adds_each() {
-    let Some(endpoints) = endpoints("contention") else { return };
+    let endpoints = endpoints();
     let prefix = unique_prefix("contention");
     let range = "10.10.0.0/20";
     let value = ipam_value(&endpoints, &prefix, range);
@@ -272,12 +276,10 @@ fn contention_8_processes_200_adds_each() {
 /// allocation belongs to a container the runtime knows (its in-flight ADDs are DELed, as a
 /// runtime does after a failed ADD).
 #[test]
+#[ignore = "needs etcd"]
 fn faults_kill_9_and_etcd_restart() {
-    let Some(endpoints) = endpoints("faults") else { return };
-    let Some(ctl) = env("HEREABOUTS_ETCD_CTL") else {
-        eprintln!("SKIPPED faults: HEREABOUTS_ETCD_CTL is not set");
-        return;
-    };
+    let endpoints = endpoints();
+    let ctl = needed("HEREABOUTS_ETCD_CTL");
     let prefix = unique_prefix("faults");
     let range = "10.11.0.0/22";
     let value = ipam_value(&endpoints, &prefix, range);
@@ -382,8 +384,9 @@ fn faults_kill_9_and_etcd_restart() {
 /// request stays far below etcd's 1.5 MiB limit; reading it works; the allocator reports the
 /// pool exhausted, and a released address is handed out again.
 #[test]
+#[ignore = "needs etcd"]
 fn large_pool_65534_allocations() {
-    let Some(endpoints) = endpoints("large pool") else { return };
+    let endpoints = endpoints();
     let prefix = unique_prefix("large");
     let range = "10.20.0.0/16";
     let config = ipam(&endpoints, &prefix, range, json!({}));
@@ -483,8 +486,9 @@ fn db_size(endpoints: &str) -> u64 {
 
 /// Compare-and-swap semantics of the backend itself, against the real etcd.
 #[test]
+#[ignore = "needs etcd"]
 fn conditional_writes_and_reservations() {
-    let Some(endpoints) = endpoints("cas") else { return };
+    let endpoints = endpoints();
     let prefix = unique_prefix("cas");
     let config = ipam(&endpoints, &prefix, "10.12.0.0/24", json!({}));
     let mut s = store(&config);
@@ -539,8 +543,9 @@ fn conditional_writes_and_reservations() {
 
 /// Threads in one process, each its own client, racing on a small pool: no address twice.
 #[test]
+#[ignore = "needs etcd"]
 fn threads_race_on_one_pool() {
-    let Some(endpoints) = endpoints("threads") else { return };
+    let endpoints = endpoints();
     let prefix = unique_prefix("threads");
     let config = ipam(&endpoints, &prefix, "10.13.0.0/25", json!({}));
     let network = config.network_config();
@@ -567,9 +572,6 @@ fn threads_race_on_one_pool() {
 /// timeout when something accepts connections but never answers — never a hang.
 #[test]
 fn unreachable_etcd_is_error_11_quickly() {
-    if endpoints("unreachable").is_none() {
-        return;
-    }
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = free.local_addr().unwrap().port();
     drop(free);
@@ -601,8 +603,9 @@ fn unreachable_etcd_is_error_11_quickly() {
 
 /// Data in etcd that is not ours: a clear error naming the key (CNI 5), nothing overwritten.
 #[test]
+#[ignore = "needs etcd"]
 fn bad_data_is_a_clear_error_and_nothing_is_overwritten() {
-    let Some(endpoints) = endpoints("bad data") else { return };
+    let endpoints = endpoints();
     let prefix = unique_prefix("bad");
     let range = "10.15.0.0/24";
     let config = ipam(&endpoints, &prefix, range, json!({}));
@@ -654,15 +657,10 @@ fn bad_data_is_a_clear_error_and_nothing_is_overwritten() {
 
 /// TLS with a client certificate and password auth; a wrong password or CA is a clear error.
 #[test]
+#[ignore = "needs etcd"]
 fn tls_and_auth() {
-    let (Some(endpoint), Some(dir)) =
-        (env("HEREABOUTS_ETCD_TLS_ENDPOINT"), env("HEREABOUTS_ETCD_TLS_DIR"))
-    else {
-        eprintln!(
-            "SKIPPED tls_and_auth: HEREABOUTS_ETCD_TLS_ENDPOINT/DIR not set (run.sh sets them)"
-        );
-        return;
-    };
+    let (endpoint, dir) =
+        (needed("HEREABOUTS_ETCD_TLS_ENDPOINT"), needed("HEREABOUTS_ETCD_TLS_DIR"));
     let prefix = unique_prefix("tls");
     let file = |name: &str| format!("{dir}/{name}");
     let good = json!({"etcd_username": "root", "etcd_password": "s3cret", "etcd_ca_cert_file": file("ca.pem"),
@@ -721,11 +719,9 @@ fn tls_and_auth() {
 
 /// Three members on loopback, one stopped (by run.sh): allocation continues.
 #[test]
+#[ignore = "needs etcd"]
 fn cluster_with_one_member_down() {
-    let Some(endpoints) = env("HEREABOUTS_ETCD_CLUSTER_ENDPOINTS") else {
-        eprintln!("SKIPPED cluster: HEREABOUTS_ETCD_CLUSTER_ENDPOINTS not set (run.sh sets it)");
-        return;
-    };
+    let endpoints = needed("HEREABOUTS_ETCD_CLUSTER_ENDPOINTS");
     let prefix = unique_prefix("cluster");
     let config = ipam(&endpoints, &prefix, "10.17.0.0/24", json!({}));
     let network = config.network_config();
@@ -744,8 +740,8 @@ mod bench;
 
 /// The benchmark (host-cni/bench/etcd.sh runs it): ADD/s and latency, etcd beside local.
 #[test]
-#[ignore]
+#[ignore = "a benchmark: host-cni/bench/etcd.sh starts an etcd and runs it"]
 fn bench_stores() {
-    let Some(endpoints) = endpoints("bench") else { return };
+    let endpoints = endpoints();
     bench::run(&endpoints);
 }
