@@ -28,10 +28,13 @@ fn main() {
         .args(["build", "--package", "hereabouts-core", "--target", "wasm32-wasip2"])
         .args(["--profile", "component", "--target-dir"])
         .arg(&target_dir)
-        // Flags meant for the host build must not leak into the wasm build.
+        // Flags meant for the host build must not leak into the wasm build, nor clippy (run
+        // as a wrapper of workspace crates) into the core's component build.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
         .status()
         .expect("could not run cargo to build the allocator component");
     if !status.success() {

@@ -487,7 +487,8 @@ fn truncated_files_never_panic() {
         }
     }
     let mut allocator = Allocator::new(Box::new(NoStore)).unwrap();
-    let report = check::run(&[dir.clone()], &Settings::default(), &mut allocator).expect("runs");
+    let report =
+        check::run(std::slice::from_ref(&dir), &Settings::default(), &mut allocator).expect("runs");
     assert_eq!(report.files, written);
     assert!(report.networks > 0);
     assert!(report.findings.iter().any(|f| f.rule == "parse-error"));
@@ -566,7 +567,8 @@ fn a_thousand_nads_are_checked_quickly() {
 
     let mut allocator = Allocator::new(Box::new(NoStore)).expect("component loads");
     let start = Instant::now();
-    let report = check::run(&[root.clone()], &Settings::default(), &mut allocator).expect("runs");
+    let report = check::run(std::slice::from_ref(&root), &Settings::default(), &mut allocator)
+        .expect("runs");
     let in_process = start.elapsed();
     assert_eq!((report.files, report.networks), (1000, 1000));
     let overlaps: Vec<_> =

@@ -306,7 +306,7 @@ fn overlaps(
             bounds.push(Bounds { net, range, first, last });
         }
     }
-    bounds.sort_by(|a, b| (a.first, a.net, a.range).cmp(&(b.first, b.net, b.range)));
+    bounds.sort_by_key(|a| (a.first, a.net, a.range));
     let mut pairs = BTreeSet::new();
     let mut active: Vec<&Bounds> = Vec::new();
     for current in &bounds {

@@ -130,10 +130,11 @@ impl Backend for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut state = self.state.lock().unwrap();
         let key = (network_name.to_string(), address.to_string());
-        if let Some(holder) = state.reservations.get(&key) {
-            if holder.container_id == owner.container_id && holder.ifname == owner.ifname {
-                state.reservations.remove(&key);
-            }
+        if let Some(holder) = state.reservations.get(&key)
+            && holder.container_id == owner.container_id
+            && holder.ifname == owner.ifname
+        {
+            state.reservations.remove(&key);
         }
         Ok(())
     }

@@ -129,6 +129,7 @@ fn cache_file(engine: &Engine, dir: &Path) -> PathBuf {
 }
 
 /// Loads the component: from the cache when possible, else compiles and fills the cache.
+#[allow(unsafe_code)] // deserialising compiled code: see the SAFETY comments
 fn load_component(engine: &Engine, cache_dir: Option<&Path>) -> Result<Component, RuntimeError> {
     let Some(dir) = cache_dir else {
         return Component::new(engine, COMPONENT).map_err(|e| RuntimeError::Load(format!("{e:#}")));

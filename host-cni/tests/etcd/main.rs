@@ -188,8 +188,13 @@ fn spawn_worker(
         .unwrap()
 }
 
-/// Parses a worker's output lines: (successes id → address, errors (code, id, msg)).
-fn parse_worker(output: &str) -> (BTreeMap<String, String>, Vec<(u32, String, String)>) {
+/// Container id → address.
+type Successes = BTreeMap<String, String>;
+/// (CNI code, container id, message).
+type Failures = Vec<(u32, String, String)>;
+
+/// Parses a worker's output lines: what succeeded and what failed.
+fn parse_worker(output: &str) -> (Successes, Failures) {
     let mut ok = BTreeMap::new();
     let mut errors = Vec::new();
     for line in output.lines() {

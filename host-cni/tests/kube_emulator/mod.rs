@@ -244,10 +244,8 @@ fn validate(plural: &str, object: &Value) -> Result<(), (u16, Value)> {
                 }
             }
         }
-        "overlappingrangeipreservations" => {
-            if !object["spec"]["podref"].is_string() {
-                return missing("spec.podref");
-            }
+        "overlappingrangeipreservations" if !object["spec"]["podref"].is_string() => {
+            return missing("spec.podref");
         }
         _ => {}
     }
@@ -365,19 +363,19 @@ fn remove(
             json!({"name": name, "group": group_of(plural), "kind": plural}),
         ));
     };
-    if let Some(rv) = precondition {
-        if current["metadata"]["resourceVersion"].as_str() != Some(rv) {
-            return Err(status(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} {name:?}: Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    qualified(plural),
-                    current["metadata"]["resourceVersion"].as_str().unwrap()
-                ),
-                json!({"name": name, "group": group_of(plural), "kind": plural}),
-            ));
-        }
+    if let Some(rv) = precondition
+        && current["metadata"]["resourceVersion"].as_str() != Some(rv)
+    {
+        return Err(status(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} {name:?}: Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                qualified(plural),
+                current["metadata"]["resourceVersion"].as_str().unwrap()
+            ),
+            json!({"name": name, "group": group_of(plural), "kind": plural}),
+        ));
     }
     let mut object = state.objects.remove(&key).unwrap();
     object["metadata"]["resourceVersion"] = json!(bump(state));
@@ -512,10 +510,8 @@ fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
 fn route(path: &str) -> Option<(String, Option<String>, Option<String>)> {
     let rest = if let Some(rest) = path.strip_prefix(GROUP_PREFIX) {
         rest
-    } else if let Some(rest) = path.strip_prefix("/api/v1") {
-        rest
     } else {
-        return None;
+        path.strip_prefix("/api/v1")?
     };
     let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let parsed = match parts.as_slice() {

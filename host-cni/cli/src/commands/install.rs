@@ -131,8 +131,7 @@ fn install(args: &InstallArgs) -> Result<(), InstallError> {
         0o644,
     )?;
     eprintln!(
-        "hereabouts install: {} and whereabouts in {}; flat file and kubeconfig in {} (namespace {namespace})",
-        "hereabouts",
+        "hereabouts install: hereabouts and whereabouts in {}; flat file and kubeconfig in {} (namespace {namespace})",
         args.bin_dir.display(),
         dir.display()
     );

@@ -180,7 +180,7 @@ impl KubeStore {
                 Ok(Err(error)) => Failure::Client(error),
                 Err(_) => Failure::Timeout(limit),
             };
-            Err(KubeError { request, namespace: namespace.clone(), failure })
+            Err(KubeError { request, namespace: namespace.clone(), failure: Box::new(failure) })
         })
     }
 
@@ -266,7 +266,8 @@ impl Request {
 pub struct KubeError {
     request: Request,
     namespace: String,
-    failure: Failure,
+    /// Boxed: kube's error is large, and every request's `Result` carries this.
+    failure: Box<Failure>,
 }
 
 #[derive(Debug)]
@@ -285,7 +286,7 @@ enum Severity {
 impl KubeError {
     /// The API server's answer, when it answered with an error status.
     pub fn status(&self) -> Option<&Status> {
-        match &self.failure {
+        match self.failure.as_ref() {
             Failure::Client(::kube::Error::Api(status)) => Some(status),
             _ => None,
         }
@@ -317,7 +318,7 @@ impl KubeError {
         } else {
             format!("{resource} {name:?} in namespace {namespace}")
         };
-        let error = match &self.failure {
+        let error = match self.failure.as_ref() {
             Failure::Timeout(limit) => {
                 let message = format!(
                     "Kubernetes API: {verb} {resource} timed out after {} s",
