@@ -36,7 +36,7 @@ install_deps() {
   fi
   # Targets and components in rust-toolchain.toml are not installed automatically here
   # (RUSTUP_AUTO_INSTALL=0); both commands are idempotent.
-  rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2 || return 1
+  rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown || return 1
   rustup component add rustfmt clippy >/dev/null 2>&1 || rustup component add rustfmt clippy
 }
 

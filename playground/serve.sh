@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${HEREABOUTS_BIN:-target/release/hereabouts}
 if [ ! -x "$bin" ]; then
-  rustup target add wasm32-wasip2
+  rustup target add wasm32-unknown-unknown
   cargo build --release --locked -p hereabouts
 fi
 [ -d host-web/node_modules ] || npm ci --prefix host-web --no-audit --no-fund

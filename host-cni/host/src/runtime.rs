@@ -7,7 +7,7 @@
 //! that file. An unreadable or incompatible cache entry is recompiled, never trusted blindly.
 //!
 //! The component gets exactly one capability: the `store` import, served by a [`Backend`].
-//! The few WASI imports std's start-up links in are defined as traps.
+//! It imports nothing else (it is built without WASI), so the linker defines nothing else.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -204,10 +204,6 @@ impl Allocator {
             |state| state,
         )
         .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
-        // std's start-up links wasi:cli and wasi:io; the core never calls them, so a call traps.
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
         let limits = wasmtime::StoreLimitsBuilder::new()
             .memory_size(memory_limit)
             .trap_on_grow_failure(true)
