@@ -12,7 +12,8 @@ export CARGO_TERM_COLOR=never
 
 # Debian packages the suites use (one install, idempotent).
 # protoc and its well-known .proto files: etcd-client generates its gRPC code at build time.
-APT_PACKAGES="containernetworking-plugins iproute2 etcd-server etcd-client chromium python3 protobuf-compiler libprotobuf-dev openssl"
+# podman, runc, busybox-static: the podman suite (podman's CNI backend drives the plugin; runc, not crun).
+APT_PACKAGES="containernetworking-plugins iproute2 etcd-server etcd-client chromium python3 protobuf-compiler libprotobuf-dev openssl podman runc busybox-static"
 
 passed=0 failed=0 failures=""
 suite() { # name command…
@@ -54,6 +55,7 @@ build() { cargo build --release --locked --workspace --all-targets; }
 rust_tests() { cargo test --release --locked --workspace; }
 # Suites owned by their parts of the tree; each script starts and stops what it needs.
 cni_e2e() { bash host-cni/tests/e2e/run.sh "$root/target/release/hereabouts"; }
+podman_e2e() { bash host-cni/tests/podman/run.sh "$root/target/release/hereabouts"; }
 etcd_e2e() { bash host-cni/tests/etcd/run.sh "$root/target/release/hereabouts"; }
 web_tests() { bash host-web/test.sh "$root/target/release/hereabouts"; }
 # The release image: static musl binary FROM scratch, built with Debian's podman and run.
@@ -65,6 +67,7 @@ suite lint lint
 suite build build
 suite rust rust_tests
 [ -f host-cni/tests/e2e/run.sh ] && suite cni-e2e cni_e2e
+[ -f host-cni/tests/podman/run.sh ] && suite podman podman_e2e
 [ -f host-cni/tests/etcd/run.sh ] && suite etcd-e2e etcd_e2e
 [ -f host-web/test.sh ] && suite web web_tests
 [ -f deploy/build-image.sh ] && suite image image_build
