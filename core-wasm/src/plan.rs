@@ -5,7 +5,8 @@ use crate::addr::{Family, format_address, parse_address};
 use crate::network::{Network, analyze};
 use crate::range::Range;
 use crate::types::{
-    FieldError, Finding, IpamError, MapBucket, NetworkConfig, Overlap, PlanRequest, RangeReport,
+    FieldError, Finding, IpamError, MapBucket, NetworkConfig, Overlap, OverlapKind, PlanRequest,
+    RangeReport,
 };
 
 /// Longest `next` list a caller may ask for: a preview, not an enumeration.
@@ -126,11 +127,26 @@ pub fn overlaps(a: &NetworkConfig, b: &NetworkConfig) -> Result<Vec<Overlap>, Ip
                     b_field: rb.field.clone(),
                     first: format_address(ra.family, first),
                     last: format_address(ra.family, last),
+                    kind: overlap_kind(&a, ra, &b, rb),
                 });
             }
         }
     }
     Ok(out)
+}
+
+/// What sharing addresses means for two ranges: the one verdict `check` and the playground
+/// both show.
+fn overlap_kind(a: &Network, ra: &Range, b: &Network, rb: &Range) -> OverlapKind {
+    if a.network_name != b.network_name {
+        OverlapKind::SeparateNetworks
+    } else if ra.pool_name(&a.network_name) == rb.pool_name(&b.network_name) {
+        OverlapKind::SamePool
+    } else if a.overlapping && b.overlapping {
+        OverlapKind::Protected
+    } else {
+        OverlapKind::Unprotected
+    }
 }
 
 pub fn range_map(

@@ -35,6 +35,47 @@ pub struct NetworkConfig {
     pub gateway: Option<String>,
     pub network_name: String,
     pub enable_overlapping_ranges: bool,
+    /// An ADD of a pod and interface that already hold an address gets it back (default true).
+    pub sticky: bool,
+}
+
+/// A value Whereabouts silently ignores (see `config-warning` in the WIT file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub rule: String,
+    pub field: String,
+    pub ignored: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigReading {
+    pub network: NetworkConfig,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Not JSON (CNI 6): serde_json's message with line and column.
+    Malformed(String),
+    /// A value that is rejected (CNI 7).
+    Invalid(FieldError),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Malformed(m) => f.write_str(m),
+            ConfigError::Invalid(e) => e.fmt(f),
+        }
+    }
+}
+
+/// `hereabouts plan`'s input, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanDocument {
+    pub reading: ConfigReading,
+    pub allocated: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +215,16 @@ pub struct Overlap {
     pub b_field: String,
     pub first: String,
     pub last: String,
+    pub kind: OverlapKind,
+}
+
+/// See `overlap-kind` in the WIT file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlapKind {
+    SamePool,
+    Protected,
+    Unprotected,
+    SeparateNetworks,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

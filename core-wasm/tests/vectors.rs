@@ -41,6 +41,7 @@ fn network_config(ipam: &Value) -> NetworkConfig {
             .get("enable_overlapping_ranges")
             .and_then(Value::as_bool)
             .unwrap_or(true),
+        sticky: true,
     }
 }
 
