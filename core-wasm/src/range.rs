@@ -192,55 +192,55 @@ impl Range {
                 "range-start-outside-range",
                 findings,
             );
-            if let (Some(a), Some(b)) = (from_syntax, start) {
-                if a != b {
-                    error(
-                        findings,
-                        "range-start-invalid",
-                        field_path(base, "range_start"),
-                        format!(
-                            "{} conflicts with the start {syntax_start} given in range {text}",
-                            format_address(family, b)
-                        ),
-                    );
-                }
-            }
-            start = from_syntax.or(start);
-            let syntax_end = value;
-            if let Some(b) = end {
-                if b != syntax_end {
-                    error(
-                        findings,
-                        "range-end-invalid",
-                        field_path(base, "range_end"),
-                        format!(
-                            "{} conflicts with the end {} given in range {text}",
-                            format_address(family, b),
-                            format_address(family, syntax_end)
-                        ),
-                    );
-                }
-            }
-            end = Some(syntax_end);
-        }
-        if let (Some(a), Some(b)) = (start, end) {
-            if a > b {
-                let field = if syntax_start.is_some() {
-                    range_field.clone()
-                } else {
-                    field_path(base, "range_start")
-                };
+            if let (Some(a), Some(b)) = (from_syntax, start)
+                && a != b
+            {
                 error(
                     findings,
-                    "range-start-after-end",
-                    field,
+                    "range-start-invalid",
+                    field_path(base, "range_start"),
                     format!(
-                        "start {} is after end {}",
-                        format_address(family, a),
+                        "{} conflicts with the start {syntax_start} given in range {text}",
                         format_address(family, b)
                     ),
                 );
             }
+            start = from_syntax.or(start);
+            let syntax_end = value;
+            if let Some(b) = end
+                && b != syntax_end
+            {
+                error(
+                    findings,
+                    "range-end-invalid",
+                    field_path(base, "range_end"),
+                    format!(
+                        "{} conflicts with the end {} given in range {text}",
+                        format_address(family, b),
+                        format_address(family, syntax_end)
+                    ),
+                );
+            }
+            end = Some(syntax_end);
+        }
+        if let (Some(a), Some(b)) = (start, end)
+            && a > b
+        {
+            let field = if syntax_start.is_some() {
+                range_field.clone()
+            } else {
+                field_path(base, "range_start")
+            };
+            error(
+                findings,
+                "range-start-after-end",
+                field,
+                format!(
+                    "start {} is after end {}",
+                    format_address(family, a),
+                    format_address(family, b)
+                ),
+            );
         }
         // Never the network address nor the broadcast (the last address, for IPv6 too).
         if broadcast - network >= 2 {
