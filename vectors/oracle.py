@@ -124,7 +124,7 @@ def one_range(r, base, allocated, warnings):
         raise Rejected("nothing to hand out")
     used = {int(a) for a in map(addr, (x.split("/")[0] for x in allocated)) if a is not None}
     free = [a for a in ok if a not in used]
-    fmt = lambda a: str(ipaddress.ip_address(a) if net.version == 6 else ipaddress.IPv4Address(a))
+    fmt = lambda a: str(ipaddress.IPv6Address(a) if net.version == 6 else ipaddress.IPv4Address(a))
     return {
         "range": str(net),
         "first": fmt(ok[0]),
