@@ -1,9 +1,10 @@
 //! Addresses as integers, and the index space the allocator searches.
 //!
 //! Every address is a `u128` tagged with its family, so IPv4 and IPv6 share one code path.
-//! Parsing is Whereabouts-compatible: IPv4 octets with leading zeros are read as decimal
-//! (`00192.00168.1.0` is `192.168.1.0`, as Go's `ParseIPSloppy` does), which std's and
-//! `ipnet`'s strict parsers reject — hence this small parser instead of a crate.
+//! Two kinds of parsing: [`parse_go_ip`]/[`parse_go_cidr`] read what users write exactly as
+//! Whereabouts' Go does (k8s.io/utils' sloppy parser, where `00192.00168.1.0` is `192.168.1.0`,
+//! or Go's strict `net.ParseIP`; 16-byte values where IPv4 lives in `::ffff:0:0/96`), and
+//! [`parse_address`]/[`parse_cidr`] read the canonical text of a normalised config.
 //!
 //! The *index space* removes the addresses the allocator never hands out for structural
 //! reasons: for IPv4, every address whose last octet is 0. Index `i` ↔ address
