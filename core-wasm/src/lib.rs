@@ -5,8 +5,7 @@
 //! `store` interface of wit/hereabouts.wit — the component the CNI plugin, `plan`, `check`,
 //! Node and the browser all run.
 //!
-//! Layout, one noun per module: [`config`] (reading an ipam section as Whereabouts does),
-//! [`addr`] (addresses and index space), [`intervals`] (the
+//! Layout, one noun per module: [`addr`] (addresses and index space), [`intervals`] (the
 //! set the search runs on), [`range`] (one configured range), [`pool`] (a range's free
 //! space), [`network`] (a whole config), [`allocator`] (store transactions), [`plan`] (pure
 //! views), [`types`] (the contract's types in plain Rust).
