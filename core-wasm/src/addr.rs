@@ -93,8 +93,9 @@ pub enum GoParser {
     /// started rejecting leading zeros. Decimal IPv4 fields and hexadecimal IPv6 groups may carry
     /// any number of leading zeros (`000000192.168.1.25`, `fd00::00001`).
     Sloppy,
-    /// Go's own `net.ParseIP`/`net.ParseCIDR` (netip since Go 1.22): no leading zero in an IPv4
-    /// field, at most four digits in an IPv6 group, no zone.
+    /// Go's own `net.ParseIP`/`net.ParseCIDR`, built on netip in the Go 1.25 Whereabouts is
+    /// built with: no leading zero in an IPv4 field, at most four digits in an IPv6 group, no
+    /// zone.
     Strict,
 }
 

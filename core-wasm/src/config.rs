@@ -661,7 +661,8 @@ impl Reader<'_> {
                     return Err(invalid(
                         &range_field,
                         &format!(
-                            "{text} is not a valid range: the start {start_text} is not an IP address"
+                            "{text} is not a valid range: \
+                             the start {start_text} is not an IP address"
                         ),
                     ));
                 };
@@ -669,7 +670,8 @@ impl Reader<'_> {
                     return Err(invalid(
                         &range_field,
                         &format!(
-                            "{text} is not a valid range: expected first-last/prefix, e.g. 10.0.0.5-10.0.0.25/24"
+                            "{text} is not a valid range: \
+                             expected first-last/prefix, e.g. 10.0.0.5-10.0.0.25/24"
                         ),
                     ));
                 };
@@ -694,14 +696,15 @@ impl Reader<'_> {
                             "range-end-invalid"
                         };
                         self.warn(
-                                rule,
-                                &field_path(base, key),
-                                &bound.text,
-                                &format!(
-                                    "range {text} sets it with the a-b/len syntax, which wins: {} is used",
-                                    cidr.format_go16(from_syntax)
-                                ),
-                            );
+                            rule,
+                            &field_path(base, key),
+                            &bound.text,
+                            &format!(
+                                "range {text} sets it with the a-b/len syntax, \
+                                     which wins: {} is used",
+                                cidr.format_go16(from_syntax)
+                            ),
+                        );
                     }
                 }
                 (
@@ -781,7 +784,8 @@ impl Reader<'_> {
                     return Err(invalid(
                         &field,
                         &format!(
-                            "{} is an IPv4 address inside IPv6 range {}: Whereabouts would start there and find nothing, so every ADD would fail",
+                            "{} is an IPv4 address inside IPv6 range {}: Whereabouts would start \
+                             there and find nothing, so every ADD would fail",
                             text,
                             cidr.text()
                         ),
@@ -878,7 +882,9 @@ impl Reader<'_> {
                 &field_path(base, "range"),
                 text,
                 &format!(
-                    "reaches into the IPv4-mapped block ::ffff:0:0/96, where Whereabouts' walk stops: nothing from ::ffff:0.0.0.0 to {} is handed out; the range ends at {stop}",
+                    "reaches into the IPv4-mapped block ::ffff:0:0/96, where Whereabouts' walk \
+                     stops: nothing from ::ffff:0.0.0.0 to {} is handed out; \
+                     the range ends at {stop}",
                     format_address(Family::V6, last)
                 ),
             );
@@ -916,7 +922,8 @@ impl Reader<'_> {
                         field,
                         text,
                         &format!(
-                            "Whereabouts' exclude parser rejects leading zeros and fails every ADD; Hereabouts reads it as {}",
+                            "Whereabouts' exclude parser rejects leading zeros and fails \
+                             every ADD; Hereabouts reads it as {}",
                             cidr_of(parsed.network()).text()
                         ),
                     );
@@ -935,7 +942,8 @@ impl Reader<'_> {
         if exclude.family != cidr.family {
             let mapped_note = if mapped_bare {
                 format!(
-                    " (Whereabouts appends /32 to the IPv4-mapped address and gets the IPv6 network {})",
+                    " (Whereabouts appends /32 to the IPv4-mapped address and gets the IPv6 \
+                     network {})",
                     exclude.text()
                 )
             } else {
@@ -968,7 +976,10 @@ impl Reader<'_> {
                 "exclude-partly-outside-range",
                 field,
                 text,
-                &format!("extends outside range {range}: only {range} itself, the whole range, is excluded"),
+                &format!(
+                    "extends outside range {range}: only {range} itself, the whole range, \
+                     is excluded"
+                ),
             );
             return Ok(Some(range));
         }
