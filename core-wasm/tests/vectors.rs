@@ -3,9 +3,11 @@
 //! `hereabouts plan`'s output, `{"ranges": [...], "warnings": [...]}`, or `{"code", "msg"}`.
 //!
 //! The same files run through the wasm component (host-cni) and in Node and Chromium
-//! (host-web). A vector is `{"name", "input" | "stdin", "expect", "source"?}`: `input` is the
-//! document as JSON, `stdin` its raw text (for syntax errors); an `expect` without `warnings`
-//! expects none. Files:
+//! (host-web). A vector is `{"name", "input" | "stdin", "expect", "source"?,
+//! "whereabouts_answer"?}`: `input` is the document as JSON, `stdin` its raw text (for syntax
+//! errors and wherever key order matters); an `expect` without `warnings` expects none;
+//! `whereabouts_answer` records what Whereabouts answers where we deliberately differ (never
+//! compared). Files:
 //! - vectors/plan.json — our semantics, generated and checked by the naive vectors/oracle.py;
 //! - vectors/whereabouts.json — facts from Whereabouts' own Go tests, each naming its test;
 //! - vectors/plan-host-web.json — how documents and ipam sections are read and rejected.
