@@ -208,7 +208,7 @@ fn allocate_in(
     range: &Range,
     owner: &Owner,
     requested: Option<u128>,
-    sticky: bool,
+    config: &NetworkConfig,
 ) -> Result<(Lease, bool), IpamError> {
     let pool = pool_ref(network, range);
     let mut retries = Retries { pool: &pool, attempt: 0 };
@@ -220,11 +220,15 @@ fn allocate_in(
         if let Some((address, _)) = current.held_by(owner) {
             return Ok((lease(range, *address), false)); // idempotent ADD
         }
-        let handover = if sticky { current.held_by_pod(owner).cloned() } else { None };
+        let handover = if config.sticky { current.held_by_pod(owner).cloned() } else { None };
         let mut used = current.used.clone();
         let (address, edit) = match (handover, requested) {
             // The pod's new sandbox takes its address back, re-owned (Whereabouts' AssignIP).
             (Some((address, slot)), _) => (address, PoolEdit::Reown { slot, to: owner.clone() }),
+            (None, _) if config.allocation_error.is_some() => {
+                let error = config.allocation_error.clone().expect("checked");
+                return Err(IpamError::InvalidConfig(error));
+            }
             (None, requested) => {
                 let address = match requested {
                     Some(wanted) => {
@@ -441,7 +445,7 @@ pub fn allocate(
     let mut leases = Vec::with_capacity(network.ranges.len());
     let mut taken_here: Vec<usize> = Vec::new();
     for (i, range) in network.ranges.iter().enumerate() {
-        match allocate_in(store, &network, range, &request.owner, requested[i], config.sticky) {
+        match allocate_in(store, &network, range, &request.owner, requested[i], config) {
             Ok((lease, changed)) => {
                 if changed {
                     taken_here.push(i);

@@ -71,6 +71,9 @@ impl From<wit::NetworkConfig> for core::NetworkConfig {
             network_name: n.network_name,
             enable_overlapping_ranges: n.enable_overlapping_ranges,
             sticky: n.sticky,
+            allocation_error: n
+                .allocation_error
+                .map(|f| core::FieldError { field: f.field, message: f.message }),
         }
     }
 }
@@ -84,6 +87,7 @@ impl From<core::NetworkConfig> for wit::NetworkConfig {
             network_name: n.network_name,
             enable_overlapping_ranges: n.enable_overlapping_ranges,
             sticky: n.sticky,
+            allocation_error: n.allocation_error.map(Into::into),
         }
     }
 }

@@ -527,7 +527,7 @@ fn read_ipam(value: &Json) -> Result<ConfigReading, ConfigError> {
         ));
     }
     let mut warnings = Vec::new();
-    let mut reader = Reader { warnings: &mut warnings };
+    let mut reader = Reader { warnings: &mut warnings, allocation_error: None };
 
     // `LoadIPAMConfig` prepends the top-level keys as a range when `range` is not "" (no
     // trimming); otherwise they are never read.
@@ -572,6 +572,7 @@ fn read_ipam(value: &Json) -> Result<ConfigReading, ConfigError> {
         network_name: ipam.network_name,
         enable_overlapping_ranges: ipam.enable_overlapping_ranges,
         sticky: ipam.sticky,
+        allocation_error: reader.allocation_error.take(),
     };
     // The normalised config must be one the allocator accepts; what it still refuses (no
     // range at all, nothing left to hand out) fails every ADD.
@@ -584,6 +585,9 @@ const NO_TOP_LEVEL_RANGE: &str =
 
 struct Reader<'a> {
     warnings: &'a mut Vec<ConfigWarning>,
+    /// The first value that, in Whereabouts, fails the allocation of a new address but
+    /// nothing else (see `allocation_error` in [`NetworkConfig`]).
+    allocation_error: Option<FieldError>,
 }
 
 /// A range as Go's `IPNet` holds it after `LoadIPAMConfig`.
@@ -929,11 +933,19 @@ impl Reader<'_> {
                     );
                     (parsed, mapped_bare)
                 }
-                None if text.is_empty() => {
-                    return Err(invalid(field, "is empty: expected a CIDR or an IP address"));
-                }
+                // Whereabouts parses excludes only when it walks for a new address
+                // (`IterateForAssignment`): such an exclude fails every new allocation, while a
+                // pod that holds an address gets it again, and DEL works. So here: the exclude
+                // is dropped, and the config carries the error for `allocate`.
                 None => {
-                    return Err(invalid(field, &format!("{text} is not a CIDR or an IP address")));
+                    let message = if text.is_empty() {
+                        "is empty: expected a CIDR or an IP address".to_string()
+                    } else {
+                        format!("{text} is not a CIDR or an IP address")
+                    };
+                    self.allocation_error
+                        .get_or_insert(FieldError { field: field.into(), message });
+                    return Ok(None);
                 }
             },
         };

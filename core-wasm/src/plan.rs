@@ -6,7 +6,7 @@ use crate::network::{Network, analyze};
 use crate::range::Range;
 use crate::types::{
     FieldError, Finding, IpamError, MapBucket, NetworkConfig, Overlap, OverlapKind, PlanRequest,
-    RangeReport,
+    RangeReport, Severity,
 };
 
 /// Longest `next` list a caller may ask for: a preview, not an enumeration.
@@ -36,6 +36,10 @@ fn used_in(range: &Range, allocated: &[(Family, u128)]) -> Vec<u128> {
 
 pub fn plan(request: &PlanRequest) -> Result<Vec<RangeReport>, IpamError> {
     let network = Network::parse(&request.network)?;
+    // What a new pod would get: nothing, with the same error as its ADD.
+    if let Some(error) = &request.network.allocation_error {
+        return Err(IpamError::InvalidConfig(error.clone()));
+    }
     let allocated = parse_allocated(&request.allocated)?;
     let preview = request.preview.min(MAX_PREVIEW) as usize;
     Ok(network
@@ -87,7 +91,16 @@ fn last_allocatable(range: &Range, empty: &crate::pool::Pool) -> Option<u128> {
 }
 
 pub fn validate(config: &NetworkConfig) -> Vec<Finding> {
-    analyze(config).1
+    let mut findings = analyze(config).1;
+    if let Some(error) = &config.allocation_error {
+        findings.push(Finding {
+            rule: "exclude-invalid".into(),
+            severity: Severity::Error,
+            field: error.field.clone(),
+            message: format!("{}; every ADD of a new pod fails", error.message),
+        });
+    }
+    findings
 }
 
 /// Where two networks could hand out the same address: for each pair of same-family ranges,

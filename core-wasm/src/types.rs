@@ -56,6 +56,9 @@ pub struct NetworkConfig {
     pub enable_overlapping_ranges: bool,
     /// An ADD of a pod and interface that already hold an address gets it back (default true).
     pub sticky: bool,
+    /// Set when the config can hand out no new address, as in Whereabouts (an unparsable
+    /// exclude): a new allocation fails with it; a held address, DEL, CHECK and GC work.
+    pub allocation_error: Option<FieldError>,
 }
 
 /// A value Whereabouts silently ignores (see `config-warning` in the WIT file).

@@ -412,3 +412,26 @@ fn overlaps_count_only_addresses_both_ranges_can_hand_out() {
         [("10.0.0.17".to_string(), "10.0.0.254".to_string())]
     );
 }
+
+#[test]
+fn a_config_that_refuses_new_addresses_still_serves_held_ones_del_and_gc() {
+    for mut store in stores() {
+        let good = net("10.0.0.0/24", &[]);
+        add(&mut store, &good, 1).unwrap();
+        let error = hereabouts_core::types::FieldError {
+            field: "exclude[0]".into(),
+            message: "x is not a CIDR or an IP address".into(),
+        };
+        let refusing = NetworkConfig { allocation_error: Some(error), ..good.clone() };
+        // A pod that holds an address gets it again (Whereabouts' AssignIP looks it up first).
+        assert_eq!(add(&mut store, &refusing, 1).unwrap(), ["10.0.0.1"]);
+        match add(&mut store, &refusing, 2) {
+            Err(IpamError::InvalidConfig(e)) => assert_eq!(e.field, "exclude[0]"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(leases_of(&mut store, &refusing, &owner(1)).unwrap().len(), 1);
+        assert_eq!(release(&mut store, &refusing, &owner(1)).unwrap().len(), 1);
+        add(&mut store, &good, 3).unwrap();
+        assert_eq!(collect_garbage(&mut store, &refusing, "blue", &[]).unwrap().len(), 1);
+    }
+}

@@ -312,14 +312,6 @@ fn every_error_kind() {
         ),
         // What makes every ADD fail.
         (
-            r#"{"range": "10.0.0.0/24", "exclude": ["10.0.0.0/40"]}"#,
-            "exclude[0]: 10.0.0.0/40 is not a CIDR or an IP address",
-        ),
-        (
-            r#"{"range": "10.0.0.0/24", "exclude": [null]}"#,
-            "exclude[0]: is empty: expected a CIDR or an IP address",
-        ),
-        (
             r#"{"range": "10.0.0.7/32"}"#,
             "range: 10.0.0.7/32 leaves no address to hand out (network, broadcast, .0, range_start/range_end and excludes remove them all)",
         ),
@@ -466,4 +458,29 @@ fn plan_documents_keep_the_hosts_words() {
     let doc = read_plan_document(r#"{"ipam": {"range": "10.0.0.0/24", "range_start": "x"}, "allocated": null, "other": 1e999}"#).unwrap();
     assert!(doc.allocated.is_empty());
     assert_eq!(doc.reading.warnings[0].rule, "range-start-invalid");
+}
+
+#[test]
+fn an_unparsable_exclude_refuses_new_addresses_only() {
+    // Whereabouts parses excludes only when it walks for a new address: that walk fails, but a
+    // pod that holds an address gets it again and DEL works. The reading keeps the error for
+    // `allocate` instead of failing every call.
+    for (json, message) in [
+        (
+            r#"{"range": "10.0.0.0/24", "exclude": ["10.0.0.0/40", "10.0.0.5"]}"#,
+            "exclude[0]: 10.0.0.0/40 is not a CIDR or an IP address",
+        ),
+        (
+            r#"{"range": "10.0.0.0/24", "exclude": [null]}"#,
+            "exclude[0]: is empty: expected a CIDR or an IP address",
+        ),
+    ] {
+        let reading = read(json);
+        assert_eq!(
+            reading.network.allocation_error.map(|e| e.to_string()).as_deref(),
+            Some(message)
+        );
+        assert!(reading.warnings.is_empty(), "{json}");
+    }
+    assert_eq!(read(r#"{"range": "10.0.0.0/24"}"#).network.allocation_error, None);
 }
