@@ -218,7 +218,17 @@ fn allocate_in(
     let mut current = Current::read(store, &pool, range, view)?;
     loop {
         if let Some((address, _)) = current.held_by(owner) {
-            return Ok((lease(range, *address), false)); // idempotent ADD
+            // Idempotent ADD; but a different address asked for must not be dropped silently.
+            if let Some(wanted) = requested.filter(|w| w != address) {
+                return Err(IpamError::AddressUnavailable(format!(
+                    "{} already holds {} in {}; requested {} (DEL it first to change address)",
+                    holder_text(owner),
+                    range.format(*address),
+                    range.cidr(),
+                    range.format(wanted)
+                )));
+            }
+            return Ok((lease(range, *address), false));
         }
         let handover = if config.sticky { current.held_by_pod(owner).cloned() } else { None };
         let mut used = current.used.clone();

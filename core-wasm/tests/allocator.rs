@@ -223,6 +223,15 @@ fn requested_addresses_are_honoured_or_refused() {
             }
             other => panic!("{other:?}"),
         }
+        // Asking again is idempotent; asking for another address while holding one is refused.
+        let got = allocate(&mut store, &network, &ask(1, &["10.0.0.50"])).unwrap();
+        assert_eq!(got[0].address, "10.0.0.50");
+        match allocate(&mut store, &network, &ask(1, &["10.0.0.51"])) {
+            Err(IpamError::AddressUnavailable(m)) => {
+                assert!(m.contains("already holds 10.0.0.50") && m.contains("10.0.0.51"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
         // The lowest free is unaffected by the requested ones.
         assert_eq!(add(&mut store, &network, 6).unwrap(), ["10.0.0.1"]);
     }
