@@ -1,6 +1,6 @@
 //! The component boundary: wit-bindgen's types in, the pure core's types out, and the
 //! imported `store` interface presented to the core as a [`crate::types::Store`].
-//! Conversions only; no logic lives here.
+//! Conversions only, each written once as a `From`; no logic lives here.
 
 use crate::types as core;
 
@@ -16,152 +16,348 @@ use hereabouts::ipam::types as wit;
 struct Component;
 export!(Component);
 
-// ---- into the core ----
+// ---- types shared by both directions ----
 
-fn owner_in(o: wit::Owner) -> core::Owner {
-    core::Owner { container_id: o.container_id, ifname: o.ifname, podref: o.podref }
-}
-
-fn range_in(r: wit::RangeConfig) -> core::RangeConfig {
-    core::RangeConfig {
-        range: r.range,
-        range_start: r.range_start,
-        range_end: r.range_end,
-        exclude: r.exclude,
-    }
-}
-
-fn network_in(n: wit::NetworkConfig) -> core::NetworkConfig {
-    core::NetworkConfig {
-        range: n.range.map(range_in),
-        ip_ranges: n.ip_ranges.into_iter().map(range_in).collect(),
-        gateway: n.gateway,
-        network_name: n.network_name,
-        enable_overlapping_ranges: n.enable_overlapping_ranges,
-    }
-}
-
-fn plan_request_in(r: api::PlanRequest) -> core::PlanRequest {
-    core::PlanRequest { network: network_in(r.network), allocated: r.allocated, preview: r.preview }
-}
-
-fn store_error_in(e: wit::StoreError) -> core::StoreError {
-    match e {
-        wit::StoreError::Conflict => core::StoreError::Conflict,
-        wit::StoreError::Unavailable(m) => core::StoreError::Unavailable(m),
-        wit::StoreError::Corrupt(m) => core::StoreError::Corrupt(m),
-        wit::StoreError::Failed(m) => core::StoreError::Failed(m),
-    }
-}
-
-// ---- out of the core ----
-
-fn owner_out(o: core::Owner) -> wit::Owner {
-    wit::Owner { container_id: o.container_id, ifname: o.ifname, podref: o.podref }
-}
-
-fn store_error_out(e: core::StoreError) -> wit::StoreError {
-    match e {
-        core::StoreError::Conflict => wit::StoreError::Conflict,
-        core::StoreError::Unavailable(m) => wit::StoreError::Unavailable(m),
-        core::StoreError::Corrupt(m) => wit::StoreError::Corrupt(m),
-        core::StoreError::Failed(m) => wit::StoreError::Failed(m),
-    }
-}
-
-fn error_out(e: core::IpamError) -> wit::IpamError {
-    match e {
-        core::IpamError::InvalidConfig(f) => {
-            wit::IpamError::InvalidConfig(wit::FieldError { field: f.field, message: f.message })
+impl From<wit::Owner> for core::Owner {
+    fn from(o: wit::Owner) -> Self {
+        Self {
+            container_id: o.container_id,
+            ifname: o.ifname,
+            podref: o.podref,
+            cni_network: o.cni_network,
         }
-        core::IpamError::Exhausted(m) => wit::IpamError::Exhausted(m),
-        core::IpamError::AddressUnavailable(m) => wit::IpamError::AddressUnavailable(m),
-        core::IpamError::Contention(m) => wit::IpamError::Contention(m),
-        core::IpamError::Store(s) => wit::IpamError::Store(store_error_out(s)),
     }
 }
 
-fn lease_out(l: core::Lease) -> wit::Lease {
-    wit::Lease { address: l.address, cidr: l.cidr, field: l.field, range: l.range }
+impl From<core::Owner> for wit::Owner {
+    fn from(o: core::Owner) -> Self {
+        Self {
+            container_id: o.container_id,
+            ifname: o.ifname,
+            podref: o.podref,
+            cni_network: o.cni_network,
+        }
+    }
 }
 
-fn held_out(h: core::HeldLease) -> wit::HeldLease {
-    wit::HeldLease { lease: lease_out(h.lease), owner: owner_out(h.owner) }
+impl From<wit::RangeConfig> for core::RangeConfig {
+    fn from(r: wit::RangeConfig) -> Self {
+        Self {
+            range: r.range,
+            range_start: r.range_start,
+            range_end: r.range_end,
+            exclude: r.exclude,
+        }
+    }
 }
 
-fn leases_out(
-    r: Result<Vec<core::Lease>, core::IpamError>,
-) -> Result<Vec<wit::Lease>, wit::IpamError> {
-    r.map(|v| v.into_iter().map(lease_out).collect()).map_err(error_out)
+impl From<core::RangeConfig> for wit::RangeConfig {
+    fn from(r: core::RangeConfig) -> Self {
+        Self {
+            range: r.range,
+            range_start: r.range_start,
+            range_end: r.range_end,
+            exclude: r.exclude,
+        }
+    }
 }
 
-fn held_leases_out(
-    r: Result<Vec<core::HeldLease>, core::IpamError>,
-) -> Result<Vec<wit::HeldLease>, wit::IpamError> {
-    r.map(|v| v.into_iter().map(held_out).collect()).map_err(error_out)
+impl From<wit::NetworkConfig> for core::NetworkConfig {
+    fn from(n: wit::NetworkConfig) -> Self {
+        Self {
+            range: n.range.map(Into::into),
+            ip_ranges: n.ip_ranges.into_iter().map(Into::into).collect(),
+            gateway: n.gateway,
+            network_name: n.network_name,
+            enable_overlapping_ranges: n.enable_overlapping_ranges,
+            sticky: n.sticky,
+            allocation_error: n
+                .allocation_error
+                .map(|f| core::FieldError { field: f.field, message: f.message }),
+        }
+    }
+}
+
+impl From<core::NetworkConfig> for wit::NetworkConfig {
+    fn from(n: core::NetworkConfig) -> Self {
+        Self {
+            range: n.range.map(Into::into),
+            ip_ranges: n.ip_ranges.into_iter().map(Into::into).collect(),
+            gateway: n.gateway,
+            network_name: n.network_name,
+            enable_overlapping_ranges: n.enable_overlapping_ranges,
+            sticky: n.sticky,
+            allocation_error: n.allocation_error.map(Into::into),
+        }
+    }
+}
+
+impl From<wit::StoreError> for core::StoreError {
+    fn from(e: wit::StoreError) -> Self {
+        match e {
+            wit::StoreError::Unavailable(m) => Self::Unavailable(m),
+            wit::StoreError::Corrupt(m) => Self::Corrupt(m),
+            wit::StoreError::Failed(m) => Self::Failed(m),
+        }
+    }
+}
+
+impl From<core::StoreError> for wit::StoreError {
+    fn from(e: core::StoreError) -> Self {
+        match e {
+            core::StoreError::Unavailable(m) => Self::Unavailable(m),
+            core::StoreError::Corrupt(m) => Self::Corrupt(m),
+            core::StoreError::Failed(m) => Self::Failed(m),
+        }
+    }
+}
+
+impl From<wit_store::Slot> for core::Slot {
+    fn from(s: wit_store::Slot) -> Self {
+        Self { offset: s.offset, owner: s.owner.into() }
+    }
+}
+
+impl From<core::Slot> for wit_store::Slot {
+    fn from(s: core::Slot) -> Self {
+        Self { offset: s.offset, owner: s.owner.into() }
+    }
+}
+
+impl From<wit_store::Reservation> for core::Reservation {
+    fn from(r: wit_store::Reservation) -> Self {
+        Self { network_name: r.network_name, address: r.address, owner: r.owner.into() }
+    }
+}
+
+impl From<core::Reservation> for wit_store::Reservation {
+    fn from(r: core::Reservation) -> Self {
+        Self { network_name: r.network_name, address: r.address, owner: r.owner.into() }
+    }
+}
+
+// ---- store answers, into the core ----
+
+impl From<wit_store::PoolView> for core::PoolView {
+    fn from(v: wit_store::PoolView) -> Self {
+        Self {
+            version: v.version,
+            summary: v.summary,
+            slots: v.slots.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<wit_store::CommitOutcome> for core::CommitOutcome {
+    fn from(o: wit_store::CommitOutcome) -> Self {
+        match o {
+            wit_store::CommitOutcome::Committed(version) => Self::Committed(version),
+            wit_store::CommitOutcome::Stale(view) => Self::Stale(view.into()),
+            wit_store::CommitOutcome::Occupied(slot) => Self::Occupied(slot.into()),
+            wit_store::CommitOutcome::Reserved(r) => Self::Reserved(r.into()),
+        }
+    }
+}
+
+// ---- core answers, out of the component ----
+
+impl From<core::PoolChange> for wit_store::PoolChange {
+    fn from(c: core::PoolChange) -> Self {
+        Self {
+            version: c.version,
+            summary: c.summary,
+            edits: c
+                .edits
+                .into_iter()
+                .map(|e| match e {
+                    core::PoolEdit::Claim(slot) => wit_store::PoolEdit::Claim(slot.into()),
+                    core::PoolEdit::Free(slot) => wit_store::PoolEdit::Free(slot.into()),
+                    core::PoolEdit::Reown { slot, to } => {
+                        wit_store::PoolEdit::Reown(wit_store::Reown {
+                            slot: slot.into(),
+                            to: to.into(),
+                        })
+                    }
+                })
+                .collect(),
+            reservations: c
+                .reservations
+                .into_iter()
+                .map(|e| match e {
+                    core::ReservationEdit::Reserve(r) => {
+                        wit_store::ReservationEdit::Reserve(r.into())
+                    }
+                    core::ReservationEdit::Release(r) => {
+                        wit_store::ReservationEdit::Release(r.into())
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<core::FieldError> for wit::FieldError {
+    fn from(f: core::FieldError) -> Self {
+        Self { field: f.field, message: f.message }
+    }
+}
+
+impl From<core::IpamError> for wit::IpamError {
+    fn from(e: core::IpamError) -> Self {
+        match e {
+            core::IpamError::InvalidConfig(f) => Self::InvalidConfig(f.into()),
+            core::IpamError::Exhausted(m) => Self::Exhausted(m),
+            core::IpamError::AddressUnavailable(m) => Self::AddressUnavailable(m),
+            core::IpamError::Contention(m) => Self::Contention(m),
+            core::IpamError::Store(s) => Self::Store(s.into()),
+        }
+    }
+}
+
+impl From<core::Lease> for wit::Lease {
+    fn from(l: core::Lease) -> Self {
+        Self { address: l.address, cidr: l.cidr, field: l.field, range: l.range }
+    }
+}
+
+impl From<core::HeldLease> for wit::HeldLease {
+    fn from(h: core::HeldLease) -> Self {
+        Self { lease: h.lease.into(), owner: h.owner.into() }
+    }
+}
+
+impl From<core::ConfigReading> for api::ConfigReading {
+    fn from(r: core::ConfigReading) -> Self {
+        Self {
+            network: r.network.into(),
+            warnings: r
+                .warnings
+                .into_iter()
+                .map(|w| api::ConfigWarning {
+                    rule: w.rule,
+                    field: w.field,
+                    ignored: w.ignored,
+                    reason: w.reason,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<core::ConfigError> for api::ConfigError {
+    fn from(e: core::ConfigError) -> Self {
+        match e {
+            core::ConfigError::Malformed(m) => Self::Malformed(m),
+            core::ConfigError::Invalid(f) => Self::Invalid(f.into()),
+        }
+    }
+}
+
+impl From<core::RangeReport> for api::RangeReport {
+    fn from(r: core::RangeReport) -> Self {
+        Self {
+            field: r.field,
+            range: r.range,
+            first: r.first,
+            last: r.last,
+            capacity: r.capacity,
+            free: r.free,
+            next: r.next,
+        }
+    }
+}
+
+impl From<core::Finding> for api::Finding {
+    fn from(f: core::Finding) -> Self {
+        let severity = match f.severity {
+            core::Severity::Error => api::Severity::Error,
+            core::Severity::Warning => api::Severity::Warning,
+        };
+        Self { rule: f.rule, severity, field: f.field, message: f.message }
+    }
+}
+
+impl From<core::Overlap> for api::Overlap {
+    fn from(o: core::Overlap) -> Self {
+        let kind = match o.kind {
+            core::OverlapKind::SamePool => api::OverlapKind::SamePool,
+            core::OverlapKind::Protected => api::OverlapKind::Protected,
+            core::OverlapKind::Unprotected => api::OverlapKind::Unprotected,
+            core::OverlapKind::SeparateNetworks => api::OverlapKind::SeparateNetworks,
+        };
+        Self { a_field: o.a_field, b_field: o.b_field, first: o.first, last: o.last, kind }
+    }
+}
+
+impl From<core::MapBucket> for api::MapBucket {
+    fn from(b: core::MapBucket) -> Self {
+        Self {
+            first: b.first,
+            last: b.last,
+            allocatable: b.allocatable,
+            allocated: b.allocated,
+            excluded: b.excluded,
+            reserved: b.reserved,
+            has_gateway: b.has_gateway,
+        }
+    }
+}
+
+impl From<api::PlanRequest> for core::PlanRequest {
+    fn from(r: api::PlanRequest) -> Self {
+        Self { network: r.network.into(), allocated: r.allocated, preview: r.preview }
+    }
+}
+
+fn all<T, U: From<T>>(items: Vec<T>) -> Vec<U> {
+    items.into_iter().map(Into::into).collect()
+}
+
+fn answer<T, U: From<T>>(
+    result: Result<Vec<T>, core::IpamError>,
+) -> Result<Vec<U>, wit::IpamError> {
+    result.map(all).map_err(Into::into)
 }
 
 // ---- the imported store, as the core sees it ----
 
 struct ImportedStore;
 
-fn slot_out(s: &core::Slot) -> wit_store::Slot {
-    wit_store::Slot { offset: s.offset.clone(), owner: owner_out(s.owner.clone()) }
-}
-
 impl core::Store for ImportedStore {
-    fn read_pool(&mut self, pool: &core::PoolRef) -> Result<core::PoolSnapshot, core::StoreError> {
-        let pool = pool_ref_out(pool);
-        let snapshot = wit_store::read_pool(&pool).map_err(store_error_in)?;
-        Ok(core::PoolSnapshot {
-            version: snapshot.version,
-            slots: snapshot
-                .slots
-                .into_iter()
-                .map(|s| core::Slot { offset: s.offset, owner: owner_in(s.owner) })
-                .collect(),
-        })
-    }
-
-    fn write_pool(
+    fn read_pool(
         &mut self,
         pool: &core::PoolRef,
-        version: &str,
-        edits: &[core::PoolEdit],
-    ) -> Result<(), core::StoreError> {
-        let edits: Vec<wit_store::PoolEdit> = edits
-            .iter()
-            .map(|e| match e {
-                core::PoolEdit::Claim(slot) => wit_store::PoolEdit::Claim(slot_out(slot)),
-                core::PoolEdit::Free(offset) => wit_store::PoolEdit::Free(offset.clone()),
-            })
-            .collect();
-        wit_store::write_pool(&pool_ref_out(pool), version, &edits).map_err(store_error_in)
+        query: &core::Owner,
+    ) -> Result<core::PoolView, core::StoreError> {
+        let view = wit_store::read_pool(&pool_ref_out(pool), &query.clone().into())?;
+        Ok(view.into())
     }
 
-    fn reserve_address(
+    fn list_slots(&mut self, pool: &core::PoolRef) -> Result<core::PoolListing, core::StoreError> {
+        let listing = wit_store::list_slots(&pool_ref_out(pool))?;
+        Ok(core::PoolListing { version: listing.version, slots: all(listing.slots) })
+    }
+
+    fn commit(
+        &mut self,
+        pool: &core::PoolRef,
+        query: &core::Owner,
+        change: &core::PoolChange,
+    ) -> Result<core::CommitOutcome, core::StoreError> {
+        let outcome =
+            wit_store::commit(&pool_ref_out(pool), &query.clone().into(), &change.clone().into())?;
+        Ok(outcome.into())
+    }
+
+    fn list_reservations(
         &mut self,
         network_name: &str,
-        address: &str,
-        owner: &core::Owner,
-    ) -> Result<Option<core::Owner>, core::StoreError> {
-        wit_store::reserve_address(network_name, address, &owner_out(owner.clone()))
-            .map(|holder| holder.map(owner_in))
-            .map_err(store_error_in)
+    ) -> Result<Vec<core::Reservation>, core::StoreError> {
+        Ok(all(wit_store::list_reservations(network_name)?))
     }
 
-    fn release_address(
-        &mut self,
-        network_name: &str,
-        address: &str,
-        owner: &core::Owner,
-    ) -> Result<(), core::StoreError> {
-        wit_store::release_address(network_name, address, &owner_out(owner.clone()))
-            .map_err(store_error_in)
-    }
-
-    fn pause_before_retry(&mut self, attempt: u32) -> bool {
-        wit_store::pause_before_retry(attempt)
+    fn pause_before_retry(&mut self, attempt: u32, ceiling_us: u32) -> bool {
+        wit_store::pause_before_retry(attempt, ceiling_us)
     }
 }
 
@@ -176,106 +372,70 @@ fn pool_ref_out(p: &core::PoolRef) -> wit_store::PoolRef {
 // ---- the exports ----
 
 impl api::Guest for Component {
+    fn read_config(ipam: String) -> Result<api::ConfigReading, api::ConfigError> {
+        crate::config::read_config(&ipam).map(Into::into).map_err(Into::into)
+    }
+
+    fn read_plan_document(text: String) -> Result<api::PlanDocument, api::ConfigError> {
+        crate::config::read_plan_document(&text)
+            .map(|d| api::PlanDocument { reading: d.reading.into(), allocated: d.allocated })
+            .map_err(Into::into)
+    }
+
     fn allocate(
         network: wit::NetworkConfig,
         request: api::AllocateRequest,
     ) -> Result<Vec<wit::Lease>, wit::IpamError> {
-        let request = core::AllocateRequest {
-            owner: owner_in(request.owner),
-            requested: request.requested,
-            sticky: request.sticky,
-        };
-        leases_out(crate::allocator::allocate(&mut ImportedStore, &network_in(network), &request))
+        let request =
+            core::AllocateRequest { owner: request.owner.into(), requested: request.requested };
+        answer(crate::allocator::allocate(&mut ImportedStore, &network.into(), &request))
     }
 
     fn release(
         network: wit::NetworkConfig,
         owner: wit::Owner,
     ) -> Result<Vec<wit::Lease>, wit::IpamError> {
-        leases_out(crate::allocator::release(
-            &mut ImportedStore,
-            &network_in(network),
-            &owner_in(owner),
-        ))
+        answer(crate::allocator::release(&mut ImportedStore, &network.into(), &owner.into()))
     }
 
     fn leases_of(
         network: wit::NetworkConfig,
         owner: wit::Owner,
     ) -> Result<Vec<wit::Lease>, wit::IpamError> {
-        leases_out(crate::allocator::leases_of(
-            &mut ImportedStore,
-            &network_in(network),
-            &owner_in(owner),
-        ))
+        answer(crate::allocator::leases_of(&mut ImportedStore, &network.into(), &owner.into()))
     }
 
     fn collect_garbage(
         network: wit::NetworkConfig,
+        cni_network: String,
         keep: Vec<wit::Owner>,
     ) -> Result<Vec<wit::HeldLease>, wit::IpamError> {
-        let keep: Vec<core::Owner> = keep.into_iter().map(owner_in).collect();
-        held_leases_out(crate::allocator::collect_garbage(
+        let keep: Vec<core::Owner> = all(keep);
+        answer(crate::allocator::collect_garbage(
             &mut ImportedStore,
-            &network_in(network),
+            &network.into(),
+            &cni_network,
             &keep,
         ))
     }
 
     fn list_leases(network: wit::NetworkConfig) -> Result<Vec<wit::HeldLease>, wit::IpamError> {
-        held_leases_out(crate::allocator::list_leases(&mut ImportedStore, &network_in(network)))
+        answer(crate::allocator::list_leases(&mut ImportedStore, &network.into()))
     }
 
     fn plan(request: api::PlanRequest) -> Result<Vec<api::RangeReport>, wit::IpamError> {
-        crate::plan::plan(&plan_request_in(request))
-            .map(|reports| {
-                reports
-                    .into_iter()
-                    .map(|r| api::RangeReport {
-                        field: r.field,
-                        range: r.range,
-                        first: r.first,
-                        last: r.last,
-                        capacity: r.capacity,
-                        free: r.free,
-                        next: r.next,
-                    })
-                    .collect()
-            })
-            .map_err(error_out)
+        answer(crate::plan::plan(&request.into()))
     }
 
     fn validate(network: wit::NetworkConfig) -> Vec<api::Finding> {
-        crate::plan::validate(&network_in(network))
-            .into_iter()
-            .map(|f| api::Finding {
-                rule: f.rule,
-                severity: match f.severity {
-                    core::Severity::Error => api::Severity::Error,
-                    core::Severity::Warning => api::Severity::Warning,
-                },
-                field: f.field,
-                message: f.message,
-            })
-            .collect()
+        all(crate::plan::validate(&network.into()))
     }
 
     fn overlaps(
         a: wit::NetworkConfig,
         b: wit::NetworkConfig,
     ) -> Result<Vec<api::Overlap>, wit::IpamError> {
-        crate::plan::overlaps(&network_in(a), &network_in(b))
-            .map(|v| {
-                v.into_iter()
-                    .map(|o| api::Overlap {
-                        a_field: o.a_field,
-                        b_field: o.b_field,
-                        first: o.first,
-                        last: o.last,
-                    })
-                    .collect()
-            })
-            .map_err(error_out)
+        answer(crate::plan::overlaps(&a.into(), &b.into()))
     }
 
     fn range_map(
@@ -285,26 +445,12 @@ impl api::Guest for Component {
         to: Option<String>,
         buckets: u32,
     ) -> Result<Vec<api::MapBucket>, wit::IpamError> {
-        crate::plan::range_map(
-            &plan_request_in(request),
+        answer(crate::plan::range_map(
+            &request.into(),
             range_index,
             from.as_deref(),
             to.as_deref(),
             buckets,
-        )
-        .map(|v| {
-            v.into_iter()
-                .map(|b| api::MapBucket {
-                    first: b.first,
-                    last: b.last,
-                    allocatable: b.allocatable,
-                    allocated: b.allocated,
-                    excluded: b.excluded,
-                    reserved: b.reserved,
-                    has_gateway: b.has_gateway,
-                })
-                .collect()
-        })
-        .map_err(error_out)
+        ))
     }
 }

@@ -51,16 +51,16 @@ impl IntervalSet {
     pub fn insert(&mut self, start: u128, end: u128) {
         debug_assert!(start <= end);
         let (mut start, mut end) = (start, end);
-        if let Some((&s, &e)) = self.runs.range(..=start).next_back() {
-            if e.checked_add(1).is_none_or(|next| next >= start) {
-                if e >= end && s <= start {
-                    return; // already covered
-                }
-                self.runs.remove(&s);
-                self.points -= width(s, e);
-                start = s;
-                end = end.max(e);
+        if let Some((&s, &e)) = self.runs.range(..=start).next_back()
+            && e.checked_add(1).is_none_or(|next| next >= start)
+        {
+            if e >= end && s <= start {
+                return; // already covered
             }
+            self.runs.remove(&s);
+            self.points -= width(s, e);
+            start = s;
+            end = end.max(e);
         }
         while let Some((&s, &e)) =
             self.runs.range((Excluded(start), Included(end.saturating_add(1)))).next()

@@ -12,12 +12,14 @@
 
 pub mod addr;
 pub mod allocator;
+pub mod config;
 pub mod intervals;
 pub mod memory;
 pub mod network;
 pub mod plan;
 pub mod pool;
 pub mod range;
+pub mod summary;
 pub mod types;
 
 #[cfg(target_arch = "wasm32")]

@@ -5,7 +5,8 @@ use crate::addr::{Family, format_address, parse_address};
 use crate::network::{Network, analyze};
 use crate::range::Range;
 use crate::types::{
-    FieldError, Finding, IpamError, MapBucket, NetworkConfig, Overlap, PlanRequest, RangeReport,
+    FieldError, Finding, IpamError, MapBucket, NetworkConfig, Overlap, OverlapKind, PlanRequest,
+    RangeReport, Severity,
 };
 
 /// Longest `next` list a caller may ask for: a preview, not an enumeration.
@@ -35,6 +36,10 @@ fn used_in(range: &Range, allocated: &[(Family, u128)]) -> Vec<u128> {
 
 pub fn plan(request: &PlanRequest) -> Result<Vec<RangeReport>, IpamError> {
     let network = Network::parse(&request.network)?;
+    // What a new pod would get: nothing, with the same error as its ADD.
+    if let Some(error) = &request.network.allocation_error {
+        return Err(IpamError::InvalidConfig(error.clone()));
+    }
     let allocated = parse_allocated(&request.allocated)?;
     let preview = request.preview.min(MAX_PREVIEW) as usize;
     Ok(network
@@ -86,7 +91,16 @@ fn last_allocatable(range: &Range, empty: &crate::pool::Pool) -> Option<u128> {
 }
 
 pub fn validate(config: &NetworkConfig) -> Vec<Finding> {
-    analyze(config).1
+    let mut findings = analyze(config).1;
+    if let Some(error) = &config.allocation_error {
+        findings.push(Finding {
+            rule: "exclude-invalid".into(),
+            severity: Severity::Error,
+            field: error.field.clone(),
+            message: format!("{}; every ADD of a new pod fails", error.message),
+        });
+    }
+    findings
 }
 
 /// Where two networks could hand out the same address: for each pair of same-family ranges,
@@ -126,11 +140,26 @@ pub fn overlaps(a: &NetworkConfig, b: &NetworkConfig) -> Result<Vec<Overlap>, Ip
                     b_field: rb.field.clone(),
                     first: format_address(ra.family, first),
                     last: format_address(ra.family, last),
+                    kind: overlap_kind(&a, ra, &b, rb),
                 });
             }
         }
     }
     Ok(out)
+}
+
+/// What sharing addresses means for two ranges: the one verdict `check` and the playground
+/// both show.
+fn overlap_kind(a: &Network, ra: &Range, b: &Network, rb: &Range) -> OverlapKind {
+    if a.network_name != b.network_name {
+        OverlapKind::SeparateNetworks
+    } else if ra.pool_name(&a.network_name) == rb.pool_name(&b.network_name) {
+        OverlapKind::SamePool
+    } else if a.overlapping && b.overlapping {
+        OverlapKind::Protected
+    } else {
+        OverlapKind::Unprotected
+    }
 }
 
 pub fn range_map(

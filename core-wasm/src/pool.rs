@@ -10,6 +10,7 @@
 use crate::addr::{Family, from_index, to_index};
 use crate::intervals::IntervalSet;
 use crate::range::Range;
+use crate::summary::Summary;
 
 #[derive(Debug, Clone)]
 pub struct Pool {
@@ -35,6 +36,12 @@ pub enum Unavailable {
 
 impl Pool {
     pub fn new(range: &Range, used: impl IntoIterator<Item = u128>) -> Self {
+        Self::from_runs(range, Summary::of_addresses(range, used).runs())
+    }
+
+    /// A pool whose used space is given as index runs (a [`Summary`]'s): the config's span and
+    /// excludes are applied on top, so the cost is the number of runs, not of allocations.
+    pub fn from_runs(range: &Range, used: impl IntoIterator<Item = (u128, u128)>) -> Self {
         let family = range.family;
         let span = range.index_span();
         let mut excluded = IntervalSet::new();
@@ -48,25 +55,18 @@ impl Pool {
                 }
             }
         }
-        let mut pool = Pool { family, span, blocked: excluded.clone(), excluded, allocated: 0 };
-        let mut indices: Vec<u128> = used
-            .into_iter()
-            .filter_map(|address| to_index(family, address))
-            .filter(|&i| span.is_some_and(|(lo, hi)| i >= lo && i <= hi))
-            .collect();
-        indices.sort_unstable();
-        indices.dedup();
-        // Insert runs of consecutive indices at once: a packed pool is a handful of runs.
-        let mut runs = indices.into_iter().filter(|&i| !pool.excluded.contains(i)).peekable();
-        while let Some(start) = runs.next() {
-            let mut end = start;
-            while runs.peek() == Some(&(end + 1)) {
-                end = runs.next().unwrap();
+        let mut blocked = excluded.clone();
+        if let Some((lo, hi)) = span {
+            for (start, end) in used {
+                let (a, b) = (start.max(lo), end.min(hi));
+                if a <= b {
+                    blocked.insert(a, b);
+                }
             }
-            pool.blocked.insert(start, end);
-            pool.allocated += end - start + 1;
         }
-        pool
+        // Allocations inside excludes do not count as allocated: they are excluded anyway.
+        let allocated = blocked.count() - excluded.count();
+        Pool { family, span, excluded, blocked, allocated }
     }
 
     /// Number of addresses that can ever be handed out (span minus excludes).

@@ -1,14 +1,16 @@
-//! One range of a network: parsing and validating what the user wrote, Whereabouts-compatible.
+//! One range of a network, as the allocator takes it: strict, because what it parses is the
+//! normalised config [`crate::config::read_config`] wrote (masked CIDR, honoured bounds only,
+//! canonical text), never what a user typed.
 //!
-//! Compatibility notes (Whereabouts v0.9, pkg/config/config.go):
-//! - host bits in `range` are masked (`192.168.2.225/28` is `192.168.2.224/28`);
-//! - `a.b.c.d-e.f.g.h/len` sets range_start to the first address and range_end to the
-//!   address before the slash;
-//! - an exclude covers its whole network, network and broadcast included.
+//! What users write is read permissively, exactly as Whereabouts reads it, by `config`: there a
+//! `range_start` outside the CIDR or an exclude outside the range is ignored with a warning.
+//! Here the same mistakes are errors (rules `range-start-outside-range`,
+//! `exclude-outside-range`, …): a normalised config never has them, and `validate` reports them
+//! under the same rule ids `check` uses for the warnings.
 //!
-//! Where Whereabouts silently ignores a mistake we reject it, naming the field: a
-//! range_start/range_end outside the CIDR, an exclude outside the range. A typo must not
-//! silently change which addresses pods get.
+//! Shared with Whereabouts (pkg/config/config.go): host bits in `range` are masked;
+//! `a.b.c.d-e.f.g.h/len` sets range_start to the first address and range_end to the address
+//! before the slash; an exclude covers its whole network, network and broadcast included.
 
 use crate::addr::{Family, format_address, host_mask, index_span, parse_address, parse_cidr};
 use crate::pool::Pool;
@@ -192,55 +194,55 @@ impl Range {
                 "range-start-outside-range",
                 findings,
             );
-            if let (Some(a), Some(b)) = (from_syntax, start) {
-                if a != b {
-                    error(
-                        findings,
-                        "range-start-invalid",
-                        field_path(base, "range_start"),
-                        format!(
-                            "{} conflicts with the start {syntax_start} given in range {text}",
-                            format_address(family, b)
-                        ),
-                    );
-                }
-            }
-            start = from_syntax.or(start);
-            let syntax_end = value;
-            if let Some(b) = end {
-                if b != syntax_end {
-                    error(
-                        findings,
-                        "range-end-invalid",
-                        field_path(base, "range_end"),
-                        format!(
-                            "{} conflicts with the end {} given in range {text}",
-                            format_address(family, b),
-                            format_address(family, syntax_end)
-                        ),
-                    );
-                }
-            }
-            end = Some(syntax_end);
-        }
-        if let (Some(a), Some(b)) = (start, end) {
-            if a > b {
-                let field = if syntax_start.is_some() {
-                    range_field.clone()
-                } else {
-                    field_path(base, "range_start")
-                };
+            if let (Some(a), Some(b)) = (from_syntax, start)
+                && a != b
+            {
                 error(
                     findings,
-                    "range-start-after-end",
-                    field,
+                    "range-start-invalid",
+                    field_path(base, "range_start"),
                     format!(
-                        "start {} is after end {}",
-                        format_address(family, a),
+                        "{} conflicts with the start {syntax_start} given in range {text}",
                         format_address(family, b)
                     ),
                 );
             }
+            start = from_syntax.or(start);
+            let syntax_end = value;
+            if let Some(b) = end
+                && b != syntax_end
+            {
+                error(
+                    findings,
+                    "range-end-invalid",
+                    field_path(base, "range_end"),
+                    format!(
+                        "{} conflicts with the end {} given in range {text}",
+                        format_address(family, b),
+                        format_address(family, syntax_end)
+                    ),
+                );
+            }
+            end = Some(syntax_end);
+        }
+        if let (Some(a), Some(b)) = (start, end)
+            && a > b
+        {
+            let field = if syntax_start.is_some() {
+                range_field.clone()
+            } else {
+                field_path(base, "range_start")
+            };
+            error(
+                findings,
+                "range-start-after-end",
+                field,
+                format!(
+                    "start {} is after end {}",
+                    format_address(family, a),
+                    format_address(family, b)
+                ),
+            );
         }
         // Never the network address nor the broadcast (the last address, for IPv6 too).
         if broadcast - network >= 2 {

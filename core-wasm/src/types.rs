@@ -7,16 +7,35 @@ pub struct Owner {
     pub container_id: String,
     pub ifname: String,
     pub podref: String,
+    /// The CNI network (`name`) of the attachment; "" when unknown.
+    pub cni_network: String,
 }
 
 impl Owner {
     pub fn new(container_id: &str, ifname: &str, podref: &str) -> Self {
-        Self { container_id: container_id.into(), ifname: ifname.into(), podref: podref.into() }
+        Self {
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+            podref: podref.into(),
+            cni_network: String::new(),
+        }
+    }
+
+    /// The same owner, recorded as an attachment of CNI network `name`.
+    pub fn in_cni_network(mut self, name: &str) -> Self {
+        self.cni_network = name.into();
+        self
     }
 
     /// Whereabouts identifies an attachment by container id and interface name.
     pub fn same_attachment(&self, other: &Owner) -> bool {
         self.container_id == other.container_id && self.ifname == other.ifname
+    }
+
+    /// The same pod and interface under any container id (a pod's new sandbox): Whereabouts'
+    /// `podRef` + `ifName` match. Never true for an unknown podref.
+    pub fn same_pod_interface(&self, other: &Owner) -> bool {
+        !self.podref.is_empty() && self.podref == other.podref && self.ifname == other.ifname
     }
 }
 
@@ -35,6 +54,50 @@ pub struct NetworkConfig {
     pub gateway: Option<String>,
     pub network_name: String,
     pub enable_overlapping_ranges: bool,
+    /// An ADD of a pod and interface that already hold an address gets it back (default true).
+    pub sticky: bool,
+    /// Set when the config can hand out no new address, as in Whereabouts (an unparsable
+    /// exclude): a new allocation fails with it; a held address, DEL, CHECK and GC work.
+    pub allocation_error: Option<FieldError>,
+}
+
+/// A value Whereabouts silently ignores (see `config-warning` in the WIT file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub rule: String,
+    pub field: String,
+    pub ignored: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigReading {
+    pub network: NetworkConfig,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Not JSON (CNI 6): serde_json's message with line and column.
+    Malformed(String),
+    /// A value that is rejected (CNI 7).
+    Invalid(FieldError),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Malformed(m) => f.write_str(m),
+            ConfigError::Invalid(e) => e.fmt(f),
+        }
+    }
+}
+
+/// `hereabouts plan`'s input, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanDocument {
+    pub reading: ConfigReading,
+    pub allocated: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +114,6 @@ impl std::fmt::Display for FieldError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
-    Conflict,
     Unavailable(String),
     Corrupt(String),
     Failed(String),
@@ -117,8 +179,17 @@ pub struct Slot {
     pub owner: Owner,
 }
 
+/// See `pool-view` in the WIT file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PoolSnapshot {
+pub struct PoolView {
+    pub version: String,
+    /// `Some`: the store keeps summaries and `slots` holds only the query's; `None`: whole pool.
+    pub summary: Option<String>,
+    pub slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolListing {
     pub version: String,
     pub slots: Vec<Slot>,
 }
@@ -126,14 +197,45 @@ pub struct PoolSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PoolEdit {
     Claim(Slot),
-    Free(String),
+    Free(Slot),
+    Reown { slot: Slot, to: Owner },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub network_name: String,
+    pub address: String,
+    pub owner: Owner,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReservationEdit {
+    Reserve(Reservation),
+    Release(Reservation),
+}
+
+/// See `pool-change` in the WIT file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolChange {
+    pub version: String,
+    pub summary: String,
+    pub edits: Vec<PoolEdit>,
+    pub reservations: Vec<ReservationEdit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Applied; the pool's new version.
+    Committed(String),
+    Stale(PoolView),
+    Occupied(Slot),
+    Reserved(Reservation),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllocateRequest {
     pub owner: Owner,
     pub requested: Vec<String>,
-    pub sticky: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,6 +276,16 @@ pub struct Overlap {
     pub b_field: String,
     pub first: String,
     pub last: String,
+    pub kind: OverlapKind,
+}
+
+/// See `overlap-kind` in the WIT file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlapKind {
+    SamePool,
+    Protected,
+    Unprotected,
+    SeparateNetworks,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,26 +299,16 @@ pub struct MapBucket {
     pub has_gateway: bool,
 }
 
-/// The storage import, as the pure logic sees it.
+/// The storage import, as the pure logic sees it (`interface store` in the WIT file).
 pub trait Store {
-    fn read_pool(&mut self, pool: &PoolRef) -> Result<PoolSnapshot, StoreError>;
-    fn write_pool(
+    fn read_pool(&mut self, pool: &PoolRef, query: &Owner) -> Result<PoolView, StoreError>;
+    fn list_slots(&mut self, pool: &PoolRef) -> Result<PoolListing, StoreError>;
+    fn commit(
         &mut self,
         pool: &PoolRef,
-        version: &str,
-        edits: &[PoolEdit],
-    ) -> Result<(), StoreError>;
-    fn reserve_address(
-        &mut self,
-        network_name: &str,
-        address: &str,
-        owner: &Owner,
-    ) -> Result<Option<Owner>, StoreError>;
-    fn release_address(
-        &mut self,
-        network_name: &str,
-        address: &str,
-        owner: &Owner,
-    ) -> Result<(), StoreError>;
-    fn pause_before_retry(&mut self, attempt: u32) -> bool;
+        query: &Owner,
+        change: &PoolChange,
+    ) -> Result<CommitOutcome, StoreError>;
+    fn list_reservations(&mut self, network_name: &str) -> Result<Vec<Reservation>, StoreError>;
+    fn pause_before_retry(&mut self, attempt: u32, ceiling_us: u32) -> bool;
 }

@@ -65,7 +65,11 @@ fn scenario() -> impl Strategy<Value = (u32, u32, u32, Vec<(u32, u32)>, Vec<Op>)
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     #[test]
-    fn allocations_match_the_naive_lowest_free_walk((network, prefix, start, excludes, ops) in scenario()) {
+    fn allocations_match_the_naive_lowest_free_walk(
+        (network, prefix, start, excludes, ops) in scenario(),
+        summaries in any::<bool>(),
+        races in 0u32..3,
+    ) {
         let excludes: Vec<(u32, u32)> = excludes.into_iter().filter(|&(lo, hi)| lo >= network && hi < network + (1u32 << (32 - prefix))).collect();
         let config = NetworkConfig {
             range: Some(RangeConfig {
@@ -78,11 +82,13 @@ proptest! {
             ..Default::default()
         };
         let owner = |i: usize| Owner::new(&format!("c{i}"), "eth0", "");
-        let mut store = MemoryStore::new();
+        // Both shapes of store (summaries kept, whole pools), with racing writers now and then.
+        let mut store = if summaries { MemoryStore::new() } else { MemoryStore::whole_pools() };
         let mut used: BTreeMap<u32, usize> = BTreeMap::new();
         let mut held: BTreeMap<usize, u32> = BTreeMap::new();
         let capacity_empty = naive_lowest(network, prefix, start, &excludes, &BTreeMap::new()).is_none();
         for op in ops {
+            store.races_to_inject = races;
             match op {
                 Op::Add(i) => {
                     let result = allocate(&mut store, &config, &AllocateRequest { owner: owner(i), ..Default::default() });

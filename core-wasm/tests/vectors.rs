@@ -1,89 +1,108 @@
-//! The shared vector file (vectors/plan.json) through the native core. The same file runs
-//! through the wasm component (host-cni/tests/component.rs) and in Node and the browser
-//! (host-web): one source of truth for what `plan` answers.
+//! The shared vector files through the native core, exactly as every host runs them: the
+//! document text goes through `read_plan_document` and the reading through `plan`; the answer is
+//! `hereabouts plan`'s output, `{"ranges": [...], "warnings": [...]}`, or `{"code", "msg"}`.
+//!
+//! The same files run through the wasm component (host-cni) and in Node and Chromium
+//! (host-web). A vector is `{"name", "input" | "stdin", "expect", "source"?,
+//! "whereabouts_answer"?}`: `input` is the document as JSON, `stdin` its raw text (for syntax
+//! errors and wherever key order matters); an `expect` without `warnings` expects none;
+//! `whereabouts_answer` records what Whereabouts answers where we deliberately differ (never
+//! compared). Files:
+//! - vectors/plan.json — our semantics, generated and checked by the naive vectors/oracle.py;
+//! - vectors/whereabouts.json — facts from Whereabouts' own Go tests, each naming its test;
+//! - vectors/plan-host-web.json — how documents and ipam sections are read and rejected.
 
+use hereabouts_core::config::read_plan_document;
 use hereabouts_core::plan::plan;
-use hereabouts_core::types::{IpamError, NetworkConfig, PlanRequest, RangeConfig};
+use hereabouts_core::types::{ConfigError, IpamError, PlanRequest};
 use serde_json::{Value, json};
 
-fn strings(value: Option<&Value>) -> Vec<String> {
-    value
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default()
-}
-
-fn range_config(object: &Value) -> RangeConfig {
-    RangeConfig {
-        range: object["range"].as_str().unwrap_or_default().to_string(),
-        range_start: object.get("range_start").and_then(Value::as_str).map(String::from),
-        range_end: object.get("range_end").and_then(Value::as_str).map(String::from),
-        exclude: strings(object.get("exclude")),
-    }
-}
-
-/// The ipam JSON → network config mapping every host performs (host-cni/src/config.rs).
-fn network_config(ipam: &Value) -> NetworkConfig {
-    NetworkConfig {
-        range: ipam.get("range").and_then(Value::as_str).map(|_| range_config(ipam)),
-        ip_ranges: ipam
-            .get("ipRanges")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(range_config).collect())
-            .unwrap_or_default(),
-        gateway: ipam.get("gateway").and_then(Value::as_str).map(String::from),
-        network_name: ipam
-            .get("network_name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        enable_overlapping_ranges: ipam
-            .get("enable_overlapping_ranges")
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
-    }
-}
-
-fn run(input: &Value) -> Value {
+/// `hereabouts plan`'s output for a document.
+pub fn run(text: &str) -> Value {
+    let document = match read_plan_document(text) {
+        Ok(document) => document,
+        Err(ConfigError::Malformed(msg)) => return json!({ "code": 6, "msg": msg }),
+        Err(ConfigError::Invalid(e)) => return json!({ "code": 7, "msg": e.to_string() }),
+    };
     let request = PlanRequest {
-        network: network_config(&input["ipam"]),
-        allocated: strings(input.get("allocated")),
+        network: document.reading.network,
+        allocated: document.allocated,
         preview: 1,
     };
     match plan(&request) {
-        Ok(reports) => json!({ "ranges": reports.iter().map(|r| json!({
-            "range": r.range, "first": r.first, "last": r.last,
-            "capacity": r.capacity, "free": r.free, "next": r.next.first(),
-        })).collect::<Vec<_>>() }),
-        Err(IpamError::InvalidConfig(e)) => {
-            json!({ "code": 7, "msg": format!("{}: {}", e.field, e.message) })
-        }
+        Ok(reports) => json!({
+            "ranges": reports.iter().map(|r| json!({
+                "range": r.range, "first": r.first, "last": r.last,
+                "capacity": r.capacity, "free": r.free, "next": r.next.first(),
+            })).collect::<Vec<_>>(),
+            "warnings": document.reading.warnings.iter().map(|w| json!({
+                "rule": w.rule, "field": w.field, "ignored": w.ignored, "reason": w.reason,
+            })).collect::<Vec<_>>(),
+        }),
+        Err(IpamError::InvalidConfig(e)) => json!({ "code": 7, "msg": e.to_string() }),
         Err(other) => panic!("plan cannot fail with {other:?}"),
     }
 }
 
-#[test]
-fn every_plan_vector_passes_natively() {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../vectors/plan.json"))
-            .unwrap();
+fn document_text(vector: &Value) -> String {
+    match vector.get("stdin") {
+        Some(Value::String(text)) => text.clone(),
+        _ => vector["input"].to_string(),
+    }
+}
+
+fn expected(vector: &Value) -> Value {
+    let mut expect = vector["expect"].clone();
+    if let Some(object) = expect.as_object_mut()
+        && object.contains_key("ranges")
+        && !object.contains_key("warnings")
+    {
+        object.insert("warnings".into(), json!([]));
+    }
+    expect
+}
+
+fn check_file(name: &str, at_least: usize) {
+    let path = format!("{}/../vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
     let vectors: Vec<Value> = serde_json::from_str(&text).unwrap();
-    assert!(vectors.len() >= 40, "the vector file shrank to {}", vectors.len());
+    assert!(vectors.len() >= at_least, "{name} shrank to {} vectors", vectors.len());
     let mut failures = Vec::new();
+    let mut answers = Vec::new();
     for vector in &vectors {
-        let got = run(&vector["input"]);
-        if got != vector["expect"] {
-            failures.push(format!(
-                "{}\n  expected {}\n  got      {}",
-                vector["name"], vector["expect"], got
-            ));
+        let got = run(&document_text(vector));
+        answers.push(json!({ "name": vector["name"], "got": got }));
+        let want = expected(vector);
+        if got != want {
+            failures.push(format!("{}\n  expected {want}\n  got      {got}", vector["name"]));
         }
+    }
+    // Writing new vectors: HEREABOUTS_VECTORS_DUMP=DIR saves every answer, to review (and to
+    // check with vectors/oracle.py) before it becomes an expectation.
+    if let Ok(dir) = std::env::var("HEREABOUTS_VECTORS_DUMP") {
+        let out = serde_json::to_string_pretty(&answers).unwrap();
+        std::fs::write(format!("{dir}/{name}"), out).unwrap();
     }
     assert!(
         failures.is_empty(),
-        "{} of {} vectors failed:\n{}",
+        "{} of {} vectors of {name} failed:\n{}",
         failures.len(),
         vectors.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn every_plan_vector_passes_natively() {
+    check_file("plan.json", 40);
+}
+
+#[test]
+fn every_host_web_vector_passes_natively() {
+    check_file("plan-host-web.json", 60);
+}
+
+#[test]
+fn every_whereabouts_vector_passes_natively() {
+    check_file("whereabouts.json", 60);
 }
