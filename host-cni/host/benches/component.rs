@@ -43,6 +43,8 @@ fn main() {
             gateway: None,
             network_name: String::new(),
             enable_overlapping_ranges: true,
+            sticky: true,
+            allocation_error: None,
         },
         allocated: allocated.clone(),
         preview: 1,

@@ -1,17 +1,17 @@
-//! The ipam section of a CNI network config, with every key Whereabouts accepts.
+//! The host's keys of the ipam section: which store, where its data lives, logging, and
+//! Whereabouts' flat configuration file.
 //!
-//! Parsing is typed and strict about types (a number where a CIDR string belongs is an error
-//! naming the key) but lenient about unknown keys, as Whereabouts is: a config that works with
-//! Whereabouts must work here. Range strings are *not* interpreted here: the allocator
-//! component owns that, so the CLI, the CNI plugin and the browser agree on every address.
+//! The allocation keys (`range`, `range_start`, `range_end`, `exclude`, `ipRanges`, `gateway`,
+//! `network_name`, `enable_overlapping_ranges`, `sticky`) are *not* read here: the allocator
+//! component reads the ipam section itself (`read-config`), so the CNI plugin, `plan`, `check`,
+//! Node and the browser agree on every address. This module is strict about the types of the
+//! keys it owns (a type error names the key) and ignores every other key, as Whereabouts does.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use crate::bindings::{NetworkConfig, RangeConfig};
 
 /// Where the local store lives unless the ipam config's `data_dir` says otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/hereabouts";
@@ -141,19 +141,6 @@ pub const KNOWN_IPAM_KEYS: &[&str] = &[
     "name",
 ];
 
-/// One range: the top-level keys or an `ipRanges` item.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RangeKeys {
-    #[serde(default)]
-    pub range: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range_start: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range_end: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KubernetesKeys {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,33 +149,18 @@ pub struct KubernetesKeys {
     pub k8s_api_root: Option<String>,
 }
 
-/// The ipam section. Unknown keys are kept in `extra` (and ignored by the allocator).
+/// The host's keys of the ipam section. Every other key (the allocator's among them) is kept
+/// in `extra`, untouched.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IpamConfig {
     #[serde(default, rename = "type")]
     pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range_start: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range_end: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
-    #[serde(default, rename = "ipRanges", skip_serializing_if = "Vec::is_empty")]
-    pub ip_ranges: Vec<RangeKeys>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addresses: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enable_overlapping_ranges: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datastore: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,8 +186,6 @@ pub struct IpamConfig {
     pub log_level: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sticky: Option<bool>,
     /// Keys we do not interpret (Whereabouts' leader-election tunables among them).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
@@ -229,33 +199,6 @@ impl IpamConfig {
             return Err(ConfigError::new(Vec::new(), message));
         }
         deserialize_naming_the_key(value)
-    }
-
-    /// The allocation-relevant part, as the component takes it.
-    pub fn network_config(&self) -> NetworkConfig {
-        let range = self.range.as_ref().map(|range| RangeConfig {
-            range: range.clone(),
-            range_start: self.range_start.clone(),
-            range_end: self.range_end.clone(),
-            exclude: self.exclude.clone(),
-        });
-        NetworkConfig {
-            range,
-            ip_ranges: self
-                .ip_ranges
-                .iter()
-                .map(|r| RangeConfig {
-                    range: r.range.clone(),
-                    range_start: r.range_start.clone(),
-                    range_end: r.range_end.clone(),
-                    exclude: r.exclude.clone(),
-                })
-                .collect(),
-            gateway: self.gateway.clone().filter(|g| !g.is_empty()),
-            network_name: self.network_name.clone().unwrap_or_default(),
-            // Whereabouts' default is true.
-            enable_overlapping_ranges: self.enable_overlapping_ranges.unwrap_or(true),
-        }
     }
 
     /// Which store the config names: `datastore` when set; otherwise an etcd endpoint means
@@ -292,14 +235,19 @@ pub enum StoreKind {
     Kubernetes,
 }
 
-/// Where Whereabouts looks for its flat configuration file when the ipam section has no
-/// `configuration_path` (which is tried first); the `hereabouts.d` twin of each directory is
-/// tried before the `whereabouts.d` one. The first file that exists is used.
+/// Where Whereabouts looks for its flat configuration file after the ipam section's own
+/// `configuration_path` (`GetFlatIPAM` in pkg/config/config.go, in its order, plus k3s' CNI
+/// directory, where k3s installs put it); the `hereabouts.d` twin of each directory is tried
+/// before the `whereabouts.d` one. The first file that exists is used.
 pub const FLAT_FILE_PATHS: &[&str] = &[
     "/etc/kubernetes/cni/net.d/hereabouts.d/hereabouts.conf",
     "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
     "/etc/cni/net.d/hereabouts.d/hereabouts.conf",
     "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
+    "/host/etc/cni/net.d/hereabouts.d/hereabouts.conf",
+    "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf",
+    "/var/lib/rancher/k3s/agent/etc/cni/net.d/hereabouts.d/hereabouts.conf",
+    "/var/lib/rancher/k3s/agent/etc/cni/net.d/whereabouts.d/whereabouts.conf",
 ];
 
 /// A flat file that exists but cannot be used.
@@ -313,10 +261,12 @@ pub enum FlatFileError {
     NotAnObject { path: PathBuf, found: &'static str },
 }
 
-/// Merges Whereabouts' flat configuration file into an ipam JSON object, as Whereabouts does:
-/// keys of the network config win, the file only fills in what is absent (nested objects key
-/// by key). `candidates` are tried after the ipam section's own `configuration_path`; returns
-/// the file used, if any.
+/// Merges Whereabouts' flat configuration file into an ipam JSON object, as Whereabouts does
+/// (`mergo.Merge` into the decoded config): the network config's values win, the file fills in
+/// what is absent *or empty* (`""`, `0`, `false`, `null`, `[]`, `{}`), nested objects key by
+/// key, keys matched case-insensitively as Go's JSON decoder does; `enable_overlapping_ranges`
+/// is never taken from the file (Whereabouts restores it after the merge). `candidates` are
+/// tried after the ipam section's own `configuration_path`; returns the file used, if any.
 pub fn merge_flat_file(
     ipam: &mut Value,
     candidates: &[&str],
@@ -340,21 +290,38 @@ pub fn merge_flat_file(
         if !flat.is_object() {
             return Err(FlatFileError::NotAnObject { path, found: json_kind(&flat) });
         }
-        fill_absent(ipam, flat);
+        fill_empty(ipam, flat, true);
         return Ok(Some(path));
     }
     Ok(None)
 }
 
-/// Copies into `target` every key of `source` that `target` lacks, recursing into objects.
-fn fill_absent(target: &mut Value, source: Value) {
+/// Whether Go's zero value is what a key holds (mergo fills those).
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(_) => false,
+    }
+}
+
+/// Fills what `target` lacks or holds empty from `source`, recursing into objects.
+fn fill_empty(target: &mut Value, source: Value, top_level: bool) {
     let (Value::Object(target), Value::Object(source)) = (target, source) else { return };
     for (key, value) in source {
-        match target.get_mut(&key) {
+        if top_level && key.eq_ignore_ascii_case("enable_overlapping_ranges") {
+            continue;
+        }
+        match target.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&key)) {
             None => {
                 target.insert(key, value);
             }
-            Some(existing) => fill_absent(existing, value),
+            Some((_, existing)) if existing.is_object() => fill_empty(existing, value, false),
+            Some((_, existing)) if is_empty(existing) => *existing = value,
+            Some(_) => {}
         }
     }
 }
@@ -415,34 +382,26 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn top_level_range_and_ip_ranges_map_to_the_component_shape() {
+    fn the_allocators_keys_are_left_to_the_component() {
         let config = IpamConfig::from_value(&json!({
-            "type": "whereabouts", "range": "10.0.0.0/24", "exclude": ["10.0.0.1/32"],
-            "ipRanges": [{"range": "fd00::/64", "range_start": "fd00::10"}],
-            "network_name": "blue", "leader_lease_duration": 1500
+            "type": "whereabouts", "range": 10, "exclude": ["10.0.0.1/32", 7],
+            "data_dir": "/d", "leader_lease_duration": 1500
         }))
         .unwrap();
-        let network = config.network_config();
-        assert_eq!(network.range.as_ref().unwrap().exclude, vec!["10.0.0.1/32".to_string()]);
-        assert_eq!(network.ip_ranges[0].range_start.as_deref(), Some("fd00::10"));
-        assert_eq!(network.network_name, "blue");
-        assert!(network.enable_overlapping_ranges);
+        assert_eq!(config.data_dir(), PathBuf::from("/d"));
+        assert_eq!(config.extra["range"], 10);
         assert!(config.extra.contains_key("leader_lease_duration"));
     }
 
     #[test]
     fn a_type_error_names_its_key() {
-        let error = IpamConfig::from_value(&json!({"range": 10})).unwrap_err();
-        assert_eq!(error.path, [Step::key("range")]);
+        let error = IpamConfig::from_value(&json!({"data_dir": 10})).unwrap_err();
+        assert_eq!(error.path, [Step::key("data_dir")]);
         assert_eq!(error.message(), "invalid type: integer `10`, expected a string");
         assert_eq!(
             error.to_string(),
-            "ipam.range: unexpected a number: invalid type: integer `10`, expected a string"
+            "ipam.data_dir: unexpected a number: invalid type: integer `10`, expected a string"
         );
-        let error = IpamConfig::from_value(&json!({"exclude": ["10.0.0.0/30", 7]})).unwrap_err();
-        assert_eq!(error.path, [Step::key("exclude"), Step::Index(1)]);
-        assert_eq!(error.message(), "must be a string, found a number");
-        assert_eq!(error.to_string(), "ipam.exclude: [1] must be a string, found a number");
         let error = IpamConfig::from_value(&json!([])).unwrap_err();
         assert_eq!(error.to_string(), "ipam: expected an object, found an array");
         let error = ConfigError::new(vec![Step::key("etcd_host"), Step::Index(2)], "bad");
@@ -464,20 +423,27 @@ mod tests {
     }
 
     #[test]
-    fn flat_file_fills_only_absent_keys() {
+    fn flat_file_fills_absent_and_empty_keys_as_mergo_does() {
         let dir = std::env::temp_dir().join(format!("hereabouts-flat-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let flat = dir.join("whereabouts.conf");
-        std::fs::write(&flat, r#"{"datastore": "local", "range": "10.9.0.0/16", "kubernetes": {"kubeconfig": "/k", "k8s_api_root": "r"}}"#).unwrap();
-        let mut ipam = json!({"range": "10.0.0.0/24", "kubernetes": {"kubeconfig": "/mine"}});
+        std::fs::write(
+            &flat,
+            r#"{"datastore": "local", "range": "10.9.0.0/16", "gateway": "10.9.0.1",
+            "exclude": ["10.9.0.0/30"], "enable_overlapping_ranges": false,
+            "kubernetes": {"kubeconfig": "/k", "k8s_api_root": "r"}}"#,
+        )
+        .unwrap();
+        let mut ipam = json!({"range": "10.0.0.0/24", "Gateway": "", "exclude": [],
+            "kubernetes": {"kubeconfig": "/mine"}});
         let missing = dir.join("missing.conf");
         let used = merge_flat_file(&mut ipam, &[missing.to_str().unwrap(), flat.to_str().unwrap()])
             .unwrap();
         assert_eq!(used.as_deref(), Some(flat.as_path()));
         assert_eq!(
             ipam,
-            json!({"range": "10.0.0.0/24", "datastore": "local",
-            "kubernetes": {"kubeconfig": "/mine", "k8s_api_root": "r"}})
+            json!({"range": "10.0.0.0/24", "Gateway": "10.9.0.1", "exclude": ["10.9.0.0/30"],
+            "datastore": "local", "kubernetes": {"kubeconfig": "/mine", "k8s_api_root": "r"}})
         );
         // `configuration_path` is tried before the candidates.
         let own = dir.join("own.conf");

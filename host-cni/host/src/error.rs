@@ -6,9 +6,11 @@
 
 use serde::{Serialize, Serializer};
 
-use crate::bindings::{IpamError, StoreError, describe_ipam_error, describe_store_error};
+use crate::bindings::{
+    self, IpamError, StoreError, describe_config_error, describe_ipam_error, describe_store_error,
+};
 use crate::config::ConfigError;
-use crate::runtime::{CallError, RuntimeError};
+use crate::runtime::{CallError, ReadError, RuntimeError};
 
 /// The CNI error codes we emit: the spec's (0–99) and ours (100 on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,7 +104,7 @@ impl CniError {
 impl From<&StoreError> for CniError {
     fn from(error: &StoreError) -> Self {
         let code = match error {
-            StoreError::Conflict | StoreError::Unavailable(_) => Code::TryAgainLater,
+            StoreError::Unavailable(_) => Code::TryAgainLater,
             StoreError::Corrupt(_) | StoreError::Failed(_) => Code::Io,
         };
         CniError::new(code, describe_store_error(error))
@@ -112,6 +114,20 @@ impl From<&StoreError> for CniError {
 impl From<StoreError> for CniError {
     fn from(error: StoreError) -> Self {
         CniError::from(&error)
+    }
+}
+
+impl From<ReadError> for CniError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Config(bindings::ConfigError::Malformed(message)) => {
+                CniError::new(Code::Decode, message)
+            }
+            ReadError::Config(e @ bindings::ConfigError::Invalid(_)) => {
+                CniError::new(Code::InvalidConfig, describe_config_error(&e))
+            }
+            ReadError::Runtime(runtime) => CniError::from(runtime),
+        }
     }
 }
 
@@ -186,7 +202,6 @@ mod tests {
     #[test]
     fn store_and_allocator_errors_map_to_their_codes() {
         let cases = [
-            (CniError::from(StoreError::Conflict), Code::TryAgainLater),
             (CniError::from(StoreError::Unavailable("down".into())), Code::TryAgainLater),
             (CniError::from(StoreError::Corrupt("x".into())), Code::Io),
             (CniError::from(StoreError::Failed("x".into())), Code::Io),

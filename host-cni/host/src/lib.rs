@@ -4,9 +4,9 @@
 //! - [`bindings`]: the WIT contract's types, generated from wit/hereabouts.wit;
 //! - [`runtime`]: the component (built from `core-wasm`, embedded at build time) in wasmtime,
 //!   and [`runtime::Allocator`], the typed calls into it;
-//! - [`backend`]: the storage contract the component imports ([`Backend`]) and
-//!   [`memory::MemoryStore`], the in-process reference store;
-//! - [`retry`]: the one retry budget and backoff every backend uses after a lost write;
+//! - [`backend`]: the storage contract the component imports ([`Backend`]), and (feature
+//!   `memory`) [`memory::Memory`], the core's in-memory reference store behind it;
+//! - [`retry`]: the random wait between the core's attempts, which the pure core cannot draw;
 //! - [`config`]: the ipam section of a CNI config, parsed into types;
 //! - [`error`]: the CNI error boundary (codes, JSON, panics).
 //!
@@ -18,6 +18,7 @@ pub mod backend;
 pub mod bindings;
 pub mod config;
 pub mod error;
+#[cfg(feature = "memory")]
 pub mod memory;
 pub mod retry;
 pub mod runtime;

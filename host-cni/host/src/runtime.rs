@@ -18,9 +18,10 @@ use wasmtime::{Config, Engine};
 use crate::backend::Backend;
 use crate::bindings::hereabouts::ipam as wit;
 use crate::bindings::{
-    AllocateRequest, Finding, HeldLease, Hereabouts, IpamError, Lease, MapBucket, NetworkConfig,
-    Overlap, Owner, PlanRequest, PoolEdit, PoolRef, PoolSnapshot, RangeReport, StoreError,
-    describe_ipam_error,
+    AllocateRequest, CommitOutcome, ConfigError, ConfigReading, Finding, HeldLease, Hereabouts,
+    IpamError, Lease, MapBucket, NetworkConfig, Overlap, Owner, PlanDocument, PlanRequest,
+    PoolChange, PoolListing, PoolRef, PoolView, RangeReport, Reservation, StoreError,
+    describe_config_error, describe_ipam_error,
 };
 
 /// The allocator component, embedded at build time (see build.rs).
@@ -45,6 +46,15 @@ pub enum CallError {
     Runtime(#[from] RuntimeError),
 }
 
+/// Reading a config failed: the core's typed answer, or a runtime failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{}", describe_config_error(.0))]
+    Config(ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
 /// `IpamError` with a human message (the WIT type carries the parts).
 #[derive(Debug, thiserror::Error)]
 #[error("{}", describe_ipam_error(.0))]
@@ -64,52 +74,66 @@ struct HostState {
 impl wit::types::Host for HostState {}
 
 impl wit::store::Host for HostState {
-    fn read_pool(&mut self, pool: PoolRef) -> Result<PoolSnapshot, StoreError> {
-        self.backend.read_pool(&pool)
+    fn read_pool(&mut self, pool: PoolRef, query: Owner) -> Result<PoolView, StoreError> {
+        self.backend.read_pool(&pool, &query)
     }
-    fn write_pool(
+    fn list_slots(&mut self, pool: PoolRef) -> Result<PoolListing, StoreError> {
+        self.backend.list_slots(&pool)
+    }
+    fn commit(
         &mut self,
         pool: PoolRef,
-        version: String,
-        edits: Vec<PoolEdit>,
-    ) -> Result<(), StoreError> {
-        self.backend.write_pool(&pool, &version, &edits)
+        query: Owner,
+        change: PoolChange,
+    ) -> Result<CommitOutcome, StoreError> {
+        self.backend.commit(&pool, &query, &change)
     }
-    fn reserve_address(
-        &mut self,
-        network_name: String,
-        address: String,
-        owner: Owner,
-    ) -> Result<Option<Owner>, StoreError> {
-        self.backend.reserve_address(&network_name, &address, &owner)
+    fn list_reservations(&mut self, network_name: String) -> Result<Vec<Reservation>, StoreError> {
+        self.backend.list_reservations(&network_name)
     }
-    fn release_address(
-        &mut self,
-        network_name: String,
-        address: String,
-        owner: Owner,
-    ) -> Result<(), StoreError> {
-        self.backend.release_address(&network_name, &address, &owner)
-    }
-    fn pause_before_retry(&mut self, attempt: u32) -> bool {
-        self.backend.pause_before_retry(attempt)
+    fn pause_before_retry(&mut self, attempt: u32, ceiling_us: u32) -> bool {
+        self.backend.pause_before_retry(attempt, ceiling_us)
     }
 }
 
 /// Where compiled artifacts are cached: `$HEREABOUTS_CACHE_DIR`, else the caller's choice
 /// (the CNI plugin passes its data directory), else `$XDG_CACHE_HOME/hereabouts` or
-/// `~/.cache/hereabouts`, else the system temp directory.
-pub fn default_cache_dir() -> PathBuf {
+/// `~/.cache/hereabouts`. Never a shared directory such as /tmp: with none of these, the
+/// component is compiled in memory.
+pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("HEREABOUTS_CACHE_DIR") {
-        return PathBuf::from(dir);
+        return Some(PathBuf::from(dir));
     }
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("hereabouts");
+        return Some(PathBuf::from(dir).join("hereabouts"));
     }
-    if let Some(home) = std::env::var_os("HOME") {
-        return PathBuf::from(home).join(".cache/hereabouts");
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/hereabouts"))
+}
+
+/// Whether `path` may hold code this process runs: owned by the effective user, and not
+/// writable by group or others (nor a symbolic link to something that might be). Compiled
+/// artifacts are deserialised without verification, so only a place no one else can write
+/// qualifies.
+fn is_private(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => {
+            !meta.file_type().is_symlink()
+                && meta.uid() == rustix::process::geteuid().as_raw()
+                && meta.mode() & 0o022 == 0
+        }
+        Err(_) => false,
     }
-    std::env::temp_dir().join("hereabouts-cache")
+}
+
+/// Creates the cache directory private to this user if it is missing; true when it exists
+/// and is private.
+fn private_dir(dir: &Path) -> bool {
+    use std::os::unix::fs::DirBuilderExt;
+    if std::fs::symlink_metadata(dir).is_err() {
+        let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+    }
+    is_private(dir)
 }
 
 fn engine() -> Result<Engine, RuntimeError> {
@@ -131,20 +155,28 @@ fn cache_file(engine: &Engine, dir: &Path) -> PathBuf {
 /// Loads the component: from the cache when possible, else compiles and fills the cache.
 #[allow(unsafe_code)] // deserialising compiled code: see the SAFETY comments
 fn load_component(engine: &Engine, cache_dir: Option<&Path>) -> Result<Component, RuntimeError> {
-    let Some(dir) = cache_dir else {
-        return Component::new(engine, COMPONENT).map_err(|e| RuntimeError::Load(format!("{e:#}")));
-    };
+    let compile =
+        || Component::new(engine, COMPONENT).map_err(|e| RuntimeError::Load(format!("{e:#}")));
+    let Some(dir) = cache_dir else { return compile() };
+    if !private_dir(dir) {
+        tracing::warn!(dir = %dir.display(),
+            "cache directory is not private to this user (owner, or writable by others): compiling in memory");
+        return compile();
+    }
     let path = cache_file(engine, dir);
-    if path.exists() {
-        // SAFETY: the file was written by `precompile_component` of this very binary (its name
-        // is keyed by the component and engine) into a directory only its owner writes;
-        // wasmtime checks the header's version and engine settings before using it.
+    if is_private(&path) {
+        // SAFETY: the file is in a directory owned by this user and writable by no one else,
+        // and is itself owned by this user and not writable by others, so it was written by
+        // this user — by `precompile_component` of this very binary (its name is keyed by the
+        // component and engine). wasmtime checks the header's version and engine settings.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => return Ok(component),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "cached component unusable, recompiling: {e:#}")
             }
         }
+    } else if path.exists() {
+        tracing::warn!(path = %path.display(), "cached component is not private to this user: ignored");
     }
     let bytes =
         engine.precompile_component(COMPONENT).map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
@@ -164,7 +196,11 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
         path.file_name().unwrap().to_string_lossy(),
         std::process::id()
     ));
-    let mut file = std::fs::File::create(&tmp)?;
+    let _ = std::fs::remove_file(&tmp); // left by a killed process with our pid
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?
+    };
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -179,7 +215,7 @@ pub struct Allocator {
 impl Allocator {
     /// Loads the component with the default cache directory.
     pub fn new(backend: Box<dyn Backend>) -> Result<Self, RuntimeError> {
-        Self::with_cache(backend, Some(&default_cache_dir()))
+        Self::with_cache(backend, default_cache_dir().as_deref())
     }
 
     /// Loads the component, caching the compiled artifact in `cache_dir` (None: no cache).
@@ -215,6 +251,23 @@ impl Allocator {
         Ok(Self { store, bindings })
     }
 
+    /// Reads an ipam section (JSON text) as Whereabouts does: the normalised network config
+    /// every other call takes, and what was ignored.
+    pub fn read_config(&mut self, ipam: &str) -> Result<ConfigReading, ReadError> {
+        let result =
+            self.bindings.hereabouts_ipam_allocator().call_read_config(&mut self.store, ipam);
+        flatten_read(result)
+    }
+
+    /// Reads `hereabouts plan`'s input document.
+    pub fn read_plan_document(&mut self, text: &str) -> Result<PlanDocument, ReadError> {
+        let result = self
+            .bindings
+            .hereabouts_ipam_allocator()
+            .call_read_plan_document(&mut self.store, text);
+        flatten_read(result)
+    }
+
     pub fn allocate(
         &mut self,
         network: &NetworkConfig,
@@ -238,7 +291,7 @@ impl Allocator {
         flatten(result)
     }
 
-    pub fn lookup(
+    pub fn leases_of(
         &mut self,
         network: &NetworkConfig,
         owner: &Owner,
@@ -251,14 +304,17 @@ impl Allocator {
         flatten(result)
     }
 
+    /// Frees the allocations of CNI network `cni_network` (or of none recorded) not in `keep`.
     pub fn collect_garbage(
         &mut self,
         network: &NetworkConfig,
+        cni_network: &str,
         keep: &[Owner],
     ) -> Result<Vec<HeldLease>, CallError> {
         let result = self.bindings.hereabouts_ipam_allocator().call_collect_garbage(
             &mut self.store,
             network,
+            cni_network,
             keep,
         );
         flatten(result)
@@ -309,6 +365,14 @@ impl Allocator {
             buckets,
         );
         flatten(result)
+    }
+}
+
+fn flatten_read<T>(result: wasmtime::Result<Result<T, ConfigError>>) -> Result<T, ReadError> {
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(ReadError::Config(error)),
+        Err(trap) => Err(ReadError::Runtime(RuntimeError::Trap(format!("{trap:#}")))),
     }
 }
 

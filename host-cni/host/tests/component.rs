@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 
 use hereabouts_host::Backend;
 use hereabouts_host::bindings::{
-    AllocateRequest, NetworkConfig, Owner, PoolEdit, PoolRef, PoolSnapshot, RangeConfig, Slot,
-    StoreError,
+    AllocateRequest, CommitOutcome, NetworkConfig, Owner, PoolChange, PoolListing, PoolRef,
+    PoolView, RangeConfig, Reservation, Slot, StoreError,
 };
 use hereabouts_host::error::{CniError, Code, guarded};
-use hereabouts_host::memory::MemoryStore;
+use hereabouts_host::memory::Memory as MemoryStore;
 use hereabouts_host::runtime::{Allocator, COMPONENT, CallError, RuntimeError};
 
 fn cache_dir() -> tempdir::Dir {
@@ -46,8 +46,8 @@ fn the_component_imports_exactly_its_contract() {
     // The store the host serves and the types it speaks in; no WASI, so no clock, randomness,
     // files, sockets, environment or stdio — not even as traps.
     let contract = BTreeSet::from([
-        "hereabouts:ipam/store@0.1.0".to_string(),
-        "hereabouts:ipam/types@0.1.0".to_string(),
+        "hereabouts:ipam/store@0.2.0".to_string(),
+        "hereabouts:ipam/types@0.2.0".to_string(),
     ]);
     assert_eq!(imports, contract, "the component's imports are not exactly its contract");
 }
@@ -64,6 +64,8 @@ fn network(range: &str) -> NetworkConfig {
         gateway: None,
         network_name: String::new(),
         enable_overlapping_ranges: true,
+        sticky: true,
+        allocation_error: None,
     }
 }
 
@@ -73,9 +75,9 @@ fn request(i: usize) -> AllocateRequest {
             container_id: format!("ctr-{i}"),
             ifname: "eth0".into(),
             podref: format!("ns/pod-{i}"),
+            cni_network: "blue".into(),
         },
         requested: vec![],
-        sticky: false,
     }
 }
 
@@ -119,10 +121,11 @@ fn lost_writes_are_retried_by_the_component_and_release_frees() {
     let cache = cache_dir();
     let mut allocator = Allocator::with_cache(Box::new(store.clone()), Some(&cache.0)).unwrap();
     let config = network("fd00::/120");
-    store.force_conflicts(3);
+    store.state().races_to_inject = 3;
     assert_eq!(allocator.allocate(&config, &request(1)).unwrap()[0].cidr, "fd00::1/120");
+    assert_eq!(store.state().commits, 4, "three lost commits, then the one that won");
     assert_eq!(allocator.allocate(&config, &request(2)).unwrap()[0].address, "fd00::2");
-    assert_eq!(allocator.lookup(&config, &request(1).owner).unwrap()[0].address, "fd00::1");
+    assert_eq!(allocator.leases_of(&config, &request(1).owner).unwrap()[0].address, "fd00::1");
     assert_eq!(allocator.release(&config, &request(1).owner).unwrap().len(), 1);
     assert!(allocator.release(&config, &request(1).owner).unwrap().is_empty());
     assert_eq!(allocator.allocate(&config, &request(3)).unwrap()[0].address, "fd00::1");
@@ -155,7 +158,7 @@ fn a_cached_artifact_is_reused_and_a_damaged_one_is_recompiled() {
 struct HugePoolStore;
 
 impl Backend for HugePoolStore {
-    fn read_pool(&mut self, _: &PoolRef) -> Result<PoolSnapshot, StoreError> {
+    fn read_pool(&mut self, _: &PoolRef, _: &Owner) -> Result<PoolView, StoreError> {
         let slots = (0..100_000)
             .map(|i| Slot {
                 offset: (i % 250 + 1).to_string(),
@@ -163,24 +166,25 @@ impl Backend for HugePoolStore {
                     container_id: format!("{i:0>128}"),
                     ifname: "eth0".into(),
                     podref: String::new(),
+                    cni_network: String::new(),
                 },
             })
             .collect();
-        Ok(PoolSnapshot { version: "1".into(), slots })
+        Ok(PoolView { version: "1".into(), summary: None, slots })
     }
-    fn write_pool(&mut self, _: &PoolRef, _: &str, _: &[PoolEdit]) -> Result<(), StoreError> {
+    fn list_slots(&mut self, _: &PoolRef) -> Result<PoolListing, StoreError> {
         Err(StoreError::Failed("this store is read-only".into()))
     }
-    fn reserve_address(
+    fn commit(
         &mut self,
-        _: &str,
-        _: &str,
+        _: &PoolRef,
         _: &Owner,
-    ) -> Result<Option<Owner>, StoreError> {
-        Ok(None)
+        _: &PoolChange,
+    ) -> Result<CommitOutcome, StoreError> {
+        Err(StoreError::Failed("this store is read-only".into()))
     }
-    fn release_address(&mut self, _: &str, _: &str, _: &Owner) -> Result<(), StoreError> {
-        Ok(())
+    fn list_reservations(&mut self, _: &str) -> Result<Vec<Reservation>, StoreError> {
+        Ok(Vec::new())
     }
 }
 
@@ -207,21 +211,21 @@ fn a_trap_inside_the_component_is_an_error_not_a_crash() {
 struct ExplodingStore;
 
 impl Backend for ExplodingStore {
-    fn read_pool(&mut self, _: &PoolRef) -> Result<PoolSnapshot, StoreError> {
+    fn read_pool(&mut self, _: &PoolRef, _: &Owner) -> Result<PoolView, StoreError> {
         panic!("storage import exploded")
     }
-    fn write_pool(&mut self, _: &PoolRef, _: &str, _: &[PoolEdit]) -> Result<(), StoreError> {
+    fn list_slots(&mut self, _: &PoolRef) -> Result<PoolListing, StoreError> {
         unreachable!()
     }
-    fn reserve_address(
+    fn commit(
         &mut self,
-        _: &str,
-        _: &str,
+        _: &PoolRef,
         _: &Owner,
-    ) -> Result<Option<Owner>, StoreError> {
+        _: &PoolChange,
+    ) -> Result<CommitOutcome, StoreError> {
         unreachable!()
     }
-    fn release_address(&mut self, _: &str, _: &str, _: &Owner) -> Result<(), StoreError> {
+    fn list_reservations(&mut self, _: &str) -> Result<Vec<Reservation>, StoreError> {
         unreachable!()
     }
 }
@@ -251,4 +255,84 @@ fn traps_and_load_failures_map_to_cni_error_102() {
         let cni = CniError::from(CallError::Runtime(error));
         assert_eq!(cni.code, Code::Internal, "{cni:?}");
     }
+}
+
+#[test]
+fn a_cache_others_can_write_is_never_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let cache = cache_dir();
+    drop(Allocator::with_cache(Box::new(MemoryStore::new()), Some(&cache.0)).unwrap());
+    let file = std::fs::read_dir(&cache.0).unwrap().next().unwrap().unwrap().path();
+    let compiled = std::fs::read(&file).unwrap();
+    // A planted file in a world-writable directory: not loaded, not overwritten, and the
+    // allocator still works (compiled in memory).
+    std::fs::set_permissions(&cache.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(&file, b"planted").unwrap();
+    let mut allocator =
+        Allocator::with_cache(Box::new(MemoryStore::new()), Some(&cache.0)).unwrap();
+    assert_eq!(
+        allocator.allocate(&network("10.0.0.0/30"), &request(1)).unwrap()[0].address,
+        "10.0.0.1"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"planted");
+    // A private directory, but the file writable by others: ignored and replaced.
+    std::fs::set_permissions(&cache.0, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    drop(Allocator::with_cache(Box::new(MemoryStore::new()), Some(&cache.0)).unwrap());
+    assert_eq!(std::fs::read(&file).unwrap(), compiled);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+/// The shared vector files through the component, as every host runs them.
+#[test]
+fn the_shared_plan_vectors_hold_through_the_component() {
+    use hereabouts_host::bindings::PlanRequest;
+    use serde_json::{Value, json};
+    let cache = cache_dir();
+    let mut allocator =
+        Allocator::with_cache(Box::new(hereabouts_host::NoStore), Some(&cache.0)).unwrap();
+    let mut ran = 0;
+    for file in ["plan.json", "whereabouts.json", "plan-host-web.json"] {
+        let path = format!("{}/../../vectors/{file}", env!("CARGO_MANIFEST_DIR"));
+        let vectors: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for vector in &vectors {
+            let text = match vector.get("stdin") {
+                Some(Value::String(text)) => text.clone(),
+                _ => vector["input"].to_string(),
+            };
+            let answer = match allocator.read_plan_document(&text) {
+                Err(e) => {
+                    let e = CniError::from(e);
+                    json!({"code": e.code, "msg": e.msg})
+                }
+                Ok(document) => {
+                    let request = PlanRequest {
+                        network: document.reading.network,
+                        allocated: document.allocated,
+                        preview: 1,
+                    };
+                    match allocator.plan(&request) {
+                        Err(e) => {
+                            let e = CniError::from(e);
+                            json!({"code": e.code, "msg": e.msg})
+                        }
+                        Ok(reports) => json!({
+                            "ranges": reports.iter().map(|r| json!({"range": r.range, "first": r.first, "last": r.last,
+                                "capacity": r.capacity, "free": r.free, "next": r.next.first()})).collect::<Vec<_>>(),
+                            "warnings": document.reading.warnings.iter().map(|w| json!({"rule": w.rule, "field": w.field,
+                                "ignored": w.ignored, "reason": w.reason})).collect::<Vec<_>>(),
+                        }),
+                    }
+                }
+            };
+            let mut expect = vector["expect"].clone();
+            if expect.get("ranges").is_some() && expect.get("warnings").is_none() {
+                expect["warnings"] = json!([]);
+            }
+            assert_eq!(answer, expect, "{file}: {}", vector["name"]);
+            ran += 1;
+        }
+    }
+    assert!(ran > 200, "only {ran} vectors ran");
 }
