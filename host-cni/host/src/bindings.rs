@@ -8,6 +8,8 @@
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "hereabouts",
+    // Compared in tests and in the stores (an owner is the same attachment, a slot unchanged).
+    additional_derives: [PartialEq, Eq],
 });
 
 pub use self::hereabouts::ipam::store::{

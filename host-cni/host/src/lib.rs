@@ -5,7 +5,9 @@
 //! - [`runtime`]: the component (built from `core-wasm`, embedded at build time) in wasmtime,
 //!   and [`runtime::Allocator`], the typed calls into it;
 //! - [`backend`]: the storage contract the component imports ([`Backend`]), and (feature
-//!   `memory`) [`memory::Memory`], the core's in-memory reference store behind it;
+//!   `testing`) [`memory::Memory`], the core's in-memory reference store behind it;
+//! - (feature `testing`) [`contract`]: vectors/store-contract.json over any backend, the
+//!   conformance suite every store's tests run;
 //! - [`retry`]: the random wait between the core's attempts, which the pure core cannot draw;
 //! - [`config`]: the ipam section of a CNI config, parsed into types;
 //! - [`error`]: the CNI error boundary (codes, JSON, panics).
@@ -17,8 +19,10 @@
 pub mod backend;
 pub mod bindings;
 pub mod config;
+#[cfg(feature = "testing")]
+pub mod contract;
 pub mod error;
-#[cfg(feature = "memory")]
+#[cfg(feature = "testing")]
 pub mod memory;
 pub mod retry;
 pub mod runtime;

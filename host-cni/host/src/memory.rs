@@ -4,7 +4,7 @@
 //! the contract's reference, which vectors/store-contract.json runs over in both of its
 //! shapes). This module only puts it behind the [`Backend`] trait, converting between the
 //! host's generated types and the core's plain ones, field for field. It is built only with
-//! the `memory` feature (tests and benchmarks), so the plugin never links the core natively:
+//! the `testing` feature (tests and benchmarks), so the plugin never links the core natively:
 //! every decision a user relies on is the component's.
 
 use std::sync::{Arc, Mutex, MutexGuard};

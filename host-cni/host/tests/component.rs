@@ -336,3 +336,12 @@ fn the_shared_plan_vectors_hold_through_the_component() {
     }
     assert!(ran > 200, "only {ran} vectors ran");
 }
+
+#[test]
+fn the_memory_store_meets_the_store_contract_in_both_shapes() {
+    use hereabouts_host::contract::{Shape, run};
+    let summaries = Shape { keeps_summaries: true, keeps_cni_network: true };
+    assert!(run(summaries, &mut || Box::new(MemoryStore::new())) > 50);
+    let whole = Shape { keeps_summaries: false, keeps_cni_network: true };
+    assert!(run(whole, &mut || Box::new(MemoryStore::whole_pools())) > 50);
+}
