@@ -247,17 +247,7 @@ impl SqliteStore {
             ((0, 0), 0) => {}
             (header, _) => return Err(not_ours(&path, header)),
         }
-        // WAL is a property of the file, set once; it cannot change inside a transaction.
-        let mode: String = self
-            .conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(|e| classify(&path, e))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Failed(format!(
-                "{}: SQLite refused WAL mode (journal_mode is {mode})",
-                path.display()
-            )));
-        }
+        self.switch_to_wal()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -284,6 +274,35 @@ impl SqliteStore {
             tracing::info!(db = %path.display(), "{}", imported.describe());
         }
         Ok(())
+    }
+
+    /// Puts a new database in WAL mode, a property of the file, set once (and never inside a
+    /// transaction). The switch needs the file to itself and SQLite answers "busy" at once,
+    /// without its busy handler, while another process merely looks at the new file; so it
+    /// is retried here, within the same [`BUSY_TIMEOUT`].
+    fn switch_to_wal(&self) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            let mode = self.conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| {
+                row.get::<_, String>(0)
+            });
+            match mode {
+                Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+                Ok(mode) => {
+                    return Err(StoreError::Failed(format!(
+                        "{}: SQLite refused WAL mode (journal_mode is {mode})",
+                        self.path.display()
+                    )));
+                }
+                Err(e)
+                    if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(self.error(e)),
+            }
+        }
     }
 
     fn error(&self, e: rusqlite::Error) -> StoreError {
