@@ -17,13 +17,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hereabouts");
 const RUNTIMES: usize = 4;
-const ADDS_PER_RUNTIME: usize = 60;
+const ADDS_PER_RUNTIME: usize = 100;
 /// Containers a runtime keeps running before it tears the oldest down.
 const LIVE_PER_RUNTIME: usize = 2;
 
@@ -115,6 +115,13 @@ fn dump(data_dir: &Path) -> (BTreeMap<String, String>, usize) {
     (held, reservations)
 }
 
+/// The median of the last ADDs this runtime saw finish (5 ms before it has seen any).
+fn typical_add(durations: &[Duration]) -> Duration {
+    let mut last: Vec<Duration> = durations.iter().rev().take(15).copied().collect();
+    last.sort();
+    last.get(last.len() / 2).copied().unwrap_or(Duration::from_millis(5))
+}
+
 #[derive(Default)]
 struct Ledger {
     /// Address → container, for every acknowledged ADD not yet being torn down.
@@ -141,13 +148,14 @@ fn killed_cni_processes_never_strand_nor_duplicate_an_address() {
     assert!(cni("ADD", "warm-up", &conf, None).status.success());
     assert!(cni("DEL", "warm-up", &conf, None).status.success());
 
-    let seed = std::env::var("HEREABOUTS_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(
-        || {
+    let seed = std::env::var("HEREABOUTS_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
                 as u64
                 | 1
-        },
-    );
+        });
     eprintln!("kill test seed: {seed} (HEREABOUTS_KILL_SEED={seed} repeats it)");
     let ledger = Mutex::new(Ledger::default());
     std::thread::scope(|scope| {
@@ -156,6 +164,7 @@ fn killed_cni_processes_never_strand_nor_duplicate_an_address() {
             let mut rng = Rng(seed.wrapping_add(runtime as u64 * 0x9e37_79b9) | 1);
             scope.spawn(move || {
                 let mut live: Vec<(String, String)> = Vec::new();
+                let mut durations: Vec<Duration> = Vec::new();
                 let del = |container: &str| {
                     let out = cni("DEL", container, conf, None);
                     assert!(
@@ -168,11 +177,18 @@ fn killed_cni_processes_never_strand_nor_duplicate_an_address() {
                 for n in 0..ADDS_PER_RUNTIME {
                     let container = format!("rt{runtime}-c{n:03}");
                     ledger.lock().unwrap().every_container.insert(container.clone());
-                    // Half are killed, somewhere between the process start and the end of a
-                    // typical ADD (start-up, store read, commit, answer).
-                    let kill_after = (rng.below(2) == 0)
-                        .then(|| Duration::from_micros(300 + rng.below(6_000)));
+                    // Half are killed, at an instant spread over a typical ADD as this
+                    // runtime sees them now (process start, the component's load, the store's
+                    // read and commit, the answer), a little past its end for the slow ones.
+                    let typical = typical_add(&durations).as_micros() as u64;
+                    let kill_after = (rng.below(2) == 0).then(|| {
+                        Duration::from_micros(typical / 5 + rng.below(typical * 9 / 10 + 1))
+                    });
+                    let started = Instant::now();
                     let out = cni("ADD", &container, conf, kill_after);
+                    if kill_after.is_none() && out.status.success() {
+                        durations.push(started.elapsed());
+                    }
                     if out.status.code().is_none() {
                         ledger.lock().unwrap().adds_killed += 1;
                         if rng.below(2) == 0 {
@@ -199,7 +215,9 @@ fn killed_cni_processes_never_strand_nor_duplicate_an_address() {
                         let mut l = ledger.lock().unwrap();
                         l.adds_ok += 1;
                         if let Some(other) = l.told.insert(address.clone(), container.clone()) {
-                            l.violations.push(format!("{address} told to {container} while {other} holds it"));
+                            l.violations.push(format!(
+                                "{address} told to {container} while {other} holds it"
+                            ));
                         }
                     }
                     live.push((container, address));
@@ -235,7 +253,9 @@ fn killed_cni_processes_never_strand_nor_duplicate_an_address() {
             assert!(ledger.killed_pending.contains(*c), "{c} is held but was DELed or never got it")
         })
         .count();
-    eprintln!("{killed_in_store} killed ADDs had committed before their kill (held until DEL)");
+    eprintln!(
+        "{killed_in_store} of the killed ADDs not DELed at once had committed before the kill"
+    );
 
     // DEL of every container id used: nothing is left, not even a reservation.
     for container in &ledger.every_container {
@@ -243,7 +263,10 @@ fn killed_cni_processes_never_strand_nor_duplicate_an_address() {
         assert!(out.status.success(), "DEL {container}: {}", String::from_utf8_lossy(&out.stdout));
     }
     let (held, reservations) = dump(&data_dir);
-    assert!(held.is_empty() && reservations == 0, "left after DEL of everyone: {held:?}, {reservations} reservations");
+    assert!(
+        held.is_empty() && reservations == 0,
+        "left after DEL of everyone: {held:?}, {reservations} reservations"
+    );
 
     // A fresh fill gets every address of the /27, lowest first, and then the pool is full.
     let filled: Vec<String> = (0..30)
