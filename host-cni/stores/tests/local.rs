@@ -129,8 +129,13 @@ fn a_database_damaged_inside_is_error_5_at_the_first_read_and_integrity_check_na
             a.allocate(&net, &common::request(&format!("ctr-{i:03}-with-a-long-container-id")))
                 .unwrap();
         }
-    } // the last connection closes: the WAL is checkpointed into the database file
+    }
     let file = dir.0.join(DATABASE_FILE);
+    // Everything into the database file, so the damage below is all there is to read.
+    rusqlite::Connection::open(&file)
+        .unwrap()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
+        .unwrap();
     let mut bytes = std::fs::read(&file).unwrap();
     assert!(bytes.len() > 8 * 4096, "{} bytes", bytes.len());
     // Page 1 (the header and the schema) stays; every page after it is overwritten.
@@ -179,31 +184,31 @@ fn a_foreign_or_newer_database_is_error_5_and_left_untouched() {
     assert!(msg.contains("newer Hereabouts (schema 9"), "{msg}");
 }
 
-/// Makes `dir` read-only for this process: mode 0555, and as root (who ignores modes) the
-/// immutable attribute as well. Undone when dropped.
-struct ReadOnly<'a>(&'a Path);
+/// Makes a directory or file read-only for this process: mode 0555, and as root (who ignores
+/// modes) the immutable attribute as well. Undone when dropped.
+struct ReadOnly<'a>(&'a Path, std::fs::Permissions);
 
 impl<'a> ReadOnly<'a> {
-    fn new(dir: &'a Path) -> Self {
+    fn new(path: &'a Path) -> Self {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let before = std::fs::metadata(path).unwrap().permissions();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o555)).unwrap();
         let root = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
         if root {
-            let done = std::process::Command::new("chattr").arg("+i").arg(dir).status();
+            let done = std::process::Command::new("chattr").arg("+i").arg(path).status();
             assert!(
                 done.is_ok_and(|s| s.success()),
-                "chattr +i {dir:?} failed: as root, the test needs it to make a directory read-only"
+                "chattr +i {path:?} failed: as root, the test needs it to make {path:?} read-only"
             );
         }
-        ReadOnly(dir)
+        ReadOnly(path, before)
     }
 }
 
 impl Drop for ReadOnly<'_> {
     fn drop(&mut self) {
-        use std::os::unix::fs::PermissionsExt;
         let _ = std::process::Command::new("chattr").arg("-i").arg(self.0).status();
-        let _ = std::fs::set_permissions(self.0, std::fs::Permissions::from_mode(0o755));
+        let _ = std::fs::set_permissions(self.0, self.1.clone());
     }
 }
 
@@ -223,20 +228,38 @@ fn a_read_only_data_dir_is_a_failed_store_naming_the_file() {
     expect_failed(SqliteStore::open(&dir.0), &dir.0.join(DATABASE_FILE));
     drop(guard);
 
-    // A database exists, but its WAL cannot be created beside it.
-    let dir = TempDir::new("readonly-existing");
+    // A store whose database file cannot be written: reads work, a commit fails naming it.
+    let dir = TempDir::new("readonly-file");
     {
         let mut a = allocator(&dir.0);
         let net = network(&mut a, range("10.0.0.0/24"));
         a.allocate(&net, &common::request("before")).unwrap();
     }
-    let guard = ReadOnly::new(&dir.0);
-    let result = SqliteStore::open(&dir.0).and_then(|mut store| {
-        store.read_pool(&pool("10.0.0.0/24", ""), &owner("before")).map(|_| store)
-    });
-    expect_failed(result, &dir.0.join(DATABASE_FILE));
-    drop(guard);
-    // Writable again, everything is still there.
+    let file = dir.0.join(DATABASE_FILE);
+    let guard = ReadOnly::new(&file);
+    let mut store = SqliteStore::open(&dir.0).unwrap();
+    let p = pool("10.0.0.0/24", "");
+    let view = store.read_pool(&p, &owner("before")).unwrap();
+    assert_eq!(view.slots.len(), 1);
+    let change = hereabouts_host::bindings::PoolChange {
+        version: view.version.clone(),
+        summary: "s".into(),
+        edits: vec![hereabouts_host::bindings::PoolEdit::Claim(Slot {
+            offset: "9".into(),
+            owner: owner("after"),
+        })],
+        reservations: vec![],
+    };
+    match store.commit(&p, &owner("after"), &change) {
+        Err(e @ StoreError::Failed(_)) => {
+            let cni = CniError::from(&e);
+            assert_eq!(cni.code, Code::Io);
+            assert!(cni.msg.contains(file.to_str().unwrap()), "{cni:?}");
+        }
+        other => panic!("expected failed, got {other:?}"),
+    }
+    drop((store, guard));
+    // Writable again, everything is still there and nothing else.
     let mut store = SqliteStore::open(&dir.0).unwrap();
     assert_eq!(store.list_slots(&pool("10.0.0.0/24", "")).unwrap().slots.len(), 1);
 
