@@ -27,15 +27,27 @@ const TOTAL: usize = 480;
 const ROUNDS: usize = 100;
 const SIZES: [u32; 3] = [1_000, 10_000, 60_000];
 
-/// The figures of the previous layout (docs/benchmarks.md, `host-cni/bench/etcd.sh` then):
-/// (pools, clients) → (ADD/s, p50 ms, p99 ms), in process.
-const BEFORE: [((usize, usize), (f64, f64, f64)); 6] = [
-    ((1, 1), (243.0, 2.60, 8.9)),
-    ((1, 4), (185.0, 15.3, 106.0)),
-    ((1, 16), (81.0, 112.0, 1058.0)),
-    ((16, 1), (334.0, 2.18, 13.5)),
-    ((16, 4), (500.0, 6.75, 23.3)),
-    ((16, 16), (507.0, 25.4, 86.4)),
+/// A row of the previous layout's figures (docs/benchmarks.md, `host-cni/bench/etcd.sh` then),
+/// in process.
+struct Before {
+    pools: usize,
+    clients: usize,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+const fn before(pools: usize, clients: usize, per_second: f64, p50_ms: f64, p99_ms: f64) -> Before {
+    Before { pools, clients, per_second, p50_ms, p99_ms }
+}
+
+const BEFORE: [Before; 6] = [
+    before(1, 1, 243.0, 2.60, 8.9),
+    before(1, 4, 185.0, 15.3, 106.0),
+    before(1, 16, 81.0, 112.0, 1058.0),
+    before(16, 1, 334.0, 2.18, 13.5),
+    before(16, 4, 500.0, 6.75, 23.3),
+    before(16, 16, 507.0, 25.4, 86.4),
 ];
 
 /// Who makes the calls: this process (fresh store and allocator per call) or a plugin binary.
@@ -115,7 +127,11 @@ fn stats(mut latencies: Vec<Duration>, wall: Duration) -> Stats {
     let pct = |p: f64| {
         latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
     };
-    Stats { per_second: latencies.len() as f64 / wall.as_secs_f64(), p50: pct(0.50), p99: pct(0.99) }
+    Stats {
+        per_second: latencies.len() as f64 / wall.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -124,7 +140,14 @@ fn ms(d: Duration) -> f64 {
 
 /// `clients` clients making `total` ADDs on `pools` pools (ADD i of client c goes to pool
 /// (c + i) mod pools; pool p is 10.{100+p}.0.0/22, room for every ADD).
-fn concurrency(caller: &Caller, endpoints: &str, tag: &str, pools: usize, clients: usize, total: usize) -> Stats {
+fn concurrency(
+    caller: &Caller,
+    endpoints: &str,
+    tag: &str,
+    pools: usize,
+    clients: usize,
+    total: usize,
+) -> Stats {
     let prefix = unique_prefix(&format!("bench-{tag}-{pools}-{clients}"));
     let ipams: Vec<Value> = (0..pools)
         .map(|p| ipam_value(endpoints, &prefix, &format!("10.{}.0.0/22", 100 + p), json!({})))
@@ -155,7 +178,13 @@ fn concurrency(caller: &Caller, endpoints: &str, tag: &str, pools: usize, client
 /// ADD and DEL medians with the pool holding `size` allocations (of the previous layout, then
 /// upgraded by a first DEL outside the timings): each round ADDs a new container, which gets
 /// the lowest free address, and DELs it again.
-fn by_size(caller: &Caller, endpoints: &str, tag: &str, size: u32, rounds: usize) -> (Duration, Duration, Duration) {
+fn by_size(
+    caller: &Caller,
+    endpoints: &str,
+    tag: &str,
+    size: u32,
+    rounds: usize,
+) -> (Duration, Duration, Duration) {
     let prefix = unique_prefix(&format!("bench-size-{tag}-{size}"));
     let (range, name) = ("10.60.0.0/16", "10.60.0.0-16");
     let ipam = ipam_value(endpoints, &prefix, range, json!({"etcd_request_timeout": "20s"}));
@@ -219,13 +248,15 @@ pub fn run(endpoints: &str) {
         "{TOTAL} ADDs per row in process, {} per row through processes. `before`: the previous layout, same method (docs/benchmarks.md).\n",
         TOTAL / 2
     );
-    println!("| caller | pools | clients | ADD/s | p50 ms | p99 ms | before: ADD/s | p50 ms | p99 ms |");
+    println!(
+        "| caller | pools | clients | ADD/s | p50 ms | p99 ms | before: ADD/s | p50 ms | p99 ms |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, in_process, pools, clients, s) in &rows {
         let before = BEFORE
             .iter()
-            .find(|(key, _)| *in_process && *key == (*pools, *clients))
-            .map(|(_, (r, p50, p99))| format!("{r:.0} | {p50:.2} | {p99:.1}"))
+            .find(|b| *in_process && (b.pools, b.clients) == (*pools, *clients))
+            .map(|b| format!("{:.0} | {:.2} | {:.1}", b.per_second, b.p50_ms, b.p99_ms))
             .unwrap_or_else(|| "| |".into());
         println!(
             "| {name} | {pools} | {clients} | {:.0} | {:.2} | {:.1} | {before} |",
@@ -240,7 +271,9 @@ pub fn run(endpoints: &str) {
         "{ROUNDS} rounds of ADD + DEL per size in process, {} through processes; the pool holds the size's allocations (64-character container ids) plus the round's own.\n",
         ROUNDS / 2
     );
-    println!("| caller | allocations | ADD p50 ms | ADD p99 ms | DEL p50 ms | ADD p50 ÷ at 1,000 |");
+    println!(
+        "| caller | allocations | ADD p50 ms | ADD p99 ms | DEL p50 ms | ADD p50 ÷ at 1,000 |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     for (k, caller) in callers().iter().enumerate() {
         let rounds = if matches!(caller, Caller::InProcess) { ROUNDS } else { ROUNDS / 2 };

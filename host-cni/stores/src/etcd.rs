@@ -462,8 +462,9 @@ impl PoolKeys {
     }
     /// Where the index entries of a pod interface's slots live; none for an unknown pod.
     fn pod_dir(&self, owner: &Owner) -> Option<String> {
-        (!owner.podref.is_empty())
-            .then(|| format!("{}pod/{}/{}/", self.dir, encode(&owner.podref), encode(&owner.ifname)))
+        (!owner.podref.is_empty()).then(|| {
+            format!("{}pod/{}/{}/", self.dir, encode(&owner.podref), encode(&owner.ifname))
+        })
     }
     /// Every index key of a slot.
     fn index_keys(&self, slot: &Slot) -> impl Iterator<Item = String> + use<> {
@@ -486,7 +487,9 @@ impl Expect {
         match self {
             Expect::Absent => Compare::create_revision(key, CompareOp::Equal, 0),
             Expect::Value(value) => Compare::value(key, CompareOp::Equal, value.clone()),
-            Expect::ModRevision(revision) => Compare::mod_revision(key, CompareOp::Equal, *revision),
+            Expect::ModRevision(revision) => {
+                Compare::mod_revision(key, CompareOp::Equal, *revision)
+            }
         }
     }
 }
@@ -515,7 +518,10 @@ enum Write {
     Put(Vec<u8>),
     Delete,
     /// Deletes the reservation if it holds exactly `holder` (a nested transaction).
-    Release { holder: Vec<u8>, owner: Owner },
+    Release {
+        holder: Vec<u8>,
+        owner: Owner,
+    },
 }
 
 /// A commit as etcd operations, before the pool's own compares and writes.
@@ -526,7 +532,11 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(keys: &PoolKeys, reservation_key: &dyn Fn(&Reservation) -> String, change: &PoolChange) -> Result<Self, StoreError> {
+    fn new(
+        keys: &PoolKeys,
+        reservation_key: &dyn Fn(&Reservation) -> String,
+        change: &PoolChange,
+    ) -> Result<Self, StoreError> {
         let mut plan = Plan::default();
         for edit in &change.edits {
             let slot = match edit {
@@ -752,10 +762,8 @@ impl EtcdStore {
             let Some(last) = kvs.last() else { break };
             let mut start = last.key().to_vec();
             start.push(0);
-            let options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(PAGE)
-                .with_revision(revision);
+            let options =
+                GetOptions::new().with_range(end.clone()).with_limit(PAGE).with_revision(revision);
             let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
             let mut response = match self.call_typed(kv.get(start, Some(options))) {
                 Ok(response) => response,
@@ -784,7 +792,11 @@ impl EtcdStore {
 
     /// The whole pool: version, summary (none for the previous layout) and every slot, read at
     /// one revision. Remembers a pool of the previous layout for the commit that upgrades it.
-    fn read_whole(&mut self, pool: &PoolRef, keys: &PoolKeys) -> Result<(Version, Option<String>, Vec<Slot>), StoreError> {
+    fn read_whole(
+        &mut self,
+        pool: &PoolRef,
+        keys: &PoolKeys,
+    ) -> Result<(Version, Option<String>, Vec<Slot>), StoreError> {
         let dir = keys.alloc_dir();
         for _ in 0..3 {
             let txn = Txn::new().and_then(vec![
@@ -889,7 +901,10 @@ impl EtcdStore {
                     return Err(entry_disagrees(kv, "podref and ifname"));
                 }
                 if slots.get(&offset).is_some_and(|known| *known != owner) {
-                    return Err(entry_disagrees(kv, "holder (the attachment's entry names another)"));
+                    return Err(entry_disagrees(
+                        kv,
+                        "holder (the attachment's entry names another)",
+                    ));
                 }
                 slots.insert(offset, owner);
             }
@@ -908,7 +923,12 @@ impl EtcdStore {
 
     /// The slots of a pool of the previous layout at `spec_revision`, from the last read when
     /// it was of that version; `None` when the pool is no longer at it.
-    fn legacy_slots(&mut self, pool: &PoolRef, keys: &PoolKeys, spec_revision: i64) -> Result<Option<LegacyPool>, StoreError> {
+    fn legacy_slots(
+        &mut self,
+        pool: &PoolRef,
+        keys: &PoolKeys,
+        spec_revision: i64,
+    ) -> Result<Option<LegacyPool>, StoreError> {
         if let Some(known) = &self.legacy
             && known.name == pool.name
             && known.spec_revision == spec_revision
@@ -935,10 +955,12 @@ impl EtcdStore {
     ) -> Result<Option<CommitOutcome>, StoreError> {
         let what = format!("committing to pool {}", keys.dir);
         for _ in 0..COMMIT_ROUNDS {
-            let (txn, releases) = self.transaction(keys, query, base, &plan)?;
-            let response = self.txn(txn, &what)?;
+            let round = commit_txn(keys, query, base, &plan)?;
+            let (compares, then, otherwise) = round.counts;
+            tracing::debug!(pool = %pool.name, compares, then, otherwise, "etcd commit");
+            let response = self.txn(round.txn, &what)?;
             if response.succeeded() {
-                self.finish_releases(&response, &releases)?;
+                self.finish_releases(&response, &round.releases)?;
                 let revision = revision_of(&response);
                 if base.version.is_legacy() {
                     self.legacy = None;
@@ -952,67 +974,6 @@ impl EtcdStore {
             }
         }
         Ok(None)
-    }
-
-    /// The transaction of one round, and where its nested releases are among its operations.
-    fn transaction(
-        &self,
-        keys: &PoolKeys,
-        query: &Owner,
-        base: &PoolWrite,
-        plan: &Plan,
-    ) -> Result<(Txn, Vec<(usize, String, Owner)>), StoreError> {
-        let mut compares = base.compares.clone();
-        compares.extend(plan.checks.iter().map(|c| c.expect.compare(&c.key)));
-        let mut writes: BTreeMap<&str, &Write> = BTreeMap::new();
-        for (key, write) in &base.writes {
-            writes.insert(key, write);
-        }
-        for (key, write) in &plan.writes {
-            writes.insert(key, write);
-        }
-        let mut then = Vec::with_capacity(writes.len());
-        let mut releases = Vec::new();
-        for (key, write) in writes {
-            then.push(match write {
-                Write::Put(value) => TxnOp::put(key, value.clone(), None),
-                Write::Delete => TxnOp::delete(key, None),
-                Write::Release { holder, owner } => {
-                    releases.push((then.len(), key.to_string(), owner.clone()));
-                    TxnOp::txn(
-                        Txn::new()
-                            .when(vec![Compare::value(key, CompareOp::Equal, holder.clone())])
-                            .and_then(vec![TxnOp::delete(key, None)])
-                            .or_else(vec![TxnOp::get(key, None)]),
-                    )
-                }
-            });
-        }
-        let mut otherwise = vec![
-            TxnOp::get(keys.head(), None),
-            TxnOp::get(keys.spec(), None),
-            TxnOp::get(keys.owner_dir(query), Some(GetOptions::new().with_prefix())),
-            // A query without a podref matches no pod entry: read an empty range instead.
-            match keys.pod_dir(query) {
-                Some(dir) => TxnOp::get(dir, Some(GetOptions::new().with_prefix())),
-                None => TxnOp::get(keys.marker(), Some(GetOptions::new().with_count_only())),
-            },
-        ];
-        otherwise.extend(plan.checks.iter().map(|c| TxnOp::get(c.key.as_str(), None)));
-        // etcd's own check: each list on its own, and nested transactions get what is left.
-        let largest = compares.len().max(then.len()).max(otherwise.len());
-        let budget = if releases.is_empty() { MAX_TXN_OPS } else { MAX_TXN_OPS - 1 };
-        if largest > budget {
-            return Err(StoreError::Failed(format!(
-                "a commit to pool {} needs {} compares, {} writes and {} reads in one etcd transaction; etcd allows {MAX_TXN_OPS} each (the core sends at most 16 pool and 16 reservation edits)",
-                keys.dir,
-                compares.len(),
-                then.len(),
-                otherwise.len()
-            )));
-        }
-        let txn = Txn::new().when(compares).and_then(then).or_else(otherwise);
-        Ok((txn, releases))
     }
 
     /// Reads a lost round's `Else` branch: the answer, or how to correct the next round.
@@ -1101,7 +1062,8 @@ impl EtcdStore {
             if nested.succeeded() {
                 continue;
             }
-            let stored = gets(nested).into_iter().next().and_then(|(kvs, _)| kvs.into_iter().next());
+            let stored =
+                gets(nested).into_iter().next().and_then(|(kvs, _)| kvs.into_iter().next());
             let Some(stored) = stored else { continue };
             match parse_holder(key, stored.value()) {
                 Ok(holder) if holder.same_attachment(owner) => {
@@ -1177,7 +1139,13 @@ impl EtcdStore {
     /// Writes the index entries of a pool of the previous layout in transactions of
     /// [`INDEX_PUTS_PER_TXN`], each conditioned on the pool still being at `spec_revision`
     /// with no head, under the marker. False when the pool moved on meanwhile.
-    fn build_index(&self, keys: &PoolKeys, spec_revision: i64, marker: &[u8], slots: &[Slot]) -> Result<bool, StoreError> {
+    fn build_index(
+        &self,
+        keys: &PoolKeys,
+        spec_revision: i64,
+        marker: &[u8],
+        slots: &[Slot],
+    ) -> Result<bool, StoreError> {
         let what = format!("indexing pool {}", keys.dir);
         let unchanged = || {
             vec![
@@ -1202,8 +1170,10 @@ impl EtcdStore {
         for chunk in index_entries(keys, slots).chunks(INDEX_PUTS_PER_TXN) {
             let mut compares = unchanged();
             compares.push(Compare::value(keys.marker(), CompareOp::Equal, marker.to_vec()));
-            let ops: Vec<TxnOp> =
-                chunk.iter().map(|(key, value)| TxnOp::put(key.as_str(), value.clone(), None)).collect();
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(key, value)| TxnOp::put(key.as_str(), value.clone(), None))
+                .collect();
             if !self.txn(Txn::new().when(compares).and_then(ops), &what)?.succeeded() {
                 return Ok(false);
             }
@@ -1229,6 +1199,76 @@ fn index_entries(keys: &PoolKeys, slots: &[Slot]) -> Vec<(String, Vec<u8>)> {
         entries.extend(keys.index_keys(slot).map(|k| (k, value.clone())));
     }
     entries
+}
+
+/// One round of a commit as an etcd transaction.
+struct CommitTxn {
+    txn: Txn,
+    /// Where the nested releases are among the `Then` operations, with their keys and owners.
+    releases: Vec<(usize, String, Owner)>,
+    /// Compares, `Then` and `Else` operations: what etcd's `--max-txn-ops` counts.
+    counts: (usize, usize, usize),
+}
+
+/// The transaction of one round of a commit; refused (never split) beyond etcd's budget.
+fn commit_txn(
+    keys: &PoolKeys,
+    query: &Owner,
+    base: &PoolWrite,
+    plan: &Plan,
+) -> Result<CommitTxn, StoreError> {
+    let mut compares = base.compares.clone();
+    compares.extend(plan.checks.iter().map(|c| c.expect.compare(&c.key)));
+    let mut writes: BTreeMap<&str, &Write> = BTreeMap::new();
+    for (key, write) in &base.writes {
+        writes.insert(key, write);
+    }
+    for (key, write) in &plan.writes {
+        writes.insert(key, write);
+    }
+    let mut then = Vec::with_capacity(writes.len());
+    let mut releases = Vec::new();
+    for (key, write) in writes {
+        then.push(match write {
+            Write::Put(value) => TxnOp::put(key, value.clone(), None),
+            Write::Delete => TxnOp::delete(key, None),
+            Write::Release { holder, owner } => {
+                releases.push((then.len(), key.to_string(), owner.clone()));
+                TxnOp::txn(
+                    Txn::new()
+                        .when(vec![Compare::value(key, CompareOp::Equal, holder.clone())])
+                        .and_then(vec![TxnOp::delete(key, None)])
+                        .or_else(vec![TxnOp::get(key, None)]),
+                )
+            }
+        });
+    }
+    let mut otherwise = vec![
+        TxnOp::get(keys.head(), None),
+        TxnOp::get(keys.spec(), None),
+        TxnOp::get(keys.owner_dir(query), Some(GetOptions::new().with_prefix())),
+        // A query without a podref matches no pod entry: read an empty range instead.
+        match keys.pod_dir(query) {
+            Some(dir) => TxnOp::get(dir, Some(GetOptions::new().with_prefix())),
+            None => TxnOp::get(keys.marker(), Some(GetOptions::new().with_count_only())),
+        },
+    ];
+    otherwise.extend(plan.checks.iter().map(|c| TxnOp::get(c.key.as_str(), None)));
+    // etcd's own check: each list on its own, and nested transactions get what is left.
+    let largest = compares.len().max(then.len()).max(otherwise.len());
+    let budget = if releases.is_empty() { MAX_TXN_OPS } else { MAX_TXN_OPS - 1 };
+    if largest > budget {
+        return Err(StoreError::Failed(format!(
+            "a commit to pool {} needs {} compares, {} writes and {} reads in one etcd transaction; etcd allows {MAX_TXN_OPS} each (the core sends at most 16 pool and 16 reservation edits)",
+            keys.dir,
+            compares.len(),
+            then.len(),
+            otherwise.len()
+        )));
+    }
+    let counts = (compares.len(), then.len(), otherwise.len());
+    let txn = Txn::new().when(compares).and_then(then).or_else(otherwise);
+    Ok(CommitTxn { txn, releases, counts })
 }
 
 /// Sets a check's expectation; true when it changed.
@@ -1385,7 +1425,11 @@ impl Backend for EtcdStore {
                     ))
                 })?;
             let owner = parse_holder(&key, kv.value())?;
-            reservations.push(Reservation { network_name: network_name.to_string(), address, owner });
+            reservations.push(Reservation {
+                network_name: network_name.to_string(),
+                address,
+                owner,
+            });
         }
         Ok(reservations)
     }
@@ -1570,11 +1614,20 @@ fn parse_index_entry(dir: &str, kv: &KeyValue) -> Result<(String, Owner), StoreE
                 "{key}: not an index entry (it must end in a decimal offset); nothing was changed"
             ))
         })?;
-    Ok((offset.to_string(), parse_allocation(&key, kv.value())?))
+    let holder: Holder = serde_json::from_slice(kv.value())
+        .map_err(|e| corrupt(&key, kv.value(), &format!("not an index entry: {e}")))?;
+    if holder.id.is_empty() {
+        return Err(corrupt(&key, kv.value(), "index entry without a container id"));
+    }
+    Ok((offset.to_string(), holder.into_owner()))
 }
 
 fn entry_disagrees(kv: &KeyValue, what: &str) -> StoreError {
-    corrupt(&String::from_utf8_lossy(kv.key()), kv.value(), &format!("the index entry's {what} disagree with its key"))
+    corrupt(
+        &String::from_utf8_lossy(kv.key()),
+        kv.value(),
+        &format!("the index entry's {what} disagree with its key"),
+    )
 }
 
 fn parse_head(pool: &PoolRef, kv: &KeyValue) -> Result<Head, StoreError> {
@@ -1725,9 +1778,184 @@ mod tests {
         );
     }
 
+    fn test_owner(id: &str, podref: &str) -> Owner {
+        Owner {
+            container_id: format!("{id:0>64}"),
+            ifname: "eth0".into(),
+            podref: podref.into(),
+            cni_network: "net".into(),
+        }
+    }
+
+    /// The largest commits the core can send, as the transactions etcd would get: under the
+    /// default `--max-txn-ops` in each of its three counts, with room for the nested releases.
+    #[test]
+    fn the_largest_commits_fit_one_transaction() {
+        let keys = PoolKeys { dir: "/hereabouts/pools/10.0.0.0-24/".into() };
+        let reservation_key = |r: &Reservation| format!("/hereabouts/reservations//{}", r.address);
+        let query = test_owner("q", "ns/q");
+        let reservation = |i: usize, owner: &Owner| Reservation {
+            network_name: String::new(),
+            address: format!("10.0.0.{i}"),
+            owner: owner.clone(),
+        };
+        // 16 moves to other pods (both index entries move) + 16 releases, completing an
+        // upgrade (spec, head absent, marker compared; head, spec, marker written).
+        let moves = PoolChange {
+            version: "spec:7".into(),
+            summary: "1:0-15".into(),
+            edits: (1..=16)
+                .map(|i| {
+                    PoolEdit::Reown(hereabouts_host::bindings::Reown {
+                        slot: Slot {
+                            offset: i.to_string(),
+                            owner: test_owner(&format!("a{i}"), "ns/a"),
+                        },
+                        to: test_owner(&format!("b{i}"), &format!("ns/b{i}")),
+                    })
+                })
+                .collect(),
+            reservations: (1..=16)
+                .map(|i| {
+                    ReservationEdit::Release(reservation(i, &test_owner(&format!("a{i}"), "ns/a")))
+                })
+                .collect(),
+        };
+        let upgrade = PoolWrite {
+            version: Version::Legacy(7),
+            compares: vec![
+                Compare::mod_revision(keys.spec(), CompareOp::Equal, 7),
+                Compare::create_revision(keys.head(), CompareOp::Equal, 0),
+                Compare::value(keys.marker(), CompareOp::Equal, "7"),
+            ],
+            writes: vec![
+                (keys.head(), Write::Put(b"{}".to_vec())),
+                (keys.spec(), Write::Put(b"{}".to_vec())),
+                (keys.marker(), Write::Delete),
+            ],
+        };
+        let plan = Plan::new(&keys, &reservation_key, &moves).unwrap();
+        let round = commit_txn(&keys, &query, &upgrade, &plan).unwrap();
+        assert_eq!(round.counts, (3 + 16, 3 + 16 * 5 + 16, 4 + 16));
+        assert_eq!(round.releases.len(), 16);
+        // 16 claims + 16 reservations creating the pool: the most compares and Else reads.
+        let claims = PoolChange {
+            version: String::new(),
+            summary: "1:0-15".into(),
+            edits: (1..=16)
+                .map(|i| PoolEdit::Claim(Slot { offset: i.to_string(), owner: query.clone() }))
+                .collect(),
+            reservations: (1..=16)
+                .map(|i| ReservationEdit::Reserve(reservation(i, &query)))
+                .collect(),
+        };
+        let create = PoolWrite {
+            version: Version::Missing,
+            compares: vec![
+                Compare::create_revision(keys.head(), CompareOp::Equal, 0),
+                Compare::create_revision(keys.spec(), CompareOp::Equal, 0),
+            ],
+            writes: vec![
+                (keys.spec(), Write::Put(b"{}".to_vec())),
+                (keys.head(), Write::Put(b"{}".to_vec())),
+            ],
+        };
+        let plan = Plan::new(&keys, &reservation_key, &claims).unwrap();
+        let round = commit_txn(&keys, &query, &create, &plan).unwrap();
+        assert_eq!(round.counts, (2 + 32, 2 + 16 * 3 + 16, 4 + 32));
+        for (compares, then, otherwise) in [round.counts] {
+            assert!(compares.max(then).max(otherwise) < MAX_TXN_OPS);
+        }
+        // Past the budget (far more edits than the core sends) the commit is refused, not split.
+        let mut huge = moves.clone();
+        huge.edits = huge.edits.iter().cycle().take(30).cloned().collect::<Vec<_>>();
+        for (i, edit) in huge.edits.iter_mut().enumerate() {
+            if let PoolEdit::Reown(r) = edit {
+                r.slot.offset = (i + 1).to_string();
+            }
+        }
+        let plan = Plan::new(&keys, &reservation_key, &huge).unwrap();
+        let error = commit_txn(&keys, &query, &upgrade, &plan).err().expect("refused");
+        assert!(
+            matches!(&error, StoreError::Failed(m) if m.contains("etcd allows 128")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn the_last_edit_of_a_key_wins() {
+        let keys = PoolKeys { dir: "/p/".into() };
+        let reservation_key = |r: &Reservation| format!("/r/{}", r.address);
+        let a = test_owner("a", "ns/pod");
+        let a2 = test_owner("a2", "ns/pod");
+        // A re-own within the pod interface: its pod entry is put, not deleted and put.
+        let change = PoolChange {
+            version: "3".into(),
+            summary: "1:0".into(),
+            edits: vec![PoolEdit::Reown(hereabouts_host::bindings::Reown {
+                slot: Slot { offset: "1".into(), owner: a.clone() },
+                to: a2.clone(),
+            })],
+            reservations: vec![],
+        };
+        let plan = Plan::new(&keys, &reservation_key, &change).unwrap();
+        let writes: Vec<(&str, bool)> =
+            plan.writes.iter().map(|(k, w)| (k.as_str(), matches!(w, Write::Put(_)))).collect();
+        let old_owner = format!("/p/owner/{}/eth0/1", a.container_id);
+        let new_owner = format!("/p/owner/{}/eth0/1", a2.container_id);
+        let mut expected = vec![
+            ("/p/alloc/1", true),
+            (old_owner.as_str(), false),
+            (new_owner.as_str(), true),
+            ("/p/pod/ns%2Fpod/eth0/1", true),
+        ];
+        expected.sort();
+        assert_eq!(writes, expected);
+        let bad = PoolChange {
+            edits: vec![PoolEdit::Claim(Slot { offset: "01".into(), owner: a })],
+            ..change
+        };
+        assert!(Plan::new(&keys, &reservation_key, &bad).is_err());
+    }
+
+    #[test]
+    fn versions_and_holders() {
+        for v in [Version::Missing, Version::Legacy(5), Version::Current(12)] {
+            assert_eq!(Version::parse(&v.text()), Some(v));
+        }
+        for bad in ["0", "-3", "spec:", "spec:x", "x", "spec:0"] {
+            assert_eq!(Version::parse(bad), None, "{bad}");
+        }
+        // The previous layout's bytes are ours for an owner without a CNI network.
+        let owner = Owner { cni_network: String::new(), ..test_owner("c", "ns/p") };
+        let json = holder_json(&owner);
+        assert_eq!(
+            String::from_utf8(json.clone()).unwrap(),
+            format!(r#"{{"id":"{}","ifname":"eth0","podref":"ns/p"}}"#, owner.container_id)
+        );
+        assert_eq!(parse_allocation("k", &json).unwrap(), owner);
+        let with = test_owner("c", "ns/p");
+        assert_eq!(parse_allocation("k", &holder_json(&with)).unwrap(), with);
+        assert!(parse_allocation("k", br#"{"id":"","ifname":"eth0","podref":""}"#).is_err());
+        assert!(may_take_over(&with, &Owner { container_id: "new".into(), ..with.clone() }));
+        let no_pod = Owner { podref: String::new(), ..with.clone() };
+        assert!(!may_take_over(&no_pod, &Owner { container_id: "new".into(), ..no_pod.clone() }));
+    }
+
     #[test]
     fn keys_and_offsets() {
         assert_eq!(encode("blue/10.0.0.0-24"), "blue%2F10.0.0.0-24");
+        for name in ["", "a/b", "%2F", "100%/x%", "fd00::1"] {
+            assert_eq!(decode(&encode(name)), name);
+        }
+        let keys = PoolKeys { dir: "/h/pools/p/".into() };
+        let o = Owner { podref: "ns/pod".into(), ..test_owner("c/1", "") };
+        assert_eq!(
+            keys.owner_dir(&o),
+            format!("/h/pools/p/owner/{}/eth0/", encode(&o.container_id))
+        );
+        assert_eq!(keys.pod_dir(&o).as_deref(), Some("/h/pools/p/pod/ns%2Fpod/eth0/"));
+        assert_eq!(keys.pod_dir(&Owner { podref: String::new(), ..o }), None);
         assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
         assert!(is_canonical_offset("0") && is_canonical_offset("65534"));
         assert!(

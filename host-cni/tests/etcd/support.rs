@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions};
 use hereabouts_host::NoStore;
 use hereabouts_host::bindings::{AllocateRequest, NetworkConfig, Owner, PoolRef};
+use hereabouts_host::config::IpamConfig;
 use hereabouts_host::error::CniError;
 use hereabouts_host::runtime::Allocator;
 use hereabouts_stores::etcd::{EtcdConfig, EtcdStore};
-use hereabouts_host::config::IpamConfig;
 use serde_json::{Value, json};
 
 pub fn env(name: &str) -> Option<String> {
@@ -41,10 +41,8 @@ pub fn cache_dir() -> std::path::PathBuf {
 }
 
 pub fn unique_prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("/hereabouts-test/{test}-{}-{nanos}/", std::process::id())
 }
 
@@ -188,7 +186,13 @@ pub fn v1_holder(owner: &Owner) -> String {
 }
 
 /// Writes a pool as the previous layout did: `spec` and one `alloc/{offset}` per slot.
-pub fn write_previous_layout(raw: &Raw, prefix: &str, name: &str, range: &str, slots: &[(u32, Owner)]) {
+pub fn write_previous_layout(
+    raw: &Raw,
+    prefix: &str,
+    name: &str,
+    range: &str,
+    slots: &[(u32, Owner)],
+) {
     let dir = format!("{prefix}pools/{name}/");
     let mut puts =
         vec![(format!("{dir}spec"), json!({"range": range, "network_name": ""}).to_string())];
@@ -253,6 +257,15 @@ impl Raw {
     pub fn delete(&self, key: &str) {
         let mut kv = self.client.kv_client();
         self.run(kv.delete(key, None)).unwrap();
+    }
+
+    /// A write of the previous layout's kind: `If` the key's `mod_revision` is `revision` (0:
+    /// absent) `Then` put `target`. Whether it was applied.
+    pub fn txn_if_mod_revision(&self, key: &str, revision: i64, target: &str) -> bool {
+        let compare = Compare::mod_revision(key, CompareOp::Equal, revision);
+        let txn = Txn::new().when(vec![compare]).and_then(vec![TxnOp::put(target, "{}", None)]);
+        let mut kv = self.client.kv_client();
+        self.run(kv.txn(txn)).unwrap().succeeded()
     }
 
     pub fn get(&self, key: &str) -> Option<String> {
