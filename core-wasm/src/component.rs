@@ -380,6 +380,10 @@ impl api::Guest for Component {
         crate::config::read_config(&ipam).map(Into::into).map_err(Into::into)
     }
 
+    fn review_config(ipam: String) -> Vec<api::Finding> {
+        all(crate::config::review_config(&ipam))
+    }
+
     fn read_plan_document(text: String) -> Result<api::PlanDocument, api::ConfigError> {
         crate::config::read_plan_document(&text)
             .map(|d| api::PlanDocument { reading: d.reading.into(), allocated: d.allocated })

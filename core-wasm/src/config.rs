@@ -37,9 +37,9 @@ use crate::addr::{
     parse_go_ip, to_go16,
 };
 use crate::network::analyze;
-use crate::range::field_path;
+use crate::range::{field_path, finding};
 use crate::types::{
-    ConfigError, ConfigProblem, ConfigReading, ConfigWarning, FieldError, NetworkConfig,
+    ConfigError, ConfigProblem, ConfigReading, ConfigWarning, FieldError, Finding, NetworkConfig,
     PlanDocument, RangeConfig, Severity,
 };
 
@@ -536,6 +536,16 @@ fn decode_ipam(value: &Json) -> Result<IpamFields, ConfigError> {
 // `LoadIPAMConfig`, `GetIPRange` and the exclude parser, writing a normalised config.
 
 fn read_ipam(value: &Json) -> Result<ConfigReading, ConfigError> {
+    let mut warnings = Vec::new();
+    let network = read_ipam_into(value, &mut warnings)?;
+    Ok(ConfigReading { network, warnings })
+}
+
+/// Reads into `warnings`, which keep what was found even when the reading then fails.
+fn read_ipam_into(
+    value: &Json,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<NetworkConfig, ConfigError> {
     let ipam = decode_ipam(value)?;
     if !ipam.node_slice_size.is_empty() {
         return Err(rejected(
@@ -548,8 +558,7 @@ fn read_ipam(value: &Json) -> Result<ConfigReading, ConfigError> {
             ),
         ));
     }
-    let mut warnings = Vec::new();
-    let mut reader = Reader { warnings: &mut warnings, allocation_error: None };
+    let mut reader = Reader { warnings, allocation_error: None };
 
     // `LoadIPAMConfig` prepends the top-level keys as a range when `range` is not "" (no
     // trimming); otherwise they are never read.
@@ -601,7 +610,39 @@ fn read_ipam(value: &Json) -> Result<ConfigReading, ConfigError> {
     if let Some(error) = analyze(&network).1.into_iter().find(|f| f.severity == Severity::Error) {
         return Err(rejected(&error.rule, &error.field, &error.message));
     }
-    Ok(ConfigReading { network, warnings })
+    Ok(network)
+}
+
+/// The strict reading for CI (`hereabouts check`, editors): every problem at once. What
+/// Whereabouts silently ignores is an error here, under its rule id, beside the error that
+/// stops the reading (if any) and, for a config that reads, every finding of `validate`.
+pub fn review_config(ipam_json: &str) -> Vec<Finding> {
+    let value = match parse_json(ipam_json, Shape::Ipam) {
+        Ok(value) => value,
+        Err(message) => {
+            return vec![finding("parse-error", Severity::Error, String::new(), message)];
+        }
+    };
+    let mut warnings = Vec::new();
+    let read = read_ipam_into(&value, &mut warnings);
+    let mut findings: Vec<Finding> = warnings
+        .into_iter()
+        .map(|w| {
+            let ignored = serde_json::to_string(&w.ignored).unwrap_or(w.ignored);
+            let message = format!("{ignored} is ignored: {}", w.reason);
+            finding(&w.rule, Severity::Error, w.field, message)
+        })
+        .collect();
+    match read {
+        Ok(network) => findings.extend(crate::plan::validate(&network)),
+        Err(ConfigError::Invalid(p)) => {
+            findings.push(finding(&p.rule, Severity::Error, p.field, p.message))
+        }
+        Err(ConfigError::Malformed(m)) => {
+            findings.push(finding("parse-error", Severity::Error, String::new(), m))
+        }
+    }
+    findings
 }
 
 const NO_TOP_LEVEL_RANGE: &str =

@@ -513,3 +513,28 @@ fn every_rejection_names_the_rule_check_reports_it_under() {
         }
     }
 }
+
+#[test]
+fn the_strict_review_reports_every_problem_at_once() {
+    use hereabouts_core::config::review_config;
+    use hereabouts_core::types::Severity;
+    let rules = |json: &str| -> Vec<(String, Severity)> {
+        review_config(json).into_iter().map(|f| (f.rule, f.severity)).collect()
+    };
+    // What the reading only warns about is an error, and the error that stops it follows.
+    assert_eq!(
+        rules(r#"{"range": "10.1.0.0/24", "range_start": "10.2.0.1", "exclude": ["10.1.0.0/16"]}"#),
+        [
+            ("range-start-outside-range".to_string(), Severity::Error),
+            ("exclude-partly-outside-range".to_string(), Severity::Error),
+            ("range-empty".to_string(), Severity::Error),
+        ]
+    );
+    // A config that reads gets validate's findings too (here a warning).
+    assert_eq!(
+        rules(r#"{"range": "10.0.0.0/24", "gateway": "10.0.0.1"}"#),
+        [("gateway-allocatable".to_string(), Severity::Warning)]
+    );
+    assert_eq!(rules(r#"{"range": 5"#)[0].0, "parse-error");
+    assert!(review_config(r#"{"range": "10.0.0.0/24"}"#).is_empty());
+}

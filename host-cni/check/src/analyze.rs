@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde_json::Value;
 
 use hereabouts_host::bindings::{
-    ConfigError, NetworkConfig, Overlap, OverlapKind, PlanRequest, RangeReport, Severity,
+    NetworkConfig, Overlap, OverlapKind, PlanRequest, RangeReport, Severity,
 };
 use hereabouts_host::config::{self as host_config, IpamConfig, KNOWN_IPAM_KEYS, Step};
 use hereabouts_host::runtime::{Allocator, CallError, ReadError, RuntimeError};
@@ -92,30 +92,12 @@ fn one_network(
         findings.push(type_error(site, &error));
         return Ok(None);
     }
-    let reading = match allocator.read_config(&site.ipam.to_string()) {
-        Ok(reading) => reading,
-        Err(ReadError::Runtime(e)) => return Err(e),
-        // The text came from a parsed document, so it is JSON: a malformed answer is a bug.
-        Err(ReadError::Config(ConfigError::Malformed(message))) => {
-            findings.push(at(site, "parse-error", Level::Error, &[], message));
-            return Ok(None);
-        }
-        Err(ReadError::Config(ConfigError::Invalid(problem))) => {
-            let path = refine(site, parse_path(&problem.field));
-            findings.push(at(site, &problem.rule, Level::Error, &path, problem.message));
-            return Ok(None);
-        }
-    };
-    // What Whereabouts silently ignores, the plugin ignores too (and logs); CI fails on it.
-    for warning in &reading.warnings {
-        let path = parse_path(&warning.field);
-        let message = format!("{} is ignored: {}", json_text(&warning.ignored), warning.reason);
-        findings.push(at(site, &warning.rule, Level::Error, &path, message));
-    }
-    let config = reading.network;
-    let core = allocator.validate(&config)?;
-    let valid = !core.iter().any(|f| f.severity == Severity::Error);
-    for finding in core {
+    // The core's strict review: what Whereabouts silently ignores is an error here, beside
+    // every other problem, each under its rule id.
+    let text = site.ipam.to_string();
+    let review = allocator.review_config(&text)?;
+    let valid = !review.iter().any(|f| f.severity == Severity::Error);
+    for finding in review {
         let level = match finding.severity {
             Severity::Error => Level::Error,
             Severity::Warning => Level::Warning,
@@ -126,6 +108,15 @@ fn one_network(
     if !valid {
         return Ok(None);
     }
+    let config = match allocator.read_config(&text) {
+        Ok(reading) => reading.network,
+        Err(ReadError::Runtime(e)) => return Err(e),
+        // The review found no error, so the reading does not fail.
+        Err(ReadError::Config(e)) => {
+            tracing::debug!(file = %site.file, "read-config failed after a clean review: {e:?}");
+            return Ok(None);
+        }
+    };
     let request = PlanRequest { network: config.clone(), allocated: Vec::new(), preview: 0 };
     let ranges = match allocator.plan(&request) {
         Ok(ranges) => ranges,
@@ -140,10 +131,6 @@ fn one_network(
     capacity(site, &ranges, settings, findings);
     bridge_gateway(site, &config, &ranges, findings);
     Ok(Some((config, ranges)))
-}
-
-fn json_text(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| text.to_string())
 }
 
 /// A `bridge` with `isGateway: true` and no `gateway` in the ipam section puts the first

@@ -265,6 +265,14 @@ impl Allocator {
         flatten_read(result)
     }
 
+    /// Every problem of an ipam section at once, strictly (what `read_config` only warns
+    /// about is an error here): what `check` reports.
+    pub fn review_config(&mut self, ipam: &str) -> Result<Vec<Finding>, RuntimeError> {
+        let result =
+            self.bindings.hereabouts_ipam_allocator().call_review_config(&mut self.store, ipam);
+        result.map_err(|e| RuntimeError::Trap(format!("{e:#}")))
+    }
+
     /// Reads `hereabouts plan`'s input document.
     pub fn read_plan_document(&mut self, text: &str) -> Result<PlanDocument, ReadError> {
         let result = self

@@ -44,26 +44,6 @@ fn spawn_add(conf: &str, container: &str) -> Child {
     child
 }
 
-/// Every store file, parsed (a torn or corrupt file fails here).
-fn parse_store(net: &Net) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
-    let read_all = |sub: &str| {
-        let mut files = BTreeMap::new();
-        for entry in std::fs::read_dir(net.data_dir().join(sub)).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue; // a killed writer's temporary file: never read by the store
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let value: Value = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}: {text:?}", path.display()));
-            files.insert(name, value);
-        }
-        files
-    };
-    (read_all("pools"), read_all("reservations"))
-}
-
 #[test]
 fn killed_adds_leave_a_consistent_store() {
     let net = Net::new("chaos");
@@ -131,8 +111,9 @@ fn killed_adds_leave_a_consistent_store() {
     eprintln!("{} ADDs succeeded, {} were killed", survivors.len(), killed.len());
     assert!(!survivors.is_empty() && !killed.is_empty(), "the schedule should both kill and spare");
 
-    let (pools, reservations) = parse_store(&net);
-    let pool = &pools["10.30.0.0-24.json"];
+    // The store as its own tool reads it (a damaged database fails here).
+    let store = net.snapshot();
+    let pool = &store["IPPool/10.30.0.0-24"];
     let slots: BTreeMap<String, String> = pool["allocations"]
         .as_object()
         .unwrap()
@@ -160,33 +141,20 @@ fn killed_adds_leave_a_consistent_store() {
             "unknown holder {holder} at {offset}"
         );
     }
-    // Every pool slot has its network reservation (written first), held by the same container.
-    let reserved =
-        reservations.get("_.json").map(|r| r["reservations"].clone()).unwrap_or(json!({}));
-    for (offset, holder) in &slots {
-        let address = format!("10.30.0.{offset}");
-        assert_eq!(
-            reserved[&address]["id"],
-            json!(holder),
-            "slot {address} of {holder} has no reservation"
-        );
-    }
-    // A reservation without a slot can only come from an ADD killed between its two writes.
-    let orphans: Vec<String> = reserved
-        .as_object()
-        .unwrap()
+    // Every pool slot has its network reservation, held by the same container, and every
+    // reservation its slot: both are written in one transaction, so a kill strands nothing.
+    let reserved: BTreeMap<String, String> = store
         .iter()
-        .filter(|(address, _)| !slots.contains_key(address.rsplit('.').next().unwrap()))
-        .map(|(address, holder)| {
-            let id = holder["id"].as_str().unwrap().to_string();
-            assert!(
-                killed.contains(&id),
-                "reservation of {address} by {id}, which was never killed, has no pool slot"
-            );
-            format!("{address} ({id})")
+        .filter_map(|(key, spec)| {
+            let address = key.strip_prefix("OverlappingRangeIPReservation/")?;
+            Some((address.to_string(), spec["containerid"].as_str().unwrap().to_string()))
         })
         .collect();
-    eprintln!("reservations left by ADDs killed between reservation and pool write: {orphans:?}");
+    let expected: BTreeMap<String, String> = slots
+        .iter()
+        .map(|(offset, holder)| (format!("10.30.0.{offset}"), holder.clone()))
+        .collect();
+    assert_eq!(reserved, expected, "reservations and slots disagree");
 
     // ADD again is idempotent for the survivors…
     for (container, address) in survivors.iter().take(5) {

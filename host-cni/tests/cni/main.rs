@@ -65,43 +65,54 @@ impl Net {
         json!({"cniVersion": version, "name": "testnet", "type": "bridge", "ipam": full})
     }
 
-    /// The store's files (pools and reservations) and their bytes; no cache, no lock.
-    pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
-        let mut files = BTreeMap::new();
-        for sub in ["pools", "reservations"] {
-            let Ok(entries) = std::fs::read_dir(self.data_dir().join(sub)) else { continue };
-            for entry in entries {
-                let entry = entry.unwrap();
-                files.insert(
-                    format!("{sub}/{}", entry.file_name().to_string_lossy()),
-                    std::fs::read(entry.path()).unwrap(),
+    /// The store as `hereabouts store dump` shows it (Whereabouts' objects), by kind and
+    /// name: what a runtime's calls changed, read through the product's own tool.
+    pub fn snapshot(&self) -> BTreeMap<String, Value> {
+        let out = Command::new(BIN)
+            .args(["store", "dump", "--data-dir"])
+            .arg(self.data_dir())
+            .env("HEREABOUTS_CACHE_DIR", shared_cache())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "store dump: {}", String::from_utf8_lossy(&out.stderr));
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| {
+                let key = format!(
+                    "{}/{}",
+                    item["kind"].as_str().unwrap(),
+                    item["metadata"]["name"].as_str().unwrap()
                 );
-            }
-        }
-        files
+                (key, item["spec"].clone())
+            })
+            .collect()
     }
 
-    /// The pool file of `name`, parsed.
+    /// The `spec` of pool `name` (Whereabouts' IPPool: `range`, `allocations`).
     pub fn pool(&self, name: &str) -> Value {
-        let text =
-            std::fs::read_to_string(self.data_dir().join("pools").join(format!("{name}.json")))
-                .unwrap();
-        serde_json::from_str(&text).unwrap()
+        self.snapshot()
+            .remove(&format!("IPPool/{name}"))
+            .unwrap_or_else(|| panic!("no pool {name}"))
     }
 
     /// `offset → container id` of a pool (empty when the pool does not exist).
     pub fn allocations(&self, name: &str) -> BTreeMap<String, String> {
-        let path = self.data_dir().join("pools").join(format!("{name}.json"));
-        if !path.exists() {
+        let Some(pool) = self.snapshot().remove(&format!("IPPool/{name}")) else {
             return BTreeMap::new();
-        }
-        let pool = self.pool(name);
+        };
         pool["allocations"]
             .as_object()
-            .unwrap()
-            .iter()
-            .map(|(offset, holder)| (offset.clone(), holder["id"].as_str().unwrap().to_string()))
-            .collect()
+            .map(|a| {
+                a.iter()
+                    .map(|(offset, holder)| {
+                        (offset.clone(), holder["id"].as_str().unwrap().to_string())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -99,7 +99,6 @@ fn pod_reference_and_interface_are_recorded_like_whereabouts() {
         .ok();
     let pool = net.pool("blue-10.4.0.0-24");
     assert_eq!(pool["range"], "10.4.0.0/24");
-    assert_eq!(pool["network_name"], "blue");
     assert_eq!(
         pool["allocations"]["1"],
         json!({"id": "cid-1", "ifname": "eth0", "podref": "shop/web-0"})
@@ -221,11 +220,16 @@ fn status_reports_whether_the_store_is_usable() {
     broken["ipam"]["data_dir"] = json!(blocker.join("store"));
     let msg = Cni::new("STATUS").run(&broken).err(50);
     assert!(msg.contains(blocker.to_str().unwrap()), "{msg}");
-    // A corrupt pool makes the store unusable for this network too.
+    // A damaged database makes the store unusable.
     add(&conf, "a");
-    std::fs::write(net.data_dir().join("pools/10.9.0.0-24.json"), "{\"version\": 1, \"ran")
+    let database = net.data_dir().join(hereabouts_stores::sqlite::DATABASE_FILE);
+    std::fs::write(&database, b"not a database, and long enough to look like a header".repeat(80))
         .unwrap();
-    assert!(Cni::new("STATUS").run(&conf).err(50).contains("10.9.0.0-24.json"));
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
+    }
+    let msg = Cni::new("STATUS").run(&conf).err(50);
+    assert!(msg.contains(&database.display().to_string()), "{msg}");
     let mut old = conf.clone();
     old["cniVersion"] = json!("1.0.0");
     Cni::new("STATUS").run(&old).err(1);

@@ -211,9 +211,9 @@ mod tests {
                 "ipam.type: \"host-local\"",
             ),
             (
-                r#"{"cniVersion": "1.0.0", "ipam": {"type": "hereabouts", "range": 5}}"#,
+                r#"{"cniVersion": "1.0.0", "ipam": {"type": "hereabouts", "data_dir": 5}}"#,
                 Code::InvalidConfig,
-                "ipam.range:",
+                "ipam.data_dir:",
             ),
             (
                 r#"{"cniVersion": "1.0.0", "ipam": {"type": "hereabouts"}, "runtimeConfig": {"ips": [1]}}"#,

@@ -32,15 +32,17 @@ pub struct PlanArgs {
     pub format: Format,
 }
 
-/// One range in the output, exactly as documented.
+/// One range in the output, exactly as documented. Fields are declared in sorted order and
+/// printed as declared, so the output is the same byte for byte whatever features serde_json
+/// is built with (host-web's `plan.mjs` prints the same).
 #[derive(Debug, Serialize, PartialEq)]
 pub struct RangeOut {
-    pub range: String,
-    pub first: Option<String>,
-    pub last: Option<String>,
     pub capacity: String,
+    pub first: Option<String>,
     pub free: String,
+    pub last: Option<String>,
     pub next: Option<String>,
+    pub range: String,
 }
 
 impl From<RangeReport> for RangeOut {
@@ -59,10 +61,10 @@ impl From<RangeReport> for RangeOut {
 /// One ignored value in the output.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct WarningOut {
-    pub rule: String,
     pub field: String,
     pub ignored: String,
     pub reason: String,
+    pub rule: String,
 }
 
 /// What `plan` prints on success.
@@ -155,13 +157,19 @@ pub fn exec(args: &PlanArgs) -> i32 {
     match text.and_then(|text| plan_document(&text)) {
         Ok(plan) => {
             match args.format {
-                Format::Json => println!("{}", serde_json::json!(plan)),
+                Format::Json => println!("{}", serde_json::to_string(&plan).expect("serialisable")),
                 Format::Text => print!("{}", render_text(&plan)),
             }
             0
         }
         Err(error) => {
-            println!("{}", serde_json::json!({ "code": error.code, "msg": error.msg }));
+            #[derive(Serialize)]
+            struct ErrorOut<'a> {
+                code: u32,
+                msg: &'a str,
+            }
+            let out = ErrorOut { code: error.code.number(), msg: &error.msg };
+            println!("{}", serde_json::to_string(&out).expect("serialisable"));
             1
         }
     }
