@@ -10,17 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kube_emulator::{Emulator, pod};
+use kube_emulator::{Emulator, percentile, pod};
 use serde_json::{Value, json};
 
 const NS: &str = "kube-system";
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("kube-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    kube_emulator::temp_dir("kube-cli", name)
 }
 
 /// One CNI call of the real binary, as a runtime makes it: (success, stdout as JSON or null).
@@ -84,9 +80,6 @@ fn allocations(emulator: &Emulator, pool: &str) -> serde_json::Map<String, Value
     pool["spec"]["allocations"].as_object().unwrap().clone()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 // ---- CNI ----------------------------------------------------------------------------------
 
