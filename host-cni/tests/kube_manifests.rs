@@ -134,7 +134,9 @@ fn rules_of(doc: &Value) -> Vec<(String, String)> {
 fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
     let objects = deploy_objects();
     let pair = |r: &str, v: &str| (r.to_string(), v.to_string());
-    // The CNI plugin: read-pool (get), write-pool (create/update), reserve (create, get), release (get, delete).
+    // The CNI plugin: read-pool (get), commit: the pool (create/update), reserve (create; get
+    // the holder; update to take it over, and to put it back when the commit does not go
+    // through), release (get, delete).
     assert_eq!(
         rules_of(&objects["Role/hereabouts"]),
         vec![
@@ -144,6 +146,7 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
             pair("overlappingrangeipreservations", "create"),
             pair("overlappingrangeipreservations", "delete"),
             pair("overlappingrangeipreservations", "get"),
+            pair("overlappingrangeipreservations", "update"),
         ]
     );
     assert_eq!(

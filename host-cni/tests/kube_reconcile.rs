@@ -21,11 +21,7 @@ use serde_json::{Value, json};
 const NS: &str = "kube-system";
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("kube-reconcile-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    kube_emulator::temp_dir("kube-reconcile", name)
 }
 
 fn store(kubeconfig: &Path) -> KubeStore {

@@ -22,7 +22,7 @@ use hereabouts_host::error::{CniError, Code};
 use hereabouts_host::runtime::Allocator;
 use hereabouts_stores::kube::networks::{POOL_ANNOTATION, RESERVATION_ANNOTATION};
 use hereabouts_stores::kube::{KubeStore, Timeouts};
-use kube_emulator::Emulator;
+use kube_emulator::{Emulator, percentile};
 use serde_json::{Value, json};
 
 const NS: &str = "kube-system";
@@ -33,11 +33,7 @@ fn fixture(name: &str) -> Value {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("kube-store-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    kube_emulator::temp_dir("kube-store", name)
 }
 
 /// The compiled component's cache, shared by the tests and their child processes.
@@ -534,9 +530,6 @@ fn contention_child() {
     println!("LATENCIES {}", serde_json::to_string(&latencies).unwrap());
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 #[test]
 fn contention_between_processes() {

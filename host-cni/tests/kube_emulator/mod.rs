@@ -834,3 +834,19 @@ pub fn pod(namespace: &str, name: &str, phase: &str, network_ips: &[&str]) -> Va
     }
     pod
 }
+
+// ---- what the kube tests share beside the emulation ----------------------------------------
+
+/// A fresh directory for one test (its kubeconfig, its CNI cache), under cargo's target tmp.
+pub fn temp_dir(suite: &str, name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{suite}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The `p` quantile of sorted latencies (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}

@@ -337,14 +337,7 @@ impl KubeStore {
             if !may_take_over(&held_by, &wanted.owner) {
                 return Ok(Reserved::Held(held_by));
             }
-            if holder.spec == object.spec
-                && holder.metadata.annotations.as_ref().and_then(|a| a.get(RESERVATION_ANNOTATION))
-                    == object
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(RESERVATION_ANNOTATION))
-            {
+            if held_by == wanted.owner {
                 return Ok(Reserved::Made(None));
             }
             let mut replacement = holder.clone();
@@ -354,7 +347,8 @@ impl KubeStore {
             match self.request(replace, api.replace(&name, &PostParams::default(), &replacement)) {
                 Ok(written) => {
                     let version = written.metadata.resource_version.unwrap_or_default();
-                    return Ok(Reserved::Made(Some(Undo::TakenOver { previous: holder, version })));
+                    let previous = Box::new(holder);
+                    return Ok(Reserved::Made(Some(Undo::TakenOver { previous, version })));
                 }
                 // Changed or deleted since our GET: look again.
                 Err(e) if e.is_conflict() || e.is_not_found() => {}
@@ -450,7 +444,7 @@ enum Undo {
     /// We created it: delete it if it is still at `version`.
     Created { name: String, version: String },
     /// We took it over from `previous`: put that back if it is still at `version`.
-    TakenOver { previous: OverlappingRangeIPReservation, version: String },
+    TakenOver { previous: Box<OverlappingRangeIPReservation>, version: String },
 }
 
 fn version_of(object: Option<&IPPool>) -> String {

@@ -16,12 +16,12 @@
 //! - An `OverlappingRangeIPReservation` carries [`RESERVATION_ANNOTATION`]: the network's name.
 //!
 //! The limit: Kubernetes refuses an object whose annotations (keys and values together) exceed
-//! 256 KiB. An entry costs about 20 bytes (`"12345":"89abcdef",`, plus each network's name
-//! once), so some 12,000 allocations fit — as many as an IPPool can hold at all within etcd's
-//! default request limit of 1.5 MiB (about 120 bytes per allocation), though the annotation
-//! takes about a sixth of that room. When the annotation would not fit, the store writes the
-//! pool without it and logs a warning: the allocations then read back with CNI network "",
-//! which CNI GC treats as belonging to whichever network collects garbage.
+//! 256 KiB. An entry costs 18–19 bytes (`"12345":"89abcdef",`, plus each network's name once),
+//! so some 14,000 allocations fit — more than an IPPool can hold at all within etcd's default
+//! request limit of 1.5 MiB (about 120 bytes per allocation, some 12,000), though the
+//! annotation takes about a seventh of that room. When the annotation would not fit, the store
+//! writes the pool without it and logs a warning: the allocations then read back with CNI
+//! network "", which CNI GC treats as belonging to whichever network collects garbage.
 
 use std::collections::BTreeMap;
 
@@ -211,22 +211,22 @@ mod tests {
     fn over_the_annotation_limit_the_annotation_is_left_out() {
         // 64-character container ids and a long network name, as a big pool would have.
         let allocations: BTreeMap<String, IPAllocation> =
-            (1..=14_000).map(|o| (o.to_string(), allocation(&format!("{o:064}")))).collect();
+            (1..=15_000).map(|o| (o.to_string(), allocation(&format!("{o:064}")))).collect();
         let mut networks = PoolNetworks::default();
         for offset in allocations.keys() {
             networks.set(offset, "a-network-name");
         }
         let mut annotations = BTreeMap::from([(POOL_ANNOTATION.to_string(), "old".to_string())]);
         let error = networks.write(&mut annotations, &allocations).unwrap_err();
-        assert_eq!(error.entries, 14_000);
+        assert_eq!(error.entries, 15_000);
         assert!(error.bytes > ANNOTATIONS_LIMIT);
         assert!(annotations.is_empty(), "the stale annotation is not left behind either");
-        // 12,000 fit.
+        // 14,000 fit.
         let fewer: BTreeMap<String, IPAllocation> =
-            allocations.into_iter().filter(|(o, _)| o.parse::<u32>().unwrap() <= 12_000).collect();
+            allocations.into_iter().filter(|(o, _)| o.parse::<u32>().unwrap() <= 14_000).collect();
         networks.write(&mut annotations, &fewer).unwrap();
         let bytes = annotations[POOL_ANNOTATION].len();
         assert!(bytes < ANNOTATIONS_LIMIT, "{bytes}");
-        println!("12,000 allocations of one CNI network: annotation of {bytes} bytes");
+        println!("14,000 allocations of one CNI network: annotation of {bytes} bytes");
     }
 }

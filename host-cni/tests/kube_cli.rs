@@ -1,0 +1,378 @@
+//! The `hereabouts` binary on the Kubernetes store, against the API-server emulation
+//! (tests/kube_emulator): CNI ADD, DEL and GC as a runtime calls them (a fresh process each),
+//! `hereabouts reconcile` (text, `--json`, `--dry-run`) and `hereabouts controller` watching
+//! pods. (The store itself: kube_store.rs; reconcile's rules: kube_reconcile.rs.)
+
+mod kube_emulator;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kube_emulator::{Emulator, percentile, pod};
+use serde_json::{Value, json};
+
+const NS: &str = "kube-system";
+
+fn temp_dir(name: &str) -> PathBuf {
+    kube_emulator::temp_dir("kube-cli", name)
+}
+
+/// One CNI call of the real binary, as a runtime makes it: (success, stdout as JSON or null).
+fn cni(command: &str, config: &Value, container: &str, podref: &str, cache: &Path) -> (bool, Value) {
+    use std::io::Write;
+    let (namespace, name) = podref.split_once('/').unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", format!("/var/run/netns/{container}"))
+        .env("CNI_IFNAME", "net1")
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}"),
+        )
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env("HEREABOUTS_CACHE_DIR", cache)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(config.to_string().as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    if output.stdout.is_empty() {
+        // DEL and GC print nothing on success.
+        return (output.status.success(), Value::Null);
+    }
+    let stdout: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "not JSON: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.success(), stdout)
+}
+
+/// A network config named `name` on this emulator, its ipam keys extended by `extra`.
+fn cni_config(name: &str, kubeconfig: &Path, dir: &Path, range: &str, extra: Value) -> Value {
+    let mut ipam = json!({
+        "type": "whereabouts",
+        "range": range,
+        "datastore": "kubernetes",
+        "kubernetes": {"kubeconfig": kubeconfig},
+        // A flat file that does not exist, so the machine's own is never read.
+        "configuration_path": dir.join("no-flat-file.conf"),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        ipam[k] = v.clone();
+    }
+    json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan", "ipam": ipam})
+}
+
+fn ip(result: &Value) -> &str {
+    result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no address in {result}"))
+}
+
+fn allocations(emulator: &Emulator, pool: &str) -> serde_json::Map<String, Value> {
+    let pool = emulator.get("ippools", NS, pool).expect("pool written");
+    pool["spec"]["allocations"].as_object().unwrap().clone()
+}
+
+
+// ---- CNI ----------------------------------------------------------------------------------
+
+#[test]
+fn cni_add_del_gc_and_errors_through_the_binary() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("cni");
+    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let config = cni_config("blue", &kubeconfig, &dir, "10.70.0.0/22", json!({}));
+    let (ok, result) = cni("ADD", &config, "c1", "default/a", &dir);
+    assert!(ok, "{result}");
+    assert_eq!(ip(&result), "10.70.0.1/22");
+    assert_eq!(
+        allocations(&emulator, "10.70.0.0-22")["1"],
+        json!({"id": "c1", "podref": "default/a", "ifname": "net1"})
+    );
+    assert!(cni("DEL", &config, "c1", "default/a", &dir).0);
+    assert!(allocations(&emulator, "10.70.0.0-22").is_empty());
+
+    // Sticky by default (as Whereabouts): the pod's new sandbox gets its address back...
+    assert_eq!(ip(&cni("ADD", &config, "s1", "default/db-0", &dir).1), "10.70.0.1/22");
+    assert_eq!(ip(&cni("ADD", &config, "s2", "default/db-0", &dir).1), "10.70.0.1/22");
+    // ...and with `sticky: false` a new one.
+    let plain = cni_config("blue", &kubeconfig, &dir, "10.70.0.0/22", json!({"sticky": false}));
+    assert_eq!(ip(&cni("ADD", &plain, "n1", "default/db-1", &dir).1), "10.70.0.2/22");
+    assert_eq!(ip(&cni("ADD", &plain, "n2", "default/db-1", &dir).1), "10.70.0.3/22");
+
+    // CNI GC (1.1.0): frees every attachment of this CNI network that is not listed, keeps the
+    // listed ones and those of another CNI network on the same pool.
+    for c in ["g1", "g2"] {
+        assert!(cni("ADD", &config, c, &format!("default/{c}"), &dir).0);
+    }
+    let green = cni_config("green", &kubeconfig, &dir, "10.70.0.0/22", json!({}));
+    assert!(cni("ADD", &green, "gr1", "default/gr1", &dir).0);
+    let mut gc = config.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] =
+        json!([{"containerID": "g2", "ifname": "net1"}, {"containerID": "s2", "ifname": "net1"}]);
+    let (ok, result) = cni("GC", &gc, "", "default/x", &dir);
+    assert!(ok, "{result}");
+    let ids: BTreeSet<String> = allocations(&emulator, "10.70.0.0-22")
+        .values()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, BTreeSet::from(["g2", "s2", "gr1"].map(String::from)));
+    let reservations: BTreeSet<String> = emulator
+        .list("overlappingrangeipreservations")
+        .iter()
+        .map(|r| r["spec"]["containerid"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reservations, ids, "GC released the freed ones' reservations");
+
+    // 403 → a CNI error naming the permission; unreachable → 11.
+    emulator.deny("update", "ippools");
+    let (ok, error) = cni("ADD", &config, "c3", "default/c", &dir);
+    assert!(!ok);
+    assert_eq!(error["code"], 5, "{error}");
+    assert!(error["msg"].as_str().unwrap().contains("403"), "{error}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = dir.join("dead.kubeconfig");
+    std::fs::write(
+        &dead,
+        std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .replace(&emulator.url(), &format!("http://127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let unreachable = cni_config("blue", &dead, &dir, "10.70.0.0/22", json!({}));
+    let (ok, error) = cni("ADD", &unreachable, "c4", "default/d", &dir);
+    assert!(!ok);
+    assert_eq!(error["code"], 11, "{error}");
+}
+
+const WORKERS: usize = 8;
+const ADDS_PER_WORKER: usize = 100;
+
+#[test]
+fn cni_contention_8_processes_x_100_adds() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("cni-contention");
+    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let config = cni_config("blue", &kubeconfig, &dir, "10.70.0.0/22", json!({}));
+    // The first call on a node compiles the component into the cache.
+    let (ok, warm) = cni("ADD", &config, "warm", "default/warm", &dir);
+    assert!(ok, "{warm}");
+    assert!(cni("DEL", &config, "warm", "default/warm", &dir).0);
+    let before = emulator.responses(409);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let (config, dir) = (config.clone(), dir.clone());
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                for i in 0..ADDS_PER_WORKER {
+                    let t = Instant::now();
+                    let (ok, result) = cni(
+                        "ADD",
+                        &config,
+                        &format!("w{w}-c{i}"),
+                        &format!("default/w{w}-{i}"),
+                        &dir,
+                    );
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                    assert!(ok, "worker {w} ADD {i}: {result}");
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<f64> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let elapsed = started.elapsed();
+    let total = WORKERS * ADDS_PER_WORKER;
+    let allocations = allocations(&emulator, "10.70.0.0-22");
+    let owners: BTreeSet<&str> = allocations.values().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!((allocations.len(), owners.len()), (total, total), "0 duplicates");
+    let offsets: BTreeSet<u32> = allocations.keys().map(|k| k.parse().unwrap()).collect();
+    assert_eq!(
+        offsets,
+        (1..).filter(|o| o % 256 != 0).take(total).collect::<BTreeSet<u32>>(),
+        "lowest-packed"
+    );
+    assert_eq!(emulator.list("overlappingrangeipreservations").len(), total);
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "hereabouts CNI ADD (fresh process each) vs emulator: {total} ADDs by {WORKERS} parallel runtimes in {:.2} s = {:.0} allocations/s; \
+         latency ms: min {:.2} median {:.2} p99 {:.2} max {:.2}; {} conflicts (409) retried \
+         (baseline, contract v1, docs/benchmarks.md: 49–58 ADD/s, median 102–133, p99 468–583)",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        latencies[0],
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1],
+        emulator.responses(409) - before
+    );
+}
+
+#[test]
+fn cni_add_latency_without_contention() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("cni-latency");
+    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let config = cni_config("blue", &kubeconfig, &dir, "10.70.0.0/22", json!({}));
+    assert!(cni("ADD", &config, "warm", "default/warm", &dir).0);
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    for i in 0..100 {
+        let t = Instant::now();
+        assert!(cni("ADD", &config, &format!("c{i}"), &format!("default/p{i}"), &dir).0);
+        add.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    for i in 0..100 {
+        let t = Instant::now();
+        assert!(cni("DEL", &config, &format!("c{i}"), &format!("default/p{i}"), &dir).0);
+        del.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    add.sort_by(f64::total_cmp);
+    del.sort_by(f64::total_cmp);
+    println!(
+        "hereabouts CNI vs emulator, one at a time (100 each): ADD median {:.2} ms p99 {:.2} ms; DEL median {:.2} ms p99 {:.2} ms; {} requests",
+        percentile(&add, 0.5),
+        percentile(&add, 0.99),
+        percentile(&del, 0.5),
+        percentile(&del, 0.99),
+        emulator.requests()
+    );
+}
+
+// ---- reconcile ----------------------------------------------------------------------------
+
+fn run_reconcile(kubeconfig: &Path, args: &[&str]) -> (String, String, bool) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .args(["reconcile", "--kubeconfig"])
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        output.status.success(),
+    )
+}
+
+#[test]
+fn reconcile_through_the_binary_in_text_and_json() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("reconcile");
+    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let config = cni_config("blue", &kubeconfig, &dir, "10.50.0.0/24", json!({"network_name": "blue"}));
+    // live: running with .1 in its network-status · gone: no pod.
+    for (container, podref) in [("c-live", "default/live"), ("c-gone", "default/gone")] {
+        assert!(cni("ADD", &config, container, podref, &dir).0);
+    }
+    emulator.insert("pods", pod("default", "live", "Running", &["10.50.0.1"]));
+    // A reservation Whereabouts left behind for a pod that is gone.
+    emulator.insert(
+        "overlappingrangeipreservations",
+        json!({"metadata": {"name": "blue-10.50.0.77", "namespace": NS}, "spec": {"podref": "default/ghost"}}),
+    );
+    let pool_before = emulator.get("ippools", NS, "blue-10.50.0.0-24").unwrap();
+
+    let (stdout, stderr, ok) = run_reconcile(&kubeconfig, &["--dry-run"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    for line in [
+        "would free 10.50.0.2 (allocation blue-10.50.0.0-24, pod default/gone, container c-gone net1): pod no longer exists",
+        "would free 10.50.0.77 (reservation blue-10.50.0.77, pod default/ghost",
+        "reconcile (dry run): 4 checked, 2 kept, 2 would free",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
+    }
+    assert_eq!(emulator.get("ippools", NS, "blue-10.50.0.0-24").unwrap(), pool_before);
+
+    let (stdout, stderr, ok) = run_reconcile(&kubeconfig, &["--json"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("--json prints one JSON object");
+    assert_eq!(
+        report,
+        json!({"dry_run": false, "checked": 4, "kept": 2, "skipped_pools": [], "freed": [
+            {"object": "blue-10.50.0.0-24", "kind": "allocation", "address": "10.50.0.2",
+             "podref": "default/gone", "container_id": "c-gone", "ifname": "net1",
+             "reason": "pod no longer exists"},
+            {"object": "blue-10.50.0.77", "kind": "reservation", "address": "10.50.0.77",
+             "podref": "default/ghost", "container_id": "", "ifname": "",
+             "reason": "pod no longer exists"}]})
+    );
+    assert_eq!(allocations(&emulator, "blue-10.50.0.0-24").keys().collect::<Vec<_>>(), ["1"]);
+
+    let (stdout, _, ok) = run_reconcile(&kubeconfig, &[]);
+    assert!(ok && stdout.contains("0 freed"), "{stdout}");
+}
+
+// ---- controller ---------------------------------------------------------------------------
+
+/// Polls `check` for up to 15 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("controller");
+    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let config = cni_config("blue", &kubeconfig, &dir, "10.60.0.0/24", json!({"network_name": "blue"}));
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        assert!(cni("ADD", &config, &format!("c-{name}"), &format!("default/{name}"), &dir).0);
+        emulator.insert("pods", pod("default", name, "Running", &[&format!("10.60.0.{}", i + 1)]));
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .args(["controller", "--grace-seconds=1", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .env("HEREABOUTS_CACHE_DIR", &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = KillOnDrop(child);
+    let slots = || allocations(&emulator, "blue-10.60.0.0-24").keys().cloned().collect::<Vec<_>>();
+    // Let the controller list and start watching, then delete pod a.
+    eventually("the controller to watch pods", || emulator.watches() > 0);
+    let started = Instant::now();
+    emulator.delete("pods", "default", "a");
+    eventually("a's address to be freed", || slots() == ["2", "3"]);
+    let freed_after = started.elapsed();
+    // The pool is written first and the reservation deleted right after (so a crash can never
+    // duplicate an address): wait for the second step too.
+    eventually("a's reservation to be deleted", || {
+        emulator.get("overlappingrangeipreservations", NS, "blue-10.60.0.1").is_none()
+    });
+
+    // b is deleted and recreated under its name at once (StatefulSet): kept.
+    emulator.delete("pods", "default", "b");
+    emulator.insert("pods", pod("default", "b", "Pending", &[]));
+    // c terminates: freed.
+    emulator.update("pods", pod("default", "c", "Succeeded", &["10.60.0.3"]));
+    eventually("c's address to be freed", || slots() == ["2"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(slots(), ["2"], "the recreated pod's address is kept");
+    println!(
+        "controller freed a deleted pod's address {:.0} ms after the deletion (grace period 1 s)",
+        freed_after.as_secs_f64() * 1000.0
+    );
+}
