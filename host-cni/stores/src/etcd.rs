@@ -916,11 +916,6 @@ impl EtcdStore {
         })
     }
 
-    /// A pool's view for `query`, read again (after a lost commit that could not tell).
-    fn fresh_view(&mut self, pool: &PoolRef, query: &Owner) -> Result<PoolView, StoreError> {
-        self.read_pool(pool, query)
-    }
-
     /// The slots of a pool of the previous layout at `spec_revision`, from the last read when
     /// it was of that version; `None` when the pool is no longer at it.
     fn legacy_slots(
@@ -998,7 +993,7 @@ impl EtcdStore {
                         if keys.pod_dir(query).is_some() { &gets[ELSE_POD].0 } else { &[] };
                     self.index_view(pool, keys, query, head, &gets[ELSE_OWNER].0, pods)?
                 }
-                _ => self.fresh_view(pool, query)?,
+                _ => self.read_pool(pool, query)?,
             };
             return Ok(Verdict::Answer(CommitOutcome::Stale(view)));
         }
@@ -1094,7 +1089,7 @@ impl EtcdStore {
     ) -> Result<CommitOutcome, StoreError> {
         let version = Version::Legacy(spec_revision);
         let Some(legacy) = self.legacy_slots(pool, keys, spec_revision)? else {
-            return Ok(CommitOutcome::Stale(self.fresh_view(pool, query)?));
+            return Ok(CommitOutcome::Stale(self.read_pool(pool, query)?));
         };
         let reservation_key = |r: &Reservation| self.reservation_key(r);
         let plan = Plan::new(keys, &reservation_key, change)?;
@@ -1124,7 +1119,7 @@ impl EtcdStore {
         }
         let marker = spec_revision.to_string().into_bytes();
         if !self.build_index(keys, spec_revision, &marker, &legacy.slots)? {
-            return Ok(CommitOutcome::Stale(self.fresh_view(pool, query)?));
+            return Ok(CommitOutcome::Stale(self.read_pool(pool, query)?));
         }
         let mut compares = fence;
         compares.push(Compare::value(keys.marker(), CompareOp::Equal, marker));
@@ -1132,7 +1127,7 @@ impl EtcdStore {
         let base = PoolWrite { version, compares, writes };
         match self.run_commit(pool, keys, query, &base, plan)? {
             Some(outcome) => Ok(outcome),
-            None => Ok(CommitOutcome::Stale(self.fresh_view(pool, query)?)),
+            None => Ok(CommitOutcome::Stale(self.read_pool(pool, query)?)),
         }
     }
 
@@ -1405,7 +1400,7 @@ impl Backend for EtcdStore {
         let plan = Plan::new(&keys, &reservation_key, change)?;
         match self.run_commit(pool, &keys, query, &base, plan)? {
             Some(outcome) => Ok(outcome),
-            None => Ok(CommitOutcome::Stale(self.fresh_view(pool, query)?)),
+            None => Ok(CommitOutcome::Stale(self.read_pool(pool, query)?)),
         }
     }
 

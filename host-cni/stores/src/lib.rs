@@ -5,7 +5,9 @@
 //!
 //! - [`sqlite`] (feature `local`, default; `"datastore": "local"`): one SQLite database on
 //!   the node, shared by every plugin process there;
-//! - [`etcd`] (feature `etcd`): one key per allocation in etcd, cluster-wide;
+//! - [`etcd`] (feature `etcd`): cluster-wide, in etcd: a head per pool holding the core's
+//!   summary, one key per allocation and an index by attachment and by pod interface, so an
+//!   ADD or DEL is one read-only and one conditional transaction whatever the pool's size;
 //! - [`kube`] (feature `kube`): Whereabouts' own custom resources, so a cluster can switch
 //!   between Whereabouts and Hereabouts in either direction.
 //!

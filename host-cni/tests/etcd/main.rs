@@ -58,6 +58,42 @@ fn reserve(address: String, owner: &Owner) -> ReservationEdit {
     })
 }
 
+fn free(offset: usize, owner: &Owner) -> PoolEdit {
+    PoolEdit::Free(Slot { offset: offset.to_string(), owner: owner.clone() })
+}
+
+fn reown(offset: usize, from: &Owner, to: &Owner) -> PoolEdit {
+    PoolEdit::Reown(Reown {
+        slot: Slot { offset: offset.to_string(), owner: from.clone() },
+        to: to.clone(),
+    })
+}
+
+fn release(address: String, owner: &Owner) -> ReservationEdit {
+    ReservationEdit::Release(Reservation {
+        network_name: String::new(),
+        address,
+        owner: owner.clone(),
+    })
+}
+
+fn change(
+    version: &str,
+    summary: &str,
+    edits: Vec<PoolEdit>,
+    reservations: Vec<ReservationEdit>,
+) -> PoolChange {
+    PoolChange { version: version.into(), summary: summary.into(), edits, reservations }
+}
+
+/// The one revision at which everything under `prefix` written since `since` was written: a
+/// single transaction wrote it all.
+fn one_revision(raw: &Raw, prefix: &str, since: i64) -> String {
+    let written = raw.written_since(prefix, since);
+    assert_eq!(written.len(), 1, "written at revisions {written:?}: not one transaction");
+    written.first().unwrap().to_string()
+}
+
 fn committed(outcome: CommitOutcome) -> String {
     match outcome {
         CommitOutcome::Committed(version) => version,
@@ -85,14 +121,14 @@ fn largest_commits_are_one_transaction() {
     let address = |i: u32| format!("10.12.0.{i}");
 
     let before = raw.revision();
-    let change = PoolChange {
-        version: String::new(),
-        summary: "1:0-15".into(),
-        edits: (1..=16).map(|i| claim(i, &old[i as usize - 1])).collect(),
-        reservations: (1..=16).map(|i| reserve(address(i), &old[i as usize - 1])).collect(),
-    };
-    let v1 = committed(s.commit(&pool, &old[0], &change).unwrap());
-    assert_eq!(raw.revision(), before + 1, "16 claims + 16 reservations: one transaction");
+    let claims = change(
+        "",
+        "1:0-15",
+        (1..=16).map(|i| claim(i, &old[i as usize - 1])).collect(),
+        (1..=16).map(|i| reserve(address(i), &old[i as usize - 1])).collect(),
+    );
+    let v1 = committed(s.commit(&pool, &old[0], &claims).unwrap());
+    assert_eq!(one_revision(&raw, &prefix, before), v1, "16 claims + 16 reservations");
     // A plugin of the previous layout creating the same pool meanwhile (its compare: spec
     // absent) fails: the creation put spec too.
     let spec_key = format!("{prefix}pools/10.12.0.0-24/spec");
@@ -107,23 +143,17 @@ fn largest_commits_are_one_transaction() {
         .enumerate()
         .map(|(i, o)| Owner { container_id: format!("new-{}", i + 1), ..o.clone() })
         .collect();
-    let reowns = |version: &str| PoolChange {
-        version: version.into(),
-        summary: "1:0-15".into(),
-        edits: (1..=16)
-            .map(|i| {
-                let i = i as usize;
-                PoolEdit::Reown(Reown {
-                    slot: Slot { offset: i.to_string(), owner: old[i - 1].clone() },
-                    to: new[i - 1].clone(),
-                })
-            })
-            .collect(),
-        reservations: (1..=16).map(|i| reserve(address(i), &new[i as usize - 1])).collect(),
+    let reowns = |version: &str| {
+        change(
+            version,
+            "1:0-15",
+            (0..16).map(|i| reown(i + 1, &old[i], &new[i])).collect(),
+            (0..16).map(|i| reserve(address(i as u32 + 1), &new[i])).collect(),
+        )
     };
     // Lost first: a stale version is answered from the Else branch, changing nothing.
     let stale_version = (v1.parse::<i64>().unwrap() - 1).to_string();
-    let before = raw.revision();
+    let before = raw.dump(&prefix);
     match s.commit(&pool, &new[0], &reowns(&stale_version)).unwrap() {
         CommitOutcome::Stale(view) => {
             assert_eq!(view.version, v1);
@@ -132,10 +162,10 @@ fn largest_commits_are_one_transaction() {
         }
         other => panic!("expected stale, got {other:?}"),
     }
-    assert_eq!(raw.revision(), before, "a lost commit writes nothing");
+    assert_eq!(raw.dump(&prefix), before, "a lost commit writes nothing");
     let before = raw.revision();
     let v2 = committed(s.commit(&pool, &new[0], &reowns(&v1)).unwrap());
-    assert_eq!(raw.revision(), before + 1, "16 re-owns + 16 take-overs: one transaction");
+    assert_eq!(one_revision(&raw, &prefix, before), v2, "16 re-owns + 16 take-overs");
     for (i, n) in new.iter().enumerate() {
         let view = s.read_pool(&pool, n).unwrap();
         assert_eq!(view.slots, vec![Slot { offset: (i + 1).to_string(), owner: n.clone() }]);
@@ -152,29 +182,14 @@ fn largest_commits_are_one_transaction() {
         .map(|i| Owner { podref: format!("elsewhere/pod-{i}"), ..owner(&format!("moved-{i}")) })
         .collect();
     let before = raw.revision();
-    let change = PoolChange {
-        version: v2,
-        summary: "1:0-15".into(),
-        edits: (0..16)
-            .map(|i| {
-                PoolEdit::Reown(Reown {
-                    slot: Slot { offset: (i + 1).to_string(), owner: new[i].clone() },
-                    to: moved[i].clone(),
-                })
-            })
-            .collect(),
-        reservations: (0..16)
-            .map(|i| {
-                ReservationEdit::Release(Reservation {
-                    network_name: String::new(),
-                    address: address(i as u32 + 1),
-                    owner: new[i].clone(),
-                })
-            })
-            .collect(),
-    };
-    let v3 = committed(s.commit(&pool, &moved[0], &change).unwrap());
-    assert_eq!(raw.revision(), before + 1, "16 moves to other pods + 16 releases: one transaction");
+    let moves = change(
+        &v2,
+        "1:0-15",
+        (0..16).map(|i| reown(i + 1, &new[i], &moved[i])).collect(),
+        (0..16).map(|i| release(address(i as u32 + 1), &new[i])).collect(),
+    );
+    let v3 = committed(s.commit(&pool, &moved[0], &moves).unwrap());
+    assert_eq!(one_revision(&raw, &prefix, before), v3, "16 moves to other pods + 16 releases");
     assert!(s.list_reservations("").unwrap().is_empty());
     for i in 0..16 {
         let slot = Slot { offset: (i + 1).to_string(), owner: moved[i].clone() };
@@ -183,24 +198,14 @@ fn largest_commits_are_one_transaction() {
     }
 
     let before = raw.revision();
-    let frees = PoolChange {
-        version: v3,
-        summary: "1:".into(),
-        edits: (0..16)
-            .map(|i| PoolEdit::Free(Slot { offset: (i + 1).to_string(), owner: moved[i].clone() }))
-            .collect(),
-        reservations: (0..16)
-            .map(|i| {
-                ReservationEdit::Release(Reservation {
-                    network_name: String::new(),
-                    address: address(i as u32 + 1),
-                    owner: moved[i].clone(),
-                })
-            })
-            .collect(),
-    };
-    committed(s.commit(&pool, &moved[0], &frees).unwrap());
-    assert_eq!(raw.revision(), before + 1, "16 frees + 16 releases: one transaction");
+    let frees = change(
+        &v3,
+        "1:",
+        (0..16).map(|i| free(i + 1, &moved[i])).collect(),
+        (0..16).map(|i| release(address(i as u32 + 1), &moved[i])).collect(),
+    );
+    let v4 = committed(s.commit(&pool, &moved[0], &frees).unwrap());
+    assert_eq!(one_revision(&raw, &prefix, before), v4, "16 frees + 16 releases");
     assert!(s.list_slots(&pool).unwrap().slots.is_empty());
     // Nothing but the head and the fence is left of the pool: no index entry survives.
     let keys: Vec<String> = raw.keys(&format!("{prefix}pools/")).into_iter().collect();
@@ -226,58 +231,30 @@ fn foreign_spellings_of_our_holders() {
     let mut s = store(&value);
     let pool = pool_ref("10.18.0.0-24", "10.18.0.0/24");
     let a = Owner { cni_network: String::new(), ..owner("a") };
-    let v1 = committed(
-        s.commit(
-            &pool,
-            &a,
-            &PoolChange {
-                version: String::new(),
-                summary: "1:0".into(),
-                edits: vec![claim(1, &a)],
-                reservations: vec![reserve("10.18.0.1".into(), &a)],
-            },
-        )
-        .unwrap(),
-    );
+    let first = change("", "1:0", vec![claim(1, &a)], vec![reserve("10.18.0.1".into(), &a)]);
+    let v1 = committed(s.commit(&pool, &a, &first).unwrap());
+    let reservation = format!("{prefix}reservations//10.18.0.1");
     let respelled = r#"{"podref":"default/a","ifname":"eth0","id":"a"}"#;
-    raw.put(&format!("{prefix}reservations//10.18.0.1"), respelled);
+    raw.put(&reservation, respelled);
     raw.put(&format!("{prefix}pools/10.18.0.0-24/alloc/1"), respelled);
+    // Someone else's reservation, in a foreign spelling too.
+    let others = format!("{prefix}reservations//10.18.0.2");
+    let other = r#"{"podref":"","ifname":"eth0","id":"b"}"#;
+    raw.put(&others, other);
     let v2 = s.read_pool(&pool, &a).unwrap().version;
     assert_eq!(v1, v2, "the pool's version is its head's: foreign writes do not move it");
-    // Re-reserving (the take-over rule's second round) and freeing in another spelling.
-    committed(
-        s.commit(
-            &pool,
-            &a,
-            &PoolChange {
-                version: v2.clone(),
-                summary: "1:0".into(),
-                edits: vec![],
-                reservations: vec![reserve("10.18.0.1".into(), &a)],
-            },
-        )
-        .unwrap(),
-    );
-    raw.put(&format!("{prefix}reservations//10.18.0.1"), respelled);
+    // Re-reserving: the take-over rule's second round, written back in our spelling.
+    let again = change(&v2, "1:0", vec![], vec![reserve("10.18.0.1".into(), &a)]);
+    committed(s.commit(&pool, &a, &again).unwrap());
+    assert_eq!(raw.get(&reservation), Some(v1_holder(&a)));
+    raw.put(&reservation, respelled);
+    // Freeing the slot and releasing both reservations, all in foreign spellings.
     let v3 = s.read_pool(&pool, &a).unwrap().version;
-    committed(
-        s.commit(
-            &pool,
-            &a,
-            &PoolChange {
-                version: v3,
-                summary: "1:".into(),
-                edits: vec![PoolEdit::Free(Slot { offset: "1".into(), owner: a.clone() })],
-                reservations: vec![ReservationEdit::Release(Reservation {
-                    network_name: String::new(),
-                    address: "10.18.0.1".into(),
-                    owner: a.clone(),
-                })],
-            },
-        )
-        .unwrap(),
-    );
-    assert!(raw.keys(&format!("{prefix}reservations/")).is_empty(), "released");
+    let releases = vec![release("10.18.0.1".into(), &a), release("10.18.0.2".into(), &a)];
+    let last = change(&v3, "1:", vec![free(1, &a)], releases);
+    committed(s.commit(&pool, &a, &last).unwrap());
+    assert_eq!(raw.keys(&format!("{prefix}reservations/")), [others.clone()].into(), "released");
+    assert_eq!(raw.get(&others).as_deref(), Some(other), "someone else's is left alone");
     assert!(s.list_slots(&pool).unwrap().slots.is_empty(), "freed");
 }
 
@@ -318,7 +295,8 @@ fn previous_layout_is_read_whole_and_upgraded_on_the_next_commit() {
     let revision = raw.revision();
     let mut a = allocator(&value).unwrap();
     assert_eq!(add(&mut a, &network, "new-1").unwrap(), "10.19.0.5");
-    assert_eq!(raw.revision(), revision + 1, "the upgrade and the ADD: one transaction");
+    let head = raw.mod_revision(&format!("{prefix}pools/10.19.0.0-24/head")).unwrap();
+    assert_eq!(one_revision(&raw, &prefix, revision), head.to_string(), "the upgrade and the ADD");
     let listing = s.list_slots(&pool).unwrap();
     assert_eq!(listing.slots.len(), slots.len() + 1, "no allocation lost");
     // A plugin of the previous layout that read the pool before the upgrade writes with a

@@ -296,6 +296,16 @@ impl Raw {
             .collect()
     }
 
+    /// The revisions at which the keys under `prefix` were last written after `since`: one
+    /// revision when a single transaction wrote them all (other writers to the same etcd do not
+    /// matter, as the global revision would).
+    pub fn written_since(&self, prefix: &str, since: i64) -> BTreeSet<i64> {
+        let mut kv = self.client.kv_client().max_decoding_message_size(256 << 20);
+        let options = GetOptions::new().with_prefix().with_min_mod_revision(since + 1);
+        let response = self.run(kv.get(prefix, Some(options))).unwrap();
+        response.kvs().iter().map(|kv| kv.mod_revision()).collect()
+    }
+
     pub fn keys(&self, prefix: &str) -> BTreeSet<String> {
         self.dump(prefix).into_iter().map(|(k, _)| k).collect()
     }
