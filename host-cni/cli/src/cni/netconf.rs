@@ -165,6 +165,7 @@ fn attachments(value: &Value) -> Result<Vec<Owner>, CniError> {
                 container_id: text("containerID")?,
                 ifname: text("ifname")?,
                 podref: String::new(),
+                cni_network: String::new(),
             })
         })
         .collect()
