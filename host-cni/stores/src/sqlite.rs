@@ -76,15 +76,23 @@ pub const APPLICATION_ID: i32 = 0x4872_6162;
 /// `PRAGMA user_version`: the schema below. A newer one is refused, never downgraded.
 pub const SCHEMA_VERSION: i32 = 1;
 
-/// The WAL is copied into the database (a checkpoint: two fsyncs) once it holds this many
-/// pages, by the commit that crosses the mark, and not when a connection closes. A CNI process
-/// is nearly always the last connection to close, and SQLite's default (checkpoint, then
-/// delete the WAL, at the last close) cost every ADD four fsyncs: the new WAL's header and its
-/// directory, the WAL and the database. The price of keeping the WAL: the first process to
-/// open the store after every other closed rebuilds the WAL's index by reading and
-/// checksumming the WAL (up to this many pages, from the page cache). An ADD writes about 5
-/// pages, so 32 means a checkpoint every 6 or so ADDs and at most 128 KiB to read at start.
-pub const CHECKPOINT_PAGES: u32 = 32;
+/// The WAL is copied into the database and truncated (a checkpoint: two fsyncs) by the first
+/// commit that finds it holding this many pages, not when a connection closes.
+///
+/// Why: a CNI process is nearly always the last connection to close, and SQLite's default
+/// (checkpoint, then delete the WAL, at the last close) cost every ADD four fsyncs: the new
+/// WAL's header and its directory, the WAL and the database. Keeping the WAL has a price too:
+/// the first process to open the store after every other closed rebuilds the WAL's index by
+/// reading and checksumming the whole WAL, and it cannot know how much of it was copied
+/// already, so SQLite's own auto-checkpoint, once the WAL passed its mark, would copy the
+/// whole WAL again at every commit and never start it over. Hence a `TRUNCATE` checkpoint of
+/// our own: the WAL starts from zero bytes after each, and stays under this many pages for the
+/// next process to read. An ADD writes about 3 to 5 pages.
+pub const CHECKPOINT_PAGES: u64 = 64;
+
+/// How long the checkpoint after a commit waits for other processes' reads to finish; past
+/// it the checkpoint is left to a later commit (the commit itself is done and durable).
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
 
 /// How long a writer waits for SQLite's write lock (see the module doc).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -236,7 +244,8 @@ impl SqliteStore {
         self.conn.pragma_update(None, "synchronous", synchronous.pragma())?;
         // Every process is the last connection when it closes: see [`CHECKPOINT_PAGES`].
         self.conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
-        self.conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
+        // Checkpoints are ours (after a commit, see [`SqliteStore::checkpoint_if_due`]).
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)
     }
 
     /// (application_id, user_version) from the file header.
@@ -316,6 +325,31 @@ impl SqliteStore {
                 }
                 Err(e) => return Err(self.error(e)),
             }
+        }
+    }
+
+    /// After a commit: copies the WAL into the database and truncates it once it holds
+    /// [`CHECKPOINT_PAGES`]. Never fails the commit before it: a checkpoint that cannot run
+    /// now (other processes reading) or fails is left to the next commit.
+    fn checkpoint_if_due(&self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        // A page in the WAL is a 24-byte frame header and the page (SQLite's 4 KiB default).
+        let due = CHECKPOINT_PAGES * (4096 + 24);
+        if std::fs::metadata(&wal).map_or(true, |m| m.len() < due) {
+            return;
+        }
+        let _ = self.conn.busy_timeout(CHECKPOINT_WAIT);
+        let done = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        });
+        let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+        match done {
+            Ok((0, _)) => tracing::debug!(db = %self.path.display(), "WAL checkpointed"),
+            Ok((_, pages)) => {
+                tracing::debug!(db = %self.path.display(), pages, "WAL checkpoint left for later: readers")
+            }
+            Err(e) => tracing::warn!(db = %self.path.display(), "WAL checkpoint failed: {e}"),
         }
     }
 
@@ -634,6 +668,7 @@ impl Backend for SqliteStore {
             )
             .map_err(db)?;
         tx.commit().map_err(db)?;
+        self.checkpoint_if_due();
         Ok(CommitOutcome::Committed(version.to_string()))
     }
 

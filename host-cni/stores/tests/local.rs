@@ -436,3 +436,30 @@ fn dump_shows_whereabouts_objects() {
     );
     store.integrity_check().unwrap();
 }
+
+#[test]
+fn the_wal_is_truncated_by_commits_and_never_grows_past_its_mark() {
+    use hereabouts_stores::sqlite::CHECKPOINT_PAGES;
+    let dir = TempDir::new("wal");
+    let wal = dir.0.join(format!("{DATABASE_FILE}-wal"));
+    let frame = 4096 + 24;
+    let mut largest = 0;
+    for i in 0..200 {
+        // A store opened and closed per ADD, as by a CNI process: each open rebuilds the WAL
+        // index from the WAL, so only our own checkpoint keeps the WAL short.
+        let mut a = allocator(&dir.0);
+        let net = network(&mut a, range("10.3.0.0/16"));
+        a.allocate(&net, &common::request(&format!("c{i}"))).unwrap();
+        drop(a);
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    assert!(largest > 0, "the WAL was never written");
+    // One commit past the mark at most: an ADD writes a handful of pages.
+    assert!(
+        largest <= (CHECKPOINT_PAGES + 16) * frame,
+        "the WAL grew to {} pages",
+        largest / frame
+    );
+    let mut store = SqliteStore::open(&dir.0).unwrap();
+    assert_eq!(store.list_slots(&pool("10.3.0.0/16", "")).unwrap().slots.len(), 200);
+}
