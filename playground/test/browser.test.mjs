@@ -6,13 +6,15 @@
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
+
+import { expected, inputText, vectors } from '../../host-web/test/helpers.mjs';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const bin = process.env.HEREABOUTS_BIN ?? `${root}target/release/hereabouts`;
@@ -232,21 +234,15 @@ test('overlaps between networks carry the core\'s verdict', async () => {
 });
 
 test('every shared vector gives the expected answer through the component in Chromium', async () => {
-  const files = { 'vectors/plan.json': 40, 'vectors/whereabouts.json': 60, 'vectors/plan-host-web.json': 60 };
-  const vectors = Object.entries(files).flatMap(([file, atLeast]) => {
-    const list = JSON.parse(readFileSync(join(root, file), 'utf8'));
-    assert.ok(list.length >= atLeast, `${file} shrank to ${list.length} vectors`);
-    return list.map((v) => ({ file, name: v.name, text: typeof v.stdin === 'string' ? v.stdin : JSON.stringify(v.input), expect: v.expect }));
-  });
+  const all = vectors();
   const answers = await page.evaluate(async (texts) => {
     const out = [];
     for (const text of texts) out.push(await globalThis.hereabouts.runPlan(text));
     return out;
-  }, vectors.map((v) => v.text));
+  }, all.map(inputText));
   const failures = [];
-  vectors.forEach((v, i) => {
-    const want = structuredClone(v.expect);
-    if ('ranges' in want && !('warnings' in want)) want.warnings = [];
+  all.forEach((v, i) => {
+    const want = expected(v);
     const { status, output } = answers[i];
     try {
       assert.deepEqual(output, want);
@@ -255,8 +251,8 @@ test('every shared vector gives the expected answer through the component in Chr
       failures.push(`${v.file}: ${v.name}: ${e.message}`);
     }
   });
-  assert.deepEqual(failures, [], `${failures.length} of ${vectors.length} vectors failed in Chromium`);
-  console.log(`# Chromium: ${vectors.length} vectors through the component, all as expected`);
+  assert.deepEqual(failures, [], `${failures.length} of ${all.length} vectors failed in Chromium`);
+  console.log(`# Chromium: ${all.length} vectors through the component, all as expected`);
 });
 
 test('a NetworkAttachmentDefinition imports, exports and re-imports unchanged', async () => {
