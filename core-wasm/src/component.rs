@@ -248,7 +248,11 @@ impl From<core::ConfigError> for api::ConfigError {
     fn from(e: core::ConfigError) -> Self {
         match e {
             core::ConfigError::Malformed(m) => Self::Malformed(m),
-            core::ConfigError::Invalid(f) => Self::Invalid(f.into()),
+            core::ConfigError::Invalid(p) => Self::Invalid(api::ConfigProblem {
+                rule: p.rule,
+                field: p.field,
+                message: p.message,
+            }),
         }
     }
 }

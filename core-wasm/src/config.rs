@@ -36,10 +36,11 @@ use crate::addr::{
     Family, GoParser, IPV4_MAPPED_FIRST, format_address, from_go16, host_mask, parse_go_cidr,
     parse_go_ip, to_go16,
 };
-use crate::network::Network;
+use crate::network::analyze;
 use crate::range::field_path;
 use crate::types::{
-    ConfigError, ConfigReading, ConfigWarning, FieldError, NetworkConfig, PlanDocument, RangeConfig,
+    ConfigError, ConfigProblem, ConfigReading, ConfigWarning, FieldError, NetworkConfig,
+    PlanDocument, RangeConfig, Severity,
 };
 
 /// Reads an ipam section (JSON text, the host having merged Whereabouts' flat file into it).
@@ -75,8 +76,18 @@ pub fn read_plan_document(text: &str) -> Result<PlanDocument, ConfigError> {
     Ok(PlanDocument { reading, allocated })
 }
 
+/// A rejected value, under the rule id `check` reports it as.
+fn rejected(rule: &str, field: &str, message: &str) -> ConfigError {
+    ConfigError::Invalid(ConfigProblem {
+        rule: rule.into(),
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+/// A malformed plan document (not about the ipam section).
 fn invalid(field: &str, message: &str) -> ConfigError {
-    ConfigError::Invalid(FieldError { field: field.into(), message: message.into() })
+    rejected("input-invalid", field, message)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,7 +355,7 @@ impl<T: Default> GoSlice<T> {
 }
 
 fn wrong_type(field: &str, expected: &str, found: &Json) -> ConfigError {
-    invalid(field, &format!("must be {expected}, found {}", found.kind()))
+    rejected("ipam-type-error", field, &format!("must be {expected}, found {}", found.kind()))
 }
 
 /// Go's string field: a string sets it, `null` leaves it as it was.
@@ -388,7 +399,13 @@ fn decode_strict_bound(
         Json::String(s) => match parse_go_ip(s, GoParser::Strict) {
             Some(address) => *target = Some(Bound { text: s.clone(), address: Some(address) }),
             None => {
-                return Err(invalid(
+                let rule = if field.ends_with("range_end") {
+                    "range-end-invalid"
+                } else {
+                    "range-start-invalid"
+                };
+                return Err(rejected(
+                    rule,
                     field,
                     &format!("{s} is not an IP address (an ipRanges bound must be one)"),
                 ));
@@ -483,7 +500,11 @@ impl Default for IpamFields {
 
 fn decode_ipam(value: &Json) -> Result<IpamFields, ConfigError> {
     let Json::Object(entries) = value else {
-        return Err(invalid("ipam", &format!("expected an object, found {}", value.kind())));
+        return Err(rejected(
+            "ipam-type-error",
+            "ipam",
+            &format!("expected an object, found {}", value.kind()),
+        ));
     };
     let mut ipam = IpamFields::default();
     for (key, value) in entries {
@@ -517,7 +538,8 @@ fn decode_ipam(value: &Json) -> Result<IpamFields, ConfigError> {
 fn read_ipam(value: &Json) -> Result<ConfigReading, ConfigError> {
     let ipam = decode_ipam(value)?;
     if !ipam.node_slice_size.is_empty() {
-        return Err(invalid(
+        return Err(rejected(
+            "node-slice-size-unsupported",
             "node_slice_size",
             &format!(
                 "{}: node slices are not supported yet; remove node_slice_size to allocate \
@@ -576,7 +598,9 @@ fn read_ipam(value: &Json) -> Result<ConfigReading, ConfigError> {
     };
     // The normalised config must be one the allocator accepts; what it still refuses (no
     // range at all, nothing left to hand out) fails every ADD.
-    Network::parse(&network).map_err(ConfigError::Invalid)?;
+    if let Some(error) = analyze(&network).1.into_iter().find(|f| f.severity == Severity::Error) {
+        return Err(rejected(&error.rule, &error.field, &error.message));
+    }
     Ok(ConfigReading { network, warnings })
 }
 
@@ -656,13 +680,18 @@ impl Reader<'_> {
         let range_field = field_path(base, "range");
         let text = fields.range.as_str();
         if text.is_empty() {
-            return Err(invalid(&range_field, "is empty: expected a CIDR such as 10.0.0.0/24"));
+            return Err(rejected(
+                "range-invalid",
+                &range_field,
+                "is empty: expected a CIDR such as 10.0.0.0/24",
+            ));
         }
         let (cidr, start, end) = match text.split_once('-') {
             // `a-b/len`: start `a`, end `b` (host bits kept); the keys are overridden.
             Some((start_text, cidr_text)) => {
                 let Some(start) = parse_go_ip(start_text, GoParser::Sloppy) else {
-                    return Err(invalid(
+                    return Err(rejected(
+                        "range-invalid",
                         &range_field,
                         &format!(
                             "{text} is not a valid range: \
@@ -671,7 +700,8 @@ impl Reader<'_> {
                     ));
                 };
                 let Some(parsed) = parse_go_cidr(cidr_text, GoParser::Sloppy) else {
-                    return Err(invalid(
+                    return Err(rejected(
+                        "range-invalid",
                         &range_field,
                         &format!(
                             "{text} is not a valid range: \
@@ -681,7 +711,8 @@ impl Reader<'_> {
                 };
                 let cidr = cidr_of(parsed.network());
                 if !cidr.contains_go16(start) {
-                    return Err(invalid(
+                    return Err(rejected(
+                        "range-start-outside-range",
                         &range_field,
                         &format!("{} is outside range {}", start_text, cidr.text()),
                     ));
@@ -727,7 +758,8 @@ impl Reader<'_> {
             }
             None => {
                 let Some(parsed) = parse_go_cidr(text, GoParser::Sloppy) else {
-                    return Err(invalid(
+                    return Err(rejected(
+                        "range-invalid",
                         &range_field,
                         &format!(
                             "{text} is not a valid range: expected a CIDR such as 10.0.0.0/24"
@@ -785,7 +817,8 @@ impl Reader<'_> {
                 if cidr.family == Family::V6 && from_go16(address).0 == Family::V4 {
                     // `IterateForAssignment` starts its walk at this IPv4 address, which an
                     // IPv6 `IPNet.Contains` never accepts: the walk ends before it begins.
-                    return Err(invalid(
+                    return Err(rejected(
+                        "range-start-invalid",
                         &field,
                         &format!(
                             "{} is an IPv4 address inside IPv6 range {}: Whereabouts would start \
@@ -1007,7 +1040,11 @@ impl Reader<'_> {
         if !ipam.gateway.is_empty() {
             return match parse_go_ip(&ipam.gateway, GoParser::Sloppy) {
                 Some(address) => Ok(Some(canonical(address))),
-                None => Err(invalid("gateway", &format!("{} is not an IP address", ipam.gateway))),
+                None => Err(rejected(
+                    "gateway-invalid",
+                    "gateway",
+                    &format!("{} is not an IP address", ipam.gateway),
+                )),
             };
         }
         if ipam.legacy_gateway.is_empty() {

@@ -81,7 +81,21 @@ pub enum ConfigError {
     /// Not JSON (CNI 6): serde_json's message with line and column.
     Malformed(String),
     /// A value that is rejected (CNI 7).
-    Invalid(FieldError),
+    Invalid(ConfigProblem),
+}
+
+/// A rejected value: the rule id `check` reports it under, where it is, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub rule: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
 }
 
 impl std::fmt::Display for ConfigError {

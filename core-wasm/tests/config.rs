@@ -3,7 +3,7 @@
 
 use hereabouts_core::config::{read_config, read_plan_document};
 use hereabouts_core::network::Network;
-use hereabouts_core::types::{ConfigError, ConfigReading, FieldError, RangeConfig};
+use hereabouts_core::types::{ConfigError, ConfigReading, RangeConfig};
 
 fn read(json: &str) -> ConfigReading {
     read_config(json).unwrap_or_else(|e| panic!("{json}: {e}"))
@@ -436,7 +436,7 @@ fn duplicate_arrays_decode_into_the_old_elements_as_go_does() {
 #[test]
 fn plan_documents_keep_the_hosts_words() {
     let error = |text: &str| match read_plan_document(text) {
-        Err(ConfigError::Invalid(FieldError { field, message })) => format!("{field}: {message}"),
+        Err(ConfigError::Invalid(p)) => format!("{}: {}", p.field, p.message),
         Err(ConfigError::Malformed(m)) => m,
         Ok(doc) => panic!("{text}: accepted {doc:?}"),
     };
@@ -483,4 +483,33 @@ fn an_unparsable_exclude_refuses_new_addresses_only() {
         assert!(reading.warnings.is_empty(), "{json}");
     }
     assert_eq!(read(r#"{"range": "10.0.0.0/24"}"#).network.allocation_error, None);
+}
+
+#[test]
+fn every_rejection_names_the_rule_check_reports_it_under() {
+    for (json, rule, field) in [
+        (r#"{"range": 5}"#, "ipam-type-error", "range"),
+        (r#"{"range": "10.0.0.0/33"}"#, "range-invalid", "range"),
+        (r#"{"range": "10.0.1.5-10.0.0.9/24"}"#, "range-start-outside-range", "range"),
+        (
+            r#"{"ipRanges": [{"range": "10.0.0.0/24", "range_end": "x"}]}"#,
+            "range-end-invalid",
+            "ipRanges[0].range_end",
+        ),
+        (r#"{"range": "10.0.0.0/24", "gateway": "10.0.0"}"#, "gateway-invalid", "gateway"),
+        (
+            r#"{"range": "10.0.0.0/24", "node_slice_size": "/26"}"#,
+            "node-slice-size-unsupported",
+            "node_slice_size",
+        ),
+        (r#"{"range": "10.0.0.7/32"}"#, "range-empty", "range"),
+        (r#"{}"#, "range-missing", "range"),
+    ] {
+        match read_config(json) {
+            Err(ConfigError::Invalid(p)) => {
+                assert_eq!((p.rule.as_str(), p.field.as_str()), (rule, field), "{json}")
+            }
+            other => panic!("{json}: {other:?}"),
+        }
+    }
 }

@@ -12,9 +12,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::Value;
 
-use hereabouts_host::bindings::{NetworkConfig, PlanRequest, RangeReport, Severity};
-use hereabouts_host::config::{ConfigError, IpamConfig, KNOWN_IPAM_KEYS, Step};
-use hereabouts_host::runtime::{Allocator, CallError, RuntimeError};
+use hereabouts_host::bindings::{
+    ConfigError, NetworkConfig, Overlap, OverlapKind, PlanRequest, RangeReport, Severity,
+};
+use hereabouts_host::config::{self as host_config, IpamConfig, KNOWN_IPAM_KEYS, Step};
+use hereabouts_host::runtime::{Allocator, CallError, ReadError, RuntimeError};
 
 use super::rules::{Level, Settings};
 use super::sources::{MIN_FREE_ANNOTATION, Site};
@@ -85,13 +87,32 @@ fn one_network(
     if settings.enabled("unknown-ipam-key") {
         unknown_keys(site, findings);
     }
-    let config = match IpamConfig::from_value(&site.ipam) {
-        Ok(config) => config.network_config(),
-        Err(error) => {
-            findings.push(type_error(site, &error));
+    // The host's keys (stores, logging) are typed here; the allocation keys by the core.
+    if let Err(error) = IpamConfig::from_value(&site.ipam) {
+        findings.push(type_error(site, &error));
+        return Ok(None);
+    }
+    let reading = match allocator.read_config(&site.ipam.to_string()) {
+        Ok(reading) => reading,
+        Err(ReadError::Runtime(e)) => return Err(e),
+        // The text came from a parsed document, so it is JSON: a malformed answer is a bug.
+        Err(ReadError::Config(ConfigError::Malformed(message))) => {
+            findings.push(at(site, "parse-error", Level::Error, &[], message));
+            return Ok(None);
+        }
+        Err(ReadError::Config(ConfigError::Invalid(problem))) => {
+            let path = refine(site, parse_path(&problem.field));
+            findings.push(at(site, &problem.rule, Level::Error, &path, problem.message));
             return Ok(None);
         }
     };
+    // What Whereabouts silently ignores, the plugin ignores too (and logs); CI fails on it.
+    for warning in &reading.warnings {
+        let path = parse_path(&warning.field);
+        let message = format!("{} is ignored: {}", json_text(&warning.ignored), warning.reason);
+        findings.push(at(site, &warning.rule, Level::Error, &path, message));
+    }
+    let config = reading.network;
     let core = allocator.validate(&config)?;
     let valid = !core.iter().any(|f| f.severity == Severity::Error);
     for finding in core {
@@ -117,7 +138,47 @@ fn one_network(
         }
     };
     capacity(site, &ranges, settings, findings);
+    bridge_gateway(site, &config, &ranges, findings);
     Ok(Some((config, ranges)))
+}
+
+fn json_text(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| text.to_string())
+}
+
+/// A `bridge` with `isGateway: true` and no `gateway` in the ipam section puts the first
+/// address of each range's subnet on the bridge itself (the CNI bridge plugin's
+/// `calcGatewayIP`: the network address plus one). Pods get the lowest free address, so if the
+/// core's `plan` reports that very address as the range's first allocatable one, the first pod
+/// collides with the bridge.
+fn bridge_gateway(
+    site: &Site,
+    config: &NetworkConfig,
+    ranges: &[RangeReport],
+    findings: &mut Vec<Finding>,
+) {
+    let is_gateway = site.plugin.get("isGateway").and_then(Value::as_bool) == Some(true);
+    if !is_gateway || config.gateway.is_some() {
+        return;
+    }
+    for report in ranges {
+        let Some((network, _)) = report.range.split_once('/') else { continue };
+        let bridge = match network.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(1))),
+            Ok(IpAddr::V6(a)) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(1))),
+            Err(_) => continue,
+        };
+        if report.first.as_deref().and_then(|f| f.parse::<IpAddr>().ok()) == Some(bridge) {
+            let message = format!(
+                "the bridge's isGateway takes {bridge}, the first address of {} (the ipam section \
+                 sets no `gateway`), and it is the first address this range hands to a pod: set \
+                 `gateway` and exclude it, or start the range after it",
+                report.range
+            );
+            let path = range_key(&report.field);
+            findings.push(at(site, "gateway-allocatable", Level::Warning, &path, message));
+        }
+    }
 }
 
 /// A finding at `path` (relative to the ipam section) of `site`, showing the value there.
@@ -202,7 +263,7 @@ pub fn did_you_mean<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
 }
 
 /// A value of the wrong type: the finding points at it, with what serde said of it.
-fn type_error(site: &Site, error: &ConfigError) -> Finding {
+fn type_error(site: &Site, error: &host_config::ConfigError) -> Finding {
     let path: Vec<Seg> = error
         .path
         .iter()
@@ -279,16 +340,6 @@ struct Bounds {
     last: IpAddr,
 }
 
-/// Whether two ranges meeting can produce a finding: different `network_name`s, or the same
-/// name with different pools and overlap protection off on either side.
-fn matters(a: &Planned, ra: &RangeReport, b: &Planned, rb: &RangeReport) -> bool {
-    if a.config.network_name != b.config.network_name {
-        return true;
-    }
-    ra.range != rb.range
-        && !(a.config.enable_overlapping_ranges && b.config.enable_overlapping_ranges)
-}
-
 fn overlaps(
     sites: &[Site],
     planned: &[Planned],
@@ -313,10 +364,7 @@ fn overlaps(
         active.retain(|open| open.last >= current.first);
         for open in &active {
             let (x, y) = if open.net <= current.net { (*open, current) } else { (current, *open) };
-            let (a, b) = (&planned[x.net], &planned[y.net]);
-            if (x.net != y.net || x.range != y.range)
-                && matters(a, &a.ranges[x.range], b, &b.ranges[y.range])
-            {
+            if x.net != y.net || x.range != y.range {
                 pairs.insert((x.net, y.net));
             }
         }
@@ -343,10 +391,10 @@ fn overlaps(
             if x == y && field_order(&overlap.a_field) >= field_order(&overlap.b_field) {
                 continue;
             }
-            if !matters(a, ra, b, rb) {
-                continue;
+            // The verdict is the core's: one pool, or reservations protecting it, is no finding.
+            if let Some(finding) = overlap_finding(sites, a, ra, b, rb, &overlap) {
+                findings.push(finding);
             }
-            findings.push(overlap_finding(sites, a, ra, b, rb, &overlap.first, &overlap.last));
         }
     }
     Ok(())
@@ -367,34 +415,39 @@ fn overlap_finding(
     ra: &RangeReport,
     b: &Planned,
     rb: &RangeReport,
-    first: &str,
-    last: &str,
-) -> Finding {
+    overlap: &Overlap,
+) -> Option<Finding> {
     let (sa, sb) = (&sites[a.site], &sites[b.site]);
+    let (first, last) = (&overlap.first, &overlap.last);
     let span = if first == last { first.to_string() } else { format!("{first}-{last}") };
     let a_path: Vec<Seg> = sa.ipam_path.iter().cloned().chain(range_key(&ra.field)).collect();
     let a_spot = sa.locator.value_spot(&a_path);
     let a_field = PathDisplay(&a_path).to_string();
     let whose = if a.site == b.site { "this network's".to_string() } else { sa.label.clone() };
     let other = format!("{whose} {a_field} {} ({}:{})", ra.range, sa.file, a_spot.line);
-    let (rule, level, message) = if a.config.network_name != b.config.network_name {
-        let message = format!(
-            "overlaps {other} on {span}; network_name {:?} vs {:?}: each can hand out these addresses",
-            b.config.network_name, a.config.network_name
-        );
-        ("networks-overlap", Level::Warning, message)
-    } else {
-        let off = match (a.config.enable_overlapping_ranges, b.config.enable_overlapping_ranges) {
-            _ if a.site == b.site => "",
-            (false, false) => " on both",
-            (true, false) => " here",
-            _ => " there",
-        };
-        let message = format!(
-            "overlaps {other} on {span} in network_name {:?}, and enable_overlapping_ranges is false{off}: both pools can hand out these addresses",
-            b.config.network_name
-        );
-        ("overlapping-ranges-disabled", Level::Error, message)
+    let (rule, level, message) = match overlap.kind {
+        OverlapKind::SamePool | OverlapKind::Protected => return None,
+        OverlapKind::SeparateNetworks => {
+            let message = format!(
+                "overlaps {other} on {span}; network_name {:?} vs {:?}: each can hand out these addresses",
+                b.config.network_name, a.config.network_name
+            );
+            ("networks-overlap", Level::Warning, message)
+        }
+        OverlapKind::Unprotected => {
+            let off = match (a.config.enable_overlapping_ranges, b.config.enable_overlapping_ranges)
+            {
+                _ if a.site == b.site => "",
+                (false, false) => " on both",
+                (true, false) => " here",
+                _ => " there",
+            };
+            let message = format!(
+                "overlaps {other} on {span} in network_name {:?}, and enable_overlapping_ranges is false{off}: both pools can hand out these addresses",
+                b.config.network_name
+            );
+            ("overlapping-ranges-disabled", Level::Error, message)
+        }
     };
     let mut finding = at(sb, rule, level, &range_key(&rb.field), message);
     finding.related.push(Related {
@@ -403,5 +456,5 @@ fn overlap_finding(
         network: sa.label.clone(),
         field: a_field,
     });
-    finding
+    Some(finding)
 }

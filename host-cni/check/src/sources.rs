@@ -40,6 +40,10 @@ pub struct Site {
     /// Path of the ipam object inside the CNI config, e.g. `plugins[1].ipam`.
     pub ipam_path: Vec<Seg>,
     pub ipam: Value,
+    /// The main plugin that delegates to this ipam section (`type`, `isGateway`, …), without
+    /// its `ipam`: what it does with the addresses matters (a `bridge` with `isGateway` takes
+    /// the range's first address for itself).
+    pub plugin: serde_json::Map<String, Value>,
     pub locator: Rc<Locator>,
     /// `hereabouts.io/min-free` on the NAD: its text and where it is.
     pub min_free: Option<(String, Spot)>,
@@ -323,11 +327,14 @@ fn find_sites(
             for (key, child) in map {
                 path.push(Seg::Key(key.clone()));
                 if key == "ipam" && is_ours(child) {
+                    let mut plugin = map.clone();
+                    plugin.remove("ipam");
                     sites.push(Site {
                         file: file.to_string(),
                         label: label.to_string(),
                         ipam_path: path.clone(),
                         ipam: child.clone(),
+                        plugin,
                         locator: Rc::clone(locator),
                         min_free: min_free.cloned(),
                     });

@@ -20,8 +20,8 @@ pub use self::hereabouts::ipam::types::{
     FieldError, HeldLease, IpamError, Lease, NetworkConfig, Owner, RangeConfig, StoreError,
 };
 pub use exports::hereabouts::ipam::allocator::{
-    AllocateRequest, ConfigError, ConfigReading, ConfigWarning, Finding, MapBucket, Overlap,
-    OverlapKind, PlanDocument, PlanRequest, RangeReport, Severity,
+    AllocateRequest, ConfigError, ConfigProblem, ConfigReading, ConfigWarning, Finding, MapBucket,
+    Overlap, OverlapKind, PlanDocument, PlanRequest, RangeReport, Severity,
 };
 
 impl Owner {

@@ -251,6 +251,12 @@ impl Allocator {
         Ok(Self { store, bindings })
     }
 
+    /// Serves the component's `store` import from `backend` from now on (a config is read
+    /// before any store is opened: the allocator starts on [`crate::NoStore`]).
+    pub fn set_backend(&mut self, backend: Box<dyn Backend>) {
+        self.store.data_mut().backend = backend;
+    }
+
     /// Reads an ipam section (JSON text) as Whereabouts does: the normalised network config
     /// every other call takes, and what was ignored.
     pub fn read_config(&mut self, ipam: &str) -> Result<ConfigReading, ReadError> {

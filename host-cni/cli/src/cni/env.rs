@@ -137,6 +137,7 @@ impl CniEnv {
             container_id: self.container_id.clone(),
             ifname: self.ifname.clone(),
             podref: self.args.podref(),
+            cni_network: String::new(),
         }
     }
 }

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use env::{CniEnv, Command};
-use hereabouts_host::bindings::AllocateRequest;
+use hereabouts_host::NoStore;
+use hereabouts_host::bindings::{AllocateRequest, NetworkConfig, Owner};
 use hereabouts_host::config;
 use hereabouts_host::error::{CniError, Code, guarded};
 use hereabouts_host::runtime::Allocator;
@@ -67,23 +68,149 @@ pub fn run(env: &CniEnv, stdin: &str) -> Result<Option<Value>, CniError> {
     log::init(&conf.ipam);
     tracing::debug!(command = ?env.command, container = %env.container_id, ifname = %env.ifname,
         network = %conf.name, flat_file = ?conf.flat_file, "CNI call");
+    // The whole input is read and validated — the ipam section by the component — before
+    // any store is opened.
+    let mut session = Session::read(&conf)?;
     match env.command {
-        Command::Add => add(env, &conf, &mut open(&conf)?).map(Some),
-        Command::Del => del(env, &conf, &mut open(&conf)?).map(|()| None),
-        Command::Check => check(env, &conf, &mut open(&conf)?).map(|()| None),
-        Command::Gc => gc(&conf, &mut open(&conf)?).map(|()| None),
-        Command::Status => status(&conf).map(|()| None),
+        Command::Add => session.on_store(&conf)?.add(env, &conf).map(Some),
+        Command::Del => session.on_store(&conf)?.del(env).map(|()| None),
+        Command::Check => session.on_store(&conf)?.check(env, &conf).map(|()| None),
+        Command::Gc => session.on_store(&conf)?.gc(&conf).map(|()| None),
+        Command::Status => session.status(&conf).map(|()| None),
         Command::Version => unreachable!("answered above"),
     }
 }
 
-/// The allocator on the configured store. The compiled component is cached in the data
-/// directory (or `$HEREABOUTS_CACHE_DIR`): root-owned like the store, unlike a shared /tmp.
-pub fn open(conf: &NetConf) -> Result<Allocator, CniError> {
-    let backend = hereabouts_stores::open(&conf.ipam)?;
-    let cache = cache_dir(conf);
-    let _compiling = first_compile_lock(&cache);
-    Ok(Allocator::with_cache(backend, Some(&cache))?)
+/// One call's allocator and the network it read.
+pub struct Session {
+    pub allocator: Allocator,
+    pub network: NetworkConfig,
+}
+
+impl Session {
+    /// Loads the component (no store yet) and has it read the ipam section. What Whereabouts
+    /// silently ignores is logged, naming the field, and ignored the same way.
+    pub fn read(conf: &NetConf) -> Result<Self, CniError> {
+        let cache = cache_dir(conf);
+        let _compiling = first_compile_lock(&cache);
+        let mut allocator = Allocator::with_cache(Box::new(NoStore), Some(&cache))?;
+        let reading = allocator.read_config(&conf.ipam_text)?;
+        for w in &reading.warnings {
+            tracing::warn!(field = %w.field, ignored = %w.ignored, rule = %w.rule, network = %conf.name,
+                "ipam.{}: ignored {:?}: {}", w.field, w.ignored, w.reason);
+        }
+        Ok(Self { allocator, network: reading.network })
+    }
+
+    /// Connects the configured store.
+    pub fn on_store(&mut self, conf: &NetConf) -> Result<&mut Self, CniError> {
+        self.allocator.set_backend(hereabouts_stores::open(&conf.ipam)?);
+        Ok(self)
+    }
+
+    /// ADD: the lowest free address of each range (or the one asked for), idempotently.
+    pub fn add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
+        let request = AllocateRequest {
+            owner: owner(env, conf),
+            requested: env.args.ips.iter().chain(&conf.requested).cloned().collect(),
+        };
+        let leases = self.allocator.allocate(&self.network, &request)?;
+        tracing::info!(container = %env.container_id, ifname = %env.ifname,
+            addresses = ?leases.iter().map(|l| &l.cidr).collect::<Vec<_>>(), "allocated");
+        let statics = conf.statics.clone().with_gateway(self.network.gateway.as_deref());
+        Ok(result::render(conf.cni_version, &leases, &statics))
+    }
+
+    /// DEL: frees the container's addresses; freeing nothing is success (DEL is retried).
+    pub fn del(&mut self, env: &CniEnv) -> Result<(), CniError> {
+        let freed = self.allocator.release(&self.network, &env.owner())?;
+        tracing::info!(container = %env.container_id, ifname = %env.ifname,
+            addresses = ?freed.iter().map(|l| &l.cidr).collect::<Vec<_>>(), "released");
+        Ok(())
+    }
+
+    /// CHECK: the container holds exactly the addresses `prevResult` reports for this plugin
+    /// (its allocations and the ipam section's static `addresses`).
+    pub fn check(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+        conf.cni_version.require("CHECK", "0.4.0")?;
+        let prev = conf.prev_result.as_ref().ok_or_else(|| {
+            CniError::new(
+                Code::InvalidConfig,
+                "prevResult: missing; CHECK needs the result of the ADD it checks",
+            )
+        })?;
+        let leases = self.allocator.leases_of(&self.network, &env.owner())?;
+        if leases.is_empty() {
+            return Err(CniError::new(
+                Code::UnknownContainer,
+                format!(
+                    "container {} (ifname {}) holds no address in network {:?}",
+                    env.container_id, env.ifname, conf.name
+                ),
+            ));
+        }
+        let reported = result::addresses_in(prev);
+        let held: Vec<std::net::IpAddr> =
+            leases.iter().filter_map(|l| l.address.parse().ok()).collect();
+        for lease in &leases {
+            if !lease.address.parse().is_ok_and(|a| reported.contains(&a)) {
+                return Err(CniError::new(
+                    Code::InvalidConfig,
+                    format!(
+                        "prevResult.ips: {} is allocated to container {} but missing from prevResult",
+                        lease.cidr, env.container_id
+                    ),
+                ));
+            }
+        }
+        let statics = conf.statics.static_addresses();
+        if let Some(extra) = reported.iter().find(|a| !held.contains(a) && !statics.contains(a)) {
+            return Err(CniError::new(
+                Code::InvalidConfig,
+                format!(
+                    "prevResult.ips: {extra} is not allocated to container {} (ifname {}) in network {:?}",
+                    env.container_id, env.ifname, conf.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// GC: frees every allocation of this CNI network whose attachment the runtime no longer
+    /// lists (another network's attachments on a shared pool are left alone).
+    pub fn gc(&mut self, conf: &NetConf) -> Result<(), CniError> {
+        conf.cni_version.require("GC", "1.1.0")?;
+        let keep = conf.valid_attachments.as_deref().ok_or_else(|| {
+            CniError::new(
+                Code::InvalidConfig,
+                "cni.dev/valid-attachments: missing; GC needs the attachments to keep",
+            )
+        })?;
+        let freed = self.allocator.collect_garbage(&self.network, &conf.name, keep)?;
+        for held in &freed {
+            tracing::info!(container = %held.owner.container_id, ifname = %held.owner.ifname,
+                address = %held.lease.cidr, "garbage-collected");
+        }
+        Ok(())
+    }
+
+    /// STATUS: can ADD be served? The store must open and its pools for this network read.
+    pub fn status(&mut self, conf: &NetConf) -> Result<(), CniError> {
+        conf.cni_version.require("STATUS", "1.1.0")?;
+        let unavailable = |e: CniError| {
+            CniError::new(Code::PluginNotAvailable, format!("store not usable: {}", e.msg))
+                .with_details(e.details)
+        };
+        self.on_store(conf)
+            .map_err(|e| if e.code == Code::InvalidConfig { e } else { unavailable(e) })?;
+        self.allocator.list_leases(&self.network).map_err(|e| unavailable(e.into()))?;
+        Ok(())
+    }
+}
+
+/// The attachment's owner, recorded with the CNI network it belongs to.
+fn owner(env: &CniEnv, conf: &NetConf) -> Owner {
+    Owner { cni_network: conf.name.clone(), ..env.owner() }
 }
 
 /// On a node's first pods (an empty cache) every process would compile the component at once
@@ -119,92 +246,4 @@ pub fn cache_dir_for(data_dir: &std::path::Path) -> PathBuf {
     std::env::var_os("HEREABOUTS_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| data_dir.join("cache"))
-}
-
-/// ADD: the lowest free address of each range (or the one asked for), idempotently.
-pub fn add(env: &CniEnv, conf: &NetConf, allocator: &mut Allocator) -> Result<Value, CniError> {
-    let request = AllocateRequest {
-        owner: env.owner(),
-        requested: env.args.ips.iter().chain(&conf.requested).cloned().collect(),
-        sticky: conf.ipam.sticky.unwrap_or(false),
-    };
-    let leases = allocator.allocate(&conf.ipam.network_config(), &request)?;
-    tracing::info!(container = %env.container_id, ifname = %env.ifname,
-        addresses = ?leases.iter().map(|l| &l.cidr).collect::<Vec<_>>(), "allocated");
-    Ok(result::render(conf.cni_version, &leases, &conf.statics))
-}
-
-/// DEL: frees the container's addresses; freeing nothing is success (DEL is retried).
-pub fn del(env: &CniEnv, conf: &NetConf, allocator: &mut Allocator) -> Result<(), CniError> {
-    let freed = allocator.release(&conf.ipam.network_config(), &env.owner())?;
-    tracing::info!(container = %env.container_id, ifname = %env.ifname,
-        addresses = ?freed.iter().map(|l| &l.cidr).collect::<Vec<_>>(), "released");
-    Ok(())
-}
-
-/// CHECK: the container still holds its addresses, and `prevResult` reports them.
-pub fn check(env: &CniEnv, conf: &NetConf, allocator: &mut Allocator) -> Result<(), CniError> {
-    conf.cni_version.require("CHECK", "0.4.0")?;
-    let prev = conf.prev_result.as_ref().ok_or_else(|| {
-        CniError::new(
-            Code::InvalidConfig,
-            "prevResult: missing; CHECK needs the result of the ADD it checks",
-        )
-    })?;
-    let leases = allocator.lookup(&conf.ipam.network_config(), &env.owner())?;
-    if leases.is_empty() {
-        return Err(CniError::new(
-            Code::UnknownContainer,
-            format!(
-                "container {} (ifname {}) holds no address in network {:?}",
-                env.container_id, env.ifname, conf.name
-            ),
-        ));
-    }
-    let reported = result::addresses_in(prev);
-    for lease in &leases {
-        if !lease.address.parse().is_ok_and(|a| reported.contains(&a)) {
-            return Err(CniError::new(
-                Code::InvalidConfig,
-                format!(
-                    "prevResult.ips: {} is allocated to container {} but missing from prevResult",
-                    lease.cidr, env.container_id
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// GC: frees every allocation of the network whose attachment the runtime no longer lists.
-pub fn gc(conf: &NetConf, allocator: &mut Allocator) -> Result<(), CniError> {
-    conf.cni_version.require("GC", "1.1.0")?;
-    let keep = conf.valid_attachments.as_deref().ok_or_else(|| {
-        CniError::new(
-            Code::InvalidConfig,
-            "cni.dev/valid-attachments: missing; GC needs the attachments to keep",
-        )
-    })?;
-    let freed = allocator.collect_garbage(&conf.ipam.network_config(), keep)?;
-    for held in &freed {
-        tracing::info!(container = %held.owner.container_id, ifname = %held.owner.ifname, address = %held.lease.cidr,
-            "garbage-collected");
-    }
-    Ok(())
-}
-
-/// STATUS: can ADD be served? The store must open and its pools for this network must read.
-pub fn status(conf: &NetConf) -> Result<(), CniError> {
-    conf.cni_version.require("STATUS", "1.1.0")?;
-    let unavailable = |e: CniError| {
-        if e.code == Code::InvalidConfig {
-            e
-        } else {
-            CniError::new(Code::PluginNotAvailable, format!("store not usable: {}", e.msg))
-                .with_details(e.details)
-        }
-    };
-    let mut allocator = open(conf).map_err(unavailable)?;
-    allocator.list_leases(&conf.ipam.network_config()).map_err(|e| unavailable(e.into()))?;
-    Ok(())
 }

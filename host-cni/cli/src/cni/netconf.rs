@@ -25,6 +25,9 @@ pub struct NetConf {
     /// The network's `name`.
     pub name: String,
     pub ipam: IpamConfig,
+    /// The ipam section as JSON text, Whereabouts' flat file merged in: what the component
+    /// reads (`read-config`).
+    pub ipam_text: String,
     /// `routes`, `dns` and static `addresses` of the ipam section, validated.
     pub statics: Statics,
     /// Addresses the runtime asks for through the config (`runtimeConfig.ips`, `args.cni.ips`).
@@ -84,6 +87,7 @@ impl NetConf {
                 invalid(e.to_string())
             }
         })?;
+        let ipam_text = ipam.to_string();
         let ipam = IpamConfig::from_value(&ipam)?;
         let statics = Statics::from_ipam(&ipam)?;
 
@@ -102,6 +106,7 @@ impl NetConf {
             cni_version,
             name,
             ipam,
+            ipam_text,
             statics,
             requested,
             prev_result: object.remove("prevResult").filter(|v| !v.is_null()),
@@ -182,7 +187,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(conf.cni_version.as_str(), "1.1.0");
-        assert_eq!(conf.ipam.range.as_deref(), Some("10.0.0.0/24"));
+        assert!(conf.ipam_text.contains(r#""range":"10.0.0.0/24""#), "{}", conf.ipam_text);
         assert_eq!(conf.requested, vec!["10.0.0.9/24", "10.0.0.10"]);
         assert_eq!(conf.valid_attachments.unwrap()[0].container_id, "c1");
     }

@@ -34,14 +34,10 @@ pub struct Statics {
 }
 
 impl Statics {
+    /// The static parts of `ipam`. The gateway is not among them: it is the core's reading
+    /// (canonical text, `read-config`), set with [`Statics::with_gateway`].
     pub fn from_ipam(ipam: &IpamConfig) -> Result<Self, CniError> {
-        let gateway =
-            match ipam.gateway.as_deref().filter(|g| !g.is_empty()) {
-                None => None,
-                Some(text) => Some(parse_ip(text).ok_or_else(|| {
-                    invalid(format!("ipam.gateway: {text:?} is not an IP address"))
-                })?),
-            };
+        let gateway = None;
         let routes = match &ipam.routes {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(routes)) => {
@@ -112,6 +108,17 @@ impl Statics {
             }
         };
         Ok(Self { routes, dns, addresses, gateway })
+    }
+
+    /// The ipam section's static `addresses`, without prefix (CHECK accepts them in a result).
+    pub fn static_addresses(&self) -> Vec<IpAddr> {
+        self.addresses.iter().filter_map(|a| parse_cidr(&a.address)).collect()
+    }
+
+    /// The gateway the core read (canonical, so std's strict parser reads it too).
+    pub fn with_gateway(mut self, gateway: Option<&str>) -> Self {
+        self.gateway = gateway.and_then(parse_ip);
+        self
     }
 
     /// The result's addresses: the allocated ones, then the static ones.
@@ -231,12 +238,12 @@ mod tests {
     #[test]
     fn layouts_by_version_with_gateway_on_its_own_family() {
         let s = statics(json!({
-            "gateway": "10.0.0.1",
             "routes": [{"dst": "0.0.0.0/0"}, {"dst": "fd00::/8", "gw": "fd00::1"}],
             "dns": {"nameservers": ["10.0.0.53"]},
             "addresses": [{"address": "192.168.9.9/24", "gateway": "192.168.9.1"}]
         }))
-        .unwrap();
+        .unwrap()
+        .with_gateway(Some("10.0.0.1"));
         let leases = [lease("10.0.0.2", "10.0.0.2/24"), lease("fd00::2", "fd00::2/64")];
         let v = |s: &str| CniVersion::parse(s).unwrap();
 
@@ -281,7 +288,6 @@ mod tests {
                 "ipam.addresses[0].gateway:",
             ),
             (json!({"dns": ["8.8.8.8"]}), "ipam.dns: must be an object"),
-            (json!({"gateway": "10.0.0"}), "ipam.gateway: \"10.0.0\""),
         ];
         for (ipam, start) in cases {
             let error = statics(ipam.clone()).unwrap_err();

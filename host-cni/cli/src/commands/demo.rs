@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use hereabouts_host::NoStore;
-use hereabouts_host::bindings::{StoreError, describe_store_error};
 use hereabouts_host::config::{ConfigError, IpamConfig};
-use hereabouts_host::runtime::{Allocator, CallError, RuntimeError};
-use hereabouts_stores::local::LocalStore;
+use hereabouts_host::error::CniError;
+use hereabouts_host::runtime::{Allocator, CallError, ReadError, RuntimeError};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -58,8 +57,10 @@ enum DemoError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Call(#[from] CallError),
-    #[error("{}", describe_store_error(.0))]
-    Store(StoreError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Store(#[from] CniError),
     #[error("{failures} calls failed or the store disagrees with the results")]
     Disagreement { failures: usize },
 }
@@ -143,10 +144,11 @@ fn demo(args: &DemoArgs, dir: &Path) -> Result<(), DemoError> {
         distinct.len()
     );
 
-    let network = IpamConfig::from_value(&ipam)?.network_config();
+    let host_keys = IpamConfig::from_value(&ipam)?;
     let held = |what: &str| -> Result<usize, DemoError> {
-        let store = LocalStore::open(dir).map_err(DemoError::Store)?;
-        let mut allocator = Allocator::with_cache(Box::new(store), Some(&cache))?;
+        let store = hereabouts_stores::open(&host_keys)?;
+        let mut allocator = Allocator::with_cache(store, Some(&cache))?;
+        let network = allocator.read_config(&ipam.to_string())?.network;
         let leases = allocator.list_leases(&network)?;
         println!("The store {what} {} allocations.", leases.len());
         Ok(leases.len())

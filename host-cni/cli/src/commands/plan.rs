@@ -1,19 +1,19 @@
 //! `hereabouts plan`: what each range of an ipam config offers, computed by the component.
 //!
 //! Input: `{"ipam": {…}, "allocated": ["10.0.0.1", …]}` on stdin or `--config FILE`.
-//! Output: `{"ranges": [{"range", "first", "last", "capacity", "free", "next"}, …]}`, or
-//! `{"code", "msg"}` with a non-zero exit: 6 when the input is not JSON, 7 when it is not a
-//! valid config. The shapes are shared with `host-web/plan.mjs`, which must print the same.
+//! Output: `{"ranges": [{"range", "first", "last", "capacity", "free", "next"}, …],
+//! "warnings": [{"rule", "field", "ignored", "reason"}, …]}` (what Whereabouts would silently
+//! ignore, and so do we), or `{"code", "msg"}` with a non-zero exit: 6 when the input is not
+//! JSON, 7 when it is not a valid config. The document is read by the component
+//! (`read-plan-document`), so `host-web/plan.mjs` prints the very same, errors included.
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use hereabouts_host::NoStore;
 use hereabouts_host::bindings::{PlanRequest, RangeReport};
-use hereabouts_host::config::IpamConfig;
 use hereabouts_host::error::{CniError, Code};
 use hereabouts_host::runtime::Allocator;
 
@@ -56,47 +56,43 @@ impl From<RangeReport> for RangeOut {
     }
 }
 
-/// Parses a plan document and runs it through the component.
-pub fn plan_document(text: &str) -> Result<Vec<RangeOut>, CniError> {
-    let document: Value = serde_json::from_str(text)
-        .map_err(|e| CniError::new(Code::Decode, format!("input is not valid JSON: {e}")))?;
-    let Some(object) = document.as_object() else {
-        return Err(CniError::new(
-            Code::InvalidConfig,
-            "input: expected an object with \"ipam\" and \"allocated\"",
-        ));
-    };
-    let ipam = object.get("ipam").ok_or_else(|| {
-        CniError::new(Code::InvalidConfig, "ipam: missing (the ipam section of a CNI config)")
-    })?;
-    let config = IpamConfig::from_value(ipam)?;
-    let allocated = match object.get("allocated") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                item.as_str().map(str::to_string).ok_or_else(|| {
-                    CniError::new(
-                        Code::InvalidConfig,
-                        format!("allocated[{i}]: must be an address string"),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => {
-            return Err(CniError::new(
-                Code::InvalidConfig,
-                "allocated: must be a list of addresses",
-            ));
-        }
-    };
-    let mut allocator = Allocator::new(Box::new(NoStore))?;
-    let request = PlanRequest { network: config.network_config(), allocated, preview: 1 };
-    Ok(allocator.plan(&request)?.into_iter().map(RangeOut::from).collect())
+/// One ignored value in the output.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct WarningOut {
+    pub rule: String,
+    pub field: String,
+    pub ignored: String,
+    pub reason: String,
 }
 
-pub fn render_text(ranges: &[RangeOut]) -> String {
+/// What `plan` prints on success.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct PlanOut {
+    pub ranges: Vec<RangeOut>,
+    pub warnings: Vec<WarningOut>,
+}
+
+/// Reads a plan document and runs it through the component.
+pub fn plan_document(text: &str) -> Result<PlanOut, CniError> {
+    let mut allocator = Allocator::new(Box::new(NoStore))?;
+    let document = allocator.read_plan_document(text)?;
+    let warnings = document
+        .reading
+        .warnings
+        .into_iter()
+        .map(|w| WarningOut { rule: w.rule, field: w.field, ignored: w.ignored, reason: w.reason })
+        .collect();
+    let request = PlanRequest {
+        network: document.reading.network,
+        allocated: document.allocated,
+        preview: 1,
+    };
+    let ranges = allocator.plan(&request)?.into_iter().map(RangeOut::from).collect();
+    Ok(PlanOut { ranges, warnings })
+}
+
+pub fn render_text(plan: &PlanOut) -> String {
+    let ranges = &plan.ranges;
     let dash = || "-".to_string();
     let rows: Vec<[String; 6]> = ranges
         .iter()
@@ -134,6 +130,12 @@ pub fn render_text(ranges: &[RangeOut]) -> String {
         out.push_str(&line(row));
     }
     out.push('\n');
+    for w in &plan.warnings {
+        out.push_str(&format!(
+            "warning: {}: ignored {}: {} [{}]\n",
+            w.field, w.ignored, w.reason, w.rule
+        ));
+    }
     out
 }
 
@@ -151,10 +153,10 @@ pub fn exec(args: &PlanArgs) -> i32 {
         }
     };
     match text.and_then(|text| plan_document(&text)) {
-        Ok(ranges) => {
+        Ok(plan) => {
             match args.format {
-                Format::Json => println!("{}", serde_json::json!({ "ranges": ranges })),
-                Format::Text => print!("{}", render_text(&ranges)),
+                Format::Json => println!("{}", serde_json::json!(plan)),
+                Format::Text => print!("{}", render_text(&plan)),
             }
             0
         }
