@@ -9,16 +9,19 @@ export const Code = Object.freeze({
 });
 
 /** A failed call: `{code, msg}` as `hereabouts` prints it. An invalid config also says which
- *  field (`field`) and what is wrong with it (`message`), so a UI can show it beside the field. */
+ *  field (`field`) and what is wrong with it (`fieldMessage`), so a UI can show it beside the
+ *  field, and, when the ipam section was rejected while reading it, the rule id `check` reports
+ *  it under (`rule`). */
 export class CniError extends Error {
-  constructor(code, msg, fieldError = undefined) {
+  constructor(code, msg, problem = undefined) {
     super(msg);
     this.name = 'CniError';
     this.code = code;
     this.msg = msg;
-    if (fieldError) {
-      this.field = fieldError.field;
-      this.fieldMessage = fieldError.message;
+    if (problem) {
+      this.field = problem.field;
+      this.fieldMessage = problem.message;
+      if (problem.rule) this.rule = problem.rule;
     }
   }
 
@@ -27,7 +30,8 @@ export class CniError extends Error {
   }
 }
 
-const invalid = (fieldError) => new CniError(Code.InvalidConfig, `${fieldError.field}: ${fieldError.message}`, fieldError);
+/** A WIT `field-error` or `config-problem`: `field: message`, code 7. */
+const invalid = (problem) => new CniError(Code.InvalidConfig, `${problem.field}: ${problem.message}`, problem);
 
 /** A WIT `store-error` (`describe_store_error`, `From<&StoreError> for CniError`). */
 export function fromStoreError(error) {

@@ -95,6 +95,8 @@ test('the core reads the ipam section: warnings for what Whereabouts ignores, er
   await assert.rejects(hb.readConfig('{"range": '), (e) => e instanceof CniError && e.code === 6 && /line 1 column/.test(e.msg));
   await assert.rejects(hb.readConfig({ range: '10.9.0.0/24', exclude: ['10.9.0.0/30', 7] }), (e) => e instanceof CniError
     && e.code === 7 && e.field === 'exclude[1]' && e.msg === `exclude[1]: ${e.fieldMessage}`);
+  await assert.rejects(hb.readConfig({ range: '10.9.0.0/33' }), (e) => e instanceof CniError
+    && e.code === 7 && e.field === 'range' && e.rule === 'range-invalid');
 });
 
 test('plan, validate and range-map answer in the documented shapes', async () => {

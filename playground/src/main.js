@@ -204,6 +204,13 @@ function setMsg(card, field, content, severity = 'error', attrs = {}) {
   slot.closest('.field')?.classList.add(`has-${severity}`);
 }
 
+/** A rejected config beside the field it names (with the rule id when the reading gave one). */
+function showError(card, error) {
+  if (!error.field) return setMsg(card, '', error.msg);
+  const rule = error.rule ? [' ', h('span.rule', `[${error.rule}]`)] : [];
+  return setMsg(card, error.field, [error.fieldMessage, ...rule], 'error', error.rule ? { 'data-rule': error.rule } : {});
+}
+
 /** A value Whereabouts ignores, beside its field: the value, why, and the rule `check` names. */
 function showWarning(card, w) {
   setMsg(card, w.field, ['ignored ', h('code', w.ignored), `: ${w.reason} `, h('span.rule', `[${w.rule}]`)], 'warning',
@@ -393,8 +400,7 @@ async function updateNow() {
     }
     const { config, warnings, error } = await networkFor(net);
     if (error) {
-      if (error.field) setMsg(card, error.field, error.fieldMessage);
-      else setMsg(card, '', error.msg);
+      showError(card, error);
       fill(results, h('p.placeholder', 'Fix the config to see the plan.'));
       await renderPods(net, null);
       continue;
@@ -415,8 +421,7 @@ async function updateNow() {
       reports = await hb.reports(config, allocated, PREVIEW);
     } catch (e) {
       if (e instanceof CniError) {
-        if (e.field) setMsg(card, e.field, e.fieldMessage);
-        else setMsg(card, '', e.msg);
+        showError(card, e);
         fill(results, h('p.placeholder', 'The component rejected this config.'));
         continue;
       }

@@ -161,7 +161,10 @@ test('an error is shown beside the field it concerns, with the component\'s mess
   assert.equal(bad.code, 7);
   const [field, message] = bad.msg.split(/: (.*)/s);
   assert.equal(field, 'range');
-  assert.equal(await net.locator('[data-msg="range"]').innerText(), message);
+  const shown = net.locator('[data-msg="range"] .error');
+  const rule = await shown.getAttribute('data-rule');
+  assert.match(rule, /^range-[a-z0-9-]+$/, 'the rule id `check` reports it under');
+  assert.equal(await shown.innerText(), `${message} [${rule}]`);
   assert.ok(await net.locator('.field[data-field="range"]').evaluate((el) => el.classList.contains('has-error')));
   assert.match(await net.locator('.net-results').innerText(), /Fix the config/);
 
