@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Benchmark of the etcd store (beside the local store): starts a private etcd on a free loopback
-# port with a temporary data dir, runs the `bench_stores` test, prints a Markdown table, stops etcd.
-#   host-cni/bench/etcd.sh
+# Benchmark of the etcd store: starts a private etcd on a free loopback port with a temporary
+# data dir, runs the `bench_stores` test (host-cni/bench/etcd_bench.rs), prints Markdown
+# tables, stops etcd.
+#
+#   host-cni/bench/etcd.sh [NAME=BIN …]
+#
+# Each NAME=BIN also runs the scenarios with a fresh process of that plugin binary per call
+# (e.g. `before=path/to/previous/hereabouts now=target/release/hereabouts`).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 node="$root/host-cni/tests/etcd/node.sh"
@@ -15,5 +20,6 @@ bash "$node" init "$work/etcd" --name bench \
 bash "$node" wait "127.0.0.1:$c"
 echo "etcd $(etcd --version | head -1 | cut -d' ' -f3) at 127.0.0.1:$c, data in $work (fsync on)"
 cd "$root"
-HEREABOUTS_ETCD_ENDPOINTS="127.0.0.1:$c" HEREABOUTS_CACHE_DIR="$work/cache" \
-  cargo test --release --locked -p hereabouts --test etcd -- --ignored --exact bench_stores --nocapture
+HEREABOUTS_ETCD_ENDPOINTS="127.0.0.1:$c" HEREABOUTS_CACHE_DIR="$work/cache" HEREABOUTS_BENCH_BINS="$*" \
+  cargo test --release --locked -p hereabouts-stores --no-default-features --features etcd \
+  --test etcd -- --ignored --exact bench_stores --nocapture

@@ -35,6 +35,8 @@ enum Command {
     Install(commands::install::InstallArgs),
     /// Watch pods and free a deleted pod's addresses promptly (Kubernetes store; a Deployment).
     Controller(commands::controller::ControllerArgs),
+    /// Read the node's embedded store: dump it as Whereabouts objects, or check its integrity.
+    Store(commands::store::StoreArgs),
 }
 
 fn main() {
@@ -51,6 +53,7 @@ fn main() {
         Command::Reconcile(args) => commands::reconcile::exec(args),
         Command::Install(args) => commands::install::exec(args),
         Command::Controller(args) => commands::controller::exec(args),
+        Command::Store(args) => commands::store::exec(args),
         Command::Component(args) => match commands::component::exec(args) {
             Ok(()) => 0,
             Err(e) => {

@@ -10,7 +10,8 @@
 //! address in its network-status, keeps it.
 //!
 //! The watch runs on its own thread and client; the main thread does the frees with the
-//! allocator component. Deletions missed while the controller was down are the CronJob's job.
+//! allocator component. Deletions missed while the controller was down, and reservations no
+//! allocation backs (a crash between a reservation and its pool write), are the CronJob's job.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use hereabouts_host::error::{CniError, Code};
 use hereabouts_host::runtime::Allocator;
-use hereabouts_stores::kube::{KubeStore, Timeouts, crd};
+use hereabouts_stores::kube::{KubeStore, Timeouts};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
@@ -108,13 +109,14 @@ pub fn free_pod(
     // The allocations first, then the pod: an allocation made after the pod was read cannot be
     // among them (the order reconcile keeps too).
     let mut held = Vec::new();
-    for pool in store.list_pools()? {
+    for pool in store.list_pool_objects()? {
         if !pool.spec.allocations.values().any(|a| a.podref == podref) {
             continue;
         }
-        let object = pool.metadata.name.clone().unwrap_or_default();
-        let Some(network_name) = crd::network_of_pool(&object, &pool.spec.range) else { continue };
-        let network = crate::pool_network(&pool.spec.range, network_name);
+        let Ok(crate::PoolNetwork { object, network }) = crate::pool_network(allocator, &pool)?
+        else {
+            continue;
+        };
         for lease in allocator.list_leases(&network)? {
             if lease.owner.podref == podref {
                 held.push((object.clone(), network.clone(), lease));

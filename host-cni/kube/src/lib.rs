@@ -7,10 +7,12 @@
 //!   Deployment);
 //! - [`pods`]: the policy both follow — when a pod no longer uses an address — in one place.
 //!
-//! Every free goes through the allocator component's `release` of one exact container id and
-//! interface: a write conditioned on the version read, so it frees nothing if the address
-//! changed hands meanwhile. No lock, no leader election: safe beside the CNI plugin, beside a
-//! second controller and beside itself.
+//! Every free of an allocation goes through the allocator component's `release` of one exact
+//! container id and interface: a write conditioned on the version read, so it frees nothing if
+//! the address changed hands meanwhile. The network config of an existing IPPool is the core's
+//! reading of its range and network name ([`pool_network`]); this crate builds none itself. A
+//! reservation is deleted only with a `resourceVersion` precondition. No lock, no leader
+//! election: safe beside the CNI plugin, beside a second controller and beside itself.
 
 pub mod controller;
 pub mod pods;
@@ -18,7 +20,10 @@ pub mod reconcile;
 
 use std::fmt;
 
-use hereabouts_host::bindings::{NetworkConfig, RangeConfig};
+use hereabouts_host::bindings::NetworkConfig;
+use hereabouts_host::error::CniError;
+use hereabouts_host::runtime::{Allocator, ReadError};
+use hereabouts_stores::kube::crd::{self, IPPool};
 use hereabouts_stores::kube::{KubeError, KubeStore, Request};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -52,21 +57,50 @@ impl fmt::Display for Freed {
     }
 }
 
-/// The network config that addresses one existing IPPool (its range as stored, overlapping
-/// reservations on, as Whereabouts keeps them): what reconcile and the controller hand the
-/// allocator to release an allocation in that pool.
-fn pool_network(range: &str, network_name: String) -> NetworkConfig {
-    NetworkConfig {
-        range: Some(RangeConfig {
-            range: range.to_string(),
-            range_start: None,
-            range_end: None,
-            exclude: Vec::new(),
-        }),
-        ip_ranges: Vec::new(),
-        gateway: None,
-        network_name,
-        enable_overlapping_ranges: true,
+/// An existing IPPool as the allocator addresses it: its object name, and the network config
+/// of its range and network name, read by the core from `{"range": spec.range,
+/// "network_name": …}` (overlapping-range reservations on, Whereabouts' default), so that
+/// `release` and `list-leases` name exactly this pool.
+pub struct PoolNetwork {
+    pub object: String,
+    pub network: NetworkConfig,
+}
+
+/// Why an IPPool cannot be addressed, and is skipped (node slices, objects of other tools).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unaddressable {
+    /// Its name is not `[network_name-]<range>`.
+    Name,
+    /// The core does not read its `spec.range` as a range.
+    Range(String),
+}
+
+impl fmt::Display for Unaddressable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unaddressable::Name => f.write_str("its name is not [network_name-]<range>"),
+            Unaddressable::Range(why) => write!(f, "its spec.range is not a range: {why}"),
+        }
+    }
+}
+
+/// The network config that addresses `pool` (see [`PoolNetwork`]); a component failure is an
+/// error, a pool it cannot address is `Ok(Err(…))`.
+pub fn pool_network(
+    allocator: &mut Allocator,
+    pool: &IPPool,
+) -> Result<Result<PoolNetwork, Unaddressable>, CniError> {
+    let object = pool.metadata.name.clone().unwrap_or_default();
+    let Some(network_name) = crd::network_of_pool(&object, &pool.spec.range) else {
+        return Ok(Err(Unaddressable::Name));
+    };
+    let ipam = serde_json::json!({"range": pool.spec.range, "network_name": network_name});
+    match allocator.read_config(&ipam.to_string()) {
+        Ok(reading) => Ok(Ok(PoolNetwork { object, network: reading.network })),
+        Err(ReadError::Config(e)) => {
+            Ok(Err(Unaddressable::Range(hereabouts_host::bindings::describe_config_error(&e))))
+        }
+        Err(ReadError::Runtime(e)) => Err(e.into()),
     }
 }
 

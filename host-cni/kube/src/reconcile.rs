@@ -8,27 +8,36 @@
 //! id + ifname, a conditional write: if the slot has been re-owned meanwhile (a sticky address
 //! taken over by the pod's new container), it is kept. Safe to run beside
 //! `hereabouts controller` and beside itself.
+//!
+//! Reservations: the Kubernetes store creates a reservation before it writes the IPPool (no
+//! transaction spans the two), so a crash in between strands one that no allocation backs;
+//! so does a DEL whose reservation delete failed after the pool was written. A reservation is
+//! freed when no allocation kept by this pass backs it (the same network's address, held by
+//! the same container id + ifname, or — Whereabouts writes no container id — the same podref
+//! and ifname) and its pod is gone. One that an allocation backs goes with its allocation.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use hereabouts_host::bindings::Owner;
 use hereabouts_host::error::CniError;
 use hereabouts_host::runtime::Allocator;
-use hereabouts_stores::kube::{KubeStore, Timeouts, crd};
+use hereabouts_stores::kube::{KubeStore, Timeouts, crd, reservation_owner};
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
 use crate::{Freed, pods};
 
-/// What a pass found and did.
+/// What a pass found and did (`hereabouts reconcile --json` prints it as is).
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub dry_run: bool,
     pub checked: usize,
     pub kept: usize,
     pub freed: Vec<Freed>,
-    /// Pools skipped because their name does not follow `[network-]<range>` (e.g. node slices).
+    /// Pools skipped because their name does not follow `[network-]<range>` (e.g. node slices)
+    /// or their `spec.range` is not a range.
     pub skipped_pools: Vec<String>,
 }
 
@@ -46,8 +55,8 @@ pub fn run(kubeconfig: Option<&Path>, dry_run: bool) -> Result<Report, CniError>
 
 /// The whole pass over one namespace's pools and reservations.
 pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
-    let pools = store.list_pools()?;
-    let reservations = store.list_reservations()?;
+    let pools = store.list_pool_objects()?;
+    let reservations = store.list_reservation_objects()?;
     let pods: HashMap<String, Pod> = crate::list_pods(store)?
         .into_iter()
         .filter_map(|pod| Some((pods::podref_of(&pod)?, pod)))
@@ -55,33 +64,40 @@ pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
 
     let mut report = Report { dry_run, ..Report::default() };
     let mut networks = BTreeSet::new();
+    // The reservation each kept allocation backs: its name, and who holds the allocation.
+    let mut backing: HashMap<String, Vec<Owner>> = HashMap::new();
     let mut allocator = Allocator::new(Box::new(store.clone()))?;
     for pool in &pools {
-        let name = pool.metadata.name.clone().unwrap_or_default();
-        let Some(network_name) = crd::network_of_pool(&name, &pool.spec.range) else {
-            report.skipped_pools.push(name);
-            continue;
-        };
-        networks.insert(network_name.clone());
-        let network = crate::pool_network(&pool.spec.range, network_name);
+        let crate::PoolNetwork { object, network } =
+            match crate::pool_network(&mut allocator, pool)? {
+                Ok(addressed) => addressed,
+                Err(_) => {
+                    report.skipped_pools.push(pool.metadata.name.clone().unwrap_or_default());
+                    continue;
+                }
+            };
+        networks.insert(network.network_name.clone());
         for held in allocator.list_leases(&network)? {
             report.checked += 1;
-            if held.owner.podref.is_empty() {
+            let verdict = if held.owner.podref.is_empty() {
                 // Whereabouts' rule too: without a podref nobody can tell whose it is.
+                None
+            } else {
+                Some(pods::allocation(pods.get(&held.owner.podref), &held.lease.address))
+                    .filter(pods::Verdict::is_free)
+            };
+            let Some(verdict) = verdict else {
                 report.kept += 1;
+                let name = crd::reservation_name(&network.network_name, &held.lease.address);
+                backing.entry(name).or_default().push(held.owner.clone());
                 continue;
-            }
-            let verdict = pods::allocation(pods.get(&held.owner.podref), &held.lease.address);
-            if !verdict.is_free() {
-                report.kept += 1;
-                continue;
-            }
+            };
             if !dry_run {
                 store.restart_budget();
                 allocator.release(&network, &held.owner)?;
             }
             report.freed.push(Freed {
-                object: name.clone(),
+                object: object.clone(),
                 kind: "allocation",
                 address: held.lease.address.clone(),
                 podref: held.owner.podref.clone(),
@@ -92,25 +108,28 @@ pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
         }
     }
 
-    // Reservations whose pod is gone (those of allocations freed above are already deleted).
+    // Reservations of allocations freed above went with them (the release deleted them).
     let released: HashSet<(String, String)> =
         report.freed.iter().map(|f| (f.container_id.clone(), f.ifname.clone())).collect();
     for reservation in &reservations {
-        let spec = &reservation.spec;
-        if spec.podref.is_empty()
-            || released.contains(&(spec.containerid.clone(), spec.ifname.clone()))
+        let name = reservation.metadata.name.clone().unwrap_or_default();
+        let holder = reservation_owner(reservation);
+        if holder.podref.is_empty()
+            || released.contains(&(holder.container_id.clone(), holder.ifname.clone()))
         {
             continue;
         }
         report.checked += 1;
-        let verdict = pods::reservation(pods.get(&spec.podref));
-        if !verdict.is_free() {
+        let backed =
+            backing.get(&name).is_some_and(|owners| owners.iter().any(|o| backs(o, &holder)));
+        let verdict = pods::reservation(pods.get(&holder.podref));
+        if backed || !verdict.is_free() {
             report.kept += 1;
             continue;
         }
-        let name = reservation.metadata.name.clone().unwrap_or_default();
         if !dry_run {
             let version = reservation.metadata.resource_version.clone().unwrap_or_default();
+            store.restart_budget();
             store.delete_reservation(&name, &version)?;
         }
         report.freed.push(Freed {
@@ -118,11 +137,21 @@ pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
                 .unwrap_or_default(),
             object: name,
             kind: "reservation",
-            podref: spec.podref.clone(),
-            container_id: spec.containerid.clone(),
-            ifname: spec.ifname.clone(),
+            podref: holder.podref,
+            container_id: holder.container_id,
+            ifname: holder.ifname,
             reason: verdict.reason().to_string(),
         });
     }
     Ok(report)
+}
+
+/// Whether an allocation held by `allocation` backs a reservation held by `holder` at its
+/// address: the same attachment, or, for a reservation Whereabouts wrote (no container id),
+/// the same pod and interface.
+fn backs(allocation: &Owner, holder: &Owner) -> bool {
+    allocation.same_attachment(holder)
+        || (holder.container_id.is_empty()
+            && allocation.podref == holder.podref
+            && allocation.ifname == holder.ifname)
 }

@@ -1,57 +1,125 @@
 //! The etcd store: the component's `store` import over etcd's v3 API, for cluster-wide IPAM.
 //!
 //! Every node's plugin talks to the same etcd; consistency comes from etcd's transactions alone.
-//! A read returns the pool and the revision it was read at; every write is ONE transaction
-//! conditioned on that revision (compare-and-swap), and the core retries a lost one. No lock is
-//! held between calls and no leader is elected, so a plugin killed at any instant leaves nothing
-//! behind to clean up.
+//! An ADD or DEL is one read-only transaction (`read-pool`) and one conditional transaction
+//! (`commit`), and neither reads nor writes an amount of data that grows with the pool: the
+//! pool's head holds the core's summary of the used space, and an index finds an owner's slots.
+//! No lock is held between calls and no leader is elected, so a plugin killed at any instant
+//! leaves nothing behind to clean up.
 //!
-//! Layout under the prefix (default `/hereabouts/`; `%` and `/` in names are percent-encoded):
+//! # Layout
+//!
+//! Under the prefix (default `/hereabouts/`; `%` and `/` inside a name are percent-encoded, so
+//! every name is exactly one key segment):
 //!
 //! ```text
-//! {prefix}pools/{pool}/spec             {"range":"10.0.0.0/20","network_name":""}
-//! {prefix}pools/{pool}/alloc/{offset}   {"id":"<container id>","ifname":"eth0","podref":"ns/pod"}
-//! {prefix}reservations/{network}/{address}   the holder, same shape as an allocation
+//! {prefix}pools/{pool}/head                          {"range":"10.0.0.0/20","network_name":"","summary":"1:0-41"}
+//! {prefix}pools/{pool}/spec                          {"range":"10.0.0.0/20","network_name":""}
+//! {prefix}pools/{pool}/alloc/{offset}                {"id":"<container id>","ifname":"eth0","podref":"ns/pod","cni_network":"net"}
+//! {prefix}pools/{pool}/owner/{container id}/{ifname}/{offset}   the holder, as in alloc
+//! {prefix}pools/{pool}/pod/{podref}/{ifname}/{offset}           the holder (only when podref is not "")
+//! {prefix}reservations/{network}/{address}           the holder (overlapping-range reservation)
 //! ```
 //!
-//! `{pool}` is Whereabouts' IPPool name and `{offset}` its allocation key (decimal offset from the
-//! range's network address); the values use Whereabouts' field names, so its pools read naturally.
-//! The pool's version is the `mod_revision` of its `spec` key, which every write of the pool puts
-//! again. One key per allocation keeps each write small whatever the pool's size: a /16 holding
-//! 65,534 allocations is 65,534 keys of ~160 bytes (~260 bytes of etcd database each), and no
-//! request comes near etcd's 1.5 MiB limit (a whole-pool value would be ~7.8 MiB with real
-//! 64-character container ids).
+//! `{pool}` is Whereabouts' IPPool name and `{offset}` its allocation key (decimal offset from
+//! the range's network address); holders use Whereabouts' field names (`id`, `ifname`, `podref`)
+//! plus `cni_network`, left out when empty, so a value written by the previous layout is
+//! byte-for-byte the one this layout writes for the same owner. The pool's version is the
+//! `mod_revision` of `head`, which every commit puts again. `spec` is the previous layout's
+//! pool key, kept as a fence (see below).
 //!
-//! A write of more edits than etcd's `--max-txn-ops` (128) allows — only garbage collection of a
-//! large pool does that — is a chain of transactions, each conditioned on the revision the
-//! previous one produced: nobody can interleave, and a lost link leaves a prefix of the edits
-//! (claims first) applied, computed against exactly the state it was meant for; the core re-reads.
+//! Bytes per allocation with the default prefix, a 64-character container id and a pod
+//! reference: ~160 for `alloc`, ~230 for the `owner` entry, ~180 for the `pod` entry: ~570 in
+//! all (host-cni/bench/etcd-results.md has the measured figures and etcd's own overhead).
 //!
-//! Bounded time: each call is wrapped in the request timeout, and opening first checks within
-//! the dial timeout that some endpoint accepts connections, so a dead etcd answers
+//! # One transaction per call
+//!
+//! `read-pool` is one read-only `Txn`: `If` the head exists, `Then` get the head and the two
+//! index ranges of the query (its attachment, its pod interface), `Else` get the previous
+//! layout's pool (below). `commit` is one `Txn`:
+//!
+//! - `If`: the head's `mod_revision` is the version read (absent head and `spec` for ""); each
+//!   claimed `alloc` key is absent; each freed or re-owned `alloc` key holds exactly the slot as
+//!   read (so a foreign value is never deleted); each reservation to create is absent.
+//! - `Then`: the head with the new summary, every `alloc` and index put or delete, every
+//!   reservation put, and one nested `Txn` per release: `If` the value is the releasing owner's
+//!   holder `Then` delete it (release-if-owned by value compare; a nested `Txn` never fails the
+//!   outer one, so a release never refuses).
+//! - `Else`: the head, `spec`, the query's two index ranges, and every key a compare named, so
+//!   the store answers `stale(view)`, `occupied(slot)` or `reserved(holder)` without another
+//!   round trip.
+//!
+//! The take-over rule (a reservation held by the same attachment, or by the same non-empty
+//! podref and ifname, may be taken) needs the holder's value, which a create-if-absent compare
+//! cannot see: on `Else` with only such holders in the way, the commit is sent once more with a
+//! compare on each of those keys' `mod_revision` as read. The same second round fixes a freed
+//! slot whose stored bytes differ from ours but name the same owner. A release whose stored
+//! bytes name the releasing attachment in another spelling (never written by us) is deleted
+//! right after, conditioned on its `mod_revision`.
+//!
+//! etcd refuses a transaction with more than `--max-txn-ops` (default 128) compares, or `Then`
+//! operations, or `Else` operations (counted separately), and a nested `Txn` may use only what
+//! the outer one left. The core sends at most 16 pool edits and 16 reservation edits per commit,
+//! so the largest commit has 1 + 16 + 16 = 33 compares (35 when it upgrades a pool), 1 + 16 × 5
+//! (a re-own moves both index entries) + 16 = 97 `Then` operations (98 when it creates the pool,
+//! 99 when it upgrades one), and 4 + 16 + 16 = 36 `Else` reads: always one transaction, with room left for the nested ones.
+//! A change that would exceed the budget is refused as a store failure before it is sent, never
+//! split: the chain of transactions that could stop half-way is gone.
+//!
+//! # Pools of the previous layout
+//!
+//! The previous layout had `spec` + `alloc/{offset}` and no head: such a pool reads as a whole
+//! pool (summary none; its version is `spec:{mod_revision of spec}`) and is upgraded by its next
+//! commit, which writes the head with the core's summary and the index entries of every slot,
+//! and puts `spec` again. When all of that fits the budget it is one transaction. A larger pool
+//! first gets its index entries in transactions of up to 120 puts, each conditioned on `spec`
+//! still at the version read and on no head existing, under a marker key
+//! (`{pool}/upgrade` = that version) that lets concurrent upgraders at the same version share
+//! the work and clears leftovers of an upgrade interrupted at an older version; then the commit
+//! itself, conditioned on `spec` and the marker, is one transaction. Until that commit the pool
+//! is still of the previous layout and reads as a whole pool, so an upgrade stopped at any point
+//! loses nothing and is simply done again.
+//!
+//! A plugin of the previous layout refuses a pool holding `head` or index keys (CNI 5,
+//! "unexpected key"), so it never writes an upgraded pool; and since every commit that creates
+//! a head puts `spec` too, a previous-layout write conditioned on an older `spec` fails.
+//!
+//! # Bounded time
+//!
+//! Each etcd call is wrapped in the request timeout, and opening first checks within the dial
+//! timeout that some endpoint accepts connections, so a dead etcd answers
 //! [`StoreError::Unavailable`] (CNI 11) promptly instead of hanging.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue,
-    TlsOptions, Txn, TxnOp, TxnOpResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
+    KeyValue, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use hereabouts_host::Backend;
 use hereabouts_host::bindings::{
-    Owner, PoolEdit, PoolRef, PoolSnapshot, Slot, StoreError, describe_store_error,
+    CommitOutcome, Owner, PoolChange, PoolEdit, PoolListing, PoolRef, PoolView, Reservation,
+    ReservationEdit, Slot, StoreError, describe_store_error,
 };
 use hereabouts_host::config::{ConfigError, IpamConfig, Step};
 use hereabouts_host::error::CniError;
-use hereabouts_host::retry::RetryPolicy;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// etcd's default `--max-txn-ops`.
-const MAX_TXN_OPS: usize = 128;
-/// Keys per range request when reading a pool (~1.4 MiB of response with 64-char ids).
+/// etcd's default `--max-txn-ops`: the most compares, `Then` or `Else` operations of one
+/// transaction (each counted on its own).
+pub const MAX_TXN_OPS: usize = 128;
+/// Index puts per transaction while a large pool of the previous layout is upgraded.
+const INDEX_PUTS_PER_TXN: usize = 120;
+/// Keys per range request when reading a whole pool (~5 MiB of response at most).
 const PAGE: i64 = 8192;
+/// Rounds of one commit: the first, one more for the take-over rule, and slack for a value
+/// that changes in between; after them the commit answers `stale` and the core retries.
+const COMMIT_ROUNDS: usize = 4;
+/// gRPC's default 4 MiB is less than a page of a large pool.
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
 pub const DEFAULT_PREFIX: &str = "/hereabouts/";
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -259,37 +327,318 @@ pub struct EtcdStore {
     runtime: tokio::runtime::Runtime,
     client: Client,
     config: EtcdConfig,
-    retry: RetryPolicy,
+    /// The last pool of the previous layout read whole: the commit that upgrades it needs
+    /// every slot at exactly the version read, which this saves reading again.
+    legacy: Option<LegacyPool>,
 }
 
-/// The JSON of an allocation or reservation holder: Whereabouts' `IPAllocation` field names.
+/// A pool of the previous layout, read whole at one version.
+#[derive(Debug, Clone)]
+struct LegacyPool {
+    name: String,
+    spec_revision: i64,
+    /// The upgrade marker's value, if an upgrade was under way.
+    marker: Option<Vec<u8>>,
+    slots: Vec<Slot>,
+}
+
+/// The JSON of an allocation, index entry or reservation: Whereabouts' `IPAllocation` field
+/// names, plus the CNI network (left out when empty, as the previous layout wrote it).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Holder {
     id: String,
     ifname: String,
     podref: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    cni_network: String,
 }
 
-impl Holder {
-    fn of(owner: &Owner) -> Self {
-        Self {
-            id: owner.container_id.clone(),
-            ifname: owner.ifname.clone(),
-            podref: owner.podref.clone(),
-        }
-    }
-    fn into_owner(self) -> Owner {
-        Owner { container_id: self.id, ifname: self.ifname, podref: self.podref }
-    }
+/// The bytes this store writes for `owner`; compares on values rely on them being canonical.
+fn holder_json(owner: &Owner) -> Vec<u8> {
+    serde_json::to_vec(&Holder {
+        id: owner.container_id.clone(),
+        ifname: owner.ifname.clone(),
+        podref: owner.podref.clone(),
+        cni_network: owner.cni_network.clone(),
+    })
+    .expect("serialisable")
 }
 
-/// The JSON of a pool's `spec` key.
+/// The JSON of a pool's `head`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Head {
+    range: String,
+    network_name: String,
+    summary: String,
+}
+
+/// The JSON of a pool's `spec` (the previous layout's pool key, now the fence).
 #[derive(Debug, Serialize, Deserialize)]
 struct Spec {
     range: String,
     #[serde(default)]
     network_name: String,
+}
+
+/// A pool's version as the core carries it (opaque to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// No pool: "".
+    Missing,
+    /// A pool of the previous layout: `spec:{mod_revision of spec}`.
+    Legacy(i64),
+    /// The `mod_revision` of the head.
+    Current(i64),
+}
+
+impl Version {
+    fn parse(text: &str) -> Option<Self> {
+        if text.is_empty() {
+            return Some(Version::Missing);
+        }
+        let (legacy, number) = match text.strip_prefix("spec:") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let revision = number.parse::<i64>().ok().filter(|r| *r > 0)?;
+        Some(if legacy { Version::Legacy(revision) } else { Version::Current(revision) })
+    }
+
+    fn text(self) -> String {
+        match self {
+            Version::Missing => String::new(),
+            Version::Legacy(r) => format!("spec:{r}"),
+            Version::Current(r) => r.to_string(),
+        }
+    }
+
+    fn is_legacy(self) -> bool {
+        matches!(self, Version::Legacy(_))
+    }
+
+    /// The version of a pool whose head and spec read as these.
+    fn of(head: Option<&KeyValue>, spec: Option<&KeyValue>) -> Self {
+        match (head, spec) {
+            (Some(head), _) => Version::Current(head.mod_revision()),
+            (None, Some(spec)) => Version::Legacy(spec.mod_revision()),
+            (None, None) => Version::Missing,
+        }
+    }
+}
+
+/// The keys of one pool.
+struct PoolKeys {
+    /// `{prefix}pools/{pool}/`
+    dir: String,
+}
+
+impl PoolKeys {
+    fn head(&self) -> String {
+        format!("{}head", self.dir)
+    }
+    fn spec(&self) -> String {
+        format!("{}spec", self.dir)
+    }
+    fn marker(&self) -> String {
+        format!("{}upgrade", self.dir)
+    }
+    fn alloc_dir(&self) -> String {
+        format!("{}alloc/", self.dir)
+    }
+    fn alloc(&self, offset: &str) -> String {
+        format!("{}alloc/{offset}", self.dir)
+    }
+    fn owner_root(&self) -> String {
+        format!("{}owner/", self.dir)
+    }
+    fn pod_root(&self) -> String {
+        format!("{}pod/", self.dir)
+    }
+    /// Where the index entries of an attachment's slots live.
+    fn owner_dir(&self, owner: &Owner) -> String {
+        format!("{}owner/{}/{}/", self.dir, encode(&owner.container_id), encode(&owner.ifname))
+    }
+    /// Where the index entries of a pod interface's slots live; none for an unknown pod.
+    fn pod_dir(&self, owner: &Owner) -> Option<String> {
+        (!owner.podref.is_empty()).then(|| {
+            format!("{}pod/{}/{}/", self.dir, encode(&owner.podref), encode(&owner.ifname))
+        })
+    }
+    /// Every index key of a slot.
+    fn index_keys(&self, slot: &Slot) -> impl Iterator<Item = String> + use<> {
+        let owner = format!("{}{}", self.owner_dir(&slot.owner), slot.offset);
+        let pod = self.pod_dir(&slot.owner).map(|dir| format!("{dir}{}", slot.offset));
+        std::iter::once(owner).chain(pod)
+    }
+}
+
+/// What a commit expects of one key (one compare).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    Absent,
+    Value(Vec<u8>),
+    ModRevision(i64),
+}
+
+impl Expect {
+    fn compare(&self, key: &str) -> Compare {
+        match self {
+            Expect::Absent => Compare::create_revision(key, CompareOp::Equal, 0),
+            Expect::Value(value) => Compare::value(key, CompareOp::Equal, value.clone()),
+            Expect::ModRevision(revision) => {
+                Compare::mod_revision(key, CompareOp::Equal, *revision)
+            }
+        }
+    }
+}
+
+/// Why a commit compares a key: what its failure means.
+#[derive(Debug, Clone)]
+enum CheckKind {
+    /// A claimed offset must be free: else `occupied`.
+    Claim(String),
+    /// A freed or re-owned slot must be as read: else the index and the allocation disagree.
+    Holds(Slot),
+    /// A reservation to make must be free or ours to take over: else `reserved`.
+    Reserve(Reservation),
+}
+
+#[derive(Debug, Clone)]
+struct Check {
+    key: String,
+    kind: CheckKind,
+    expect: Expect,
+}
+
+/// One key's write in a commit (the last edit of a key wins: etcd refuses a key twice).
+#[derive(Debug, Clone)]
+enum Write {
+    Put(Vec<u8>),
+    Delete,
+    /// Deletes the reservation if it holds exactly `holder` (a nested transaction).
+    Release {
+        holder: Vec<u8>,
+        owner: Owner,
+    },
+}
+
+/// A commit as etcd operations, before the pool's own compares and writes.
+#[derive(Debug, Clone, Default)]
+struct Plan {
+    checks: Vec<Check>,
+    writes: BTreeMap<String, Write>,
+}
+
+impl Plan {
+    fn new(
+        keys: &PoolKeys,
+        reservation_key: &dyn Fn(&Reservation) -> String,
+        change: &PoolChange,
+    ) -> Result<Self, StoreError> {
+        let mut plan = Plan::default();
+        for edit in &change.edits {
+            let slot = match edit {
+                PoolEdit::Claim(slot) | PoolEdit::Free(slot) => slot,
+                PoolEdit::Reown(reown) => &reown.slot,
+            };
+            if !is_canonical_offset(&slot.offset) {
+                return Err(StoreError::Failed(format!(
+                    "a commit names {:?}, which is not a decimal offset",
+                    slot.offset
+                )));
+            }
+            let key = keys.alloc(&slot.offset);
+            match edit {
+                PoolEdit::Claim(slot) => {
+                    plan.checks.push(Check {
+                        key,
+                        kind: CheckKind::Claim(slot.offset.clone()),
+                        expect: Expect::Absent,
+                    });
+                    plan.put_slot(keys, slot);
+                }
+                PoolEdit::Free(slot) => {
+                    plan.checks.push(Check {
+                        key: key.clone(),
+                        kind: CheckKind::Holds(slot.clone()),
+                        expect: Expect::Value(holder_json(&slot.owner)),
+                    });
+                    plan.writes.insert(key, Write::Delete);
+                    for index in keys.index_keys(slot) {
+                        plan.writes.insert(index, Write::Delete);
+                    }
+                }
+                PoolEdit::Reown(reown) => {
+                    plan.checks.push(Check {
+                        key,
+                        kind: CheckKind::Holds(reown.slot.clone()),
+                        expect: Expect::Value(holder_json(&reown.slot.owner)),
+                    });
+                    for index in keys.index_keys(&reown.slot) {
+                        plan.writes.insert(index, Write::Delete);
+                    }
+                    let moved = Slot { offset: reown.slot.offset.clone(), owner: reown.to.clone() };
+                    plan.put_slot(keys, &moved);
+                }
+            }
+        }
+        for edit in &change.reservations {
+            match edit {
+                ReservationEdit::Reserve(r) => {
+                    let key = reservation_key(r);
+                    plan.checks.push(Check {
+                        key: key.clone(),
+                        kind: CheckKind::Reserve(r.clone()),
+                        expect: Expect::Absent,
+                    });
+                    plan.writes.insert(key, Write::Put(holder_json(&r.owner)));
+                }
+                ReservationEdit::Release(r) => {
+                    plan.writes.insert(
+                        reservation_key(r),
+                        Write::Release { holder: holder_json(&r.owner), owner: r.owner.clone() },
+                    );
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The allocation and its index entries.
+    fn put_slot(&mut self, keys: &PoolKeys, slot: &Slot) {
+        let value = holder_json(&slot.owner);
+        self.writes.insert(keys.alloc(&slot.offset), Write::Put(value.clone()));
+        for index in keys.index_keys(slot) {
+            self.writes.insert(index, Write::Put(value.clone()));
+        }
+    }
+}
+
+/// The pool's own part of a commit: its version compares and the head (and fence) it writes.
+struct PoolWrite {
+    version: Version,
+    compares: Vec<Compare>,
+    /// Written before the edits' own writes.
+    writes: Vec<(String, Write)>,
+}
+
+/// The `Else` reads of a commit, in this order, then one get per check.
+const ELSE_HEAD: usize = 0;
+const ELSE_SPEC: usize = 1;
+const ELSE_OWNER: usize = 2;
+const ELSE_POD: usize = 3;
+const ELSE_CHECKS: usize = 4;
+
+/// What a lost round of a commit means.
+enum Verdict {
+    Answer(CommitOutcome),
+    /// A check's expectation was corrected (the take-over rule, a foreign spelling): send again.
+    Retry,
+    /// Nothing the reads show explains the failure (the upgrade marker changed, or a value
+    /// changed back in between).
+    Unexplained,
 }
 
 impl EtcdStore {
@@ -343,32 +692,27 @@ impl EtcdStore {
             }
         });
         let client = client.map_err(ConnectError::Store)?;
-        Ok(Self { runtime, client, config, retry: RetryPolicy::default() })
+        Ok(Self { runtime, client, config, legacy: None })
     }
 
     pub fn config(&self) -> &EtcdConfig {
         &self.config
     }
 
-    /// Overrides the backoff between lost writes (tests, benchmarks).
-    pub fn set_retry_policy(&mut self, retry: RetryPolicy) {
-        self.retry = retry;
+    fn pool_keys(&self, pool: &PoolRef) -> PoolKeys {
+        PoolKeys { dir: format!("{}pools/{}/", self.config.prefix, encode(&pool.name)) }
     }
 
-    fn pool_dir(&self, pool_name: &str) -> String {
-        format!("{}pools/{}/", self.config.prefix, encode(pool_name))
+    fn reservation_dir(&self, network_name: &str) -> String {
+        format!("{}reservations/{}/", self.config.prefix, encode(network_name))
     }
 
-    fn reservation_key(&self, network_name: &str, address: &str) -> String {
-        format!("{}reservations/{}/{}", self.config.prefix, encode(network_name), encode(address))
-    }
-
-    /// Runs one etcd call within the request timeout; a failure is a store error naming `what`.
-    fn call<T, F>(&self, what: &str, fut: F) -> Result<T, StoreError>
-    where
-        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        self.call_typed(fut).map_err(|failure| self.describe(&failure, what))
+    fn reservation_key(&self, reservation: &Reservation) -> String {
+        format!(
+            "{}{}",
+            self.reservation_dir(&reservation.network_name),
+            encode(&reservation.address)
+        )
     }
 
     /// Runs one etcd call within the request timeout, keeping the client's typed error.
@@ -395,254 +739,699 @@ impl EtcdStore {
         }
     }
 
-    /// Every key under `dir` at one revision, in pages (a big pool exceeds gRPC's 4 MiB).
-    fn read_dir(&self, dir: &str) -> Result<Vec<KeyValue>, StoreError> {
+    fn txn_typed(&self, txn: Txn) -> Result<TxnResponse, Failure> {
+        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+        self.call_typed(async move { kv.txn(txn).await })
+    }
+
+    fn txn(&self, txn: Txn, what: &str) -> Result<TxnResponse, StoreError> {
+        self.txn_typed(txn).map_err(|failure| self.describe(&failure, what))
+    }
+
+    /// The rest of a range read in pages at `revision`, after the first page `kvs`. `None`:
+    /// etcd compacted that revision meanwhile (the caller reads again from the top).
+    fn rest_of_range(
+        &self,
+        dir: &str,
+        mut kvs: Vec<KeyValue>,
+        mut more: bool,
+        revision: i64,
+    ) -> Result<Option<Vec<KeyValue>>, StoreError> {
         let end = prefix_end(dir.as_bytes());
-        'restart: for _ in 0..3 {
-            let mut kvs: Vec<KeyValue> = Vec::new();
-            let mut start = dir.as_bytes().to_vec();
-            let mut revision = 0;
-            loop {
-                let options = GetOptions::new()
-                    .with_range(end.clone())
-                    .with_limit(PAGE)
-                    .with_revision(revision);
-                let mut kv = self.client.kv_client().max_decoding_message_size(64 << 20);
-                let key = start.clone();
-                let mut response = match self.call_typed(kv.get(key, Some(options))) {
-                    Ok(response) => response,
-                    // The revision we paginate at was compacted meanwhile: read again from the top.
-                    Err(failure) if failure.is_compaction() => continue 'restart,
-                    Err(failure) => return Err(self.describe(&failure, &format!("reading {dir}"))),
-                };
-                if revision == 0 {
-                    revision = response.header().map(|h| h.revision()).unwrap_or(0);
+        while more {
+            let Some(last) = kvs.last() else { break };
+            let mut start = last.key().to_vec();
+            start.push(0);
+            let options =
+                GetOptions::new().with_range(end.clone()).with_limit(PAGE).with_revision(revision);
+            let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+            let mut response = match self.call_typed(kv.get(start, Some(options))) {
+                Ok(response) => response,
+                Err(failure) if failure.is_compaction() => return Ok(None),
+                Err(failure) => return Err(self.describe(&failure, &format!("reading {dir}"))),
+            };
+            more = response.more();
+            kvs.extend(response.take_kvs());
+        }
+        Ok(Some(kvs))
+    }
+
+    /// Every key under `dir` at one revision.
+    fn read_prefix(&self, dir: &str) -> Result<Vec<KeyValue>, StoreError> {
+        for _ in 0..3 {
+            let txn = Txn::new().and_then(vec![TxnOp::get(dir, Some(page_of_prefix()))]);
+            let response = self.txn(txn, &format!("reading {dir}"))?;
+            let mut gets = gets(&response);
+            let (kvs, more) = gets.swap_remove(0);
+            if let Some(all) = self.rest_of_range(dir, kvs, more, revision_of(&response))? {
+                return Ok(all);
+            }
+        }
+        Err(compacted_thrice(dir))
+    }
+
+    /// The whole pool: version, summary (none for the previous layout) and every slot, read at
+    /// one revision. Remembers a pool of the previous layout for the commit that upgrades it.
+    fn read_whole(
+        &mut self,
+        pool: &PoolRef,
+        keys: &PoolKeys,
+    ) -> Result<(Version, Option<String>, Vec<Slot>), StoreError> {
+        let dir = keys.alloc_dir();
+        for _ in 0..3 {
+            let txn = Txn::new().and_then(vec![
+                TxnOp::get(keys.head(), None),
+                TxnOp::get(keys.spec(), None),
+                TxnOp::get(keys.marker(), None),
+                TxnOp::get(dir.as_str(), Some(page_of_prefix())),
+            ]);
+            let response = self.txn(txn, &format!("reading pool {}", keys.dir))?;
+            let mut gets = gets(&response);
+            let (page, more) = gets.pop().expect("four reads");
+            let Some(kvs) = self.rest_of_range(&dir, page, more, revision_of(&response))? else {
+                continue;
+            };
+            let head = gets[0].0.first();
+            let spec = gets[1].0.first();
+            let marker = gets[2].0.first();
+            return self.whole_pool(pool, keys, head, spec, marker, &kvs);
+        }
+        Err(compacted_thrice(&dir))
+    }
+
+    /// A whole pool from what was read of it.
+    fn whole_pool(
+        &mut self,
+        pool: &PoolRef,
+        keys: &PoolKeys,
+        head: Option<&KeyValue>,
+        spec: Option<&KeyValue>,
+        marker: Option<&KeyValue>,
+        kvs: &[KeyValue],
+    ) -> Result<(Version, Option<String>, Vec<Slot>), StoreError> {
+        let dir = keys.alloc_dir();
+        let mut slots = Vec::with_capacity(kvs.len());
+        for kv in kvs {
+            let key = String::from_utf8_lossy(kv.key());
+            let offset = std::str::from_utf8(&kv.key()[dir.len()..])
+                .ok()
+                .filter(|o| is_canonical_offset(o))
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "{key}: not an allocation key (the offset must be a decimal number); nothing was changed"
+                    ))
+                })?;
+            let owner = parse_allocation(&key, kv.value())?;
+            slots.push(Slot { offset: offset.to_string(), owner });
+        }
+        let summary = match head {
+            Some(head) => Some(parse_head(pool, head)?.summary),
+            None => None,
+        };
+        if let Some(spec) = spec {
+            check_spec(pool, spec)?;
+        }
+        let version = Version::of(head, spec);
+        match version {
+            Version::Missing if !slots.is_empty() => {
+                return Err(StoreError::Corrupt(format!(
+                    "{}head and {}spec: missing, yet the pool holds {} allocations; nothing was changed",
+                    keys.dir,
+                    keys.dir,
+                    slots.len()
+                )));
+            }
+            Version::Legacy(spec_revision) => {
+                self.legacy = Some(LegacyPool {
+                    name: pool.name.clone(),
+                    spec_revision,
+                    marker: marker.map(|m| m.value().to_vec()),
+                    slots: slots.clone(),
+                });
+            }
+            _ => {}
+        }
+        Ok((version, summary, slots))
+    }
+
+    /// The view of a pool with a head: the query's slots, from the index.
+    fn index_view(
+        &self,
+        pool: &PoolRef,
+        keys: &PoolKeys,
+        query: &Owner,
+        head: &KeyValue,
+        by_owner: &[KeyValue],
+        by_pod: &[KeyValue],
+    ) -> Result<PoolView, StoreError> {
+        let summary = parse_head(pool, head)?.summary;
+        let mut slots: BTreeMap<String, Owner> = BTreeMap::new();
+        let owner_dir = keys.owner_dir(query);
+        for kv in by_owner {
+            let (offset, owner) = parse_index_entry(&owner_dir, kv)?;
+            if !owner.same_attachment(query) {
+                return Err(entry_disagrees(kv, "container id and ifname"));
+            }
+            slots.insert(offset, owner);
+        }
+        if let Some(pod_dir) = keys.pod_dir(query) {
+            for kv in by_pod {
+                let (offset, owner) = parse_index_entry(&pod_dir, kv)?;
+                if owner.podref != query.podref || owner.ifname != query.ifname {
+                    return Err(entry_disagrees(kv, "podref and ifname"));
                 }
-                let more = response.more();
-                let page = response.take_kvs();
-                if let Some(last) = page.last() {
-                    start = last.key().to_vec();
-                    start.push(0);
+                if slots.get(&offset).is_some_and(|known| *known != owner) {
+                    return Err(entry_disagrees(
+                        kv,
+                        "holder (the attachment's entry names another)",
+                    ));
                 }
-                kvs.extend(page);
-                if !more {
-                    return Ok(kvs);
+                slots.insert(offset, owner);
+            }
+        }
+        Ok(PoolView {
+            version: Version::Current(head.mod_revision()).text(),
+            summary: Some(summary),
+            slots: slots.into_iter().map(|(offset, owner)| Slot { offset, owner }).collect(),
+        })
+    }
+
+    /// A pool's view for `query`, read again (after a lost commit that could not tell).
+    fn fresh_view(&mut self, pool: &PoolRef, query: &Owner) -> Result<PoolView, StoreError> {
+        self.read_pool(pool, query)
+    }
+
+    /// The slots of a pool of the previous layout at `spec_revision`, from the last read when
+    /// it was of that version; `None` when the pool is no longer at it.
+    fn legacy_slots(
+        &mut self,
+        pool: &PoolRef,
+        keys: &PoolKeys,
+        spec_revision: i64,
+    ) -> Result<Option<LegacyPool>, StoreError> {
+        if let Some(known) = &self.legacy
+            && known.name == pool.name
+            && known.spec_revision == spec_revision
+        {
+            return Ok(Some(known.clone()));
+        }
+        let (version, _, _) = self.read_whole(pool, keys)?;
+        Ok(match (version, &self.legacy) {
+            (Version::Legacy(r), Some(known)) if r == spec_revision && known.name == pool.name => {
+                Some(known.clone())
+            }
+            _ => None,
+        })
+    }
+
+    /// Sends a commit's transaction, and again while the take-over rule asks for it.
+    fn run_commit(
+        &mut self,
+        pool: &PoolRef,
+        keys: &PoolKeys,
+        query: &Owner,
+        base: &PoolWrite,
+        mut plan: Plan,
+    ) -> Result<Option<CommitOutcome>, StoreError> {
+        let what = format!("committing to pool {}", keys.dir);
+        for _ in 0..COMMIT_ROUNDS {
+            let round = commit_txn(keys, query, base, &plan)?;
+            let (compares, then, otherwise) = round.counts;
+            tracing::debug!(pool = %pool.name, compares, then, otherwise, "etcd commit");
+            let response = self.txn(round.txn, &what)?;
+            if response.succeeded() {
+                self.finish_releases(&response, &round.releases)?;
+                let revision = revision_of(&response);
+                if base.version.is_legacy() {
+                    self.legacy = None;
+                }
+                return Ok(Some(CommitOutcome::Committed(Version::Current(revision).text())));
+            }
+            match self.judge(pool, keys, query, base.version, &mut plan, &response)? {
+                Verdict::Answer(outcome) => return Ok(Some(outcome)),
+                Verdict::Retry => continue,
+                Verdict::Unexplained => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads a lost round's `Else` branch: the answer, or how to correct the next round.
+    fn judge(
+        &mut self,
+        pool: &PoolRef,
+        keys: &PoolKeys,
+        query: &Owner,
+        version: Version,
+        plan: &mut Plan,
+        response: &TxnResponse,
+    ) -> Result<Verdict, StoreError> {
+        let gets = gets(response);
+        let first = |i: usize| gets.get(i).and_then(|(kvs, _)| kvs.first());
+        let head = first(ELSE_HEAD);
+        let spec = first(ELSE_SPEC);
+        let fresh = Version::of(head, spec);
+        if fresh != version {
+            let view = match (fresh, head) {
+                (Version::Current(_), Some(head)) => {
+                    let pods: &[KeyValue] =
+                        if keys.pod_dir(query).is_some() { &gets[ELSE_POD].0 } else { &[] };
+                    self.index_view(pool, keys, query, head, &gets[ELSE_OWNER].0, pods)?
+                }
+                _ => self.fresh_view(pool, query)?,
+            };
+            return Ok(Verdict::Answer(CommitOutcome::Stale(view)));
+        }
+        let mut corrected = false;
+        for (i, check) in plan.checks.iter_mut().enumerate() {
+            let stored = first(ELSE_CHECKS + i);
+            match (&check.kind, stored) {
+                (CheckKind::Claim(_), None) => {}
+                (CheckKind::Claim(offset), Some(kv)) => {
+                    let owner = parse_allocation(&check.key, kv.value())?;
+                    let slot = Slot { offset: offset.clone(), owner };
+                    return Ok(Verdict::Answer(CommitOutcome::Occupied(slot)));
+                }
+                (CheckKind::Holds(slot), None) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "{}: missing, yet the pool's index says {} holds offset {}; nothing was changed",
+                        check.key, slot.owner.container_id, slot.offset
+                    )));
+                }
+                (CheckKind::Holds(slot), Some(kv)) => {
+                    let owner = parse_allocation(&check.key, kv.value())?;
+                    if owner != slot.owner {
+                        return Err(StoreError::Corrupt(format!(
+                            "{}: held by {} ({}), yet the pool's index says {} ({}); nothing was changed",
+                            check.key,
+                            owner.container_id,
+                            owner.ifname,
+                            slot.owner.container_id,
+                            slot.owner.ifname
+                        )));
+                    }
+                    corrected |= expect(check, Expect::ModRevision(kv.mod_revision()));
+                }
+                (CheckKind::Reserve(_), None) => corrected |= expect(check, Expect::Absent),
+                (CheckKind::Reserve(wanted), Some(kv)) => {
+                    let holder = parse_holder(&check.key, kv.value())?;
+                    if !may_take_over(&holder, &wanted.owner) {
+                        let reservation = Reservation { owner: holder, ..wanted.clone() };
+                        return Ok(Verdict::Answer(CommitOutcome::Reserved(reservation)));
+                    }
+                    corrected |= expect(check, Expect::ModRevision(kv.mod_revision()));
                 }
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "reading {dir}: etcd compacted the revision being read three times"
-        )))
+        Ok(if corrected { Verdict::Retry } else { Verdict::Unexplained })
     }
 
-    /// Applies one link of a write chain; returns the revision it produced, None when lost.
-    fn apply(
+    /// A release whose compare failed on bytes that still name the releasing attachment (a
+    /// foreign spelling): deleted now, conditioned on the revision just seen.
+    fn finish_releases(
         &self,
-        compare: Compare,
-        ops: Vec<TxnOp>,
-        what: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        let txn = Txn::new().when(vec![compare]).and_then(ops);
-        let mut kv = self.client.kv_client();
-        let response = self.call(what, async move { kv.txn(txn).await })?;
-        if !response.succeeded() {
-            return Ok(None);
+        response: &TxnResponse,
+        releases: &[(usize, String, Owner)],
+    ) -> Result<(), StoreError> {
+        if releases.is_empty() {
+            return Ok(());
         }
-        Ok(Some(response.header().map(|h| h.revision()).unwrap_or(0)))
+        let responses = response.op_responses();
+        for (index, key, owner) in releases {
+            let Some(TxnOpResponse::Txn(nested)) = responses.get(*index) else { continue };
+            if nested.succeeded() {
+                continue;
+            }
+            let stored =
+                gets(nested).into_iter().next().and_then(|(kvs, _)| kvs.into_iter().next());
+            let Some(stored) = stored else { continue };
+            match parse_holder(key, stored.value()) {
+                Ok(holder) if holder.same_attachment(owner) => {
+                    let txn = Txn::new()
+                        .when(vec![Compare::mod_revision(
+                            key.as_str(),
+                            CompareOp::Equal,
+                            stored.mod_revision(),
+                        )])
+                        .and_then(vec![TxnOp::delete(key.as_str(), None)]);
+                    self.txn(txn, &format!("releasing {key}"))?;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("left alone: {}", describe_store_error(&e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits to a pool of the previous layout, upgrading it (see the module doc).
+    fn commit_legacy(
+        &mut self,
+        pool: &PoolRef,
+        keys: &PoolKeys,
+        query: &Owner,
+        change: &PoolChange,
+        spec_revision: i64,
+    ) -> Result<CommitOutcome, StoreError> {
+        let version = Version::Legacy(spec_revision);
+        let Some(legacy) = self.legacy_slots(pool, keys, spec_revision)? else {
+            return Ok(CommitOutcome::Stale(self.fresh_view(pool, query)?));
+        };
+        let reservation_key = |r: &Reservation| self.reservation_key(r);
+        let plan = Plan::new(keys, &reservation_key, change)?;
+        let head = self.head_write(pool, keys, change);
+        let spec = (keys.spec(), Write::Put(spec_json(pool)));
+        let fence = vec![
+            Compare::mod_revision(keys.spec(), CompareOp::Equal, spec_revision),
+            Compare::create_revision(keys.head(), CompareOp::Equal, 0),
+        ];
+        // One transaction when everything fits and no earlier upgrade left entries behind.
+        let entries: usize =
+            legacy.slots.iter().map(|s| if s.owner.podref.is_empty() { 1 } else { 2 }).sum();
+        if legacy.marker.is_none() && plan.writes.len() + entries + 2 < MAX_TXN_OPS {
+            let mut compares = fence.clone();
+            compares.push(Compare::create_revision(keys.marker(), CompareOp::Equal, 0));
+            let mut writes: Vec<(String, Write)> = index_entries(keys, &legacy.slots)
+                .into_iter()
+                .map(|(key, value)| (key, Write::Put(value)))
+                .collect();
+            writes.push(head.clone());
+            writes.push(spec.clone());
+            let base = PoolWrite { version, compares, writes };
+            if let Some(outcome) = self.run_commit(pool, keys, query, &base, plan.clone())? {
+                return Ok(outcome);
+            }
+            // Another upgrader started building the index meanwhile: share its work.
+        }
+        let marker = spec_revision.to_string().into_bytes();
+        if !self.build_index(keys, spec_revision, &marker, &legacy.slots)? {
+            return Ok(CommitOutcome::Stale(self.fresh_view(pool, query)?));
+        }
+        let mut compares = fence;
+        compares.push(Compare::value(keys.marker(), CompareOp::Equal, marker));
+        let writes = vec![head, spec, (keys.marker(), Write::Delete)];
+        let base = PoolWrite { version, compares, writes };
+        match self.run_commit(pool, keys, query, &base, plan)? {
+            Some(outcome) => Ok(outcome),
+            None => Ok(CommitOutcome::Stale(self.fresh_view(pool, query)?)),
+        }
+    }
+
+    /// Writes the index entries of a pool of the previous layout in transactions of
+    /// [`INDEX_PUTS_PER_TXN`], each conditioned on the pool still being at `spec_revision`
+    /// with no head, under the marker. False when the pool moved on meanwhile.
+    fn build_index(
+        &self,
+        keys: &PoolKeys,
+        spec_revision: i64,
+        marker: &[u8],
+        slots: &[Slot],
+    ) -> Result<bool, StoreError> {
+        let what = format!("indexing pool {}", keys.dir);
+        let unchanged = || {
+            vec![
+                Compare::mod_revision(keys.spec(), CompareOp::Equal, spec_revision),
+                Compare::create_revision(keys.head(), CompareOp::Equal, 0),
+            ]
+        };
+        // Claim the marker for this version; entries of an upgrade begun at another version
+        // (the pool changed since) are dropped first.
+        let reset = Txn::new()
+            .when(vec![Compare::value(keys.marker(), CompareOp::Equal, marker.to_vec())])
+            .and_then(vec![])
+            .or_else(vec![
+                TxnOp::delete(keys.owner_root(), Some(DeleteOptions::new().with_prefix())),
+                TxnOp::delete(keys.pod_root(), Some(DeleteOptions::new().with_prefix())),
+                TxnOp::put(keys.marker(), marker.to_vec(), None),
+            ]);
+        let txn = Txn::new().when(unchanged()).and_then(vec![TxnOp::txn(reset)]);
+        if !self.txn(txn, &what)?.succeeded() {
+            return Ok(false);
+        }
+        for chunk in index_entries(keys, slots).chunks(INDEX_PUTS_PER_TXN) {
+            let mut compares = unchanged();
+            compares.push(Compare::value(keys.marker(), CompareOp::Equal, marker.to_vec()));
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(key, value)| TxnOp::put(key.as_str(), value.clone(), None))
+                .collect();
+            if !self.txn(Txn::new().when(compares).and_then(ops), &what)?.succeeded() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn head_write(&self, pool: &PoolRef, keys: &PoolKeys, change: &PoolChange) -> (String, Write) {
+        let head = Head {
+            range: pool.range.clone(),
+            network_name: pool.network_name.clone(),
+            summary: change.summary.clone(),
+        };
+        (keys.head(), Write::Put(serde_json::to_vec(&head).expect("serialisable")))
     }
 }
 
-impl Backend for EtcdStore {
-    fn read_pool(&mut self, pool: &PoolRef) -> Result<PoolSnapshot, StoreError> {
-        let dir = self.pool_dir(&pool.name);
-        let kvs = self.read_dir(&dir)?;
-        let mut version = None;
-        let mut slots = Vec::with_capacity(kvs.len());
-        for kv in &kvs {
-            let key = String::from_utf8_lossy(kv.key());
-            let rest = &kv.key()[dir.len()..];
-            if rest == b"spec" {
-                let spec: Spec = serde_json::from_slice(kv.value())
-                    .map_err(|e| corrupt(&key, kv.value(), &format!("not a pool spec: {e}")))?;
-                if spec.range != pool.range {
-                    return Err(StoreError::Corrupt(format!(
-                        "{key}: holds the pool of range {}, not {} (two ranges share the pool name {:?})",
-                        spec.range, pool.range, pool.name
-                    )));
-                }
-                version = Some(kv.mod_revision());
-            } else if let Some(offset) = rest.strip_prefix(b"alloc/") {
-                let offset = std::str::from_utf8(offset)
-                    .ok()
-                    .filter(|o| is_canonical_offset(o))
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "{key}: not an allocation key (the offset must be a decimal number)"
-                        ))
-                    })?;
-                let holder: Holder = serde_json::from_slice(kv.value())
-                    .map_err(|e| corrupt(&key, kv.value(), &format!("not an allocation: {e}")))?;
-                if holder.id.is_empty() {
-                    return Err(corrupt(&key, kv.value(), "allocation without a container id"));
-                }
-                slots.push(Slot { offset: offset.to_string(), owner: holder.into_owner() });
-            } else {
-                return Err(StoreError::Corrupt(format!(
-                    "{key}: unexpected key inside pool {:?}",
-                    pool.name
-                )));
+/// The index entries of every slot: key and value.
+fn index_entries(keys: &PoolKeys, slots: &[Slot]) -> Vec<(String, Vec<u8>)> {
+    let mut entries = Vec::new();
+    for slot in slots {
+        let value = holder_json(&slot.owner);
+        entries.extend(keys.index_keys(slot).map(|k| (k, value.clone())));
+    }
+    entries
+}
+
+/// One round of a commit as an etcd transaction.
+struct CommitTxn {
+    txn: Txn,
+    /// Where the nested releases are among the `Then` operations, with their keys and owners.
+    releases: Vec<(usize, String, Owner)>,
+    /// Compares, `Then` and `Else` operations: what etcd's `--max-txn-ops` counts.
+    counts: (usize, usize, usize),
+}
+
+/// The transaction of one round of a commit; refused (never split) beyond etcd's budget.
+fn commit_txn(
+    keys: &PoolKeys,
+    query: &Owner,
+    base: &PoolWrite,
+    plan: &Plan,
+) -> Result<CommitTxn, StoreError> {
+    let mut compares = base.compares.clone();
+    compares.extend(plan.checks.iter().map(|c| c.expect.compare(&c.key)));
+    let mut writes: BTreeMap<&str, &Write> = BTreeMap::new();
+    for (key, write) in &base.writes {
+        writes.insert(key, write);
+    }
+    for (key, write) in &plan.writes {
+        writes.insert(key, write);
+    }
+    let mut then = Vec::with_capacity(writes.len());
+    let mut releases = Vec::new();
+    for (key, write) in writes {
+        then.push(match write {
+            Write::Put(value) => TxnOp::put(key, value.clone(), None),
+            Write::Delete => TxnOp::delete(key, None),
+            Write::Release { holder, owner } => {
+                releases.push((then.len(), key.to_string(), owner.clone()));
+                TxnOp::txn(
+                    Txn::new()
+                        .when(vec![Compare::value(key, CompareOp::Equal, holder.clone())])
+                        .and_then(vec![TxnOp::delete(key, None)])
+                        .or_else(vec![TxnOp::get(key, None)]),
+                )
             }
+        });
+    }
+    let mut otherwise = vec![
+        TxnOp::get(keys.head(), None),
+        TxnOp::get(keys.spec(), None),
+        TxnOp::get(keys.owner_dir(query), Some(GetOptions::new().with_prefix())),
+        // A query without a podref matches no pod entry: read an empty range instead.
+        match keys.pod_dir(query) {
+            Some(dir) => TxnOp::get(dir, Some(GetOptions::new().with_prefix())),
+            None => TxnOp::get(keys.marker(), Some(GetOptions::new().with_count_only())),
+        },
+    ];
+    otherwise.extend(plan.checks.iter().map(|c| TxnOp::get(c.key.as_str(), None)));
+    // etcd's own check: each list on its own, and nested transactions get what is left.
+    let largest = compares.len().max(then.len()).max(otherwise.len());
+    let budget = if releases.is_empty() { MAX_TXN_OPS } else { MAX_TXN_OPS - 1 };
+    if largest > budget {
+        return Err(StoreError::Failed(format!(
+            "a commit to pool {} needs {} compares, {} writes and {} reads in one etcd transaction; etcd allows {MAX_TXN_OPS} each (the core sends at most 16 pool and 16 reservation edits)",
+            keys.dir,
+            compares.len(),
+            then.len(),
+            otherwise.len()
+        )));
+    }
+    let counts = (compares.len(), then.len(), otherwise.len());
+    let txn = Txn::new().when(compares).and_then(then).or_else(otherwise);
+    Ok(CommitTxn { txn, releases, counts })
+}
+
+/// Sets a check's expectation; true when it changed.
+fn expect(check: &mut Check, wanted: Expect) -> bool {
+    if check.expect == wanted {
+        return false;
+    }
+    check.expect = wanted;
+    true
+}
+
+/// Whether a reservation held by `holder` may be taken by `owner` (see `reserve` in the WIT).
+fn may_take_over(holder: &Owner, owner: &Owner) -> bool {
+    holder.same_attachment(owner)
+        || (!holder.podref.is_empty()
+            && holder.podref == owner.podref
+            && holder.ifname == owner.ifname)
+}
+
+fn spec_json(pool: &PoolRef) -> Vec<u8> {
+    serde_json::to_vec(&Spec { range: pool.range.clone(), network_name: pool.network_name.clone() })
+        .expect("serialisable")
+}
+
+fn page_of_prefix() -> GetOptions {
+    GetOptions::new().with_prefix().with_limit(PAGE)
+}
+
+fn revision_of(response: &TxnResponse) -> i64 {
+    response.header().map(|h| h.revision()).unwrap_or(0)
+}
+
+fn compacted_thrice(dir: &str) -> StoreError {
+    StoreError::Unavailable(format!(
+        "reading {dir}: etcd compacted the revision being read three times"
+    ))
+}
+
+/// The range reads of a transaction's response, in order: their keys and whether more follow.
+fn gets(response: &TxnResponse) -> Vec<(Vec<KeyValue>, bool)> {
+    response
+        .op_responses()
+        .into_iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(mut get) => {
+                let more = get.more();
+                Some((get.take_kvs(), more))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+impl Backend for EtcdStore {
+    fn read_pool(&mut self, pool: &PoolRef, query: &Owner) -> Result<PoolView, StoreError> {
+        let keys = self.pool_keys(pool);
+        let dir = keys.alloc_dir();
+        for _ in 0..3 {
+            let mut indexed = vec![
+                TxnOp::get(keys.head(), None),
+                TxnOp::get(keys.owner_dir(query), Some(GetOptions::new().with_prefix())),
+            ];
+            if let Some(pod_dir) = keys.pod_dir(query) {
+                indexed.push(TxnOp::get(pod_dir, Some(GetOptions::new().with_prefix())));
+            }
+            let txn = Txn::new()
+                .when(vec![Compare::create_revision(keys.head(), CompareOp::Greater, 0)])
+                .and_then(indexed)
+                .or_else(vec![
+                    TxnOp::get(keys.spec(), None),
+                    TxnOp::get(keys.marker(), None),
+                    TxnOp::get(dir.as_str(), Some(page_of_prefix())),
+                ]);
+            let response = self.txn(txn, &format!("reading pool {}", keys.dir))?;
+            let mut gets = gets(&response);
+            if response.succeeded() {
+                let head = gets[0].0.first().ok_or_else(|| {
+                    StoreError::Unavailable(format!("{}: vanished while read", keys.head()))
+                })?;
+                let by_pod: &[KeyValue] = gets.get(2).map(|(kvs, _)| kvs.as_slice()).unwrap_or(&[]);
+                return self.index_view(pool, &keys, query, head, &gets[1].0, by_pod);
+            }
+            // No head: a pool of the previous layout, read whole, or no pool at all.
+            let (page, more) = gets.pop().expect("three reads");
+            let Some(kvs) = self.rest_of_range(&dir, page, more, revision_of(&response))? else {
+                continue;
+            };
+            let (version, summary, slots) =
+                self.whole_pool(pool, &keys, None, gets[0].0.first(), gets[1].0.first(), &kvs)?;
+            return Ok(PoolView { version: version.text(), summary, slots });
         }
-        match version {
-            Some(version) => Ok(PoolSnapshot { version: version.to_string(), slots }),
-            None if slots.is_empty() => Ok(PoolSnapshot { version: String::new(), slots }),
-            None => Err(StoreError::Corrupt(format!(
-                "{dir}spec: missing, yet the pool holds {} allocations",
-                slots.len()
-            ))),
-        }
+        Err(compacted_thrice(&dir))
     }
 
-    fn write_pool(
+    fn list_slots(&mut self, pool: &PoolRef) -> Result<PoolListing, StoreError> {
+        let keys = self.pool_keys(pool);
+        let (version, _, slots) = self.read_whole(pool, &keys)?;
+        Ok(PoolListing { version: version.text(), slots })
+    }
+
+    fn commit(
         &mut self,
         pool: &PoolRef,
-        version: &str,
-        edits: &[PoolEdit],
-    ) -> Result<(), StoreError> {
-        let dir = self.pool_dir(&pool.name);
-        let spec_key = format!("{dir}spec");
-        let spec = serde_json::to_string(&Spec {
-            range: pool.range.clone(),
-            network_name: pool.network_name.clone(),
-        })
-        .expect("serialisable");
-        // The last edit of an offset wins; etcd rejects a transaction touching a key twice.
-        let mut last: std::collections::BTreeMap<&str, Option<&Owner>> = Default::default();
-        for edit in edits {
-            let (offset, owner) = match edit {
-                PoolEdit::Claim(slot) => (slot.offset.as_str(), Some(&slot.owner)),
-                PoolEdit::Free(offset) => (offset.as_str(), None),
-            };
-            if !is_canonical_offset(offset) {
-                return Err(StoreError::Failed(format!(
-                    "pool {:?}: {offset:?} is not a decimal offset",
-                    pool.name
-                )));
+        query: &Owner,
+        change: &PoolChange,
+    ) -> Result<CommitOutcome, StoreError> {
+        let keys = self.pool_keys(pool);
+        let version = Version::parse(&change.version).ok_or_else(|| {
+            StoreError::Failed(format!(
+                "pool {}: version {:?} is not one this store gave out",
+                pool.name, change.version
+            ))
+        })?;
+        let (compares, mut writes) = match version {
+            Version::Legacy(spec_revision) => {
+                return self.commit_legacy(pool, &keys, query, change, spec_revision);
             }
-            last.insert(offset, owner);
-        }
-        // Claims first: they must land together with the version check.
-        let mut ops: Vec<TxnOp> = Vec::with_capacity(last.len());
-        for (offset, owner) in last.iter().filter(|(_, o)| o.is_some()) {
-            let value = serde_json::to_string(&Holder::of(owner.unwrap())).expect("serialisable");
-            ops.push(TxnOp::put(format!("{dir}alloc/{offset}"), value, None));
-        }
-        for (offset, _) in last.iter().filter(|(_, o)| o.is_none()) {
-            ops.push(TxnOp::delete(format!("{dir}alloc/{offset}"), None));
-        }
-        let mut compare = if version.is_empty() {
-            Compare::create_revision(spec_key.clone(), CompareOp::Equal, 0)
-        } else {
-            let revision = version.parse::<i64>().map_err(|_| {
-                StoreError::Failed(format!(
-                    "pool {:?}: version {version:?} is not an etcd revision",
-                    pool.name
-                ))
-            })?;
-            Compare::mod_revision(spec_key.clone(), CompareOp::Equal, revision)
+            Version::Missing => (
+                vec![
+                    Compare::create_revision(keys.head(), CompareOp::Equal, 0),
+                    Compare::create_revision(keys.spec(), CompareOp::Equal, 0),
+                ],
+                // The fence: a plugin of the previous layout creating this pool meanwhile
+                // (its compare is `spec` absent) fails.
+                vec![(keys.spec(), Write::Put(spec_json(pool)))],
+            ),
+            Version::Current(revision) => {
+                (vec![Compare::mod_revision(keys.head(), CompareOp::Equal, revision)], vec![])
+            }
         };
-        let mut ops = ops.into_iter().peekable();
-        let mut first = true;
-        loop {
-            let mut chunk = vec![TxnOp::put(spec_key.clone(), spec.clone(), None)];
-            chunk.extend(ops.by_ref().take(MAX_TXN_OPS - 1));
-            let what = format!("writing pool {spec_key}");
-            match self.apply(compare, chunk, &what)? {
-                None if first => return Err(StoreError::Conflict),
-                None => {
-                    tracing::warn!(pool = %pool.name, "a chained pool write lost a link; the core re-reads");
-                    return Err(StoreError::Conflict);
-                }
-                Some(revision) => {
-                    if ops.peek().is_none() {
-                        return Ok(());
-                    }
-                    compare = Compare::mod_revision(spec_key.clone(), CompareOp::Equal, revision);
-                    first = false;
-                }
-            }
+        writes.push(self.head_write(pool, &keys, change));
+        let base = PoolWrite { version, compares, writes };
+        let reservation_key = |r: &Reservation| self.reservation_key(r);
+        let plan = Plan::new(&keys, &reservation_key, change)?;
+        match self.run_commit(pool, &keys, query, &base, plan)? {
+            Some(outcome) => Ok(outcome),
+            None => Ok(CommitOutcome::Stale(self.fresh_view(pool, query)?)),
         }
     }
 
-    fn reserve_address(
-        &mut self,
-        network_name: &str,
-        address: &str,
-        owner: &Owner,
-    ) -> Result<Option<Owner>, StoreError> {
-        let key = self.reservation_key(network_name, address);
-        let value = serde_json::to_string(&Holder::of(owner)).expect("serialisable");
-        let txn = Txn::new()
-            .when(vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then(vec![TxnOp::put(key.clone(), value, None)])
-            .or_else(vec![TxnOp::get(key.clone(), None)]);
-        let mut kv = self.client.kv_client();
-        let response = self.call(&format!("reserving {key}"), async move { kv.txn(txn).await })?;
-        if response.succeeded() {
-            return Ok(None);
+    fn list_reservations(&mut self, network_name: &str) -> Result<Vec<Reservation>, StoreError> {
+        let dir = self.reservation_dir(network_name);
+        let kvs = self.read_prefix(&dir)?;
+        let mut reservations = Vec::with_capacity(kvs.len());
+        for kv in kvs {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let address = std::str::from_utf8(&kv.key()[dir.len()..])
+                .ok()
+                .filter(|a| !a.is_empty() && !a.contains('/'))
+                .map(decode)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "{key}: not a reservation key (one address after the network); nothing was changed"
+                    ))
+                })?;
+            let owner = parse_holder(&key, kv.value())?;
+            reservations.push(Reservation {
+                network_name: network_name.to_string(),
+                address,
+                owner,
+            });
         }
-        let holder = response.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
-            _ => None,
-        });
-        let Some(kv) = holder else {
-            return Err(StoreError::Conflict);
-        };
-        let holder = parse_holder(&key, kv.value())?;
-        if holder.container_id == owner.container_id && holder.ifname == owner.ifname {
-            Ok(None)
-        } else {
-            Ok(Some(holder))
-        }
-    }
-
-    fn release_address(
-        &mut self,
-        network_name: &str,
-        address: &str,
-        owner: &Owner,
-    ) -> Result<(), StoreError> {
-        let key = self.reservation_key(network_name, address);
-        for _ in 0..5 {
-            let mut kv = self.client.kv_client();
-            let k = key.clone();
-            let mut response =
-                self.call(&format!("reading {key}"), async move { kv.get(k, None).await })?;
-            let Some(current) = response.take_kvs().into_iter().next() else {
-                return Ok(());
-            };
-            let holder = parse_holder(&key, current.value())?;
-            if holder.container_id != owner.container_id || holder.ifname != owner.ifname {
-                return Ok(());
-            }
-            let compare =
-                Compare::mod_revision(key.clone(), CompareOp::Equal, current.mod_revision());
-            if self
-                .apply(
-                    compare,
-                    vec![TxnOp::delete(key.clone(), None)],
-                    &format!("releasing {key}"),
-                )?
-                .is_some()
-            {
-                return Ok(());
-            }
-        }
-        Err(StoreError::Unavailable(format!("releasing {key}: the reservation kept changing")))
-    }
-
-    fn pause_before_retry(&mut self, attempt: u32) -> bool {
-        self.retry.pause(attempt)
+        Ok(reservations)
     }
 }
 
@@ -786,10 +1575,85 @@ fn classify(error: &etcd_client::Error, endpoints: &[String], what: &str) -> Sto
     }
 }
 
+impl Holder {
+    fn into_owner(self) -> Owner {
+        Owner {
+            container_id: self.id,
+            ifname: self.ifname,
+            podref: self.podref,
+            cni_network: self.cni_network,
+        }
+    }
+}
+
+/// A reservation's holder.
 fn parse_holder(key: &str, value: &[u8]) -> Result<Owner, StoreError> {
     let holder: Holder = serde_json::from_slice(value)
         .map_err(|e| corrupt(key, value, &format!("not a reservation: {e}")))?;
     Ok(holder.into_owner())
+}
+
+/// An allocation's holder (also an index entry's): it must name a container.
+fn parse_allocation(key: &str, value: &[u8]) -> Result<Owner, StoreError> {
+    let holder: Holder = serde_json::from_slice(value)
+        .map_err(|e| corrupt(key, value, &format!("not an allocation: {e}")))?;
+    if holder.id.is_empty() {
+        return Err(corrupt(key, value, "allocation without a container id"));
+    }
+    Ok(holder.into_owner())
+}
+
+/// An index entry under `dir`: its offset and holder.
+fn parse_index_entry(dir: &str, kv: &KeyValue) -> Result<(String, Owner), StoreError> {
+    let key = String::from_utf8_lossy(kv.key());
+    let offset = std::str::from_utf8(&kv.key()[dir.len()..])
+        .ok()
+        .filter(|o| is_canonical_offset(o))
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "{key}: not an index entry (it must end in a decimal offset); nothing was changed"
+            ))
+        })?;
+    let holder: Holder = serde_json::from_slice(kv.value())
+        .map_err(|e| corrupt(&key, kv.value(), &format!("not an index entry: {e}")))?;
+    if holder.id.is_empty() {
+        return Err(corrupt(&key, kv.value(), "index entry without a container id"));
+    }
+    Ok((offset.to_string(), holder.into_owner()))
+}
+
+fn entry_disagrees(kv: &KeyValue, what: &str) -> StoreError {
+    corrupt(
+        &String::from_utf8_lossy(kv.key()),
+        kv.value(),
+        &format!("the index entry's {what} disagree with its key"),
+    )
+}
+
+fn parse_head(pool: &PoolRef, kv: &KeyValue) -> Result<Head, StoreError> {
+    let key = String::from_utf8_lossy(kv.key());
+    let head: Head = serde_json::from_slice(kv.value())
+        .map_err(|e| corrupt(&key, kv.value(), &format!("not a pool head: {e}")))?;
+    if head.range != pool.range {
+        return Err(StoreError::Corrupt(format!(
+            "{key}: holds the pool of range {}, not {} (two ranges share the pool name {:?}); nothing was changed",
+            head.range, pool.range, pool.name
+        )));
+    }
+    Ok(head)
+}
+
+fn check_spec(pool: &PoolRef, kv: &KeyValue) -> Result<(), StoreError> {
+    let key = String::from_utf8_lossy(kv.key());
+    let spec: Spec = serde_json::from_slice(kv.value())
+        .map_err(|e| corrupt(&key, kv.value(), &format!("not a pool spec: {e}")))?;
+    if spec.range != pool.range {
+        return Err(StoreError::Corrupt(format!(
+            "{key}: holds the pool of range {}, not {} (two ranges share the pool name {:?}); nothing was changed",
+            spec.range, pool.range, pool.name
+        )));
+    }
+    Ok(())
 }
 
 fn corrupt(key: &str, value: &[u8], why: &str) -> StoreError {
@@ -811,6 +1675,28 @@ fn is_canonical_offset(s: &str) -> bool {
 /// Percent-encodes `%` and `/` so a name is exactly one key segment.
 fn encode(name: &str) -> String {
     name.replace('%', "%25").replace('/', "%2F")
+}
+
+/// The inverse of [`encode`] (any other `%` is kept as it is).
+fn decode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    let mut rest = segment;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("%2F") {
+            out.push('/');
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("%25") {
+            out.push('%');
+            rest = after;
+        } else {
+            out.push('%');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The end of the key range holding every key that starts with `prefix`.
@@ -892,9 +1778,184 @@ mod tests {
         );
     }
 
+    fn test_owner(id: &str, podref: &str) -> Owner {
+        Owner {
+            container_id: format!("{id:0>64}"),
+            ifname: "eth0".into(),
+            podref: podref.into(),
+            cni_network: "net".into(),
+        }
+    }
+
+    /// The largest commits the core can send, as the transactions etcd would get: under the
+    /// default `--max-txn-ops` in each of its three counts, with room for the nested releases.
+    #[test]
+    fn the_largest_commits_fit_one_transaction() {
+        let keys = PoolKeys { dir: "/hereabouts/pools/10.0.0.0-24/".into() };
+        let reservation_key = |r: &Reservation| format!("/hereabouts/reservations//{}", r.address);
+        let query = test_owner("q", "ns/q");
+        let reservation = |i: usize, owner: &Owner| Reservation {
+            network_name: String::new(),
+            address: format!("10.0.0.{i}"),
+            owner: owner.clone(),
+        };
+        // 16 moves to other pods (both index entries move) + 16 releases, completing an
+        // upgrade (spec, head absent, marker compared; head, spec, marker written).
+        let moves = PoolChange {
+            version: "spec:7".into(),
+            summary: "1:0-15".into(),
+            edits: (1..=16)
+                .map(|i| {
+                    PoolEdit::Reown(hereabouts_host::bindings::Reown {
+                        slot: Slot {
+                            offset: i.to_string(),
+                            owner: test_owner(&format!("a{i}"), "ns/a"),
+                        },
+                        to: test_owner(&format!("b{i}"), &format!("ns/b{i}")),
+                    })
+                })
+                .collect(),
+            reservations: (1..=16)
+                .map(|i| {
+                    ReservationEdit::Release(reservation(i, &test_owner(&format!("a{i}"), "ns/a")))
+                })
+                .collect(),
+        };
+        let upgrade = PoolWrite {
+            version: Version::Legacy(7),
+            compares: vec![
+                Compare::mod_revision(keys.spec(), CompareOp::Equal, 7),
+                Compare::create_revision(keys.head(), CompareOp::Equal, 0),
+                Compare::value(keys.marker(), CompareOp::Equal, "7"),
+            ],
+            writes: vec![
+                (keys.head(), Write::Put(b"{}".to_vec())),
+                (keys.spec(), Write::Put(b"{}".to_vec())),
+                (keys.marker(), Write::Delete),
+            ],
+        };
+        let plan = Plan::new(&keys, &reservation_key, &moves).unwrap();
+        let round = commit_txn(&keys, &query, &upgrade, &plan).unwrap();
+        assert_eq!(round.counts, (3 + 16, 3 + 16 * 5 + 16, 4 + 16));
+        assert_eq!(round.releases.len(), 16);
+        // 16 claims + 16 reservations creating the pool: the most compares and Else reads.
+        let claims = PoolChange {
+            version: String::new(),
+            summary: "1:0-15".into(),
+            edits: (1..=16)
+                .map(|i| PoolEdit::Claim(Slot { offset: i.to_string(), owner: query.clone() }))
+                .collect(),
+            reservations: (1..=16)
+                .map(|i| ReservationEdit::Reserve(reservation(i, &query)))
+                .collect(),
+        };
+        let create = PoolWrite {
+            version: Version::Missing,
+            compares: vec![
+                Compare::create_revision(keys.head(), CompareOp::Equal, 0),
+                Compare::create_revision(keys.spec(), CompareOp::Equal, 0),
+            ],
+            writes: vec![
+                (keys.spec(), Write::Put(b"{}".to_vec())),
+                (keys.head(), Write::Put(b"{}".to_vec())),
+            ],
+        };
+        let plan = Plan::new(&keys, &reservation_key, &claims).unwrap();
+        let round = commit_txn(&keys, &query, &create, &plan).unwrap();
+        assert_eq!(round.counts, (2 + 32, 2 + 16 * 3 + 16, 4 + 32));
+        for (compares, then, otherwise) in [round.counts] {
+            assert!(compares.max(then).max(otherwise) < MAX_TXN_OPS);
+        }
+        // Past the budget (far more edits than the core sends) the commit is refused, not split.
+        let mut huge = moves.clone();
+        huge.edits = huge.edits.iter().cycle().take(30).cloned().collect::<Vec<_>>();
+        for (i, edit) in huge.edits.iter_mut().enumerate() {
+            if let PoolEdit::Reown(r) = edit {
+                r.slot.offset = (i + 1).to_string();
+            }
+        }
+        let plan = Plan::new(&keys, &reservation_key, &huge).unwrap();
+        let error = commit_txn(&keys, &query, &upgrade, &plan).err().expect("refused");
+        assert!(
+            matches!(&error, StoreError::Failed(m) if m.contains("etcd allows 128")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn the_last_edit_of_a_key_wins() {
+        let keys = PoolKeys { dir: "/p/".into() };
+        let reservation_key = |r: &Reservation| format!("/r/{}", r.address);
+        let a = test_owner("a", "ns/pod");
+        let a2 = test_owner("a2", "ns/pod");
+        // A re-own within the pod interface: its pod entry is put, not deleted and put.
+        let change = PoolChange {
+            version: "3".into(),
+            summary: "1:0".into(),
+            edits: vec![PoolEdit::Reown(hereabouts_host::bindings::Reown {
+                slot: Slot { offset: "1".into(), owner: a.clone() },
+                to: a2.clone(),
+            })],
+            reservations: vec![],
+        };
+        let plan = Plan::new(&keys, &reservation_key, &change).unwrap();
+        let writes: Vec<(&str, bool)> =
+            plan.writes.iter().map(|(k, w)| (k.as_str(), matches!(w, Write::Put(_)))).collect();
+        let old_owner = format!("/p/owner/{}/eth0/1", a.container_id);
+        let new_owner = format!("/p/owner/{}/eth0/1", a2.container_id);
+        let mut expected = vec![
+            ("/p/alloc/1", true),
+            (old_owner.as_str(), false),
+            (new_owner.as_str(), true),
+            ("/p/pod/ns%2Fpod/eth0/1", true),
+        ];
+        expected.sort();
+        assert_eq!(writes, expected);
+        let bad = PoolChange {
+            edits: vec![PoolEdit::Claim(Slot { offset: "01".into(), owner: a })],
+            ..change
+        };
+        assert!(Plan::new(&keys, &reservation_key, &bad).is_err());
+    }
+
+    #[test]
+    fn versions_and_holders() {
+        for v in [Version::Missing, Version::Legacy(5), Version::Current(12)] {
+            assert_eq!(Version::parse(&v.text()), Some(v));
+        }
+        for bad in ["0", "-3", "spec:", "spec:x", "x", "spec:0"] {
+            assert_eq!(Version::parse(bad), None, "{bad}");
+        }
+        // The previous layout's bytes are ours for an owner without a CNI network.
+        let owner = Owner { cni_network: String::new(), ..test_owner("c", "ns/p") };
+        let json = holder_json(&owner);
+        assert_eq!(
+            String::from_utf8(json.clone()).unwrap(),
+            format!(r#"{{"id":"{}","ifname":"eth0","podref":"ns/p"}}"#, owner.container_id)
+        );
+        assert_eq!(parse_allocation("k", &json).unwrap(), owner);
+        let with = test_owner("c", "ns/p");
+        assert_eq!(parse_allocation("k", &holder_json(&with)).unwrap(), with);
+        assert!(parse_allocation("k", br#"{"id":"","ifname":"eth0","podref":""}"#).is_err());
+        assert!(may_take_over(&with, &Owner { container_id: "new".into(), ..with.clone() }));
+        let no_pod = Owner { podref: String::new(), ..with.clone() };
+        assert!(!may_take_over(&no_pod, &Owner { container_id: "new".into(), ..no_pod.clone() }));
+    }
+
     #[test]
     fn keys_and_offsets() {
         assert_eq!(encode("blue/10.0.0.0-24"), "blue%2F10.0.0.0-24");
+        for name in ["", "a/b", "%2F", "100%/x%", "fd00::1"] {
+            assert_eq!(decode(&encode(name)), name);
+        }
+        let keys = PoolKeys { dir: "/h/pools/p/".into() };
+        let o = Owner { podref: "ns/pod".into(), ..test_owner("c/1", "") };
+        assert_eq!(
+            keys.owner_dir(&o),
+            format!("/h/pools/p/owner/{}/eth0/", encode(&o.container_id))
+        );
+        assert_eq!(keys.pod_dir(&o).as_deref(), Some("/h/pools/p/pod/ns%2Fpod/eth0/"));
+        assert_eq!(keys.pod_dir(&Owner { podref: String::new(), ..o }), None);
         assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
         assert!(is_canonical_offset("0") && is_canonical_offset("65534"));
         assert!(

@@ -3,8 +3,8 @@
 //! write atomic and conditional on the version read — and nothing else: the allocation logic
 //! stays in the component, the retry budget in [`hereabouts_host::retry`].
 //!
-//! - [`local`] (feature `local`, default): a directory on the node, shared by every plugin
-//!   process there;
+//! - [`sqlite`] (feature `local`, default; `"datastore": "local"`): one SQLite database on
+//!   the node, shared by every plugin process there;
 //! - [`etcd`] (feature `etcd`): one key per allocation in etcd, cluster-wide;
 //! - [`kube`] (feature `kube`): Whereabouts' own custom resources, so a cluster can switch
 //!   between Whereabouts and Hereabouts in either direction.
@@ -16,7 +16,7 @@ pub mod etcd;
 #[cfg(feature = "kube")]
 pub mod kube;
 #[cfg(feature = "local")]
-pub mod local;
+pub mod sqlite;
 
 use hereabouts_host::Backend;
 use hereabouts_host::config::{ConfigError, IpamConfig, StoreKind};
@@ -28,7 +28,7 @@ use hereabouts_host::error::CniError;
 pub fn open(config: &IpamConfig) -> Result<Box<dyn Backend>, CniError> {
     match config.store_kind()? {
         #[cfg(feature = "local")]
-        StoreKind::Local => Ok(Box::new(local::LocalStore::open(&config.data_dir())?)),
+        StoreKind::Local => Ok(Box::new(sqlite::SqliteStore::open(&config.data_dir())?)),
         #[cfg(feature = "etcd")]
         StoreKind::Etcd => Ok(Box::new(etcd::open(config)?)),
         #[cfg(feature = "kube")]

@@ -9,7 +9,12 @@ usage: cni.py BIN ENDPOINT CTL   (CTL: script taking stop/start for that etcd; r
   mid-run: error 11 while it is down, success after; every ADD the runtime did not see succeed
   is DELed (as runtimes do); in the end the pool holds exactly the containers that got an
   address, each once.
-- bad data: a foreign value in the pool → error 5 naming the key, the store unchanged.
+- kill test: runtimes ADD containers, each ADD a process, SIGKILL a third of them at a random
+  instant and tear half of those down at once; after a DEL of every container id nothing is
+  stranded (pool and reservations empty, a fresh fill gets every address), and etcd's own
+  history shows no address handed to a second holder without a release in between.
+- bad data: a foreign value in the pool → error 5 naming the key for the call that reads it,
+  the store unchanged; an ADD of another container does not read it and succeeds.
 - GC keeps only the listed attachments; CHECK; STATUS is 50 when etcd is unreachable.
 Prints one line per check and exits non-zero if any failed.
 """
@@ -203,11 +208,124 @@ def bad_data():
     key = f"{prefix}pools/10.42.0.0-24/alloc/1"
     etcdctl("put", key, '{"id":"good","ifname":"eth0","pod')
     before = etcdctl("get", "--prefix", prefix)
-    rc, out = call("ADD", "next", config)
-    check("bad data: a truncated allocation is error 5 naming the key",
-          rc != 0 and out.get("code") == 5 and key in out.get("msg", ""), out.get("msg", "")[:160])
     rc, out = call("DEL", "good", config)
-    check("bad data: DEL does not overwrite it either", rc != 0 and etcdctl("get", "--prefix", prefix) == before)
+    check("bad data: the DEL of a truncated allocation is error 5 naming the key",
+          rc != 0 and out.get("code") == 5 and key in out.get("msg", ""), out.get("msg", "")[:160])
+    check("bad data: ... and changes nothing", etcdctl("get", "--prefix", prefix) == before)
+    rc, out = call("ADD", "next", config)
+    check("bad data: an ADD of another container does not read it, and succeeds",
+          rc == 0 and address(out) == "10.42.0.2", json.dumps(out)[:160])
+    check("bad data: ... leaving it as it was", etcdctl("get", "--print-value-only", key).strip()
+          == '{"id":"good","ifname":"eth0","pod')
+
+
+def revision():
+    return json.loads(etcdctl("get", "/", "-w", "json"))["header"]["revision"]
+
+
+def history_reader(prefix, rev):
+    """etcdctl watch from `rev` on: (PUT|DELETE, key, value) records as they come."""
+    p = subprocess.Popen(["etcdctl", "--endpoints", ENDPOINT, "watch", "--prefix", prefix, f"--rev={rev}"],
+                         env={**os.environ, "ETCDCTL_API": "3"}, stdout=subprocess.PIPE, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
+    reader.start()
+
+    def finish():
+        sentinel = f"{prefix}~end-of-history"
+        etcdctl("put", sentinel, "end")
+        deadline = time.time() + 30
+        while time.time() < deadline and not any(l.rstrip("\n") == sentinel for l in lines):
+            time.sleep(0.05)
+        p.kill()
+        records = [tuple(l.rstrip("\n") for l in lines[i:i + 3]) for i in range(0, len(lines) - 2, 3)]
+        return [r for r in records if r[1] != sentinel]
+    return finish
+
+
+def kill_test():
+    prefix, rng = f"/hereabouts-cni/{RUN}/kill/", "10.44.0.0/25"
+    config = conf(prefix, rng)
+    history = history_reader(prefix, revision() + 1)
+    t0 = time.time()
+    for i in range(3):
+        call("ADD", f"warm-{i}", config)
+        call("DEL", f"warm-{i}", config)
+    span = (time.time() - t0) / 6
+    lock = threading.Lock()
+    ids, killed, torn_down, failures_seen = [], set(), [], []
+
+    def runtime(n):
+        rnd = random.Random(f"{RUN}-{n}")
+        running = []
+        for i in range(45):
+            cid = f"k{n}-{i}"
+            with lock:
+                ids.append(cid)
+            if rnd.random() < 1 / 3:
+                p = subprocess.Popen([BIN], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env=env("ADD", cid), text=True)
+                p.stdin.write(config)
+                p.stdin.close()
+                time.sleep(rnd.random() * 1.5 * span)
+                p.kill()
+                p.wait()
+                with lock:
+                    killed.add(cid)
+                if rnd.random() < 0.5:
+                    rc, out = call("DEL", cid, config)
+                    with lock:
+                        (torn_down if rc == 0 else failures_seen).append((cid, out))
+                continue
+            rc, out = call("ADD", cid, config)
+            if rc != 0:
+                with lock:
+                    failures_seen.append((cid, out))
+                continue
+            running.append(cid)
+            if len(running) > 8:
+                old = running.pop(0)
+                rc, out = call("DEL", old, config)
+                if rc != 0:
+                    with lock:
+                        failures_seen.append((old, out))
+
+    threads = [threading.Thread(target=runtime, args=(n,)) for n in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    check("kill test: every ADD and DEL not killed succeeded", not failures_seen, str(failures_seen[:2]))
+    with ThreadPoolExecutor(4) as pool:
+        sweep = list(pool.map(lambda cid: call("DEL", cid, config)[0], ids))
+    check("kill test: the DEL of every container id succeeds", all(rc == 0 for rc in sweep))
+    left = allocations(prefix, "10.44.0.0-25")
+    check("kill test: no allocation stranded", left == {}, str(left)[:200])
+    reservations = etcdctl("get", "--prefix", "--keys-only", f"{prefix}reservations/").split()
+    check("kill test: no reservation stranded", reservations == [], str(reservations[:5]))
+    filled = set()
+    for i in range(126):
+        rc, out = call("ADD", f"fill-{i}", config)
+        if rc == 0:
+            filled.add(address(out))
+    check("kill test: a fresh fill gets every address of the range", filled == set(lowest(rng, 126)),
+          f"{len(filled)} of 126")
+    rc, out = call("ADD", "one-too-many", config)
+    check("kill test: ... and then the range is exhausted (100)", out.get("code") == 100, json.dumps(out)[:160])
+    holders, overwrites, puts = {}, [], 0
+    for kind, key, value in history():
+        if "/alloc/" not in key and "/reservations/" not in key:
+            continue
+        if kind == "PUT":
+            puts += 1
+            holder = json.loads(value)["id"]
+            if holders.get(key, holder) != holder:
+                overwrites.append((key, holders[key], holder))
+            holders[key] = holder
+        else:
+            holders.pop(key, None)
+    check("kill test: no address was ever handed to a second holder without a release",
+          puts > 0 and not overwrites,
+          f"{len(killed)} killed, {len(torn_down)} torn down at once, {puts} writes in etcd's history, "
+          f"overwrites {overwrites[:3]}")
 
 
 def gc_status_check():
@@ -235,6 +353,7 @@ def gc_status_check():
 
 contention()
 faults()
+kill_test()
 bad_data()
 gc_status_check()
 sys.exit(1 if failures else 0)

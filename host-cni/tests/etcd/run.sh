@@ -72,7 +72,7 @@ else
   echo "the TLS etcd did not start:"; tail -5 "$work/tlsnode/etcd.log"
 fi
 
-# --- three members, one stopped ---------------------------------------------------------------
+# --- three members, the leader stopped ---------------------------------------------------------------
 declare -a cports pports
 for i in 0 1 2; do cports[$i]=$(port); pports[$i]=$(port); done
 initial="m0=http://127.0.0.1:${pports[0]},m1=http://127.0.0.1:${pports[1]},m2=http://127.0.0.1:${pports[2]}"
@@ -101,15 +101,17 @@ fi
 
 # --- the Rust tests (one at a time: the fault test stops the single member) --------------------
 # The tests that need these etcds are #[ignore = "needs etcd"]: --ignored runs exactly them
-# (not the worker processes they start, nor the benchmark of host-cni/bench/etcd.sh).
+# (not the worker processes they start, nor the benchmark of host-cni/bench/etcd.sh). They
+# are the store crate's (they need no CLI), built with the etcd store alone.
 export HEREABOUTS_ETCD_ENDPOINTS=$single HEREABOUTS_ETCD_CTL=$ctl
 export HEREABOUTS_CACHE_DIR="$work/cache"
 log="$work/cargo-test.log"
 # --show-output: the measurements the tests print, after clean "test NAME ... ok" lines.
-(cd "$root" && cargo test --release --locked -p hereabouts --test etcd -- --ignored \
-  --skip worker --skip bench_stores --test-threads 1 --show-output) >"$log" 2>&1
+(cd "$root" && cargo test --release --locked -p hereabouts-stores --no-default-features \
+  --features etcd --test etcd -- --ignored --skip worker --skip bench_stores --test-threads 1 \
+  --show-output) >"$log" 2>&1
 status=$?
-grep -E '^(contention|faults|large pool|unreachable|bad data|tls|cluster|thread|  left|  right|called)' "$log" | cut -c1-400
+grep -E '^(contract|contention|kill test|faults|large pool|unreachable|bad data|tls|cluster|thread|  left|  right|called)' "$log" | cut -c1-400
 while read -r name verdict; do
   result "$name" "$([ "$verdict" = ok ] && echo 0 || echo 1)"
 done < <(sed -n 's/^test \([a-z0-9_:]*\) \.\.\. \(ok\|FAILED\)$/\1 \2/p' "$log")

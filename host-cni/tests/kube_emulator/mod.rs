@@ -11,11 +11,16 @@
 //! - `?watch=true&resourceVersion=N` on pods (chunked stream of ADDED/MODIFIED/DELETED events
 //!   after N, ended by `timeoutSeconds`);
 //! - one cluster-wide `resourceVersion` counter, as etcd's revision is;
-//! - the CRDs' required fields are validated (422), as the real server's schema validation does;
+//! - the CRDs' structural schema, as the real server applies it to Whereabouts' CRDs and ours:
+//!   unknown fields are pruned on every write, required fields are validated (422);
+//! - metadata.annotations limited to 256 KiB, keys and values together (422), as apimachinery
+//!   validates every object;
+//! - an update that changes nothing keeps the object's `resourceVersion` (no write, no event),
+//!   as the real server does;
 //! - RBAC denials on demand (403 with the real message shape) and a request log for tests.
 //!
 //! It does not do: authentication, field/label selectors, pagination, PATCH, server-side apply,
-//! admission, pruning of unknown fields, or anything not listed above.
+//! admission, or anything not listed above.
 
 #![allow(dead_code)]
 
@@ -134,6 +139,11 @@ impl Emulator {
         self.shared.state.lock().unwrap().denied.insert((verb.into(), plural.into()));
     }
 
+    /// Lifts a denial made with [`Emulator::deny`].
+    pub fn allow(&self, verb: &str, plural: &str) {
+        self.shared.state.lock().unwrap().denied.remove(&(verb.to_string(), plural.to_string()));
+    }
+
     /// Stores an object as a client's create would (fresh resourceVersion, uid, timestamp).
     pub fn insert(&self, plural: &str, object: Value) -> Value {
         let mut state = self.shared.state.lock().unwrap();
@@ -216,9 +226,56 @@ fn record(state: &mut State, plural: &str, kind: &'static str, object: &Value) {
     }
 }
 
-/// Schema validation for the fields the CRDs mark required (what the real server enforces).
+/// Keeps only the fields of `object` that are in `fields` (a structural schema's pruning).
+fn keep_fields(object: &mut Value, fields: &[&str]) {
+    if let Some(map) = object.as_object_mut() {
+        map.retain(|key, _| fields.contains(&key.as_str()));
+    }
+}
+
+/// What a structural schema does to a custom resource: drops every field it does not declare
+/// (Whereabouts' CRDs and ours declare the same ones). Pods are left as they are.
+fn prune(plural: &str, object: &mut Value) {
+    match plural {
+        "ippools" => {
+            keep_fields(object, &["apiVersion", "kind", "metadata", "spec"]);
+            keep_fields(&mut object["spec"], &["range", "allocations"]);
+            if let Some(allocations) = object["spec"]["allocations"].as_object_mut() {
+                for allocation in allocations.values_mut() {
+                    keep_fields(allocation, &["id", "podref", "ifname"]);
+                }
+            }
+        }
+        "overlappingrangeipreservations" => {
+            keep_fields(object, &["apiVersion", "kind", "metadata", "spec"]);
+            keep_fields(&mut object["spec"], &["containerid", "podref", "ifname"]);
+        }
+        _ => {}
+    }
+}
+
+/// apimachinery's `TotalAnnotationSizeLimitB`: keys and values together.
+const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+
+/// Schema validation for the fields the CRDs mark required, and the annotations' size limit
+/// (what the real server enforces).
 fn validate(plural: &str, object: &Value) -> Result<(), (u16, Value)> {
     let name = object["metadata"]["name"].as_str().unwrap_or("");
+    if let Some(annotations) = object["metadata"]["annotations"].as_object() {
+        let size: usize =
+            annotations.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+        if size > ANNOTATIONS_LIMIT {
+            return Err(status(
+                422,
+                "Invalid",
+                format!(
+                    "{} {name:?} is invalid: metadata.annotations: Too long: must have at most {ANNOTATIONS_LIMIT} bytes",
+                    kind_of(plural).unwrap().1
+                ),
+                json!({"name": name, "group": group_of(plural), "kind": plural}),
+            ));
+        }
+    }
     let missing = |field: &str| {
         Err(status(
             422,
@@ -267,6 +324,7 @@ fn create(
             json!({}),
         ));
     };
+    prune(plural, &mut object);
     validate(plural, &object)?;
     let key = (plural.to_string(), ns.to_string(), name.clone());
     if state.objects.contains_key(&key) {
@@ -299,7 +357,7 @@ fn replace(
 ) -> Result<Value, (u16, Value)> {
     let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
     let key = (plural.to_string(), ns.to_string(), name.clone());
-    let Some(current) = state.objects.get(&key) else {
+    let Some(current) = state.objects.get(&key).cloned() else {
         return Err(status(
             404,
             "NotFound",
@@ -330,18 +388,38 @@ fn replace(
             json!({"name": name, "group": group_of(plural), "kind": plural}),
         ));
     }
+    prune(plural, &mut object);
     validate(plural, &object)?;
     let (api_version, kind) = kind_of(plural).unwrap();
     let keep = current["metadata"].clone();
-    let rv = bump(state);
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(kind);
     let meta = object["metadata"].as_object_mut().unwrap();
-    for field in ["uid", "creationTimestamp", "namespace"] {
-        meta.insert(field.into(), keep[field].clone());
+    for field in ["uid", "creationTimestamp", "namespace", "resourceVersion", "generation"] {
+        match keep.get(field) {
+            Some(value) => meta.insert(field.into(), value.clone()),
+            None => meta.remove(field),
+        };
     }
+    // A no-op update is not written: same resourceVersion, no event (as the real server).
+    if object == current {
+        return Ok(object);
+    }
+    let rv = bump(state);
+    let meta = object["metadata"].as_object_mut().unwrap();
     meta.insert("resourceVersion".into(), json!(rv));
-    meta.insert("generation".into(), json!(keep["generation"].as_i64().unwrap_or(1) + 1));
+    let changed_beyond_metadata = {
+        let strip = |v: &Value| {
+            let mut v = v.clone();
+            v.as_object_mut().map(|m| m.remove("metadata"));
+            v
+        };
+        strip(&object) != strip(&current)
+    };
+    if changed_beyond_metadata {
+        let generation = keep["generation"].as_i64().unwrap_or(1) + 1;
+        object["metadata"]["generation"] = json!(generation);
+    }
     state.objects.insert(key, object.clone());
     record(state, plural, "MODIFIED", &object);
     Ok(object)

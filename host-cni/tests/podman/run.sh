@@ -2,7 +2,7 @@
 # A real container runtime driving the hereabouts IPAM plugin: podman 4.3 (Debian) with its CNI
 # backend and runc, Debian's `bridge` plugin delegating to `"ipam": {"type": "hereabouts"}` (and
 # `"whereabouts"`, the drop-in name). Asserted from inside the containers (`ip -o addr`), from
-# podman's view and from the plugin's own store (<data_dir>/pools/*.json, and the plugin's CHECK
+# podman's view and from the plugin's own store (`hereabouts store dump`, and the plugin's CHECK
 # with the prevResult podman cached):
 #   lowest-free on a fresh network; reuse after `podman rm`; DEL when a container exits by itself;
 #   8 `podman run` at once get exactly the lowest 8; dual stack (ipRanges v4 + v6); `--ip` gets
@@ -199,21 +199,22 @@ inside() {
 }
 pings() { podman exec "$tag-$1" ping -q -c 1 -W 3 "$2" >/dev/null 2>&1; }
 has_eth0() { podman exec "$tag-$1" ip link show eth0 >/dev/null 2>&1; }
+# dump: the hereabouts store as Whereabouts objects (`hereabouts store dump`, JSON)
+dump() { "$bin" store dump --data-dir "$work/store" 2>/dev/null; }
 # holders [ADDR]: "address container-id ifname" for every allocation in the hereabouts store
 holders() {
-  python3 - "$work/store" "${1:-}" <<'PY'
-import ipaddress, json, os, sys
-d, only = os.path.join(sys.argv[1], "pools"), sys.argv[2]
-for f in sorted(os.listdir(d)) if os.path.isdir(d) else []:
-    if not f.endswith(".json"):
+  dump | python3 -c '
+import ipaddress, json, sys
+only = sys.argv[1]
+for item in json.load(sys.stdin)["items"]:
+    if item["kind"] != "IPPool":
         continue
-    pool = json.load(open(os.path.join(d, f)))
-    net = ipaddress.ip_network(pool["range"], strict=False)
-    for offset, h in sorted(pool["allocations"].items()):
+    net = ipaddress.ip_network(item["spec"]["range"], strict=False)
+    for offset, h in sorted(item["spec"]["allocations"].items()):
         address = str(net.network_address + int(offset))
         if not only or address == only:
-            print(address, h["id"], h["ifname"])
-PY
+            print(address, h["id"], h.get("ifname", ""))
+' "${1:-}"
 }
 held_by() { # ADDR NAME: the store gives ADDR to NAME's container (and to nobody else)
   [ "$(holders "$1")" = "$1 $(id_of "$2") eth0" ]
@@ -222,17 +223,12 @@ all_held() { # ADDR NAME [ADDR NAME…]
   while [ $# -ge 2 ]; do held_by "$1" "$2" || return 1; shift 2; done
 }
 store_count() { # allocations in every pool plus overlapping-range reservations
-  python3 - "$work/store" <<'PY'
-import json, os, sys
-n = 0
-for sub, key in (("pools", "allocations"), ("reservations", "reservations")):
-    d = os.path.join(sys.argv[1], sub)
-    for f in os.listdir(d) if os.path.isdir(d) else []:
-        if f.endswith(".json"):
-            n += len(json.load(open(os.path.join(d, f)))[key])
-print(n)
-PY
+  dump | python3 -c '
+import json, sys
+items = json.load(sys.stdin)["items"]
+print(sum(len(i["spec"]["allocations"]) if i["kind"] == "IPPool" else 1 for i in items))'
 }
+pool_count() { dump | python3 -c 'import json,sys; print(sum(i["kind"] == "IPPool" for i in json.load(sys.stdin)["items"]))'; }
 # cni_check NAME NETWORK [SAVED-CACHE]: the plugin's CHECK, as libcni would call it for the
 # container: the network's bridge config with prevResult from podman's CNI cache entry.
 cache_of() { echo "$work/fixed/var/lib/cni/results/$2-$(id_of "$1")-eth0"; }
@@ -377,7 +373,7 @@ step "end: rm of every container"
 for c in "${ctrs[@]}"; do podman rm -f -t 0 "$tag-$c" >/dev/null 2>&1; done
 same "no container left" "$(podman ps -aq | wc -l)" 0
 same "the store has the pools of the 5 ranges, with no allocation and no reservation (every DEL reached the plugin)" \
-  "$(ls "$work/store/pools" 2>/dev/null | grep -c '^[^.].*\.json$') $(store_count)" "5 0"
+  "$(pool_count) $(store_count)" "5 0"
 same "podman's CNI cache has no entry left" "$(ls "$work/fixed/var/lib/cni/results" 2>/dev/null | wc -l)" 0
 step ""
 echo "    (total: $(( ($(date +%s%N) - suite_t0) / 1000000 )) ms)"

@@ -10,3 +10,4 @@ pub mod demo;
 pub mod install;
 pub mod plan;
 pub mod reconcile;
+pub mod store;

@@ -32,7 +32,9 @@ pub fn exec(args: &ReconcileArgs) -> i32 {
         println!("{verb} {freed}");
     }
     for pool in &report.skipped_pools {
-        println!("skipped IPPool {pool}: its name is not [network_name-]<range>");
+        println!(
+            "skipped IPPool {pool}: its name is not [network_name-]<range>, or its spec.range not a range"
+        );
     }
     println!(
         "reconcile{}: {} checked, {} kept, {} {verb}",

@@ -97,52 +97,66 @@ pub fn crds_yaml() -> String {
     out
 }
 
-/// Whereabouts' IPPool name of a range (before `network_name-`): the range with `:` and `/`
-/// turned into `-`. (The core names pools for `pool-ref.name`; this serves reconcile's reverse
-/// lookup, [`network_of_pool`].)
-fn normalize_range(range: &str) -> String {
-    let mut range = range.to_string();
-    // Whereabouts: a range ending in ':' gets a '0' so the name does not end in '-'.
-    if range.ends_with(':') {
-        range.push('0');
+/// A range or an address as Whereabouts puts it in an object name (before `network_name-`):
+/// `:` and `/` turned into `-`. (The core names pools for `pool-ref.name`; this serves the
+/// reverse lookups, [`network_of_pool`] and [`reservation_in`], and reservation names.)
+fn normalize(text: &str) -> String {
+    let mut text = text.to_string();
+    // Whereabouts: text ending in ':' gets a '0' so the name does not end in '-'.
+    if text.ends_with(':') {
+        text.push('0');
     }
-    range.replace([':', '/'], "-")
+    text.replace([':', '/'], "-")
 }
 
 /// The network name encoded in a pool's object name, if the name is `[network-]<range>`.
 pub fn network_of_pool(pool_name: &str, range: &str) -> Option<String> {
-    let normalized = normalize_range(range);
+    let normalized = normalize(range);
     if pool_name == normalized {
         return Some(String::new());
     }
     pool_name.strip_suffix(&normalized)?.strip_suffix('-').map(str::to_string)
 }
 
-/// An OverlappingRangeIPReservation's object name: the address with `:` turned into `-`,
-/// after `network_name-`.
+/// An OverlappingRangeIPReservation's object name, as Whereabouts' `NormalizeIP` makes it:
+/// the address with `:` turned into `-` (an address ending in `:` gets a `0` first, so the
+/// name ends in an alphanumeric), after `network_name-`.
 pub fn reservation_name(network_name: &str, address: &str) -> String {
-    let normalized = address.replace(':', "-");
+    let normalized = normalize(address);
     if network_name.is_empty() { normalized } else { format!("{network_name}-{normalized}") }
 }
 
-/// The address an OverlappingRangeIPReservation is for, read back from its name (the spec has
-/// no address field): the name is `[network_name-]address` with `:` turned into `-`, which a
-/// network name with `-` in it can make ambiguous; then the longest network name among
-/// `networks` (those of the pools) wins, else no network. None when no split gives an address
-/// that names the object exactly.
+/// The address a reservation of network `network_name` named `name` is for (the spec has no
+/// address field), if the name is that network's: `network_name-` (nothing for the unnamed
+/// network) and then an address with `:` turned into `-`, in the canonical form we and
+/// Whereabouts write.
+///
+/// A name can be two networks' at once: `ab-cd--1` is network `ab`'s `cd::1` and the unnamed
+/// network's `ab:cd::1` (a network name made of hex groups, an IPv6 address with fewer than
+/// eight groups). Whereabouts names both the same, so they are one object and cannot both
+/// exist; this answers each network's reading of it.
+pub fn reservation_in(name: &str, network_name: &str) -> Option<String> {
+    let rest = if network_name.is_empty() {
+        name
+    } else {
+        name.strip_prefix(network_name)?.strip_prefix('-')?
+    };
+    let address: std::net::IpAddr = rest.replace('-', ":").parse().ok()?;
+    let address = address.to_string();
+    (reservation_name(network_name, &address) == name).then_some(address)
+}
+
+/// The address an OverlappingRangeIPReservation is for, read back from its name when its
+/// network is not known: of the networks whose reading of the name gives an address
+/// ([`reservation_in`]), the longest among `networks` (those of the pools) wins, else the
+/// unnamed network's reading, else the first. None when no reading gives an address.
 pub fn reservation_address<'a>(
     name: &str,
     networks: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
-    let splits = std::iter::once(("", name))
-        .chain(name.match_indices('-').map(|(at, _)| (&name[..at], &name[at + 1..])));
-    let candidates: Vec<(&str, String)> = splits
-        .filter_map(|(network, rest)| {
-            let address: std::net::IpAddr = rest.replace('-', ":").parse().ok()?;
-            let address = address.to_string();
-            (reservation_name(network, &address) == name).then_some((network, address))
-        })
-        .collect();
+    let splits = std::iter::once("").chain(name.match_indices('-').map(|(at, _)| &name[..at]));
+    let candidates: Vec<(&str, String)> =
+        splits.filter_map(|network| Some((network, reservation_in(name, network)?))).collect();
     let known: Vec<&str> = networks.into_iter().collect();
     let best = candidates
         .iter()
@@ -159,6 +173,9 @@ mod tests {
     #[test]
     fn names_match_whereabouts() {
         assert_eq!(reservation_name("", "fd00::5"), "fd00--5");
+        // Whereabouts' NormalizeIP: an address ending in ':' gets a '0'.
+        assert_eq!(reservation_name("", "fd00::"), "fd00--0");
+        assert_eq!(reservation_name("blue", "fd00:1::"), "blue-fd00-1--0");
         assert_eq!(reservation_name("blue", "10.0.0.5"), "blue-10.0.0.5");
         let cases = [
             ("blue-10.0.0.0-24", "10.0.0.0/24", Some("blue")),
@@ -186,11 +203,40 @@ mod tests {
             ("ab-cd--1", Some("cd::1")),
             ("blue-not-an-address", None),
             ("blue-10.050.0.1", None),
+            ("fd00--0", Some("fd00::")),
+            ("blue-fd00-1--0", Some("fd00:1::")),
+            // Not the canonical form: neither we nor Whereabouts write it.
+            ("fd00-0-0-0-0-0-0-5", None),
         ];
         for (name, address) in cases {
             assert_eq!(reservation_address(name, networks).as_deref(), address, "{name}");
         }
         assert_eq!(reservation_address("ab-cd--1", [""]).as_deref(), Some("ab:cd::1"));
+    }
+
+    #[test]
+    fn a_networks_reservations_are_told_by_their_names() {
+        let cases = [
+            ("blue-10.0.0.5", "blue", Some("10.0.0.5")),
+            ("blue-10.0.0.5", "", None),
+            ("blue-10.0.0.5", "blu", None),
+            ("blue-10.0.0.5", "red", None),
+            ("10.0.0.5", "", Some("10.0.0.5")),
+            ("10.0.0.5", "blue", None),
+            ("blue-fd00--5", "blue", Some("fd00::5")),
+            ("fd00--5", "", Some("fd00::5")),
+            ("my-net-fd00--5", "my-net", Some("fd00::5")),
+            ("my-net-fd00--5", "my", None),
+            ("fd00--0", "", Some("fd00::")),
+            // One object, two readings (see reservation_in).
+            ("ab-cd--1", "ab", Some("cd::1")),
+            ("ab-cd--1", "", Some("ab:cd::1")),
+            ("blue-", "blue", None),
+            ("blue-10.0.0.05", "blue", None),
+        ];
+        for (name, network, address) in cases {
+            assert_eq!(reservation_in(name, network).as_deref(), address, "{name} in {network:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,234 @@
+//! Reconcile and the controller's frees (hereabouts-kube) against the API-server emulation
+//! (tests/kube_emulator), through the real store, client and allocator component: what is
+//! freed and kept for each pod state, the report, and the reservations the Kubernetes store
+//! can strand — a crash between a reservation's POST and its IPPool's PUT, a release whose
+//! delete failed after the pool was written. (The `hereabouts reconcile` and `controller`
+//! commands themselves: kube_cli.rs.)
+
+mod kube_emulator;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use hereabouts_host::bindings::{AllocateRequest, Lease, NetworkConfig, Owner};
+use hereabouts_host::error::CniError;
+use hereabouts_host::runtime::Allocator;
+use hereabouts_kube::{controller, reconcile};
+use hereabouts_stores::kube::{KubeStore, Timeouts};
+use kube_emulator::{Emulator, pod};
+use serde_json::{Value, json};
+
+const NS: &str = "kube-system";
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kube-reconcile-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn store(kubeconfig: &Path) -> KubeStore {
+    KubeStore::connect(Some(kubeconfig), Timeouts::default()).expect("connect")
+}
+
+fn allocator(store: &KubeStore) -> Allocator {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kube-reconcile-cache");
+    Allocator::with_cache(Box::new(store.clone()), Some(&cache)).expect("load the component")
+}
+
+fn blue(allocator: &mut Allocator, range: &str) -> NetworkConfig {
+    let ipam = json!({"network_name": "blue", "range": range});
+    allocator.read_config(&ipam.to_string()).expect("a valid ipam section").network
+}
+
+fn owner(name: &str) -> Owner {
+    Owner {
+        container_id: format!("c-{name}"),
+        ifname: "net1".into(),
+        podref: format!("default/{name}"),
+        cni_network: "blue-net".into(),
+    }
+}
+
+fn allocate(
+    allocator: &mut Allocator,
+    network: &NetworkConfig,
+    name: &str,
+) -> Result<Vec<Lease>, CniError> {
+    let request = AllocateRequest { owner: owner(name), requested: Vec::new() };
+    allocator.allocate(network, &request).map_err(CniError::from)
+}
+
+fn addresses(leases: &[Lease]) -> Vec<String> {
+    leases.iter().map(|l| l.address.clone()).collect()
+}
+
+fn offsets(emulator: &Emulator, pool: &str) -> Vec<String> {
+    let pool = emulator.get("ippools", NS, pool).expect("pool");
+    pool["spec"]["allocations"].as_object().unwrap().keys().cloned().collect()
+}
+
+fn reservation_names(emulator: &Emulator) -> BTreeSet<String> {
+    emulator
+        .list("overlappingrangeipreservations")
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn freed(report: &reconcile::Report) -> Vec<(&str, &str, &str)> {
+    report.freed.iter().map(|f| (f.kind, f.address.as_str(), f.reason.as_str())).collect()
+}
+
+#[test]
+fn reconcile_frees_gone_pods_and_keeps_live_and_pending_ones() {
+    let emulator = Emulator::start();
+    let kubeconfig = emulator.kubeconfig(&temp_dir("pods"), None);
+    let store = store(&kubeconfig);
+    let mut allocator = allocator(&store);
+    let blue = blue(&mut allocator, "10.50.0.0/24");
+    // live: running, its network-status lists .1 · pending: not annotated yet · gone: no pod ·
+    // moved: running but its status lists another address · done: Succeeded.
+    for (i, name) in ["live", "pending", "gone", "moved", "done"].iter().enumerate() {
+        let leases = allocate(&mut allocator, &blue, name).unwrap();
+        assert_eq!(addresses(&leases), [format!("10.50.0.{}", i + 1)]);
+    }
+    emulator.insert("pods", pod("default", "live", "Running", &["10.50.0.1"]));
+    emulator.insert("pods", pod("default", "pending", "Pending", &[]));
+    emulator.insert("pods", pod("default", "moved", "Running", &["10.50.0.99"]));
+    emulator.insert("pods", pod("default", "done", "Succeeded", &["10.50.0.5"]));
+    // A reservation Whereabouts left behind for a pod that is gone.
+    emulator.insert(
+        "overlappingrangeipreservations",
+        json!({"metadata": {"name": "blue-10.50.0.77", "namespace": NS}, "spec": {"containerid": "c-ghost", "podref": "default/ghost", "ifname": "net1"}}),
+    );
+    // A node slice's pool (not `[network_name-]<range>`): skipped, untouched.
+    emulator.insert(
+        "ippools",
+        json!({"metadata": {"name": "10.52.0.0-24-node1", "namespace": NS}, "spec": {"range": "10.52.0.0/24", "allocations": {"1": {"id": "c-x", "podref": "default/gone-too"}}}}),
+    );
+    let pool_before = emulator.get("ippools", NS, "blue-10.50.0.0-24").unwrap();
+    let expected = [
+        ("allocation", "10.50.0.3", "pod no longer exists"),
+        ("allocation", "10.50.0.4", "running pod no longer has this address on any network"),
+        ("allocation", "10.50.0.5", "pod has terminated (Succeeded)"),
+        // A reservation reports its address, read back from its object's name.
+        ("reservation", "10.50.0.77", "pod no longer exists"),
+    ];
+
+    let report = reconcile::reconcile(&store, true).unwrap();
+    assert_eq!(freed(&report), expected);
+    // 5 allocations, and the reservations not released with them (.1, .2, .77).
+    assert_eq!((report.checked, report.kept), (8, 4));
+    assert_eq!(report.skipped_pools, ["10.52.0.0-24-node1"]);
+    assert_eq!(
+        emulator.get("ippools", NS, "blue-10.50.0.0-24").unwrap(),
+        pool_before,
+        "--dry-run changed nothing"
+    );
+    // The report's shape, as `hereabouts reconcile --json` prints it.
+    let json = serde_json::to_value(&report).unwrap();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&json), ["checked", "dry_run", "freed", "kept", "skipped_pools"]);
+    assert_eq!(
+        json["freed"][0],
+        json!({"object": "blue-10.50.0.0-24", "kind": "allocation", "address": "10.50.0.3",
+               "podref": "default/gone", "container_id": "c-gone", "ifname": "net1",
+               "reason": "pod no longer exists"})
+    );
+
+    let report = reconcile::reconcile(&store, false).unwrap();
+    assert_eq!(freed(&report), expected);
+    assert_eq!(offsets(&emulator, "blue-10.50.0.0-24"), ["1", "2"], "live and pending kept");
+    assert_eq!(
+        reservation_names(&emulator),
+        BTreeSet::from(["blue-10.50.0.1".to_string(), "blue-10.50.0.2".to_string()])
+    );
+    assert_eq!(offsets(&emulator, "10.52.0.0-24-node1"), ["1"]);
+
+    // A second pass finds nothing to do.
+    let report = reconcile::reconcile(&store, false).unwrap();
+    assert!(report.freed.is_empty(), "{:?}", report.freed);
+}
+
+#[test]
+fn reconcile_frees_the_reservations_the_kubernetes_store_strands() {
+    let emulator = Emulator::start();
+    let kubeconfig = emulator.kubeconfig(&temp_dir("stranded"), None);
+    let store = store(&kubeconfig);
+    let mut allocator = allocator(&store);
+    let blue = blue(&mut allocator, "10.51.0.0/24");
+
+    // The crash shape: the reservation's POST went through, the IPPool's PUT (here its first
+    // write, a POST) did not, and neither did the undo. Twice: for a pod that is then gone,
+    // and for one that lives on.
+    emulator.deny("create", "ippools");
+    emulator.deny("delete", "overlappingrangeipreservations");
+    allocate(&mut allocator, &blue, "crashed").unwrap_err();
+    allocate(&mut allocator, &blue, "alive").unwrap_err();
+    emulator.allow("create", "ippools");
+    emulator.allow("delete", "overlappingrangeipreservations");
+    assert!(emulator.get("ippools", NS, "blue-10.51.0.0-24").is_none());
+    assert_eq!(
+        reservation_names(&emulator),
+        BTreeSet::from(["blue-10.51.0.1".to_string(), "blue-10.51.0.2".to_string()])
+    );
+    emulator.insert("pods", pod("default", "alive", "Pending", &[]));
+    // A pod whose reservation an allocation backs.
+    emulator.insert("pods", pod("default", "kept", "Pending", &[]));
+    assert_eq!(addresses(&allocate(&mut allocator, &blue, "kept").unwrap()), ["10.51.0.3"]);
+
+    let report = reconcile::reconcile(&store, false).unwrap();
+    assert_eq!(freed(&report), [("reservation", "10.51.0.1", "pod no longer exists")]);
+    assert_eq!(report.freed[0].podref, "default/crashed");
+    assert_eq!(
+        reservation_names(&emulator),
+        BTreeSet::from(["blue-10.51.0.2".to_string(), "blue-10.51.0.3".to_string()]),
+        "the living pod's stranded reservation and the backed one are kept"
+    );
+    // .1 is free again.
+    emulator.insert("pods", pod("default", "next", "Pending", &[]));
+    assert_eq!(addresses(&allocate(&mut allocator, &blue, "next").unwrap()), ["10.51.0.1"]);
+
+    // The other shape: a DEL whose reservation delete fails after the pool was written.
+    emulator.deny("delete", "overlappingrangeipreservations");
+    let released = allocator.release(&blue, &owner("kept")).map_err(CniError::from).unwrap();
+    assert_eq!(addresses(&released), ["10.51.0.3"], "the DEL itself succeeds");
+    emulator.allow("delete", "overlappingrangeipreservations");
+    assert!(reservation_names(&emulator).contains("blue-10.51.0.3"));
+    // While its pod is there (the runtime's DEL came first), the reservation is kept.
+    let report = reconcile::reconcile(&store, false).unwrap();
+    assert!(report.freed.is_empty(), "{:?}", report.freed);
+    emulator.delete("pods", "default", "kept");
+    let report = reconcile::reconcile(&store, false).unwrap();
+    assert_eq!(freed(&report), [("reservation", "10.51.0.3", "pod no longer exists")]);
+    assert!(!reservation_names(&emulator).contains("blue-10.51.0.3"));
+}
+
+#[test]
+fn the_controller_frees_a_gone_pods_addresses_and_keeps_a_recreated_ones() {
+    let emulator = Emulator::start();
+    let kubeconfig = emulator.kubeconfig(&temp_dir("controller"), None);
+    let store = store(&kubeconfig);
+    let mut allocator = allocator(&store);
+    let blue = blue(&mut allocator, "10.60.0.0/24");
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        allocate(&mut allocator, &blue, name).unwrap();
+        emulator.insert("pods", pod("default", name, "Running", &[&format!("10.60.0.{}", i + 1)]));
+    }
+    // a is gone; b was deleted and recreated under its name (StatefulSet), Pending; c lives.
+    emulator.delete("pods", "default", "a");
+    emulator.delete("pods", "default", "b");
+    emulator.insert("pods", pod("default", "b", "Pending", &[]));
+    let freed = controller::free_pod(&store, &mut allocator, "default/a").unwrap();
+    let freed: Vec<(&str, &str)> =
+        freed.iter().map(|f| (f.address.as_str(), f.reason.as_str())).collect();
+    assert_eq!(freed, [("10.60.0.1", "pod no longer exists")]);
+    for podref in ["default/b", "default/c", "default/never-had-one", "not-a-podref"] {
+        let freed = controller::free_pod(&store, &mut allocator, podref).unwrap();
+        assert!(freed.is_empty(), "{podref}: {freed:?}");
+    }
+    assert_eq!(offsets(&emulator, "blue-10.60.0.0-24"), ["2", "3"]);
+    assert!(emulator.get("overlappingrangeipreservations", NS, "blue-10.60.0.1").is_none());
+}
