@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # host-web and playground tests (suite `web` of ../test.sh): installs the npm packages, builds the
-# component module and the playground from BIN, runs the parity, artifact and API tests in Node,
-# then drives the served playground in headless Chromium (Debian's /usr/bin/chromium).
+# component module and the playground from BIN, runs in Node the store contract, the shared vectors
+# through the component, the parity with BIN's `plan`, the artifact and API tests, then drives the
+# served playground in headless Chromium (Debian's /usr/bin/chromium), vectors included.
 #
 #   bash host-web/test.sh target/release/hereabouts
 #

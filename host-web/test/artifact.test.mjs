@@ -1,5 +1,6 @@
-// The artifact host-web loads is the component `hereabouts` embeds: same sha256, and every core
-// module the loaders compile is a verbatim slice of those bytes. A module that is not is refused.
+// The artifact host-web loads is the component `hereabouts` embeds: same sha256, imports exactly
+// the contract (no WASI), and every core module the loaders compile is a verbatim slice of those
+// bytes. A module that is not is refused.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -7,14 +8,15 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
+import { CONTRACT_IMPORTS, componentImports } from '../component-imports.mjs';
 import { coreModuleLoader, readManifest } from '../src/node.mjs';
-import { bin, root } from './helpers.mjs';
+import { requireBin, root } from './helpers.mjs';
 
 const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
 const dist = `${root}host-web/dist`;
 
 function embedded() {
-  const result = spawnSync(bin, ['component'], { maxBuffer: 64 << 20 });
+  const result = spawnSync(requireBin(), ['component'], { maxBuffer: 64 << 20 });
   assert.equal(result.status, 0, `hereabouts component failed: ${result.stderr}`);
   return result.stdout;
 }
@@ -27,8 +29,19 @@ test('the component host-web was built from is byte-identical to `hereabouts com
   assert.equal(manifest.bytes, bytes.length);
 });
 
-test('every core module host-web loads is a verbatim slice of the embedded component', () => {
-  const bytes = embedded();
+test('the component imports exactly its contract: the store and its types, no WASI', async () => {
+  const imports = await componentImports(readFileSync(`${dist}/hereabouts.wasm`));
+  assert.deepEqual(imports, ['hereabouts:ipam/store@0.2.0', 'hereabouts:ipam/types@0.2.0']);
+  assert.deepEqual(imports, CONTRACT_IMPORTS);
+  assert.deepEqual(readManifest().imports, imports);
+  // Nor does the glue ask for anything else at instantiation.
+  const glue = readFileSync(`${dist}/component/hereabouts.js`, 'utf8');
+  assert.deepEqual([...new Set(glue.match(/imports\['[^']+'\]/g))], ["imports['hereabouts:ipam/store']"]);
+  assert.doesNotMatch(glue, /wasi:/);
+});
+
+test('every core module host-web loads is a verbatim slice of the component (the embedded one: see above)', () => {
+  const bytes = readFileSync(`${dist}/hereabouts.wasm`);
   const manifest = readManifest();
   const files = readdirSync(`${dist}/component`).filter((f) => f.endsWith('.wasm')).sort();
   assert.deepEqual(files, Object.keys(manifest.coreModules).sort());

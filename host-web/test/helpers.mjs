@@ -1,4 +1,4 @@
-// Shared by the host-web tests: the native binary and the vector files.
+// Shared by the host-web tests: the native binary, the vector files and their rules.
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -7,26 +7,37 @@ import { fileURLToPath } from 'node:url';
 export const root = fileURLToPath(new URL('../../', import.meta.url));
 export const planMjs = fileURLToPath(new URL('../plan.mjs', import.meta.url));
 
-/** The `hereabouts` binary under test ($HEREABOUTS_BIN, else target/release/hereabouts). */
+/** The `hereabouts` binary the tests compare with ($HEREABOUTS_BIN, else target/release/hereabouts). */
 export const bin = process.env.HEREABOUTS_BIN ?? `${root}target/release/hereabouts`;
-if (!existsSync(bin)) throw new Error(`no hereabouts binary at ${bin}: set HEREABOUTS_BIN`);
 
-/** The plan vectors: the shared file, plus host-web's own cases. */
+/** Fails the calling test when there is no binary to compare with. */
+export function requireBin() {
+  if (!existsSync(bin)) throw new Error(`no hereabouts binary at ${bin}: set HEREABOUTS_BIN`);
+  return bin;
+}
+
+/** The vector files every host runs (core-wasm/tests/vectors.rs describes them). */
+export const VECTOR_FILES = Object.freeze({ 'vectors/plan.json': 40, 'vectors/whereabouts.json': 60, 'vectors/plan-host-web.json': 60 });
+
+/** Every vector, each with its `file`; a file that shrank below its floor is an error. */
 export function vectors() {
-  const files = ['vectors/plan.json', 'vectors/plan-host-web.json'];
-  return files.flatMap((file) => {
-    const path = `${root}${file}`;
-    if (!existsSync(path)) {
-      if (file === 'vectors/plan.json') throw new Error(`${file} is missing`);
-      return [];
-    }
-    return JSON.parse(readFileSync(path, 'utf8')).map((v) => ({ ...v, file }));
+  return Object.entries(VECTOR_FILES).flatMap(([file, atLeast]) => {
+    const list = JSON.parse(readFileSync(`${root}${file}`, 'utf8'));
+    if (list.length < atLeast) throw new Error(`${file} shrank to ${list.length} vectors`);
+    return list.map((v) => ({ ...v, file }));
   });
 }
 
-/** What a vector feeds on stdin: its `input` document as JSON, or its raw `stdin` text (host-web's
- *  own file uses that for syntax errors, which no JSON document can carry). */
-export const inputText = (vector) => ('stdin' in vector ? vector.stdin : JSON.stringify(vector.input));
+/** What a vector feeds on stdin: its raw `stdin` text, or its `input` document as JSON. */
+export const inputText = (vector) => (typeof vector.stdin === 'string' ? vector.stdin : JSON.stringify(vector.input));
+
+/** What a vector expects `hereabouts plan` to print: an `expect` with `ranges` and no
+ *  `warnings` expects none. */
+export function expected(vector) {
+  const expect = structuredClone(vector.expect);
+  if ('ranges' in expect && !('warnings' in expect)) expect.warnings = [];
+  return expect;
+}
 
 /** Runs a command with stdin; returns {status, stdout, stderr}. */
 export function run(command, args, input) {
@@ -35,5 +46,5 @@ export function run(command, args, input) {
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
-export const nativePlan = (input) => run(bin, ['plan'], input);
-export const nodePlan = (input) => run(process.execPath, [planMjs], input);
+export const nativePlan = (input, args = []) => run(requireBin(), ['plan', ...args], input);
+export const nodePlan = (input, args = []) => run(process.execPath, [planMjs, ...args], input);

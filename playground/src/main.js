@@ -1,8 +1,9 @@
-// The range-planning playground. Every answer about addresses — capacity, first/last, the next
-// addresses, the map, overlaps, findings, allocations — comes from the allocator component
-// (host-web); this file only edits configs and draws what the component says.
+// The range-planning playground. Every answer about addresses — how the ipam section reads (and
+// what Whereabouts would ignore in it), capacity, first/last, the next addresses, the map, overlap
+// verdicts, findings, allocations — comes from the allocator component (host-web); this file only
+// edits configs and draws what the component says.
 
-import { loadHereabouts, networkConfig, PlanError, SavedPlans } from '../../host-web/src/browser.mjs';
+import { CniError, loadHereabouts, SavedPlans } from '../../host-web/src/browser.mjs';
 import { debounce, fill, fraction, groupDigits, h } from './dom.js';
 import { decodeShare, encodeShare, importNetworks, ipamJson, nadYaml } from './formats.js';
 import './style.css';
@@ -51,11 +52,20 @@ function setKey(obj, key, value) {
   else obj[key] = value;
 }
 
-function networkFor(net) {
+/** Whether the form holds no range at all yet (a new network): nothing to read. Anything else,
+ *  even a range of the wrong type, is for the component to read and judge. */
+const blank = (value) => value === undefined || value === null || (typeof value === 'string' && value.trim() === '');
+const noRangeYet = (ipam) => blank(ipam.range) && (ipam.ipRanges === undefined
+  || (Array.isArray(ipam.ipRanges) && ipam.ipRanges.every((r) => blank(r?.range))));
+
+/** The network as the component reads its ipam section: `{config, warnings}` or `{error}`. */
+async function networkFor(net) {
   try {
-    return { config: networkConfig(net.ipam) };
+    const { network, warnings } = await hb.readConfig(net.ipam);
+    return { config: network, warnings };
   } catch (e) {
-    return { error: e };
+    if (e instanceof CniError) return { error: e };
+    throw e;
   }
 }
 
@@ -177,7 +187,9 @@ function renderAll() {
 
 // ---------------------------------------------------------------- rendering: results
 
-function setMsg(card, field, text, severity = 'error') {
+/** Shows `content` (text or nodes) beside the field named by `field` (a config path as the
+ *  component writes it); a path without a field of its own goes to the network's message line. */
+function setMsg(card, field, content, severity = 'error', attrs = {}) {
   const slotPath = field.replace(/\.?exclude\[(\d+)\]$/, (m) => (m.startsWith('.') ? '.exclude' : 'exclude'));
   let slot = card.querySelector(`[data-msg="${CSS.escape(slotPath)}"]`);
   let prefix = '';
@@ -188,8 +200,21 @@ function setMsg(card, field, text, severity = 'error') {
     const index = Number(/\[(\d+)\]$/.exec(field)[1]);
     prefix = `line ${index + 1} (${field.split('.').pop()}): `;
   }
-  slot.append(h(`span.${severity}`, prefix + text));
+  slot.append(h(`span.${severity}`, attrs, prefix, content));
   slot.closest('.field')?.classList.add(`has-${severity}`);
+}
+
+/** A rejected config beside the field it names (with the rule id when the reading gave one). */
+function showError(card, error) {
+  if (!error.field) return setMsg(card, '', error.msg);
+  const rule = error.rule ? [' ', h('span.rule', `[${error.rule}]`)] : [];
+  return setMsg(card, error.field, [error.fieldMessage, ...rule], 'error', error.rule ? { 'data-rule': error.rule } : {});
+}
+
+/** A value Whereabouts ignores, beside its field: the value, why, and the rule `check` names. */
+function showWarning(card, w) {
+  setMsg(card, w.field, ['ignored ', h('code', w.ignored), `: ${w.reason} `, h('span.rule', `[${w.rule}]`)], 'warning',
+    { 'data-rule': w.rule, 'data-warning': w.field });
 }
 
 function clearMsgs(card) {
@@ -275,17 +300,18 @@ async function drawMap(net, config, allocated, index, report, box) {
   }
 }
 
+/** Draws the network's simulated pods; returns every lease its pools hold. */
 async function renderPods(net, config) {
   const box = $(`[data-pods="${net.id}"]`);
-  if (!box) return [];
   let leases = [];
   if (config) {
     try {
-      leases = (await hb.listLeases(config)).filter((l) => l.owner.containerId.startsWith(`${net.key}:`));
+      leases = await hb.listLeases(config);
     } catch { /* config errors are shown at the fields */ }
   }
+  if (!box) return leases;
   const pods = new Map();
-  for (const l of leases) {
+  for (const l of leases.filter((held) => held.owner.containerId.startsWith(`${net.key}:`))) {
     const pod = pods.get(l.owner.containerId) ?? { owner: l.owner, addresses: [] };
     pod.addresses.push(l.lease.address);
     pods.set(l.owner.containerId, pod);
@@ -322,7 +348,7 @@ let componentMs = 0; // time spent inside the component during the current updat
 
 /** Wraps the host's calls so the footer can say how much of an update the component took. */
 function timed(host) {
-  for (const name of ['reports', 'validate', 'overlaps', 'rangeMap', 'listLeases']) {
+  for (const name of ['readConfig', 'reports', 'validate', 'overlaps', 'rangeMap', 'listLeases']) {
     const call = host[name];
     host[name] = async (...args) => {
       const t = performance.now();
@@ -367,18 +393,19 @@ async function updateNow() {
     if (!card) continue;
     clearMsgs(card);
     const results = $(`[data-results="${net.id}"]`);
-    const { config, error } = networkFor(net);
-    if (error) {
-      setMsg(card, '', error.msg ?? String(error));
-      fill(results, h('p.placeholder', 'Fix the config to see the plan.'));
-      await renderPods(net, null);
-      continue;
-    }
-    if (!config.range?.range.trim() && config.ipRanges.length === 0) {
+    if (noRangeYet(net.ipam)) {
       fill(results, h('p.placeholder', 'Enter a range (IPv4 or IPv6 CIDR) to see capacity, the next addresses and a map.'));
       await renderPods(net, null);
       continue;
     }
+    const { config, warnings, error } = await networkFor(net);
+    if (error) {
+      showError(card, error);
+      fill(results, h('p.placeholder', 'Fix the config to see the plan.'));
+      await renderPods(net, null);
+      continue;
+    }
+    for (const w of warnings) showWarning(card, w);
     const findings = await hb.validate(config);
     for (const f of findings) setMsg(card, f.field, f.message, f.severity);
     if (findings.some((f) => f.severity === 'error')) {
@@ -387,14 +414,14 @@ async function updateNow() {
       continue;
     }
     configs.set(net, config);
-    const leases = await renderPods(net, config);
-    const allocated = leases.map((l) => l.lease.address);
+    // Everything the network's pools hold counts, this network's simulated pods or another's.
+    const allocated = (await renderPods(net, config)).map((l) => l.lease.address);
     let reports;
     try {
       reports = await hb.reports(config, allocated, PREVIEW);
     } catch (e) {
-      if (e instanceof PlanError) {
-        setMsg(card, /^\S+: /.test(e.msg) ? e.msg.split(': ')[0] : '', e.msg.replace(/^\S+: /, ''));
+      if (e instanceof CniError) {
+        showError(card, e);
         fill(results, h('p.placeholder', 'The component rejected this config.'));
         continue;
       }
@@ -406,6 +433,31 @@ async function updateNow() {
   await renderConflicts(configs);
 }
 
+/** How the playground words the core's overlap verdict (`overlap-kind`): severity, the line in
+ *  the list of overlaps, and the note beside each range. */
+const OVERLAP_KINDS = {
+  'same-pool': {
+    severity: 'info',
+    says: () => 'the same pool (same range and network_name): one IPPool, no address is handed out twice',
+    note: 'same pool: no address is handed out twice',
+  },
+  protected: {
+    severity: 'info',
+    says: (ca) => `same network_name "${ca.networkName}": each shared address is handed out once (overlapping-range reservations)`,
+    note: 'same network_name: no address is handed out twice',
+  },
+  unprotected: {
+    severity: 'warning',
+    says: () => 'same network_name, but enable_overlapping_ranges is off in one of them: the same address can go to two pods',
+    note: 'overlapping reservations off: duplicates possible',
+  },
+  'separate-networks': {
+    severity: 'warning',
+    says: (ca, cb) => `network_name keeps them apart ("${ca.networkName}" vs "${cb.networkName}"): the same address can go to a pod in each — a conflict wherever the two networks meet`,
+    note: 'different network_name: duplicates possible',
+  },
+};
+
 async function renderConflicts(configs) {
   const box = $('#conflicts');
   const nets = [...configs.keys()];
@@ -416,19 +468,13 @@ async function renderConflicts(configs) {
       const [ca, cb] = [configs.get(a), configs.get(b)];
       const found = await hb.overlaps(ca, cb);
       for (const o of found) {
-        const sameName = ca.networkName === cb.networkName;
-        const shared = sameName && ca.enableOverlappingRanges && cb.enableOverlappingRanges;
-        const severity = shared ? 'info' : 'warning';
-        const how = sameName
-          ? shared
-            ? `same network_name "${ca.networkName}": each shared address is handed out once (overlapping-range reservations)`
-            : `same network_name, but enable_overlapping_ranges is off: the same address can go to two pods`
-          : `network_name keeps them apart ("${ca.networkName}" vs "${cb.networkName}"): the same address can go to a pod in each — fine only if they are separate L2 networks`;
-        const text = `${a.name} ${o.aField} and ${b.name} ${o.bField} share ${o.first} – ${o.last}; ${how}`;
-        items.push(h(`li.${severity}`, { 'data-severity': severity }, text));
+        const kind = OVERLAP_KINDS[o.kind];
+        if (!kind) throw new Error(`unknown overlap kind ${o.kind}`);
+        const text = `${a.name} ${o.aField} and ${b.name} ${o.bField} share ${o.first} – ${o.last}; ${kind.says(ca, cb)}`;
+        items.push(h(`li.${kind.severity}`, { 'data-severity': kind.severity, 'data-kind': o.kind }, text));
         for (const [net, field, other] of [[a, o.aField, b], [b, o.bField, a]]) {
           const card = $(`[data-net="${net.id}"]`);
-          setMsg(card, `${field === 'range' ? 'range' : `${field}.range`}`, `overlaps ${other.name} (${o.first} – ${o.last}); ${sameName ? (shared ? 'same network_name: no address is handed out twice' : 'overlapping reservations off: duplicates possible') : 'different network_name: duplicates possible'}`, severity);
+          setMsg(card, field === 'range' ? 'range' : `${field}.range`, `overlaps ${other.name} (${o.first} – ${o.last}); ${kind.note}`, kind.severity);
         }
       }
     }
@@ -453,11 +499,15 @@ function scheduleUpdate() {
 
 async function addPods(net, n) {
   document.body.dataset.pending = 'true';
-  const { config, error } = networkFor(net);
-  if (error) return;
+  const { config, error } = await networkFor(net);
+  if (error) {
+    toast(`cannot add pods: ${error.msg}`);
+    update();
+    return;
+  }
   for (let k = 0; k < n; k++) {
     net.podSeq += 1;
-    const owner = { containerId: `${net.key}:${net.podSeq}`, ifname: 'net1', podref: `default/pod-${net.podSeq}` };
+    const owner = { containerId: `${net.key}:${net.podSeq}`, ifname: 'net1', podref: `default/pod-${net.podSeq}`, cniNetwork: net.name };
     try {
       await hb.allocate(config, owner);
     } catch (e) {
@@ -471,14 +521,14 @@ async function addPods(net, n) {
 
 async function deletePod(net, owner) {
   document.body.dataset.pending = 'true';
-  const { config } = networkFor(net);
+  const { config } = await networkFor(net);
   if (config) await hb.release(config, owner);
   update();
 }
 
 async function resetPods(net) {
   document.body.dataset.pending = 'true';
-  const { config } = networkFor(net);
+  const { config } = await networkFor(net);
   if (config) {
     for (const l of await hb.listLeases(config)) {
       if (l.owner.containerId.startsWith(`${net.key}:`)) await hb.release(config, l.owner);
@@ -608,6 +658,8 @@ async function main() {
 
   try {
     hb = timed(await loadHereabouts());
+    // The component host, for the devtools console (and the browser tests).
+    globalThis.hereabouts = hb;
   } catch (e) {
     fill($('#networks'), h('p.error', `The allocator component failed to load: ${e.message}`));
     throw e;

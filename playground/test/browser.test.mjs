@@ -14,6 +14,8 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
+import { expected, inputText, vectors } from '../../host-web/test/helpers.mjs';
+
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const bin = process.env.HEREABOUTS_BIN ?? `${root}target/release/hereabouts`;
 const artifacts = join(root, 'test-artifacts');
@@ -32,6 +34,9 @@ function nativePlan(ipam, allocated = []) {
   if (result.error) throw result.error;
   return JSON.parse(result.stdout);
 }
+
+/** The ranges part of `hereabouts plan`'s answer (what the reports on the page show). */
+const nativeRanges = (ipam, allocated = []) => ({ ranges: nativePlan(ipam, allocated).ranges });
 
 /** Waits until every edit has been computed and drawn. */
 async function settled() {
@@ -113,7 +118,7 @@ test('a typed range with excludes shows the capacity, first/last and next addres
   await net.locator('textarea[data-path="exclude"]').fill(ipam.exclude.join('\n'));
   await net.locator('input[data-path="gateway"]').fill(ipam.gateway);
   await settled();
-  assert.deepEqual(await shownPlan(net), nativePlan(ipam));
+  assert.deepEqual(await shownPlan(net), nativeRanges(ipam));
 
   // IPv6 with range_start, where the capacity exceeds 2^64.
   await net.locator('input[data-path="range"]').fill('fd00:20::/56');
@@ -121,7 +126,7 @@ test('a typed range with excludes shows the capacity, first/last and next addres
   await net.locator('textarea[data-path="exclude"]').fill('fd00:20::1:0/120');
   await net.locator('input[data-path="gateway"]').fill('');
   await settled();
-  assert.deepEqual(await shownPlan(net), nativePlan({ range: 'fd00:20::/56', range_start: 'fd00:20::1:0', exclude: ['fd00:20::1:0/120'] }));
+  assert.deepEqual(await shownPlan(net), nativeRanges({ range: 'fd00:20::/56', range_start: 'fd00:20::1:0', exclude: ['fd00:20::1:0/120'] }));
 });
 
 test('simulated pods take the lowest free address, and a deleted pod\'s address is taken next', async () => {
@@ -140,7 +145,7 @@ test('simulated pods take the lowest free address, and a deleted pod\'s address 
   await net.getByRole('button', { name: 'delete default/pod-2' }).click();
   await settled();
   const shown = await shownPlan(net);
-  assert.deepEqual(shown, nativePlan(ipam, ['10.30.0.2', '10.30.0.4']));
+  assert.deepEqual(shown, nativeRanges(ipam, ['10.30.0.2', '10.30.0.4']));
   assert.equal(shown.ranges[0].next, '10.30.0.3');
   await net.locator('input.count').fill('1');
   await net.locator('[data-action="add-pods"]').click();
@@ -150,38 +155,107 @@ test('simulated pods take the lowest free address, and a deleted pod\'s address 
 
 test('an error is shown beside the field it concerns, with the component\'s message', async () => {
   const net = await addNetwork('broken');
-  const ipam = { range: '10.40.0.0/24', exclude: ['10.40.0.0/30', '10.41.0.0/24'] };
-  await net.locator('input[data-path="range"]').fill(ipam.range);
-  await net.locator('textarea[data-path="exclude"]').fill(ipam.exclude.join('\n'));
-  await settled();
-  const native = nativePlan(ipam);
-  assert.equal(native.code, 7);
-  const [field, message] = native.msg.split(/: (.*)/s);
-  assert.equal(field, 'exclude[1]');
-  const slot = net.locator('.field[data-field="exclude"] [data-msg="exclude"]');
-  assert.match(await slot.innerText(), new RegExp(`line 2 \\(exclude\\[1\\]\\): ${message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
-  assert.ok(await net.locator('.field[data-field="exclude"]').evaluate((el) => el.classList.contains('has-error')));
-  assert.equal(await net.locator('.field[data-field="range"] [data-msg="range"]').innerText(), '');
-
   await net.locator('input[data-path="range"]').fill('10.40.0.0/33');
   await settled();
   const bad = nativePlan({ range: '10.40.0.0/33' });
   assert.equal(bad.code, 7);
-  assert.ok((await net.locator('[data-msg="range"]').innerText()).includes(bad.msg.replace(/^range: /, '')));
+  const [field, message] = bad.msg.split(/: (.*)/s);
+  assert.equal(field, 'range');
+  const shown = net.locator('[data-msg="range"] .error');
+  const rule = await shown.getAttribute('data-rule');
+  assert.match(rule, /^range-[a-z0-9-]+$/, 'the rule id `check` reports it under');
+  assert.equal(await shown.innerText(), `${message} [${rule}]`);
+  assert.ok(await net.locator('.field[data-field="range"]').evaluate((el) => el.classList.contains('has-error')));
+  assert.match(await net.locator('.net-results').innerText(), /Fix the config/);
+
+  // An exclude that is no CIDR: Whereabouts' walk fails on it, so every new ADD would.
+  await net.locator('input[data-path="range"]').fill('10.40.0.0/24');
+  await net.locator('textarea[data-path="exclude"]').fill('10.40.0.0/30\nnot-a-cidr');
+  await settled();
+  const slot = net.locator('.field[data-field="exclude"] [data-msg="exclude"]');
+  assert.match(await slot.innerText(), /^line 2 \(exclude\[1\]\): not-a-cidr is not a CIDR or an IP address/);
+  assert.ok(await net.locator('.field[data-field="exclude"]').evaluate((el) => el.classList.contains('has-error')));
+  assert.equal(await net.locator('[data-msg="range"]').innerText(), '');
 });
 
-test('overlaps between networks are reported, saying whether network_name keeps them apart', async () => {
+test('a value Whereabouts ignores is shown beside its field: the value, why, and the rule', async () => {
+  const net = card('broken');
+  const ipam = { range: '10.40.0.0/24', range_start: '10.41.0.1', exclude: ['10.40.0.0/30', '10.41.0.0/24'] };
+  await net.locator('input[data-path="range_start"]').fill(ipam.range_start);
+  await net.locator('textarea[data-path="exclude"]').fill(ipam.exclude.join('\n'));
+  await settled();
+  const native = nativePlan(ipam);
+  assert.deepEqual(native.warnings.map((w) => w.field), ['range_start', 'exclude[1]']);
+  for (const w of native.warnings) {
+    const shown = net.locator(`[data-warning="${w.field}"]`);
+    assert.equal(await shown.getAttribute('data-rule'), w.rule);
+    const text = await shown.innerText();
+    assert.ok(text.endsWith(`ignored ${w.ignored}: ${w.reason} [${w.rule}]`), `${w.field}: ${text}`);
+  }
+  assert.match(await net.locator('[data-msg="exclude"]').innerText(), /^line 2 \(exclude\[1\]\): ignored 10\.41\.0\.0\/24/);
+  assert.ok(await net.locator('.field[data-field="range_start"]').evaluate((el) => el.classList.contains('has-warning')));
+  // The plan goes on as Whereabouts would, without the ignored values.
+  assert.deepEqual(await shownPlan(net), nativeRanges(ipam));
+  assert.equal((await shownPlan(net)).ranges[0].first, '10.40.0.4');
+  await net.getByRole('button', { name: 'Remove' }).click();
+  await settled();
+});
+
+test('overlaps between networks carry the core\'s verdict', async () => {
   const a = await addNetwork('ov-a');
   await a.locator('input[data-path="range"]').fill('10.50.0.0/24');
   const b = await addNetwork('ov-b');
   await b.locator('input[data-path="range"]').fill('10.50.0.128/25');
   await settled();
   const item = page.locator('#conflicts li', { hasText: 'ov-a range and ov-b range' });
-  assert.match(await item.innerText(), /share 10\.50\.0\.129 – 10\.50\.0\.254; same network_name/);
+  assert.equal(await item.getAttribute('data-kind'), 'protected');
+  assert.equal(await item.getAttribute('data-severity'), 'info');
+  assert.match(await item.innerText(), /share 10\.50\.0\.129 – 10\.50\.0\.254; same network_name "": each shared address is handed out once/);
+
+  await b.locator('input[data-path="enable_overlapping_ranges"]').uncheck();
+  await settled();
+  assert.equal(await item.getAttribute('data-kind'), 'unprotected');
+  assert.match(await item.innerText(), /enable_overlapping_ranges is off in one of them: the same address can go to two pods/);
+  assert.match(await b.locator('[data-msg="range"]').innerText(), /overlaps ov-a .*duplicates possible/);
+
+  // The same pool (same range and network_name) is one IPPool: never twice, reservations or not.
+  await b.locator('input[data-path="range"]').fill('10.50.0.0/24');
+  await settled();
+  assert.equal(await item.getAttribute('data-kind'), 'same-pool');
+  assert.equal(await item.getAttribute('data-severity'), 'info');
+  assert.match(await item.innerText(), /the same pool .*no address is handed out twice/);
+  assert.doesNotMatch(await b.locator('[data-msg="range"]').innerText(), /duplicates possible/);
+
   await b.locator('input[data-path="network_name"]').fill('other');
   await settled();
-  assert.match(await item.innerText(), /network_name keeps them apart/);
-  assert.match(await b.locator('[data-msg="range"]').innerText(), /overlaps ov-a/);
+  assert.equal(await item.getAttribute('data-kind'), 'separate-networks');
+  assert.equal(await item.getAttribute('data-severity'), 'warning');
+  assert.match(await item.innerText(), /network_name keeps them apart \("" vs "other"\)/);
+  assert.match(await b.locator('[data-msg="range"]').innerText(), /overlaps ov-a .*different network_name: duplicates possible/);
+  for (const net of [a, b]) await net.getByRole('button', { name: 'Remove' }).click();
+  await settled();
+});
+
+test('every shared vector gives the expected answer through the component in Chromium', async () => {
+  const all = vectors();
+  const answers = await page.evaluate(async (texts) => {
+    const out = [];
+    for (const text of texts) out.push(await globalThis.hereabouts.runPlan(text));
+    return out;
+  }, all.map(inputText));
+  const failures = [];
+  all.forEach((v, i) => {
+    const want = expected(v);
+    const { status, output } = answers[i];
+    try {
+      assert.deepEqual(output, want);
+      assert.equal(status, 'ranges' in want ? 0 : 1);
+    } catch (e) {
+      failures.push(`${v.file}: ${v.name}: ${e.message}`);
+    }
+  });
+  assert.deepEqual(failures, [], `${failures.length} of ${all.length} vectors failed in Chromium`);
+  console.log(`# Chromium: ${all.length} vectors through the component, all as expected`);
 });
 
 test('a NetworkAttachmentDefinition imports, exports and re-imports unchanged', async () => {
@@ -218,7 +292,7 @@ spec:
     ipRanges: [{ range: '192.168.2.225/28', exclude: ['192.168.2.229/30'] }, { range: 'fd10::/120', range_start: 'fd10::10' }],
     network_name: 'lab',
   };
-  assert.deepEqual(await shownPlan(net), nativePlan(ipam));
+  assert.deepEqual(await shownPlan(net), nativeRanges(ipam));
 
   await net.getByRole('button', { name: 'Export' }).click();
   const exportedIpam = JSON.parse(await page.locator('#export-ipam').inputValue());
@@ -332,7 +406,7 @@ test('a /8 with 1,000 excludes updates quickly in the browser', async () => {
   await settled();
   const first = Number(await page.locator('#timing').getAttribute('data-ms'));
   const firstComponent = Number(await page.locator('#timing').getAttribute('data-component-ms'));
-  assert.deepEqual(await shownPlan(net), nativePlan(ipam));
+  assert.deepEqual(await shownPlan(net), nativeRanges(ipam));
   // A steady-state edit: change the gateway, everything (all networks) recomputed and redrawn.
   const times = [];
   const inComponent = [];
@@ -361,7 +435,7 @@ apiVersion: k8s.cni.cncf.io/v1
 kind: NetworkAttachmentDefinition
 metadata: {name: storage-legacy}
 spec:
-  config: '{"cniVersion": "1.0.0", "type": "macvlan", "master": "eth1", "ipam": {"type": "whereabouts", "range": "10.10.0.0/24", "exclude": ["10.10.0.0/28"], "gateway": "10.10.0.1", "network_name": "legacy"}}'
+  config: '{"cniVersion": "1.0.0", "type": "macvlan", "master": "eth1", "ipam": {"type": "whereabouts", "range": "10.10.0.0/24", "range_end": "10.10.1.20", "exclude": ["10.10.0.0/28"], "gateway": "10.10.0.1", "network_name": "legacy"}}'
 `);
   await page.click('#import-replace');
   await settled();
@@ -375,6 +449,7 @@ spec:
   await settled();
   await net.locator('.map-grid .cell').nth(8).hover();
   assert.match(await page.locator('#conflicts').innerText(), /storage range and storage-legacy range share 10\.10\.0\.16 – 10\.10\.0\.254; network_name keeps them apart/);
+  assert.equal(await card('storage-legacy').locator('[data-warning="range_end"]').getAttribute('data-rule'), 'range-end-outside-range');
   await page.evaluate(() => { document.querySelector('#toast').hidden = true; });
   await page.screenshot({ path: join(artifacts, 'playground.png'), fullPage: true });
   assert.deepEqual(pageErrors, []);
