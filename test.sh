@@ -41,15 +41,10 @@ install_deps() {
   rustup component add rustfmt clippy >/dev/null 2>&1 || rustup component add rustfmt clippy
 }
 
-# Formatting and clippy, warnings as errors. Temporarily, until core-wasm is clippy-clean (the
-# contract-v2 rewrite): clippy leaves out core-wasm, and with it hereabouts-host's tests and
-# bench, which link the core as a dev-dependency (clippy lints every workspace crate it
-# compiles); hereabouts-host's library is linted on its own.
+# Formatting and clippy over every crate and target, warnings as errors.
 lint() {
   cargo fmt --all --check &&
-    cargo clippy --release --locked --workspace --exclude hereabouts-core --exclude hereabouts-host \
-      --all-targets -- -D warnings &&
-    cargo clippy --release --locked -p hereabouts-host --lib -- -D warnings
+    cargo clippy --release --locked --workspace --all-targets -- -D warnings
 }
 build() { cargo build --release --locked --workspace --all-targets; }
 rust_tests() { cargo test --release --locked --workspace; }

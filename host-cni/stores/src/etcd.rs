@@ -1858,9 +1858,8 @@ mod tests {
         let plan = Plan::new(&keys, &reservation_key, &claims).unwrap();
         let round = commit_txn(&keys, &query, &create, &plan).unwrap();
         assert_eq!(round.counts, (2 + 32, 2 + 16 * 3 + 16, 4 + 32));
-        for (compares, then, otherwise) in [round.counts] {
-            assert!(compares.max(then).max(otherwise) < MAX_TXN_OPS);
-        }
+        let (compares, then, otherwise) = round.counts;
+        assert!(compares.max(then).max(otherwise) < MAX_TXN_OPS);
         // Past the budget (far more edits than the core sends) the commit is refused, not split.
         let mut huge = moves.clone();
         huge.edits = huge.edits.iter().cycle().take(30).cloned().collect::<Vec<_>>();

@@ -199,6 +199,7 @@ impl SqliteStore {
             StoreError::Failed(format!("data_dir: cannot create {}: {e}", dir.display()))
         })?;
         let path = dir.join(DATABASE_FILE);
+        check_magic(&path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -219,6 +220,7 @@ impl SqliteStore {
         if !path.exists() {
             return Err(StoreError::Failed(format!("{}: no store here", path.display())));
         }
+        check_magic(&path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
         let store = Self { conn, path };
@@ -401,6 +403,32 @@ impl SqliteStore {
             )))
         }
     }
+}
+
+/// Refuses a database file that does not start with SQLite's header. SQLite itself reads the
+/// pages its WAL holds from the WAL, the first one included, so a file overwritten with
+/// anything else would go unnoticed (and be written over by the next checkpoint) as long as
+/// its WAL is there. An empty file is a database not written yet.
+fn check_magic(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::Failed(format!("{}: cannot read: {e}", path.display()))),
+    };
+    let mut head = Vec::with_capacity(16);
+    (&mut file)
+        .take(16)
+        .read_to_end(&mut head)
+        .map_err(|e| StoreError::Failed(format!("{}: cannot read: {e}", path.display())))?;
+    if head.is_empty() || head == MAGIC {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt(format!(
+        "{}: not an SQLite database (it does not start with SQLite's header); left untouched",
+        path.display()
+    )))
 }
 
 /// (application_id, user_version) and the number of schema objects, read in `tx`.

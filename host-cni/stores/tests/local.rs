@@ -420,7 +420,7 @@ fn dump_shows_whereabouts_objects() {
     assert_eq!(
         items[0],
         json!({"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "IPPool",
-               "metadata": {"name": "10.0.0.0-24"},
+               "metadata": {"name": "10.0.0.0-24", "resourceVersion": "7"},
                "spec": {"range": "10.0.0.0/24", "allocations": {
                    "1": {"id": "old-1", "podref": "ns/old-1", "ifname": "eth0"},
                    "2": {"id": "old-2", "podref": "ns/old-2", "ifname": "eth0"},

@@ -105,12 +105,10 @@ conf = json.load(open(sys.argv[1])); conf["prevResult"] = json.load(open(sys.arg
 print(json.dumps(conf))
 PY
 }
-allocations() { # NET: number of allocations in the network's pool files
-  python3 - "$work/store-$1" <<'PY'
-import json, os, sys
-d = os.path.join(sys.argv[1], "pools")
-print(sum(len(json.load(open(os.path.join(d, f)))["allocations"]) for f in os.listdir(d) if f.endswith(".json")) if os.path.isdir(d) else 0)
-PY
+allocations() { # NET: number of allocations in the network's pools (`hereabouts store dump`)
+  "$bin" store dump --data-dir "$work/store-$1" 2>/dev/null | python3 -c '
+import json, sys
+print(sum(len(i["spec"]["allocations"]) for i in json.load(sys.stdin)["items"] if i["kind"] == "IPPool"))'
 }
 
 # ---- each cniVersion through the bridge plugin ----
@@ -205,8 +203,9 @@ conf["cni.dev/valid-attachments"] = [{"containerID": "ctr-gc-2", "ifname": "eth0
 print(json.dumps(conf))
 PY
 check "GC with pods 2 and 4 listed" cni GC "$net" 0 "$work/$net.gc" hereabouts
-left=$(python3 -c 'import json,sys; p=json.load(open(sys.argv[1])); print(" ".join(sorted(h["id"] for h in p["allocations"].values())))' \
-  "$work/store-$net/pools/10.211.0.0-24.json")
+left=$("$bin" store dump --data-dir "$work/store-$net" | python3 -c 'import json,sys
+p = [i for i in json.load(sys.stdin)["items"] if i["metadata"]["name"] == "10.211.0.0-24"][0]["spec"]
+print(" ".join(sorted(h["id"] for h in p["allocations"].values())))')
 check "GC freed exactly the unlisted pods 1 and 3 (left: $left)" [ "$left" = "ctr-gc-2 ctr-gc-4" ]
 cni ADD "$net" 5 "$work/$net.conf" hereabouts
 check "the address GC freed is handed out again ($(addr_of "$net" 5))" [ "$(addr_of "$net" 5)" = 10.211.0.1/24 ]

@@ -1,8 +1,8 @@
 //! The store as Whereabouts' objects (`hereabouts store dump`), so people and scripts read
 //! the node's allocations in the shape they know from the cluster.
 //!
-//! One Kubernetes `List` of `IPPool`s (`metadata.name`, `spec.range`, `spec.allocations`:
-//! offset → `{id, podref, ifname}`) and `OverlappingRangeIPReservation`s (named
+//! One Kubernetes `List` of `IPPool`s (`metadata.name`, `metadata.resourceVersion`: the
+//! pool's version, `spec.range`, `spec.allocations`: offset → `{id, podref, ifname}`) and `OverlappingRangeIPReservation`s (named
 //! `[network_name-]address` with `:` as `-`, `spec {containerid, podref, ifname}`), with
 //! Whereabouts' serialisation (`ifname` and `containerid` left out when empty). The CNI
 //! network and the core's summary have no field there and are not shown. Read in one
@@ -22,9 +22,9 @@ impl SqliteStore {
             let db = |e| classify(path, e);
             let mut items = Vec::new();
             let mut pools =
-                tx.prepare("SELECT name, range FROM pools ORDER BY name").map_err(db)?;
-            let pools: Vec<(String, String)> = pools
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                tx.prepare("SELECT name, range, version FROM pools ORDER BY name").map_err(db)?;
+            let pools: Vec<(String, String, i64)> = pools
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .and_then(Iterator::collect)
                 .map_err(db)?;
             let mut slots = tx
@@ -32,7 +32,7 @@ impl SqliteStore {
                     "SELECT offset, container_id, ifname, podref FROM allocations WHERE pool = ?1",
                 )
                 .map_err(db)?;
-            for (name, range) in pools {
+            for (name, range, version) in pools {
                 let allocations: Map<String, Value> = slots
                     .query_map([&name], |r| {
                         let ifname: String = r.get(2)?;
@@ -48,7 +48,7 @@ impl SqliteStore {
                 items.push(json!({
                     "apiVersion": GROUP_VERSION,
                     "kind": "IPPool",
-                    "metadata": {"name": name},
+                    "metadata": {"name": name, "resourceVersion": version.to_string()},
                     "spec": {"range": range, "allocations": allocations},
                 }));
             }
