@@ -137,21 +137,55 @@ fn decode_slots(
 struct Retries<'a> {
     pool: &'a PoolRef,
     attempt: u32,
+    /// The last retry went at once, on the view the stale answer carried.
+    went_at_once: bool,
 }
 
-impl Retries<'_> {
+impl<'a> Retries<'a> {
+    fn new(pool: &'a PoolRef) -> Self {
+        Self { pool, attempt: 0, went_at_once: false }
+    }
+
+    fn gave_up(&self) -> IpamError {
+        IpamError::Contention(format!(
+            "pool {}: too many concurrent writers, gave up after {} attempts; try again later",
+            self.pool.name,
+            self.attempt + 1
+        ))
+    }
+
     fn pause(&mut self, store: &mut dyn Store) -> Result<(), IpamError> {
         if self.attempt + 1 >= MAX_ATTEMPTS
             || !store.pause_before_retry(self.attempt, backoff_ceiling_us(self.attempt))
         {
-            return Err(IpamError::Contention(format!(
-                "pool {}: too many concurrent writers, gave up after {} attempts; try again later",
-                self.pool.name,
-                self.attempt + 1
-            )));
+            return Err(self.gave_up());
         }
         self.attempt += 1;
         Ok(())
+    }
+
+    /// The view to retry a lost commit on. A stale answer carries the pool as it is at that
+    /// instant, so the first retry goes at once on it (no read). A retry that loses again
+    /// waits its backoff, and since other writers commit during the wait, it reads the pool
+    /// afresh after it: a view older than the wait would lose again for sure (with 8 writers
+    /// on one pool, retrying only on pre-pause views starved some writers past the budget).
+    fn after_stale(
+        &mut self,
+        store: &mut dyn Store,
+        owner: &Owner,
+        view: PoolView,
+    ) -> Result<PoolView, IpamError> {
+        if !self.went_at_once {
+            if self.attempt + 1 >= MAX_ATTEMPTS {
+                return Err(self.gave_up());
+            }
+            self.attempt += 1;
+            self.went_at_once = true;
+            return Ok(view);
+        }
+        self.pause(store)?;
+        self.went_at_once = false;
+        Ok(store.read_pool(self.pool, owner)?)
     }
 
     /// A refusal that needs no wait (a rebuilt summary) still counts: a store that keeps
@@ -211,7 +245,7 @@ fn allocate_in(
     config: &NetworkConfig,
 ) -> Result<(Lease, bool), IpamError> {
     let pool = pool_ref(network, range);
-    let mut retries = Retries { pool: &pool, attempt: 0 };
+    let mut retries = Retries::new(&pool);
     // Addresses reserved in the network by other pools (overlapping ranges): skipped.
     let mut held_elsewhere: BTreeSet<u128> = BTreeSet::new();
     let view = store.read_pool(&pool, owner)?;
@@ -281,7 +315,7 @@ fn allocate_in(
         match store.commit(&pool, owner, &change)? {
             CommitOutcome::Committed(_) => return Ok((lease(range, address), true)),
             CommitOutcome::Stale(view) => {
-                retries.pause(store)?;
+                let view = retries.after_stale(store, owner, view)?;
                 current = Current::read(store, &pool, range, view)?;
             }
             CommitOutcome::Occupied(_) => {
@@ -314,7 +348,7 @@ fn release_in(
     owner: &Owner,
 ) -> Result<Vec<HeldLease>, IpamError> {
     let pool = pool_ref(network, range);
-    let mut retries = Retries { pool: &pool, attempt: 0 };
+    let mut retries = Retries::new(&pool);
     let view = store.read_pool(&pool, owner)?;
     let mut current = Current::read(store, &pool, range, view)?;
     let mut freed = Vec::new();
@@ -344,7 +378,7 @@ fn release_in(
                 current = Current::read(store, &pool, range, view)?;
             }
             CommitOutcome::Stale(view) => {
-                retries.pause(store)?;
+                let view = retries.after_stale(store, owner, view)?;
                 current = Current::read(store, &pool, range, view)?;
             }
             other => return Err(unexpected(&pool, &other)),
@@ -387,7 +421,7 @@ fn free_where(
     select: &dyn Fn(&Owner) -> bool,
 ) -> Result<Vec<HeldLease>, IpamError> {
     let pool = pool_ref(network, range);
-    let mut retries = Retries { pool: &pool, attempt: 0 };
+    let mut retries = Retries::new(&pool);
     let mut freed = Vec::new();
     'listing: loop {
         let mut current = Current::whole(store, &pool, range)?;

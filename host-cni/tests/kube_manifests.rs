@@ -151,7 +151,13 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
     );
     assert_eq!(
         rules_of(&objects["ClusterRole/hereabouts-reconciler"]),
-        vec![pair("pods", "get"), pair("pods", "list"), pair("pods", "watch")]
+        vec![
+            pair("nodes", "get"),
+            pair("nodes", "list"),
+            pair("pods", "get"),
+            pair("pods", "list"),
+            pair("pods", "watch")
+        ]
     );
     // Every workload runs under a service account that exists.
     for (key, account) in [
@@ -267,6 +273,19 @@ fn the_helm_chart_renders_to_the_same_objects_as_deploy() {
     for (key, doc) in &deploy {
         assert_eq!(&rendered[key], doc, "chart and deploy/ differ for {key}");
     }
+
+    // The dead-node grace period, off by default, reaches reconcile's arguments when set.
+    let cronjob = std::fs::read_to_string(chart.join("templates/reconcile-cronjob.yaml")).unwrap();
+    let args = |values: &Value| {
+        let text = render(&cronjob, values, "kube-system");
+        documents(&text, "reconcile-cronjob.yaml")[0]
+            .pointer("/spec/jobTemplate/spec/template/spec/containers/0/args")
+            .cloned()
+    };
+    assert_eq!(args(&values), None);
+    let mut graced = values.clone();
+    graced["reconcile"]["notReadyGraceSeconds"] = serde_json::json!(600);
+    assert_eq!(args(&graced), Some(serde_json::json!(["--not-ready-grace-seconds=600"])));
 
     // Switching the optional parts off removes them.
     let mut off = values.clone();

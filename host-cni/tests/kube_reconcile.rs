@@ -228,3 +228,110 @@ fn the_controller_frees_a_gone_pods_addresses_and_keeps_a_recreated_ones() {
     assert_eq!(offsets(&emulator, "blue-10.60.0.0-24"), ["2", "3"]);
     assert!(emulator.get("overlappingrangeipreservations", NS, "blue-10.60.0.1").is_none());
 }
+
+/// A pod of `pod(…)` bound to `node`, being deleted or not, with status conditions.
+fn on_node(name: &str, ip: &str, node: &str, deleting: bool, conditions: Value) -> Value {
+    let mut object = pod("default", name, "Running", &[ip]);
+    object["spec"]["nodeName"] = json!(node);
+    object["status"]["conditions"] = conditions;
+    if deleting {
+        object["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    }
+    object
+}
+
+fn node(name: &str, ready: &str, since_seconds_ago: u64) -> Value {
+    let since = std::time::SystemTime::now() - std::time::Duration::from_secs(since_seconds_ago);
+    let since = since.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let since = k8s_openapi::jiff::Timestamp::from_second(since as i64).unwrap().to_string();
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+           "status": {"conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": since,
+                                      "reason": "KubeletReady"}]}})
+}
+
+/// Pods that can never run again, as a table of pod and node states in the emulation: the
+/// taint manager's eviction (Whereabouts' rule), a deleting pod whose node object is gone, and
+/// with the grace period set, a deleting pod on a node NotReady for longer. The pods are listed
+/// in pages, one extra page of unrelated pods at a time.
+#[test]
+fn reconcile_frees_what_dead_nodes_strand() {
+    let emulator = Emulator::start();
+    let kubeconfig = emulator.kubeconfig(&temp_dir("dead-nodes"), None);
+    let store = store(&kubeconfig);
+    let mut allocator = allocator(&store);
+    let blue = blue(&mut allocator, "10.51.0.0/24");
+    emulator.insert("nodes", node("live", "True", 3600));
+    emulator.insert("nodes", node("dead", "Unknown", 600));
+    let evicted = json!([{"type": "DisruptionTarget", "status": "True",
+                          "reason": "DeletionByTaintManager", "message": "Taint manager: deleting due to NoExecute taint"}]);
+    let preempted =
+        json!([{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]);
+    // (pod, node, deleting, conditions)
+    let table = [
+        ("evicted", "dead", true, evicted),
+        ("preempted", "live", true, preempted),
+        ("node-gone", "gone", true, json!([])),
+        ("running-node-gone", "gone", false, json!([])),
+        ("deleting-live", "live", true, json!([])),
+        ("deleting-dead", "dead", true, json!([])),
+        ("running-dead", "dead", false, json!([])),
+    ];
+    for (i, (name, node, deleting, conditions)) in table.iter().enumerate() {
+        let leases = allocate(&mut allocator, &blue, name).unwrap();
+        let address = format!("10.51.0.{}", i + 1);
+        assert_eq!(addresses(&leases), std::slice::from_ref(&address));
+        emulator.insert("pods", on_node(name, &address, node, *deleting, conditions.clone()));
+    }
+    // 1,200 pods of other workloads: the pods are listed 500 at a time.
+    for i in 0..1200 {
+        emulator.insert("pods", pod("other", &format!("p{i:04}"), "Running", &[]));
+    }
+
+    let report = reconcile::reconcile(&store, false).unwrap();
+    assert_eq!(
+        freed(&report),
+        [
+            (
+                "allocation",
+                "10.51.0.1",
+                "pod was evicted from its node by the taint manager (DisruptionTarget: DeletionByTaintManager)"
+            ),
+            ("allocation", "10.51.0.3", "pod is being deleted and its node no longer exists"),
+        ]
+    );
+    let (lists, paged) = emulator.lists("pods");
+    assert_eq!((lists, paged), (3, 3), "1,207 pods in pages of 500");
+    assert_eq!(offsets(&emulator, "blue-10.51.0.0-24"), ["2", "4", "5", "6", "7"]);
+
+    // With a grace period shorter than the dead node's 600 s: its deleting pod is freed too;
+    // the running pod on it, and the deleting pod on the live node, are not.
+    let options = reconcile::Options {
+        dry_run: false,
+        not_ready_grace: Some(std::time::Duration::from_secs(300)),
+    };
+    let report = reconcile::reconcile_with(&store, &options).unwrap();
+    assert_eq!(
+        freed(&report),
+        [(
+            "allocation",
+            "10.51.0.6",
+            "pod is being deleted on a node that has not been Ready for longer than the grace period"
+        )]
+    );
+    // Longer than the node has been down: nothing more.
+    let options = reconcile::Options {
+        not_ready_grace: Some(std::time::Duration::from_secs(900)),
+        ..options
+    };
+    assert!(reconcile::reconcile_with(&store, &options).unwrap().freed.is_empty());
+    assert_eq!(offsets(&emulator, "blue-10.51.0.0-24"), ["2", "4", "5", "7"]);
+
+    // The controller applies the node rules to a deleting pod it is told of.
+    let leases = allocate(&mut allocator, &blue, "late").unwrap();
+    emulator.insert("pods", on_node("late", &leases[0].address, "gone", true, json!([])));
+    let freed = controller::free_pod(&store, &mut allocator, "default/late").unwrap();
+    assert_eq!(
+        freed.iter().map(|f| f.reason.as_str()).collect::<Vec<_>>(),
+        ["pod is being deleted and its node no longer exists"]
+    );
+}

@@ -126,10 +126,16 @@ pub fn free_pod(
     if held.is_empty() {
         return Ok(Vec::new());
     }
-    let pod = crate::get_pod(store, namespace, name)?;
+    let pod = crate::get_pod(store, namespace, name)?.as_ref().and_then(pods::PodFacts::of);
+    // A pod being deleted: whether its node still exists decides too.
+    let mut nodes = pods::Nodes { now: crate::now_seconds(), ..pods::Nodes::default() };
+    if let Some(pod) = pod.as_ref().filter(|p| p.deleting && !p.node.is_empty()) {
+        let node = crate::get_node_facts(store, &pod.node)?;
+        nodes.known = Some(node.map(|n| (pod.node.clone(), n)).into_iter().collect());
+    }
     let mut freed = Vec::new();
     for (object, network, held) in held {
-        let verdict = pods::allocation(pod.as_ref(), &held.lease.address);
+        let verdict = pods::allocation(pod.as_ref(), &held.lease.address, &nodes);
         if !verdict.is_free() {
             continue;
         }

@@ -18,6 +18,7 @@ pub mod controller;
 pub mod pods;
 pub mod reconcile;
 
+use std::collections::HashMap;
 use std::fmt;
 
 use hereabouts_host::bindings::NetworkConfig;
@@ -25,7 +26,7 @@ use hereabouts_host::error::CniError;
 use hereabouts_host::runtime::{Allocator, ReadError};
 use hereabouts_stores::kube::crd::{self, IPPool};
 use hereabouts_stores::kube::{KubeError, KubeStore, Request};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::ListParams;
 use serde::Serialize;
@@ -104,10 +105,54 @@ pub fn pool_network(
     }
 }
 
-/// Every pod in the cluster.
-fn list_pods(store: &KubeStore) -> Result<Vec<Pod>, KubeError> {
+/// Pods per page when listing every pod: one page at a time is held as whole objects.
+pub const PODS_PER_PAGE: u32 = 500;
+
+/// Every pod in the cluster, as the facts the policy needs, listed page by page (`limit` and
+/// `continue`), so a pass over 50,000 pods never holds them all as objects.
+fn list_pod_facts(store: &KubeStore) -> Result<Vec<pods::PodFacts>, KubeError> {
     let api: Api<Pod> = Api::all(store.client().clone());
-    Ok(store.request(Request::new("list", "pods", ""), api.list(&ListParams::default()))?.items)
+    let mut facts = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = ListParams::default().limit(PODS_PER_PAGE);
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let page = store.request(Request::new("list", "pods", ""), api.list(&params))?;
+        facts.extend(page.items.iter().filter_map(pods::PodFacts::of));
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(facts);
+        }
+        store.restart_budget();
+    }
+}
+
+/// Every node, as the facts the policy needs.
+fn list_node_facts(store: &KubeStore) -> Result<HashMap<String, pods::NodeFacts>, KubeError> {
+    let api: Api<Node> = Api::all(store.client().clone());
+    let nodes =
+        store.request(Request::new("list", "nodes", ""), api.list(&ListParams::default()))?;
+    Ok(nodes
+        .items
+        .iter()
+        .filter_map(|node| Some((node.metadata.name.clone()?, pods::NodeFacts::of(node))))
+        .collect())
+}
+
+/// One node by name, as the policy's facts; None when it does not exist.
+fn get_node_facts(store: &KubeStore, name: &str) -> Result<Option<pods::NodeFacts>, KubeError> {
+    let api: Api<Node> = Api::all(store.client().clone());
+    let node = store.request(Request::new("get", "nodes", name), api.get_opt(name))?;
+    Ok(node.as_ref().map(pods::NodeFacts::of))
+}
+
+/// Now, in seconds since the epoch.
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// One pod by namespace and name; None when it does not exist.

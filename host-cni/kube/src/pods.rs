@@ -1,6 +1,6 @@
 //! Is a pod still using its addresses? The one policy for every part of Hereabouts that frees
 //! addresses on Kubernetes (`reconcile` and `controller`), kept pure so it is tested as a
-//! table of pod states.
+//! table of pod and node states.
 //!
 //! An allocation records `podref` ("namespace/name"), container id and ifname, but not the
 //! pod's UID, so a pod recreated under the same name looks like the old one. The policy is
@@ -9,46 +9,175 @@
 //! - no pod of that name exists (callers read the allocations *before* the pods, so an
 //!   allocation made after the pod was read cannot be mistaken for an orphan);
 //! - the pod is in a terminal phase (Succeeded/Failed: the kubelet has torn its sandbox down);
+//! - the pod can never run again: the taint manager evicted it from a failed node (condition
+//!   `DisruptionTarget`, status True, reason `DeletionByTaintManager`), which is Whereabouts'
+//!   rule since its PR #485; or it is being deleted and its node object is gone (nodes are
+//!   read *after* the pods, so a pod on a node that joined meanwhile still finds its node);
+//!   or, when the operator sets a grace period (off by default), it is being deleted on a
+//!   node whose `Ready` condition has not been True for longer than that period: a dead node's
+//!   kubelet never sends the DEL, so these addresses came back only with a force-delete;
 //! - the pod is Running and its Multus `k8s.v1.cni.cncf.io/network-status` annotation lists its
 //!   secondary networks without this address (the pod no longer has that interface/network —
 //!   this is also what frees the old address of a StatefulSet pod recreated under its name).
 //!
 //! Everything else is kept: a Pending pod (it may not be annotated yet, or it is the recreated
-//! pod about to take over a sticky address), a pod being deleted (the runtime's DEL is coming),
-//! and a Running pod without a readable annotation (we cannot tell).
+//! pod about to take over a sticky address), a pod being deleted on a live node (the runtime's
+//! DEL is coming), a Running pod whose node is gone (the kubelet may register its node again;
+//! Kubernetes' pod garbage collector deletes such pods, and then they are freed), and a Running
+//! pod without a readable annotation (we cannot tell).
+//!
+//! Callers keep only [`PodFacts`] and [`NodeFacts`] of the objects they list, so a pass over
+//! a large cluster holds a few hundred bytes per pod, not the whole object.
 
-use k8s_openapi::api::core::v1::Pod;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::Deserialize;
 
 /// Multus' annotation listing a pod's networks and their addresses.
 pub const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
 
+/// What the policy needs of a pod, taken from the object once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodFacts {
+    /// "namespace/name".
+    pub podref: String,
+    /// `status.phase`; "Pending" when none is reported yet.
+    pub phase: String,
+    /// It has a deletion timestamp.
+    pub deleting: bool,
+    /// The taint manager evicted it (`DisruptionTarget`: `DeletionByTaintManager`).
+    pub evicted: bool,
+    /// `spec.nodeName`; empty when not scheduled.
+    pub node: String,
+    /// The addresses Multus lists on its secondary networks.
+    pub secondary: Secondary,
+}
+
+/// What the network-status annotation says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secondary {
+    Listed(Vec<String>),
+    NoAnnotation,
+    Unreadable,
+}
+
+impl PodFacts {
+    pub fn of(pod: &Pod) -> Option<Self> {
+        let status = pod.status.as_ref();
+        let evicted = status.and_then(|s| s.conditions.as_ref()).is_some_and(|conditions| {
+            conditions.iter().any(|c| {
+                c.type_ == "DisruptionTarget"
+                    && c.status == "True"
+                    && c.reason.as_deref() == Some("DeletionByTaintManager")
+            })
+        });
+        let secondary = match pod.metadata.annotations.as_ref().and_then(|a| a.get(NETWORK_STATUS))
+        {
+            None => Secondary::NoAnnotation,
+            Some(text) => match serde_json::from_str::<Vec<NetworkStatus>>(text) {
+                Ok(networks) => Secondary::Listed(
+                    networks.into_iter().filter(|n| !n.default).flat_map(|n| n.ips).collect(),
+                ),
+                Err(_) => Secondary::Unreadable,
+            },
+        };
+        Some(Self {
+            podref: podref_of(pod)?,
+            phase: status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into()),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            evicted,
+            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
+            secondary,
+        })
+    }
+}
+
+/// What the policy needs of a node: since when (seconds since the epoch) its `Ready`
+/// condition has not been True; None while it is Ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub not_ready_since: Option<i64>,
+}
+
+impl NodeFacts {
+    pub fn of(node: &Node) -> Self {
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"));
+        let not_ready_since = match ready {
+            Some(c) if c.status == "True" => None,
+            // No transition time: count from the epoch, i.e. as long past.
+            Some(c) => Some(c.last_transition_time.as_ref().map_or(0, |t| t.0.as_second())),
+            // A node that never reported Ready is treated as not ready since forever too.
+            None => Some(0),
+        };
+        Self { not_ready_since }
+    }
+}
+
+/// What the policy knows of the cluster's nodes.
+#[derive(Debug, Clone, Default)]
+pub struct Nodes {
+    /// By name; None when the caller did not read the nodes (the node rules then never fire).
+    pub known: Option<HashMap<String, NodeFacts>>,
+    /// Free a deleting pod's addresses once its node has not been Ready for this long.
+    pub not_ready_grace: Option<Duration>,
+    /// Now, in seconds since the epoch.
+    pub now: i64,
+}
+
 /// What the policy sees of a pod.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum PodState<'a> {
+enum PodState<'a> {
     /// No pod of that namespace and name exists.
     Missing,
+    /// It can never run again; why.
+    Dead(&'static str),
     /// The pod has a deletion timestamp: its runtime's DEL frees the address.
     Deleting,
     /// Succeeded or Failed.
     Terminated(&'a str),
     /// Running; what its network-status annotation says decides.
-    Running(&'a Pod),
+    Running(&'a Secondary),
     /// Pending, Unknown, or no phase reported yet.
     Other(&'a str),
 }
 
-impl<'a> PodState<'a> {
-    pub fn of(pod: Option<&'a Pod>) -> Self {
-        let Some(pod) = pod else { return PodState::Missing };
-        if pod.metadata.deletion_timestamp.is_some() {
-            return PodState::Deleting;
+fn state<'a>(pod: Option<&'a PodFacts>, nodes: &Nodes) -> PodState<'a> {
+    let Some(pod) = pod else { return PodState::Missing };
+    if pod.evicted {
+        return PodState::Dead(
+            "pod was evicted from its node by the taint manager (DisruptionTarget: DeletionByTaintManager)",
+        );
+    }
+    if pod.deleting {
+        if let (Some(known), false) = (&nodes.known, pod.node.is_empty()) {
+            match known.get(&pod.node) {
+                None => {
+                    return PodState::Dead("pod is being deleted and its node no longer exists");
+                }
+                Some(NodeFacts { not_ready_since: Some(since) }) => {
+                    if let Some(grace) = nodes.not_ready_grace
+                        && nodes.now.saturating_sub(*since) >= grace.as_secs() as i64
+                    {
+                        return PodState::Dead(
+                            "pod is being deleted on a node that has not been Ready for longer than the grace period",
+                        );
+                    }
+                }
+                Some(_) => {}
+            }
         }
-        match pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending") {
-            phase @ ("Succeeded" | "Failed") => PodState::Terminated(phase),
-            "Running" => PodState::Running(pod),
-            phase => PodState::Other(phase),
-        }
+        return PodState::Deleting;
+    }
+    match pod.phase.as_str() {
+        phase @ ("Succeeded" | "Failed") => PodState::Terminated(phase),
+        "Running" => PodState::Running(&pod.secondary),
+        phase => PodState::Other(phase),
     }
 }
 
@@ -79,23 +208,25 @@ struct NetworkStatus {
 }
 
 /// An allocation of `address` whose podref names `pod` (None: no such pod).
-pub fn allocation(pod: Option<&Pod>, address: &str) -> Verdict {
-    match PodState::of(pod) {
+pub fn allocation(pod: Option<&PodFacts>, address: &str, nodes: &Nodes) -> Verdict {
+    match state(pod, nodes) {
         PodState::Missing => Verdict::Free("pod no longer exists".into()),
+        PodState::Dead(why) => Verdict::Free(why.into()),
         PodState::Deleting => {
             Verdict::Keep("pod is being deleted; its runtime DEL frees the address".into())
         }
         PodState::Terminated(phase) => Verdict::Free(format!("pod has terminated ({phase})")),
         PodState::Other(phase) => Verdict::Keep(format!("pod is {phase}")),
-        PodState::Running(pod) => network_status(pod, address),
+        PodState::Running(secondary) => network_status(secondary, address),
     }
 }
 
 /// A reservation (OverlappingRangeIPReservation) whose podref names `pod`. Only a pod that is
 /// gone frees it: the reservations of allocations the policy frees go with their allocation.
-pub fn reservation(pod: Option<&Pod>) -> Verdict {
-    match PodState::of(pod) {
+pub fn reservation(pod: Option<&PodFacts>, nodes: &Nodes) -> Verdict {
+    match state(pod, nodes) {
         PodState::Missing => Verdict::Free("pod no longer exists".into()),
+        PodState::Dead(why) => Verdict::Free(why.into()),
         PodState::Terminated(phase) => Verdict::Free(format!("pod has terminated ({phase})")),
         PodState::Deleting => {
             Verdict::Keep("pod is being deleted; its runtime DEL frees the address".into())
@@ -104,26 +235,31 @@ pub fn reservation(pod: Option<&Pod>) -> Verdict {
     }
 }
 
-/// Whether a watch event's pod is worth a look by the controller: it terminated (deletions
-/// are looked at anyway).
+/// Whether a watch event's pod is worth a look by the controller: it terminated or can never
+/// run again (deletions are looked at anyway).
 pub fn has_terminated(pod: &Pod) -> bool {
-    matches!(PodState::of(Some(pod)), PodState::Terminated(_))
+    PodFacts::of(pod).is_some_and(|facts| {
+        matches!(
+            state(Some(&facts), &Nodes::default()),
+            PodState::Terminated(_) | PodState::Dead(_)
+        )
+    })
 }
 
-fn network_status(pod: &Pod, address: &str) -> Verdict {
-    let Some(annotation) = pod.metadata.annotations.as_ref().and_then(|a| a.get(NETWORK_STATUS))
-    else {
-        return Verdict::Keep("pod has no network-status annotation; cannot tell".into());
-    };
-    let Ok(networks) = serde_json::from_str::<Vec<NetworkStatus>>(annotation) else {
-        return Verdict::Keep("pod's network-status annotation is unreadable; cannot tell".into());
-    };
-    let listed =
-        networks.iter().filter(|n| !n.default).flat_map(|n| n.ips.iter()).any(|ip| ip == address);
-    if listed {
-        Verdict::Keep("pod uses the address".into())
-    } else {
-        Verdict::Free("running pod no longer has this address on any network".into())
+fn network_status(secondary: &Secondary, address: &str) -> Verdict {
+    match secondary {
+        Secondary::NoAnnotation => {
+            Verdict::Keep("pod has no network-status annotation; cannot tell".into())
+        }
+        Secondary::Unreadable => {
+            Verdict::Keep("pod's network-status annotation is unreadable; cannot tell".into())
+        }
+        Secondary::Listed(ips) if ips.iter().any(|ip| ip == address) => {
+            Verdict::Keep("pod uses the address".into())
+        }
+        Secondary::Listed(_) => {
+            Verdict::Free("running pod no longer has this address on any network".into())
+        }
     }
 }
 
@@ -144,29 +280,60 @@ mod tests {
     use serde_json::json;
 
     const STATUS: &str = r#"[{"name":"default/blue","interface":"net1","ips":["10.0.0.2"]},{"name":"cbr0","ips":["10.244.0.5"],"default":true}]"#;
+    const NOW: i64 = 1_800_000_000;
 
-    fn pod(value: serde_json::Value) -> Pod {
-        serde_json::from_value(value).unwrap()
+    fn pod(mut value: serde_json::Value) -> PodFacts {
+        value["metadata"]["namespace"] = json!("default");
+        PodFacts::of(&serde_json::from_value(value).unwrap()).unwrap()
     }
 
-    fn running(annotations: serde_json::Value) -> Pod {
-        pod(json!({"metadata": {"name": "a", "namespace": "default", "annotations": annotations},
+    fn running(annotations: serde_json::Value) -> PodFacts {
+        pod(json!({"metadata": {"name": "a", "annotations": annotations},
             "status": {"phase": "Running"}}))
     }
 
-    fn phase(phase: &str) -> Pod {
+    fn phase(phase: &str) -> PodFacts {
         pod(json!({"metadata": {"name": "a"}, "status": {"phase": phase}}))
     }
 
-    /// Every pod state against both rules: (case, pod, address, allocation freed, reservation
-    /// freed).
+    /// A pod on node `node`, being deleted or not, with extra status conditions.
+    fn on_node(node: &str, deleting: bool, conditions: serde_json::Value) -> PodFacts {
+        let mut value = json!({"metadata": {"name": "a"}, "spec": {"nodeName": node, "containers": []},
+            "status": {"phase": "Running", "conditions": conditions}});
+        if deleting {
+            value["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        pod(value)
+    }
+
+    fn node(ready: &str, since: &str) -> NodeFacts {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n"},
+            "status": {"conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": since}]}}))
+        .unwrap();
+        NodeFacts::of(&node)
+    }
+
+    fn cluster(grace: Option<u64>) -> Nodes {
+        Nodes {
+            known: Some(HashMap::from([
+                ("live".to_string(), node("True", "2026-01-01T00:00:00Z")),
+                // NotReady for 600 s at NOW.
+                ("dead".to_string(), node("Unknown", "2027-01-15T07:50:00Z")),
+            ])),
+            not_ready_grace: grace.map(Duration::from_secs),
+            now: NOW,
+        }
+    }
+
+    /// Every pod state against both rules, without node facts: (case, pod, address,
+    /// allocation freed, reservation freed).
     #[test]
     fn the_policy_as_a_table() {
         let deleting =
             pod(json!({"metadata": {"name": "a", "deletionTimestamp": "2026-01-01T00:00:00Z"},
             "status": {"phase": "Failed"}}));
         let no_phase = pod(json!({"metadata": {"name": "a"}}));
-        let cases: Vec<(&str, Option<Pod>, &str, bool, bool)> = vec![
+        let cases: Vec<(&str, Option<PodFacts>, &str, bool, bool)> = vec![
             ("no pod", None, "10.0.0.2", true, true),
             ("succeeded", Some(phase("Succeeded")), "10.0.0.2", true, true),
             ("failed", Some(phase("Failed")), "10.0.0.2", true, true),
@@ -206,19 +373,114 @@ mod tests {
             ),
         ];
         for (case, pod, address, allocation_freed, reservation_freed) in cases {
-            let a = allocation(pod.as_ref(), address);
-            let r = reservation(pod.as_ref());
+            let a = allocation(pod.as_ref(), address, &Nodes::default());
+            let r = reservation(pod.as_ref(), &Nodes::default());
             assert_eq!(a.is_free(), allocation_freed, "{case}: allocation {a:?}");
             assert_eq!(r.is_free(), reservation_freed, "{case}: reservation {r:?}");
         }
     }
 
+    /// Pods that can never run again, against node states and the grace period: (case, pod,
+    /// grace in seconds, freed). Allocation and reservation agree on each.
+    #[test]
+    fn dead_nodes_as_a_table() {
+        let evicted = json!([{"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager"}]);
+        let other_disruption = json!([{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]);
+        let cases: Vec<(&str, PodFacts, Option<u64>, bool)> = vec![
+            (
+                "evicted by the taint manager, deleting",
+                on_node("dead", true, evicted.clone()),
+                None,
+                true,
+            ),
+            (
+                "evicted by the taint manager, not deleting yet",
+                on_node("live", false, evicted),
+                None,
+                true,
+            ),
+            (
+                "another disruption (preemption): its DEL comes",
+                on_node("live", true, other_disruption),
+                None,
+                false,
+            ),
+            ("deleting, node gone", on_node("gone", true, json!([])), None, true),
+            (
+                "running, node gone: kept (the kubelet may re-register)",
+                on_node("gone", false, json!([])),
+                None,
+                false,
+            ),
+            ("deleting, live node", on_node("live", true, json!([])), Some(1), false),
+            (
+                "deleting, node NotReady, no grace set",
+                on_node("dead", true, json!([])),
+                None,
+                false,
+            ),
+            (
+                "deleting, node NotReady 600 s, grace 300 s",
+                on_node("dead", true, json!([])),
+                Some(300),
+                true,
+            ),
+            (
+                "deleting, node NotReady 600 s, grace 900 s",
+                on_node("dead", true, json!([])),
+                Some(900),
+                false,
+            ),
+            (
+                "running on a NotReady node, grace 300 s",
+                on_node("dead", false, json!([])),
+                Some(300),
+                false,
+            ),
+            ("deleting, not scheduled", on_node("", true, json!([])), Some(1), false),
+        ];
+        for (case, pod, grace, freed) in cases {
+            let nodes = cluster(grace);
+            let a = allocation(Some(&pod), "10.0.0.9", &nodes);
+            let r = reservation(Some(&pod), &nodes);
+            assert_eq!(a.is_free(), freed, "{case}: allocation {a:?}");
+            assert_eq!(r.is_free(), freed, "{case}: reservation {r:?}");
+        }
+        // Without node facts the node rules never fire.
+        let pod = on_node("gone", true, json!([]));
+        assert!(!allocation(Some(&pod), "10.0.0.9", &Nodes::default()).is_free());
+    }
+
+    #[test]
+    fn node_readiness() {
+        let never: Node = serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
+        assert_eq!(NodeFacts::of(&never).not_ready_since, Some(0));
+        assert_eq!(node("True", "2026-01-01T00:00:00Z").not_ready_since, None);
+        assert_eq!(node("False", "2027-01-15T08:00:00Z").not_ready_since, Some(NOW));
+    }
+
     #[test]
     fn reasons_say_why() {
-        assert_eq!(allocation(None, "x").reason(), "pod no longer exists");
-        assert_eq!(allocation(Some(&phase("Failed")), "x").reason(), "pod has terminated (Failed)");
-        assert_eq!(allocation(Some(&phase("Pending")), "x").reason(), "pod is Pending");
-        assert!(has_terminated(&phase("Succeeded")) && !has_terminated(&phase("Running")));
+        let none = Nodes::default();
+        assert_eq!(allocation(None, "x", &none).reason(), "pod no longer exists");
+        assert_eq!(
+            allocation(Some(&phase("Failed")), "x", &none).reason(),
+            "pod has terminated (Failed)"
+        );
+        assert_eq!(allocation(Some(&phase("Pending")), "x", &none).reason(), "pod is Pending");
+        let gone = allocation(Some(&on_node("gone", true, json!([]))), "x", &cluster(None));
+        assert_eq!(gone.reason(), "pod is being deleted and its node no longer exists");
+    }
+
+    #[test]
+    fn terminated_for_the_watch() {
+        let pod = |v| serde_json::from_value::<Pod>(v).unwrap();
+        let meta = json!({"name": "a", "namespace": "default"});
+        assert!(has_terminated(&pod(json!({"metadata": meta, "status": {"phase": "Succeeded"}}))));
+        assert!(!has_terminated(&pod(json!({"metadata": meta, "status": {"phase": "Running"}}))));
+        let evicted = json!({"phase": "Running", "conditions": [{"type": "DisruptionTarget",
+            "status": "True", "reason": "DeletionByTaintManager"}]});
+        assert!(has_terminated(&pod(json!({"metadata": meta, "status": evicted}))));
     }
 
     #[test]
@@ -228,7 +490,8 @@ mod tests {
         assert_eq!(split_podref("a"), None);
         assert_eq!(split_podref("/a"), None);
         assert_eq!(split_podref("a/b/c"), None);
-        let pod = pod(json!({"metadata": {"name": "a", "namespace": "ns"}}));
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "a", "namespace": "ns"}})).unwrap();
         assert_eq!(podref_of(&pod).as_deref(), Some("ns/a"));
     }
 }

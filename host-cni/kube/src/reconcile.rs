@@ -24,7 +24,6 @@ use hereabouts_host::bindings::Owner;
 use hereabouts_host::error::CniError;
 use hereabouts_host::runtime::Allocator;
 use hereabouts_stores::kube::{KubeStore, Timeouts, crd, reservation_owner};
-use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
 use crate::{Freed, pods};
@@ -41,8 +40,18 @@ pub struct Report {
     pub skipped_pools: Vec<String>,
 }
 
+/// How a pass runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Report what would be freed; free nothing.
+    pub dry_run: bool,
+    /// Free the addresses of pods being deleted on a node whose `Ready` condition has not
+    /// been True for this long (a dead node's kubelet never sends their DEL). None: off.
+    pub not_ready_grace: Option<Duration>,
+}
+
 /// Connects (a kubeconfig, else in-cluster) and runs one pass.
-pub fn run(kubeconfig: Option<&Path>, dry_run: bool) -> Result<Report, CniError> {
+pub fn run(kubeconfig: Option<&Path>, options: &Options) -> Result<Report, CniError> {
     // Listing every pod of a large cluster can take longer than a CNI call may.
     let timeouts = Timeouts {
         request: Duration::from_secs(60),
@@ -50,17 +59,28 @@ pub fn run(kubeconfig: Option<&Path>, dry_run: bool) -> Result<Report, CniError>
         ..Timeouts::default()
     };
     let store = KubeStore::connect(kubeconfig, timeouts)?;
-    reconcile(&store, dry_run)
+    reconcile_with(&store, options)
+}
+
+/// One pass with the default options but `dry_run`.
+pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
+    reconcile_with(store, &Options { dry_run, ..Options::default() })
 }
 
 /// The whole pass over one namespace's pools and reservations.
-pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
+pub fn reconcile_with(store: &KubeStore, options: &Options) -> Result<Report, CniError> {
+    let dry_run = options.dry_run;
     let pools = store.list_pool_objects()?;
     let reservations = store.list_reservation_objects()?;
-    let pods: HashMap<String, Pod> = crate::list_pods(store)?
-        .into_iter()
-        .filter_map(|pod| Some((pods::podref_of(&pod)?, pod)))
-        .collect();
+    let pods: HashMap<String, pods::PodFacts> =
+        crate::list_pod_facts(store)?.into_iter().map(|pod| (pod.podref.clone(), pod)).collect();
+    // After the pods: a pod scheduled on a node that joined meanwhile finds its node.
+    store.restart_budget();
+    let nodes = pods::Nodes {
+        known: Some(crate::list_node_facts(store)?),
+        not_ready_grace: options.not_ready_grace,
+        now: crate::now_seconds(),
+    };
 
     let mut report = Report { dry_run, ..Report::default() };
     let mut networks = BTreeSet::new();
@@ -83,7 +103,7 @@ pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
                 // Whereabouts' rule too: without a podref nobody can tell whose it is.
                 None
             } else {
-                Some(pods::allocation(pods.get(&held.owner.podref), &held.lease.address))
+                Some(pods::allocation(pods.get(&held.owner.podref), &held.lease.address, &nodes))
                     .filter(pods::Verdict::is_free)
             };
             let Some(verdict) = verdict else {
@@ -122,7 +142,7 @@ pub fn reconcile(store: &KubeStore, dry_run: bool) -> Result<Report, CniError> {
         report.checked += 1;
         let backed =
             backing.get(&name).is_some_and(|owners| owners.iter().any(|o| backs(o, &holder)));
-        let verdict = pods::reservation(pods.get(&holder.podref));
+        let verdict = pods::reservation(pods.get(&holder.podref), &nodes);
         if backed || !verdict.is_free() {
             report.kept += 1;
             continue;

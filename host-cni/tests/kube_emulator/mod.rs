@@ -4,7 +4,10 @@
 //! server on 127.0.0.1 speaks just enough of the real REST API for Hereabouts' production code
 //! (the real `kube` client, over real HTTP, configured by a real kubeconfig) to run against it:
 //! - the two Whereabouts custom resources (`ippools`, `overlappingrangeipreservations` in
-//!   `whereabouts.cni.cncf.io/v1alpha1`) and core `pods`, at their real paths;
+//!   `whereabouts.cni.cncf.io/v1alpha1`), core `pods` and cluster-scoped `nodes`, at their
+//!   real paths;
+//! - lists in pages: `limit` and `continue` (an opaque token; a page of `limit` items and
+//!   `metadata.continue` while more remain), as the real server pages them;
 //! - GET (one object or a list, with the list's `resourceVersion`), POST (create; 409
 //!   AlreadyExists), PUT (replace; `resourceVersion` required and compared, 409 Conflict when
 //!   stale), DELETE (404 when absent; `preconditions.resourceVersion` honoured, 409 when stale);
@@ -19,7 +22,7 @@
 //!   as the real server does;
 //! - RBAC denials on demand (403 with the real message shape) and a request log for tests.
 //!
-//! It does not do: authentication, field/label selectors, pagination, PATCH, server-side apply,
+//! It does not do: authentication, field/label selectors, PATCH, server-side apply,
 //! admission, or anything not listed above.
 
 #![allow(dead_code)]
@@ -49,6 +52,8 @@ struct State {
     codes: BTreeMap<u16, u64>,
     requests: u64,
     watches: u64,
+    /// List requests by plural, and how many of them asked for a page (`limit`).
+    lists: BTreeMap<String, (u64, u64)>,
 }
 
 struct Shared {
@@ -69,16 +74,27 @@ fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
             Some(("whereabouts.cni.cncf.io/v1alpha1", "OverlappingRangeIPReservation"))
         }
         "pods" => Some(("v1", "Pod")),
+        "nodes" => Some(("v1", "Node")),
         _ => None,
     }
 }
 
+/// Kubernetes' own kinds (under /api/v1), not Whereabouts' custom resources.
+fn is_core(plural: &str) -> bool {
+    matches!(plural, "pods" | "nodes")
+}
+
+/// Kinds without a namespace.
+fn is_cluster_scoped(plural: &str) -> bool {
+    plural == "nodes"
+}
+
 fn group_of(plural: &str) -> &'static str {
-    if plural == "pods" { "" } else { "whereabouts.cni.cncf.io" }
+    if is_core(plural) { "" } else { "whereabouts.cni.cncf.io" }
 }
 
 fn qualified(plural: &str) -> String {
-    if plural == "pods" { "pods".into() } else { format!("{plural}.whereabouts.cni.cncf.io") }
+    if is_core(plural) { plural.into() } else { format!("{plural}.whereabouts.cni.cncf.io") }
 }
 
 fn status(code: u16, reason: &str, message: String, details: Value) -> (u16, Value) {
@@ -147,7 +163,12 @@ impl Emulator {
     /// Stores an object as a client's create would (fresh resourceVersion, uid, timestamp).
     pub fn insert(&self, plural: &str, object: Value) -> Value {
         let mut state = self.shared.state.lock().unwrap();
-        let ns = object["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let ns = if is_cluster_scoped(plural) {
+            ""
+        } else {
+            object["metadata"]["namespace"].as_str().unwrap_or("default")
+        }
+        .to_string();
         let stored = create(&mut state, plural, &ns, object)
             .unwrap_or_else(|(code, body)| panic!("insert {code}: {body}"));
         self.shared.changed.notify_all();
@@ -157,7 +178,12 @@ impl Emulator {
     /// Replaces an object unconditionally (a test's kubectl edit).
     pub fn update(&self, plural: &str, mut object: Value) -> Value {
         let mut state = self.shared.state.lock().unwrap();
-        let ns = object["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let ns = if is_cluster_scoped(plural) {
+            ""
+        } else {
+            object["metadata"]["namespace"].as_str().unwrap_or("default")
+        }
+        .to_string();
         let name = object["metadata"]["name"].as_str().unwrap().to_string();
         let current = state
             .objects
@@ -195,6 +221,11 @@ impl Emulator {
     /// How many responses had this HTTP status.
     pub fn responses(&self, code: u16) -> u64 {
         self.shared.state.lock().unwrap().codes.get(&code).copied().unwrap_or(0)
+    }
+
+    /// List requests of `plural` that arrived, and how many of them asked for a page.
+    pub fn lists(&self, plural: &str) -> (u64, u64) {
+        self.shared.state.lock().unwrap().lists.get(plural).copied().unwrap_or((0, 0))
     }
 
     /// How many watch requests arrived.
@@ -339,7 +370,9 @@ fn create(
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(kind);
     let meta = object["metadata"].as_object_mut().unwrap();
-    meta.insert("namespace".into(), json!(ns));
+    if !is_cluster_scoped(plural) {
+        meta.insert("namespace".into(), json!(ns));
+    }
     meta.insert("resourceVersion".into(), json!(rv));
     meta.insert("uid".into(), json!(format!("00000000-0000-4000-8000-{:012}", state.revision)));
     meta.insert("creationTimestamp".into(), json!("2026-01-01T00:00:00Z"));
@@ -594,6 +627,9 @@ fn route(path: &str) -> Option<(String, Option<String>, Option<String>)> {
     let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let parsed = match parts.as_slice() {
         [plural] => (plural.to_string(), None, None),
+        [plural, name] if is_cluster_scoped(plural) => {
+            (plural.to_string(), None, Some(name.to_string()))
+        }
         ["namespaces", ns, plural] => (plural.to_string(), Some(ns.to_string()), None),
         ["namespaces", ns, plural, name] => {
             (plural.to_string(), Some(ns.to_string()), Some(name.to_string()))
@@ -601,7 +637,7 @@ fn route(path: &str) -> Option<(String, Option<String>, Option<String>)> {
         _ => return None,
     };
     let core = path.starts_with("/api/v1");
-    if core != (parsed.0 == "pods") || kind_of(&parsed.0).is_none() {
+    if core != is_core(&parsed.0) || kind_of(&parsed.0).is_none() {
         return None;
     }
     Some(parsed)
@@ -668,16 +704,36 @@ fn handle(state: &mut State, request: &Request) -> (u16, Value) {
         }
         "list" => {
             let (api_version, kind) = kind_of(&plural).unwrap();
-            let items: Vec<Value> = state
+            let limit = request.query.get("limit").and_then(|l| l.parse::<usize>().ok());
+            let after = request.query.get("continue").map(|token| unhex(token));
+            let counts = state.lists.entry(plural.clone()).or_default();
+            counts.0 += 1;
+            counts.1 += u64::from(limit.is_some());
+            let mut matching = state
                 .objects
                 .iter()
                 .filter(|((p, n, _), _)| *p == plural && ns.as_ref().is_none_or(|ns| ns == n))
-                .map(|(_, v)| v.clone())
-                .collect();
+                .filter(|((_, n, name), _)| {
+                    after.as_ref().is_none_or(|after| format!("{n}/{name}") > *after)
+                })
+                .peekable();
+            let mut items = Vec::new();
+            let mut last = None;
+            for ((_, n, name), object) in matching.by_ref() {
+                items.push(object.clone());
+                last = Some(format!("{n}/{name}"));
+                if limit.is_some_and(|limit| limit > 0 && items.len() >= limit) {
+                    break;
+                }
+            }
+            let mut metadata = json!({"resourceVersion": state.revision.to_string()});
+            if let (true, Some(last)) = (matching.peek().is_some(), last) {
+                metadata["continue"] = json!(hex(&last));
+            }
             (
                 200,
                 json!({"apiVersion": api_version, "kind": format!("{kind}List"),
-                         "metadata": {"resourceVersion": state.revision.to_string()}, "items": items}),
+                         "metadata": metadata, "items": items}),
             )
         }
         "create" => {
@@ -727,6 +783,18 @@ fn handle(state: &mut State, request: &Request) -> (u16, Value) {
         }
         _ => unreachable!(),
     }
+}
+
+/// A continue token: the last listed key, hex-encoded (opaque to clients, as the real one is).
+fn hex(key: &str) -> String {
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(token: &str) -> String {
+    let bytes: Vec<u8> = (0..token.len() / 2)
+        .filter_map(|i| u8::from_str_radix(token.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
