@@ -383,3 +383,108 @@ fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
         freed_after.as_secs_f64() * 1000.0
     );
 }
+
+/// Peak resident memory (VmHWM, KiB) of a child, polled from /proc until it exits; the last
+/// reading before exit (a high-water mark only grows).
+fn run_measuring_peak(mut command: Command) -> (std::process::Output, u64, Duration) {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.read_to_end(&mut out).unwrap();
+        out
+    });
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            peak_kib = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let elapsed = started.elapsed();
+    let mut stderr = Vec::new();
+    child.stderr.take().unwrap().read_to_end(&mut stderr).unwrap();
+    let output = std::process::Output { status, stdout: reader.join().unwrap(), stderr };
+    (output, peak_kib, elapsed)
+}
+
+/// Reconcile at scale through the binary: 50,000 pods and 20,000 allocations in four pools.
+/// The pods are listed in pages, the gone pods' addresses (every 20th) are found, and the
+/// pass's time and peak memory are printed (docs/benchmarks.md). `HEREABOUTS_BEFORE=BIN` also
+/// runs an earlier binary's reconcile on the same objects, for the side-by-side figure.
+#[test]
+fn reconcile_pages_through_50000_pods() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("reconcile-scale");
+    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let mut gone = 0;
+    for quarter in 0..4u32 {
+        let mut allocations = serde_json::Map::new();
+        for offset in 1..=5_000u32 {
+            let i = quarter * 5_000 + offset;
+            allocations.insert(
+                offset.to_string(),
+                json!({"id": format!("c-{i}"), "podref": format!("default/p{i}"), "ifname": "net1"}),
+            );
+            let address = std::net::Ipv4Addr::from(
+                u32::from(std::net::Ipv4Addr::new(10, 60, 0, 0)) + quarter * 16_384 + offset,
+            );
+            if i % 20 == 0 {
+                gone += 1;
+            } else {
+                emulator.insert(
+                    "pods",
+                    pod("default", &format!("p{i}"), "Running", &[&address.to_string()]),
+                );
+            }
+        }
+        let name = format!("blue-10.60.{}.0-18", quarter * 64);
+        emulator.insert(
+            "ippools",
+            json!({"metadata": {"name": name, "namespace": NS},
+                   "spec": {"range": format!("10.60.{}.0/18", quarter * 64), "allocations": allocations}}),
+        );
+    }
+    // Other workloads' pods, up to 50,000 in all.
+    for i in 0..(50_000 - (20_000 - gone)) {
+        emulator.insert("pods", pod("other", &format!("q{i}"), "Running", &[]));
+    }
+    assert_eq!(emulator.list("pods").len(), 50_000);
+
+    let mut runs = vec![("now", env!("CARGO_BIN_EXE_hereabouts").to_string())];
+    if let Ok(before) = std::env::var("HEREABOUTS_BEFORE") {
+        runs.push(("before", before));
+    }
+    for (label, binary) in runs {
+        let (lists_before, _) = emulator.lists("pods");
+        let mut command = Command::new(&binary);
+        command.args(["reconcile", "--dry-run", "--json", "--kubeconfig"]).arg(&kubeconfig);
+        let (output, peak_kib, elapsed) = run_measuring_peak(command);
+        assert!(output.status.success(), "{label}: {}", String::from_utf8_lossy(&output.stderr));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["freed"].as_array().unwrap().len(), gone as usize, "{label}");
+        assert_eq!(report["checked"], 20_000, "{label}");
+        let (lists, _) = emulator.lists("pods");
+        println!(
+            "reconcile ({label}), 50,000 pods, 20,000 allocations: {:.2} s, peak RSS {:.1} MiB, {} pod list requests",
+            elapsed.as_secs_f64(),
+            peak_kib as f64 / 1024.0,
+            lists - lists_before
+        );
+        if label == "now" {
+            assert_eq!(lists - lists_before, 100, "pages of 500");
+        }
+    }
+}

@@ -108,9 +108,13 @@ pub fn pool_network(
 /// Pods per page when listing every pod: one page at a time is held as whole objects.
 pub const PODS_PER_PAGE: u32 = 500;
 
-/// Every pod in the cluster, as the facts the policy needs, listed page by page (`limit` and
-/// `continue`), so a pass over 50,000 pods never holds them all as objects.
-fn list_pod_facts(store: &KubeStore) -> Result<Vec<pods::PodFacts>, KubeError> {
+/// The pods `wanted` names, as the facts the policy needs, listed page by page (`limit` and
+/// `continue`): a pass over 50,000 pods holds one page of objects, and facts only of the pods
+/// that hold addresses.
+fn list_pod_facts(
+    store: &KubeStore,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<pods::PodFacts>, KubeError> {
     let api: Api<Pod> = Api::all(store.client().clone());
     let mut facts = Vec::new();
     let mut token: Option<String> = None;
@@ -120,7 +124,12 @@ fn list_pod_facts(store: &KubeStore) -> Result<Vec<pods::PodFacts>, KubeError> {
             params = params.continue_token(token);
         }
         let page = store.request(Request::new("list", "pods", ""), api.list(&params))?;
-        facts.extend(page.items.iter().filter_map(pods::PodFacts::of));
+        facts.extend(
+            page.items
+                .iter()
+                .filter(|pod| pods::podref_of(pod).is_some_and(|podref| wanted(&podref)))
+                .filter_map(pods::PodFacts::of),
+        );
         token = page.metadata.continue_.filter(|t| !t.is_empty());
         if token.is_none() {
             return Ok(facts);

@@ -72,8 +72,18 @@ pub fn reconcile_with(store: &KubeStore, options: &Options) -> Result<Report, Cn
     let dry_run = options.dry_run;
     let pools = store.list_pool_objects()?;
     let reservations = store.list_reservation_objects()?;
+    // Only the pods that hold something are kept (Whereabouts' reconciler filters so too).
+    let holders: HashSet<&str> = pools
+        .iter()
+        .flat_map(|pool| pool.spec.allocations.values().map(|a| a.podref.as_str()))
+        .chain(reservations.iter().map(|r| r.spec.podref.as_str()))
+        .collect();
     let pods: HashMap<String, pods::PodFacts> =
-        crate::list_pod_facts(store)?.into_iter().map(|pod| (pod.podref.clone(), pod)).collect();
+        crate::list_pod_facts(store, &|podref| holders.contains(podref))?
+            .into_iter()
+            .map(|pod| (pod.podref.clone(), pod))
+            .collect();
+    drop(holders);
     // After the pods: a pod scheduled on a node that joined meanwhile finds its node.
     store.restart_budget();
     let nodes = pods::Nodes {
