@@ -488,3 +488,95 @@ fn reconcile_pages_through_50000_pods() {
         }
     }
 }
+
+fn status(args: &[&str], cache: &Path) -> (String, String, i32) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .arg("status")
+        .args(args)
+        .env("HEREABOUTS_CACHE_DIR", cache)
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        output.status.code().unwrap(),
+    )
+}
+
+/// `hereabouts status` on the Kubernetes store, from a NetworkAttachmentDefinition: the pool
+/// counted, and what does not add up (a stranded reservation, one attachment on two
+/// addresses), in text and JSON; `--who` names a holder.
+#[test]
+fn status_reads_a_nad_and_reports_the_pool_and_its_inconsistencies() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("status");
+    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let config =
+        cni_config("blue-net", &kubeconfig, &dir, "10.53.0.0/28", json!({"network_name": "blue"}));
+    for (container, podref) in [("c-a", "default/a"), ("c-b", "default/b")] {
+        assert!(cni("ADD", &config, container, podref, &dir).0);
+    }
+    let nad = format!(
+        "apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: blue-net\n  namespace: default\nspec:\n  config: '{}'\n",
+        config
+    );
+    let nad_path = dir.join("nad.yaml");
+    std::fs::write(&nad_path, nad).unwrap();
+    let nad_arg = nad_path.to_str().unwrap();
+
+    let (stdout, stderr, code) = status(&["--config", nad_arg, "--format", "json"], &dir);
+    assert_eq!(code, 0, "{stderr}");
+    let expected = json!({"pools": [{"network": "NAD default/blue-net", "network_name": "blue",
+        "range": "10.53.0.0/28", "pool": "blue-10.53.0.0-28", "capacity": "14", "allocated": 2,
+        "free": "12", "reservations": 2, "inconsistent": []}]});
+    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap(), expected);
+
+    // A reservation stranded by a process that died between its two writes, and the same
+    // attachment written on a second address.
+    emulator.insert(
+        "overlappingrangeipreservations",
+        json!({"metadata": {"name": "blue-10.53.0.9", "namespace": NS},
+               "spec": {"containerid": "c-ghost", "podref": "default/ghost", "ifname": "net1"}}),
+    );
+    let mut pool = emulator.get("ippools", NS, "blue-10.53.0.0-28").unwrap();
+    pool["spec"]["allocations"]["5"] =
+        json!({"id": "c-a", "podref": "default/a", "ifname": "net1"});
+    emulator.update("ippools", pool);
+
+    let (stdout, stderr, code) = status(&["--config", nad_arg], &dir);
+    assert_eq!(code, 2, "inconsistencies exit 2: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        [
+            "NAD",
+            "default/blue-net",
+            "blue",
+            "10.53.0.0/28",
+            "blue-10.53.0.0-28",
+            "14",
+            "3",
+            "11",
+            "3"
+        ]
+    );
+    assert_eq!(
+        lines[2],
+        "  inconsistent: container c-a (net1) holds 2 addresses: 10.53.0.1, 10.53.0.5"
+    );
+    assert_eq!(
+        lines[3],
+        "  inconsistent: reservation of 10.53.0.9 (pod default/ghost, container c-ghost) has no allocation behind it"
+    );
+
+    let (stdout, _, code) = status(&["--config", nad_arg, "--who", "10.53.0.2"], &dir);
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        "10.53.0.2 in NAD default/blue-net (pool blue-10.53.0.0-28): container c-b, pod default/b, ifname net1"
+    );
+    let (stdout, _, code) =
+        status(&["--config", nad_arg, "--who", "10.53.0.7", "--format", "json"], &dir);
+    assert_eq!((stdout.trim(), code), (r#"{"holders":[]}"#, 3));
+}

@@ -84,6 +84,29 @@ impl Report {
     }
 }
 
+/// One ipam section found in CNI configs, conflists or NAD YAML, as `check` finds them.
+#[derive(Debug, Clone)]
+pub struct IpamSection {
+    /// Who declares it: `NAD namespace/name` or `network NAME`.
+    pub label: String,
+    /// The ipam object, as written.
+    pub ipam: serde_json::Value,
+}
+
+/// The ipam sections of type `hereabouts`/`whereabouts` in `paths` (`-`: stdin), and what
+/// made a file unreadable as a config (parse errors, as `check` reports them).
+pub fn ipam_sections(paths: &[PathBuf]) -> Result<(Vec<IpamSection>, Vec<String>), CheckError> {
+    let files = sources::collect_files(paths)?;
+    let loaded = sources::load(&files)?;
+    let problems = loaded.findings.iter().map(|f| format!("{}: {}", f.file, f.message)).collect();
+    let sections = loaded
+        .sites
+        .into_iter()
+        .map(|site| IpamSection { label: site.label, ipam: site.ipam })
+        .collect();
+    Ok((sections, problems))
+}
+
 /// Checks `paths`; `Err` when it could not run (a path that does not exist, the component).
 pub fn run(
     paths: &[PathBuf],

@@ -37,6 +37,8 @@ enum Command {
     Controller(commands::controller::ControllerArgs),
     /// Read the node's embedded store: dump it as Whereabouts objects, or check its integrity.
     Store(commands::store::StoreArgs),
+    /// How full each pool of a network is, who holds an address, what does not add up (any store).
+    Status(commands::status::StatusArgs),
 }
 
 fn main() {
@@ -54,6 +56,7 @@ fn main() {
         Command::Install(args) => commands::install::exec(args),
         Command::Controller(args) => commands::controller::exec(args),
         Command::Store(args) => commands::store::exec(args),
+        Command::Status(args) => commands::status::exec(args),
         Command::Component(args) => match commands::component::exec(args) {
             Ok(()) => 0,
             Err(e) => {

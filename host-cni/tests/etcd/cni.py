@@ -16,6 +16,7 @@ usage: cni.py BIN ENDPOINT CTL   (CTL: script taking stop/start for that etcd; r
 - bad data: a foreign value in the pool → error 5 naming the key for the call that reads it,
   the store unchanged; an ADD of another container does not read it and succeeds.
 - GC keeps only the listed attachments; CHECK; STATUS is 50 when etcd is unreachable.
+- `hereabouts status`: the pool counted (golden JSON) and `--who` naming the holder.
 Prints one line per check and exits non-zero if any failed.
 """
 import ipaddress
@@ -351,9 +352,35 @@ def gc_status_check():
     check("status: not usable (50) when etcd is unreachable", rc != 0 and out.get("code") == 50, out.get("msg", ""))
 
 
+
+def status_command():
+    """`hereabouts status` on the etcd store: the golden JSON of one pool, and --who."""
+    prefix, rng = f"/hereabouts-cni/{RUN}/status/", "10.44.0.0/29"
+    config = conf(prefix, rng)
+    for cid in ("s1", "s2"):
+        call("ADD", cid, config)
+    path = f"/tmp/hereabouts-status-{RUN}.conf"
+    with open(path, "w") as f:
+        f.write(config)
+    try:
+        p = subprocess.run([BIN, "status", "--config", path, "--format", "json"], capture_output=True, text=True, timeout=60)
+        expected = {"pools": [{"allocated": 2, "capacity": "6", "free": "4", "inconsistent": [],
+                               "network": "network etcdnet", "network_name": "", "pool": "10.44.0.0-29",
+                               "range": "10.44.0.0/29", "reservations": 2}]}
+        got = json.loads(p.stdout) if p.stdout.strip() else None
+        check("status: one pool on etcd, counted", p.returncode == 0 and got == expected, f"rc {p.returncode}, {p.stdout} {p.stderr}")
+        p = subprocess.run([BIN, "status", "--config", path, "--who", "10.44.0.2"], capture_output=True, text=True, timeout=60)
+        check("status --who: names the holder on etcd", p.returncode == 0 and
+              p.stdout.strip() == "10.44.0.2 in network etcdnet (pool 10.44.0.0-29): container s2, pod default/s2, ifname eth0",
+              p.stdout + p.stderr)
+    finally:
+        os.unlink(path)
+
+
 contention()
 faults()
 kill_test()
 bad_data()
 gc_status_check()
+status_command()
 sys.exit(1 if failures else 0)

@@ -10,4 +10,5 @@ pub mod demo;
 pub mod install;
 pub mod plan;
 pub mod reconcile;
+pub mod status;
 pub mod store;

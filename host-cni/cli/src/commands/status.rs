@@ -1,0 +1,290 @@
+//! `hereabouts status --config FILE [--format json|text] [--who ADDRESS]`: how full each pool
+//! of a network is, who holds an address, and what in the store does not add up.
+//!
+//! The config is read as `check` reads it (a CNI config, a conflist or NetworkAttachmentDefinition
+//! YAML; `-` is stdin) and each ipam section as the plugin reads it (flat file merged, the
+//! store it names opened: local, etcd or Kubernetes). Everything about ranges comes from the
+//! component: the leases (`list-leases`), the pool each range maps to (the pool names the
+//! core asks the store for, recorded on the way), and capacity and free (`plan`). The host
+//! only counts and compares what the store holds:
+//! - a reservation with no allocation behind it (the Kubernetes store strands one when a
+//!   process dies between its two writes; `hereabouts reconcile` frees it);
+//! - one attachment (container id + ifname) holding two addresses in one pool.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use hereabouts_host::Backend;
+use hereabouts_host::bindings::{
+    CommitOutcome, HeldLease, Owner, PlanRequest, PoolChange, PoolListing, PoolRef, PoolView,
+    Reservation, StoreError,
+};
+use hereabouts_host::error::{CniError, Code};
+
+use hereabouts_host::config::FLAT_FILE_PATHS;
+
+use crate::cni::Session;
+use crate::cni::netconf::NetConf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// A CNI config, conflist or NAD YAML naming the network and its store; `-` reads stdin.
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Name the holder of this address instead (container id, podref, ifname).
+    #[arg(long, value_name = "ADDRESS")]
+    pub who: Option<String>,
+}
+
+/// One pool, as `--format json` prints it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub network: String,
+    pub network_name: String,
+    pub range: String,
+    pub pool: String,
+    pub capacity: String,
+    pub allocated: usize,
+    pub free: String,
+    pub reservations: usize,
+    pub inconsistent: Vec<String>,
+}
+
+/// The holder of an address (`--who`).
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Holder {
+    pub network: String,
+    pub address: String,
+    pub pool: String,
+    pub container_id: String,
+    pub podref: String,
+    pub ifname: String,
+}
+
+/// Records the pools the core reads, so the pool each range maps to is the core's answer.
+struct Recording {
+    inner: Box<dyn Backend>,
+    pools: Arc<Mutex<Vec<PoolRef>>>,
+}
+
+impl Backend for Recording {
+    fn read_pool(&mut self, pool: &PoolRef, query: &Owner) -> Result<PoolView, StoreError> {
+        self.inner.read_pool(pool, query)
+    }
+    fn list_slots(&mut self, pool: &PoolRef) -> Result<PoolListing, StoreError> {
+        self.pools.lock().unwrap().push(pool.clone());
+        self.inner.list_slots(pool)
+    }
+    fn commit(
+        &mut self,
+        pool: &PoolRef,
+        query: &Owner,
+        change: &PoolChange,
+    ) -> Result<CommitOutcome, StoreError> {
+        // A status view never writes.
+        let _ = (pool, query, change);
+        Err(StoreError::Failed("status is read-only".into()))
+    }
+    fn list_reservations(&mut self, network_name: &str) -> Result<Vec<Reservation>, StoreError> {
+        self.inner.list_reservations(network_name)
+    }
+}
+
+/// Every ipam section of `args.config`, with its pools.
+pub fn pools(args: &StatusArgs) -> Result<(Vec<PoolStatus>, Vec<(String, HeldLease)>), CniError> {
+    let (sections, problems) = hereabouts_check::ipam_sections(std::slice::from_ref(&args.config))
+        .map_err(|e| CniError::new(Code::Io, e.to_string()))?;
+    if let Some(problem) = problems.first() {
+        return Err(CniError::new(Code::Decode, problem.clone()));
+    }
+    if sections.is_empty() {
+        return Err(CniError::new(
+            Code::InvalidConfig,
+            format!("{}: no ipam section of type hereabouts or whereabouts", args.config.display()),
+        ));
+    }
+    let mut statuses = Vec::new();
+    let mut leases = Vec::new();
+    for section in sections {
+        let text = serde_json::json!({"cniVersion": "1.0.0", "name": section.label,
+            "ipam": section.ipam})
+        .to_string();
+        let conf = NetConf::parse(&text, FLAT_FILE_PATHS)
+            .map_err(|e| CniError::new(e.code, format!("{}: {}", section.label, e.msg)))?;
+        let (mut pools, held) = network_pools(&conf)?;
+        statuses.append(&mut pools);
+        leases.extend(held.into_iter().map(|h| (section.label.clone(), h)));
+    }
+    Ok((statuses, leases))
+}
+
+fn network_pools(conf: &NetConf) -> Result<(Vec<PoolStatus>, Vec<HeldLease>), CniError> {
+    let mut session = Session::read(conf)?;
+    let recorded = Arc::new(Mutex::new(Vec::new()));
+    let inner = hereabouts_stores::open(&conf.ipam)?;
+    let mut reservations_store = hereabouts_stores::open(&conf.ipam)?;
+    session.allocator.set_backend(Box::new(Recording { inner, pools: recorded.clone() }));
+    let network = session.network.clone();
+    let held = session.allocator.list_leases(&network)?;
+    let reservations =
+        reservations_store.list_reservations(&network.network_name).map_err(CniError::from)?;
+    let pools = recorded.lock().unwrap().clone();
+
+    let mut statuses = Vec::new();
+    for pool in pools {
+        let in_pool: Vec<&HeldLease> =
+            held.iter().filter(|h| h.lease.range == pool.range).collect();
+        let request = PlanRequest {
+            network: network.clone(),
+            allocated: in_pool.iter().map(|h| h.lease.address.clone()).collect(),
+            preview: 0,
+        };
+        let report = session.allocator.plan(&request)?;
+        let Some(report) = report.into_iter().find(|r| r.range == pool.range) else { continue };
+        let mut inconsistent = Vec::new();
+        let mut by_attachment: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+        for h in &in_pool {
+            by_attachment
+                .entry((&h.owner.container_id, &h.owner.ifname))
+                .or_default()
+                .push(&h.lease.address);
+        }
+        for ((container_id, ifname), addresses) in by_attachment {
+            if addresses.len() > 1 {
+                inconsistent.push(format!(
+                    "container {container_id} ({ifname}) holds {} addresses: {}",
+                    addresses.len(),
+                    addresses.join(", ")
+                ));
+            }
+        }
+        let in_range: Vec<&Reservation> =
+            reservations.iter().filter(|r| report_contains(&report.range, &r.address)).collect();
+        for reservation in &in_range {
+            let backed = held.iter().any(|h| {
+                h.lease.address == reservation.address && backs(&h.owner, &reservation.owner)
+            });
+            if !backed {
+                inconsistent.push(format!(
+                    "reservation of {} (pod {}, container {}) has no allocation behind it",
+                    reservation.address, reservation.owner.podref, reservation.owner.container_id
+                ));
+            }
+        }
+        statuses.push(PoolStatus {
+            network: conf.name.clone(),
+            network_name: network.network_name.clone(),
+            range: pool.range.clone(),
+            pool: pool.name.clone(),
+            capacity: report.capacity,
+            allocated: in_pool.len(),
+            free: report.free,
+            reservations: in_range.len(),
+            inconsistent,
+        });
+    }
+    Ok((statuses, held))
+}
+
+/// Whether `address` falls in the normalised `range` (a CIDR the core printed).
+fn report_contains(range: &str, address: &str) -> bool {
+    match (range.parse::<ipnet::IpNet>(), address.parse::<std::net::IpAddr>()) {
+        (Ok(net), Ok(address)) => net.contains(&address),
+        _ => false,
+    }
+}
+
+/// Whether an allocation held by `allocation` backs a reservation held by `holder`: the same
+/// attachment, or for a reservation Whereabouts wrote (no container id) the same pod and ifname.
+fn backs(allocation: &Owner, holder: &Owner) -> bool {
+    (allocation.container_id == holder.container_id && allocation.ifname == holder.ifname)
+        || (holder.container_id.is_empty()
+            && allocation.podref == holder.podref
+            && allocation.ifname == holder.ifname)
+}
+
+pub fn exec(args: &StatusArgs) -> i32 {
+    let (pools, held) = match pools(args) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("hereabouts status: {} (code {})", e.msg, e.code);
+            println!("{}", e.to_json("1.0.0"));
+            return 1;
+        }
+    };
+    if let Some(address) = &args.who {
+        let holders: Vec<Holder> = held
+            .iter()
+            .filter(|(_, h)| &h.lease.address == address)
+            .map(|(network, h)| Holder {
+                network: network.clone(),
+                address: h.lease.address.clone(),
+                pool: pools
+                    .iter()
+                    .find(|p| p.network == *network && p.range == h.lease.range)
+                    .map(|p| p.pool.clone())
+                    .unwrap_or_default(),
+                container_id: h.owner.container_id.clone(),
+                podref: h.owner.podref.clone(),
+                ifname: h.owner.ifname.clone(),
+            })
+            .collect();
+        match args.format {
+            Format::Json => println!("{}", serde_json::json!({"holders": holders})),
+            Format::Text if holders.is_empty() => println!("{address}: not allocated"),
+            Format::Text => {
+                for h in &holders {
+                    println!(
+                        "{} in {} (pool {}): container {}, pod {}, ifname {}",
+                        h.address, h.network, h.pool, h.container_id, h.podref, h.ifname
+                    );
+                }
+            }
+        }
+        return if holders.is_empty() { 3 } else { 0 };
+    }
+    match args.format {
+        Format::Json => println!("{}", serde_json::json!({"pools": pools})),
+        Format::Text => {
+            println!(
+                "{:<24} {:<14} {:<20} {:<28} {:>10} {:>9} {:>10} {:>12}",
+                "NETWORK",
+                "NETWORK_NAME",
+                "RANGE",
+                "POOL",
+                "CAPACITY",
+                "ALLOCATED",
+                "FREE",
+                "RESERVATIONS"
+            );
+            for p in &pools {
+                println!(
+                    "{:<24} {:<14} {:<20} {:<28} {:>10} {:>9} {:>10} {:>12}",
+                    p.network,
+                    if p.network_name.is_empty() { "-" } else { &p.network_name },
+                    p.range,
+                    p.pool,
+                    p.capacity,
+                    p.allocated,
+                    p.free,
+                    p.reservations
+                );
+                for problem in &p.inconsistent {
+                    println!("  inconsistent: {problem}");
+                }
+            }
+        }
+    }
+    if pools.iter().any(|p| !p.inconsistent.is_empty()) { 2 } else { 0 }
+}
