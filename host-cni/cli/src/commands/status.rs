@@ -101,8 +101,15 @@ impl Backend for Recording {
     }
 }
 
+/// What the store holds for the config's networks: each pool, and each lease with the label
+/// of the network it belongs to.
+pub struct Found {
+    pub pools: Vec<PoolStatus>,
+    pub leases: Vec<(String, HeldLease)>,
+}
+
 /// Every ipam section of `args.config`, with its pools.
-pub fn pools(args: &StatusArgs) -> Result<(Vec<PoolStatus>, Vec<(String, HeldLease)>), CniError> {
+pub fn pools(args: &StatusArgs) -> Result<Found, CniError> {
     let (sections, problems) = hereabouts_check::ipam_sections(std::slice::from_ref(&args.config))
         .map_err(|e| CniError::new(Code::Io, e.to_string()))?;
     if let Some(problem) = problems.first() {
@@ -126,7 +133,7 @@ pub fn pools(args: &StatusArgs) -> Result<(Vec<PoolStatus>, Vec<(String, HeldLea
         statuses.append(&mut pools);
         leases.extend(held.into_iter().map(|h| (section.label.clone(), h)));
     }
-    Ok((statuses, leases))
+    Ok(Found { pools: statuses, leases })
 }
 
 fn network_pools(conf: &NetConf) -> Result<(Vec<PoolStatus>, Vec<HeldLease>), CniError> {
@@ -215,7 +222,7 @@ fn backs(allocation: &Owner, holder: &Owner) -> bool {
 }
 
 pub fn exec(args: &StatusArgs) -> i32 {
-    let (pools, held) = match pools(args) {
+    let Found { pools, leases: held } = match pools(args) {
         Ok(found) => found,
         Err(e) => {
             eprintln!("hereabouts status: {} (code {})", e.msg, e.code);
