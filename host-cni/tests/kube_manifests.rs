@@ -152,6 +152,7 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
     assert_eq!(
         rules_of(&objects["ClusterRole/hereabouts-reconciler"]),
         vec![
+            pair("events", "create"),
             pair("nodes", "get"),
             pair("nodes", "list"),
             pair("pods", "get"),

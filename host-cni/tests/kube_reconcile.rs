@@ -134,9 +134,48 @@ fn reconcile_frees_gone_pods_and_keeps_live_and_pending_ones() {
                "reason": "pod no longer exists"})
     );
 
+    assert!(emulator.list("events").is_empty(), "a dry run reports nothing");
     let report = reconcile::reconcile(&store, false).unwrap();
     assert_eq!(freed(&report), expected);
     assert_eq!(offsets(&emulator, "blue-10.50.0.0-24"), ["1", "2"], "live and pending kept");
+    // Each free is an Event: on its pod while the pod exists, else on the object that held it.
+    let mut events: Vec<(String, String, String, String)> = emulator
+        .list("events")
+        .iter()
+        .map(|e| {
+            let text = |p: &str| e.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+            (text("/regarding/kind"), text("/regarding/name"), text("/reason"), text("/note"))
+        })
+        .collect();
+    events.sort();
+    let event = |kind: &str, name: &str, note: &str| {
+        (kind.to_string(), name.to_string(), "AddressFreed".to_string(), note.to_string())
+    };
+    assert_eq!(
+        events,
+        [
+            event(
+                "IPPool",
+                "blue-10.50.0.0-24",
+                "freed 10.50.0.3 (allocation blue-10.50.0.0-24, pod default/gone, container c-gone net1): pod no longer exists"
+            ),
+            event(
+                "OverlappingRangeIPReservation",
+                "blue-10.50.0.77",
+                "freed 10.50.0.77 (reservation blue-10.50.0.77, pod default/ghost, container c-ghost net1): pod no longer exists"
+            ),
+            event(
+                "Pod",
+                "done",
+                "freed 10.50.0.5 (allocation blue-10.50.0.0-24, pod default/done, container c-done net1): pod has terminated (Succeeded)"
+            ),
+            event(
+                "Pod",
+                "moved",
+                "freed 10.50.0.4 (allocation blue-10.50.0.0-24, pod default/moved, container c-moved net1): running pod no longer has this address on any network"
+            ),
+        ]
+    );
     assert_eq!(
         reservation_names(&emulator),
         BTreeSet::from(["blue-10.50.0.1".to_string(), "blue-10.50.0.2".to_string()])

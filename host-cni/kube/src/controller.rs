@@ -133,6 +133,7 @@ pub fn free_pod(
         let node = crate::get_node_facts(store, &pod.node)?;
         nodes.known = Some(node.map(|n| (pod.node.clone(), n)).into_iter().collect());
     }
+    let events = crate::events::FreeEvents::new(store);
     let mut freed = Vec::new();
     for (object, network, held) in held {
         let verdict = pods::allocation(pod.as_ref(), &held.lease.address, &nodes);
@@ -141,7 +142,7 @@ pub fn free_pod(
         }
         store.restart_budget();
         allocator.release(&network, &held.owner)?;
-        freed.push(Freed {
+        let one = Freed {
             object,
             kind: "allocation",
             address: held.lease.address.clone(),
@@ -149,7 +150,9 @@ pub fn free_pod(
             container_id: held.owner.container_id.clone(),
             ifname: held.owner.ifname.clone(),
             reason: verdict.reason().to_string(),
-        });
+        };
+        events.freed(store, &one, pod.is_some());
+        freed.push(one);
     }
     Ok(freed)
 }

@@ -15,6 +15,7 @@
 //! election: safe beside the CNI plugin, beside a second controller and beside itself.
 
 pub mod controller;
+pub mod events;
 pub mod pods;
 pub mod reconcile;
 

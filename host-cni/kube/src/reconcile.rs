@@ -15,6 +15,8 @@
 //! freed when no allocation kept by this pass backs it (the same network's address, held by
 //! the same container id + ifname, or — Whereabouts writes no container id — the same podref
 //! and ifname) and its pod is gone. One that an allocation backs goes with its allocation.
+//!
+//! Every free (not in a dry run) is reported as a Kubernetes Event ([`crate::events`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -97,6 +99,7 @@ pub fn reconcile_with(store: &KubeStore, options: &Options) -> Result<Report, Cn
     // The reservation each kept allocation backs: its name, and who holds the allocation.
     let mut backing: HashMap<String, Vec<Owner>> = HashMap::new();
     let mut allocator = Allocator::new(Box::new(store.clone()))?;
+    let events = crate::events::FreeEvents::new(store);
     for pool in &pools {
         let crate::PoolNetwork { object, network } =
             match crate::pool_network(&mut allocator, pool)? {
@@ -122,11 +125,7 @@ pub fn reconcile_with(store: &KubeStore, options: &Options) -> Result<Report, Cn
                 backing.entry(name).or_default().push(held.owner.clone());
                 continue;
             };
-            if !dry_run {
-                store.restart_budget();
-                allocator.release(&network, &held.owner)?;
-            }
-            report.freed.push(Freed {
+            let freed = Freed {
                 object: object.clone(),
                 kind: "allocation",
                 address: held.lease.address.clone(),
@@ -134,7 +133,13 @@ pub fn reconcile_with(store: &KubeStore, options: &Options) -> Result<Report, Cn
                 container_id: held.owner.container_id.clone(),
                 ifname: held.owner.ifname.clone(),
                 reason: verdict.reason().to_string(),
-            });
+            };
+            if !dry_run {
+                store.restart_budget();
+                allocator.release(&network, &held.owner)?;
+                events.freed(store, &freed, pods.contains_key(&freed.podref));
+            }
+            report.freed.push(freed);
         }
     }
 
@@ -157,21 +162,23 @@ pub fn reconcile_with(store: &KubeStore, options: &Options) -> Result<Report, Cn
             report.kept += 1;
             continue;
         }
-        if !dry_run {
-            let version = reservation.metadata.resource_version.clone().unwrap_or_default();
-            store.restart_budget();
-            store.delete_reservation(&name, &version)?;
-        }
-        report.freed.push(Freed {
+        let freed = Freed {
             address: crd::reservation_address(&name, networks.iter().map(String::as_str))
                 .unwrap_or_default(),
-            object: name,
+            object: name.clone(),
             kind: "reservation",
             podref: holder.podref,
             container_id: holder.container_id,
             ifname: holder.ifname,
             reason: verdict.reason().to_string(),
-        });
+        };
+        if !dry_run {
+            let version = reservation.metadata.resource_version.clone().unwrap_or_default();
+            store.restart_budget();
+            store.delete_reservation(&name, &version)?;
+            events.freed(store, &freed, pods.contains_key(&freed.podref));
+        }
+        report.freed.push(freed);
     }
     Ok(report)
 }

@@ -4,8 +4,8 @@
 //! server on 127.0.0.1 speaks just enough of the real REST API for Hereabouts' production code
 //! (the real `kube` client, over real HTTP, configured by a real kubeconfig) to run against it:
 //! - the two Whereabouts custom resources (`ippools`, `overlappingrangeipreservations` in
-//!   `whereabouts.cni.cncf.io/v1alpha1`), core `pods` and cluster-scoped `nodes`, at their
-//!   real paths;
+//!   `whereabouts.cni.cncf.io/v1alpha1`), core `pods` and cluster-scoped `nodes`, and
+//!   `events.k8s.io/v1` `events` (created, never patched here), at their real paths;
 //! - lists in pages: `limit` and `continue` (an opaque token; a page of `limit` items and
 //!   `metadata.continue` while more remain), as the real server pages them;
 //! - GET (one object or a list, with the list's `resourceVersion`), POST (create; 409
@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const GROUP_PREFIX: &str = "/apis/whereabouts.cni.cncf.io/v1alpha1";
+const EVENTS_PREFIX: &str = "/apis/events.k8s.io/v1";
 
 #[derive(Default)]
 struct State {
@@ -75,6 +76,7 @@ fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
         }
         "pods" => Some(("v1", "Pod")),
         "nodes" => Some(("v1", "Node")),
+        "events" => Some(("events.k8s.io/v1", "Event")),
         _ => None,
     }
 }
@@ -90,11 +92,15 @@ fn is_cluster_scoped(plural: &str) -> bool {
 }
 
 fn group_of(plural: &str) -> &'static str {
-    if is_core(plural) { "" } else { "whereabouts.cni.cncf.io" }
+    match plural {
+        _ if is_core(plural) => "",
+        "events" => "events.k8s.io",
+        _ => "whereabouts.cni.cncf.io",
+    }
 }
 
 fn qualified(plural: &str) -> String {
-    if is_core(plural) { plural.into() } else { format!("{plural}.whereabouts.cni.cncf.io") }
+    if is_core(plural) { plural.into() } else { format!("{plural}.{}", group_of(plural)) }
 }
 
 fn status(code: u16, reason: &str, message: String, details: Value) -> (u16, Value) {
@@ -619,10 +625,12 @@ fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
 
 /// Splits a path into (plural, namespace or None for all namespaces, name or None).
 fn route(path: &str) -> Option<(String, Option<String>, Option<String>)> {
-    let rest = if let Some(rest) = path.strip_prefix(GROUP_PREFIX) {
-        rest
+    let (rest, group) = if let Some(rest) = path.strip_prefix(GROUP_PREFIX) {
+        (rest, "whereabouts.cni.cncf.io")
+    } else if let Some(rest) = path.strip_prefix(EVENTS_PREFIX) {
+        (rest, "events.k8s.io")
     } else {
-        path.strip_prefix("/api/v1")?
+        (path.strip_prefix("/api/v1")?, "")
     };
     let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let parsed = match parts.as_slice() {
@@ -636,8 +644,7 @@ fn route(path: &str) -> Option<(String, Option<String>, Option<String>)> {
         }
         _ => return None,
     };
-    let core = path.starts_with("/api/v1");
-    if core != is_core(&parsed.0) || kind_of(&parsed.0).is_none() {
+    if kind_of(&parsed.0).is_none() || group_of(&parsed.0) != group {
         return None;
     }
     Some(parsed)
