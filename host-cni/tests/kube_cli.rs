@@ -254,18 +254,26 @@ fn cni_add_latency_without_contention() {
 
 // ---- reconcile ----------------------------------------------------------------------------
 
-fn run_reconcile(kubeconfig: &Path, args: &[&str]) -> (String, String, bool) {
+/// Runs `hereabouts ARGS…` (a tool command, not the plugin): stdout, stderr, exit code.
+fn run_binary(args: &[&str], cache: &Path) -> (String, String, i32) {
     let output = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .args(["reconcile", "--kubeconfig"])
-        .arg(kubeconfig)
         .args(args)
+        .env("HEREABOUTS_CACHE_DIR", cache)
         .output()
         .unwrap();
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
-        output.status.success(),
+        output.status.code().unwrap(),
     )
+}
+
+fn run_reconcile(kubeconfig: &Path, args: &[&str]) -> (String, String, bool) {
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let mut all = vec!["reconcile", "--kubeconfig", kubeconfig];
+    all.extend(args);
+    let (stdout, stderr, code) = run_binary(&all, &Path::new(kubeconfig).with_extension("cache"));
+    (stdout, stderr, code == 0)
 }
 
 #[test]
@@ -490,17 +498,9 @@ fn reconcile_pages_through_50000_pods() {
 }
 
 fn status(args: &[&str], cache: &Path) -> (String, String, i32) {
-    let output = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .arg("status")
-        .args(args)
-        .env("HEREABOUTS_CACHE_DIR", cache)
-        .output()
-        .unwrap();
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-        output.status.code().unwrap(),
-    )
+    let mut all = vec!["status"];
+    all.extend(args);
+    run_binary(&all, cache)
 }
 
 /// `hereabouts status` on the Kubernetes store, from a NetworkAttachmentDefinition: the pool
