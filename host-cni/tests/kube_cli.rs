@@ -20,7 +20,13 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// One CNI call of the real binary, as a runtime makes it: (success, stdout as JSON or null).
-fn cni(command: &str, config: &Value, container: &str, podref: &str, cache: &Path) -> (bool, Value) {
+fn cni(
+    command: &str,
+    config: &Value,
+    container: &str,
+    podref: &str,
+    cache: &Path,
+) -> (bool, Value) {
     use std::io::Write;
     let (namespace, name) = podref.split_once('/').unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
@@ -79,7 +85,6 @@ fn allocations(emulator: &Emulator, pool: &str) -> serde_json::Map<String, Value
     let pool = emulator.get("ippools", NS, pool).expect("pool written");
     pool["spec"]["allocations"].as_object().unwrap().clone()
 }
-
 
 // ---- CNI ----------------------------------------------------------------------------------
 
@@ -268,7 +273,8 @@ fn reconcile_through_the_binary_in_text_and_json() {
     let emulator = Emulator::start();
     let dir = temp_dir("reconcile");
     let kubeconfig = emulator.kubeconfig(&dir, None);
-    let config = cni_config("blue", &kubeconfig, &dir, "10.50.0.0/24", json!({"network_name": "blue"}));
+    let config =
+        cni_config("blue", &kubeconfig, &dir, "10.50.0.0/24", json!({"network_name": "blue"}));
     // live: running with .1 in its network-status · gone: no pod.
     for (container, podref) in [("c-live", "default/live"), ("c-gone", "default/gone")] {
         assert!(cni("ADD", &config, container, podref, &dir).0);
@@ -336,7 +342,8 @@ fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
     let emulator = Emulator::start();
     let dir = temp_dir("controller");
     let kubeconfig = emulator.kubeconfig(&dir, None);
-    let config = cni_config("blue", &kubeconfig, &dir, "10.60.0.0/24", json!({"network_name": "blue"}));
+    let config =
+        cni_config("blue", &kubeconfig, &dir, "10.60.0.0/24", json!({"network_name": "blue"}));
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         assert!(cni("ADD", &config, &format!("c-{name}"), &format!("default/{name}"), &dir).0);
         emulator.insert("pods", pod("default", name, "Running", &[&format!("10.60.0.{}", i + 1)]));

@@ -530,7 +530,6 @@ fn contention_child() {
     println!("LATENCIES {}", serde_json::to_string(&latencies).unwrap());
 }
 
-
 #[test]
 fn contention_between_processes() {
     let emulator = Emulator::start();

@@ -3,8 +3,10 @@
 //! No API server can be installed on the machines these tests run on, so this small HTTP/1.1
 //! server on 127.0.0.1 speaks just enough of the real REST API for Hereabouts' production code
 //! (the real `kube` client, over real HTTP, configured by a real kubeconfig) to run against it:
-//! - the two Whereabouts custom resources (`ippools`, `overlappingrangeipreservations` in
-//!   `whereabouts.cni.cncf.io/v1alpha1`) and core `pods`, at their real paths;
+//! - the three Whereabouts custom resources (`ippools`, `overlappingrangeipreservations`,
+//!   `nodeslicepools` in `whereabouts.cni.cncf.io/v1alpha1`), Multus'
+//!   `network-attachment-definitions` (`k8s.cni.cncf.io/v1`), core `pods` and cluster-scoped
+//!   `nodes`, at their real paths;
 //! - GET (one object or a list, with the list's `resourceVersion`), POST (create; 409
 //!   AlreadyExists), PUT (replace; `resourceVersion` required and compared, 409 Conflict when
 //!   stale), DELETE (404 when absent; `preconditions.resourceVersion` honoured, 409 when stale);
@@ -68,17 +70,29 @@ fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
         "overlappingrangeipreservations" => {
             Some(("whereabouts.cni.cncf.io/v1alpha1", "OverlappingRangeIPReservation"))
         }
+        "nodeslicepools" => Some(("whereabouts.cni.cncf.io/v1alpha1", "NodeSlicePool")),
         "pods" => Some(("v1", "Pod")),
+        "nodes" => Some(("v1", "Node")),
+        "network-attachment-definitions" => {
+            Some(("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"))
+        }
         _ => None,
     }
 }
 
 fn group_of(plural: &str) -> &'static str {
-    if plural == "pods" { "" } else { "whereabouts.cni.cncf.io" }
+    match plural {
+        "pods" | "nodes" => "",
+        "network-attachment-definitions" => "k8s.cni.cncf.io",
+        _ => "whereabouts.cni.cncf.io",
+    }
 }
 
 fn qualified(plural: &str) -> String {
-    if plural == "pods" { "pods".into() } else { format!("{plural}.whereabouts.cni.cncf.io") }
+    match group_of(plural) {
+        "" => plural.into(),
+        group => format!("{plural}.{group}"),
+    }
 }
 
 fn status(code: u16, reason: &str, message: String, details: Value) -> (u16, Value) {
@@ -147,7 +161,10 @@ impl Emulator {
     /// Stores an object as a client's create would (fresh resourceVersion, uid, timestamp).
     pub fn insert(&self, plural: &str, object: Value) -> Value {
         let mut state = self.shared.state.lock().unwrap();
-        let ns = object["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let ns = match plural {
+            "nodes" => String::new(),
+            _ => object["metadata"]["namespace"].as_str().unwrap_or("default").to_string(),
+        };
         let stored = create(&mut state, plural, &ns, object)
             .unwrap_or_else(|(code, body)| panic!("insert {code}: {body}"));
         self.shared.changed.notify_all();
@@ -250,6 +267,18 @@ fn prune(plural: &str, object: &mut Value) {
             keep_fields(object, &["apiVersion", "kind", "metadata", "spec"]);
             keep_fields(&mut object["spec"], &["containerid", "podref", "ifname"]);
         }
+        "nodeslicepools" => {
+            keep_fields(object, &["apiVersion", "kind", "metadata", "spec", "status"]);
+            keep_fields(&mut object["spec"], &["range", "sliceSize"]);
+            if object.get("status").is_some() {
+                keep_fields(&mut object["status"], &["allocations"]);
+                if let Some(items) = object["status"]["allocations"].as_array_mut() {
+                    for item in items {
+                        keep_fields(item, &["nodeName", "sliceRange"]);
+                    }
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -303,6 +332,25 @@ fn validate(plural: &str, object: &Value) -> Result<(), (u16, Value)> {
         }
         "overlappingrangeipreservations" if !object["spec"]["podref"].is_string() => {
             return missing("spec.podref");
+        }
+        "nodeslicepools" => {
+            for field in ["range", "sliceSize"] {
+                if !object["spec"][field].is_string() {
+                    return missing(&format!("spec.{field}"));
+                }
+            }
+            if let Some(status) = object.get("status").filter(|s| !s.is_null()) {
+                let Some(items) = status["allocations"].as_array() else {
+                    return missing("status.allocations");
+                };
+                for (i, item) in items.iter().enumerate() {
+                    for field in ["nodeName", "sliceRange"] {
+                        if !item[field].is_string() {
+                            return missing(&format!("status.allocations[{i}].{field}"));
+                        }
+                    }
+                }
+            }
         }
         _ => {}
     }
@@ -586,22 +634,25 @@ fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
 
 /// Splits a path into (plural, namespace or None for all namespaces, name or None).
 fn route(path: &str) -> Option<(String, Option<String>, Option<String>)> {
-    let rest = if let Some(rest) = path.strip_prefix(GROUP_PREFIX) {
-        rest
+    let (group, rest) = if let Some(rest) = path.strip_prefix(GROUP_PREFIX) {
+        ("whereabouts.cni.cncf.io", rest)
+    } else if let Some(rest) = path.strip_prefix("/apis/k8s.cni.cncf.io/v1") {
+        ("k8s.cni.cncf.io", rest)
     } else {
-        path.strip_prefix("/api/v1")?
+        ("", path.strip_prefix("/api/v1")?)
     };
     let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let parsed = match parts.as_slice() {
         [plural] => (plural.to_string(), None, None),
+        // Cluster-scoped objects (nodes).
+        ["nodes", name] => ("nodes".to_string(), None, Some(name.to_string())),
         ["namespaces", ns, plural] => (plural.to_string(), Some(ns.to_string()), None),
         ["namespaces", ns, plural, name] => {
             (plural.to_string(), Some(ns.to_string()), Some(name.to_string()))
         }
         _ => return None,
     };
-    let core = path.starts_with("/api/v1");
-    if core != (parsed.0 == "pods") || kind_of(&parsed.0).is_none() {
+    if kind_of(&parsed.0).is_none() || group_of(&parsed.0) != group {
         return None;
     }
     Some(parsed)
