@@ -78,9 +78,27 @@ fn the_controller_slices_a_network_assigns_nodes_frees_and_reslices() {
         nad("plain", json!({"type": "whereabouts", "range": "10.31.0.0/24"})),
     );
 
+    // Keys match case-insensitively, as Go's decoder matches them.
+    emulator.insert(
+        "network-attachment-definitions",
+        nad(
+            "upper",
+            json!({"type": "whereabouts", "range": "10.34.0.0/24", "network_name": "upper",
+                   "NODE_SLICE_SIZE": "/25"}),
+        ),
+    );
+
     let changes = sync(&store, &mut allocator).unwrap();
-    assert_eq!(changes, [Change::Created { pool: "blue".into(), slices: 4 }]);
-    assert_eq!(emulator.list("nodeslicepools").len(), 1);
+    assert_eq!(
+        changes,
+        [
+            Change::Created { pool: "blue".into(), slices: 4 },
+            Change::Created { pool: "upper".into(), slices: 2 }
+        ]
+    );
+    assert_eq!(emulator.list("nodeslicepools").len(), 2);
+    assert!(emulator.delete("network-attachment-definitions", "default", "upper"));
+    assert_eq!(sync(&store, &mut allocator).unwrap(), [Change::Deleted { pool: "upper".into() }]);
     let object = emulator.get("nodeslicepools", NS, "blue").unwrap();
     assert_eq!(object["spec"], json!({"range": "10.30.0.0/24", "sliceSize": "/26"}));
     let owner = &object["metadata"]["ownerReferences"][0];

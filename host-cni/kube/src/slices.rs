@@ -213,7 +213,11 @@ fn wanted_by(
         .get("type")
         .and_then(Value::as_str)
         .is_some_and(|t| t == "whereabouts" || t == "hereabouts");
-    if !is_ours || ipam.get("node_slice_size").is_none() {
+    // Go matches JSON keys case-insensitively; the core's reading does too.
+    let sets_slices = ipam
+        .as_object()
+        .is_some_and(|o| o.keys().any(|k| k.eq_ignore_ascii_case("node_slice_size")));
+    if !is_ours || !sets_slices {
         return Ok(None);
     }
     let cni_name = config.get("name").and_then(Value::as_str).unwrap_or_default();
