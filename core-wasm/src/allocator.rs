@@ -53,7 +53,7 @@ fn pool_ref(network: &Network, range: &Range) -> PoolRef {
 fn lease(range: &Range, address: u128) -> Lease {
     Lease {
         address: range.format(address),
-        cidr: format!("{}/{}", range.format(address), range.prefix),
+        cidr: format!("{}/{}", range.format(address), range.result_prefix()),
         field: range.field.clone(),
         range: range.cidr(),
     }

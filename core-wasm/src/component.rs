@@ -74,6 +74,8 @@ impl From<wit::NetworkConfig> for core::NetworkConfig {
             allocation_error: n
                 .allocation_error
                 .map(|f| core::FieldError { field: f.field, message: f.message }),
+            node_slice_size: n.node_slice_size,
+            node_slice: n.node_slice.map(|s| core::NodeSlice { node: s.node, slice: s.slice }),
         }
     }
 }
@@ -88,6 +90,8 @@ impl From<core::NetworkConfig> for wit::NetworkConfig {
             enable_overlapping_ranges: n.enable_overlapping_ranges,
             sticky: n.sticky,
             allocation_error: n.allocation_error.map(Into::into),
+            node_slice_size: n.node_slice_size,
+            node_slice: n.node_slice.map(|s| wit::NodeSlice { node: s.node, slice: s.slice }),
         }
     }
 }
@@ -429,6 +433,31 @@ impl api::Guest for Component {
 
     fn list_leases(network: wit::NetworkConfig) -> Result<Vec<wit::HeldLease>, wit::IpamError> {
         answer(crate::allocator::list_leases(&mut ImportedStore, &network.into()))
+    }
+
+    fn node_slicing(
+        network: wit::NetworkConfig,
+        cni_network: String,
+    ) -> Result<api::Slicing, wit::IpamError> {
+        crate::slice::slicing(&network.into(), &cni_network)
+            .map(|s| api::Slicing {
+                pool_name: s.pool_name,
+                range: s.range,
+                slice_size: s.slice_size,
+                slices: s.slices,
+                addresses_per_slice: s.addresses_per_slice,
+            })
+            .map_err(Into::into)
+    }
+
+    fn on_node_slice(
+        network: wit::NetworkConfig,
+        node: String,
+        slice: String,
+    ) -> Result<wit::NetworkConfig, wit::IpamError> {
+        crate::slice::on_node_slice(&network.into(), &node, &slice)
+            .map(Into::into)
+            .map_err(Into::into)
     }
 
     fn plan(request: api::PlanRequest) -> Result<Vec<api::RangeReport>, wit::IpamError> {

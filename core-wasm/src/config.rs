@@ -547,17 +547,6 @@ fn read_ipam_into(
     warnings: &mut Vec<ConfigWarning>,
 ) -> Result<NetworkConfig, ConfigError> {
     let ipam = decode_ipam(value)?;
-    if !ipam.node_slice_size.is_empty() {
-        return Err(rejected(
-            "node-slice-size-unsupported",
-            "node_slice_size",
-            &format!(
-                "{}: node slices are not supported yet; remove node_slice_size to allocate \
-                 from the whole range as one pool",
-                ipam.node_slice_size
-            ),
-        ));
-    }
     let mut reader = Reader { warnings, allocation_error: None };
 
     // `LoadIPAMConfig` prepends the top-level keys as a range when `range` is not "" (no
@@ -604,6 +593,9 @@ fn read_ipam_into(
         enable_overlapping_ranges: ipam.enable_overlapping_ranges,
         sticky: ipam.sticky,
         allocation_error: reader.allocation_error.take(),
+        // Go's `NodeSliceSize string`: "" is unset. Checked (with the ranges) by `analyze`.
+        node_slice_size: Some(ipam.node_slice_size).filter(|s| !s.is_empty()),
+        node_slice: None,
     };
     // The normalised config must be one the allocator accepts; what it still refuses (no
     // range at all, nothing left to hand out) fails every ADD.

@@ -7,7 +7,7 @@
 //!
 //! Layout, one noun per module: [`addr`] (addresses and index space), [`intervals`] (the
 //! set the search runs on), [`range`] (one configured range), [`pool`] (a range's free
-//! space), [`network`] (a whole config), [`allocator`] (store transactions), [`plan`] (pure
+//! space), [`network`] (a whole config), [`slice`] (node slices), [`allocator`] (store transactions), [`plan`] (pure
 //! views), [`types`] (the contract's types in plain Rust).
 
 pub mod addr;
@@ -19,6 +19,7 @@ pub mod network;
 pub mod plan;
 pub mod pool;
 pub mod range;
+pub mod slice;
 pub mod summary;
 pub mod types;
 

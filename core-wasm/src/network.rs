@@ -7,7 +7,8 @@
 use crate::addr::{Family, parse_address};
 use crate::pool::Unavailable;
 use crate::range::{Range, finding};
-use crate::types::{FieldError, Finding, NetworkConfig, Severity};
+use crate::slice;
+use crate::types::{FieldError, Finding, NetworkConfig, NodeSlice, Severity};
 
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -15,6 +16,8 @@ pub struct Network {
     pub gateway: Option<(Family, u128)>,
     pub network_name: String,
     pub overlapping: bool,
+    /// `node_slice_size`'s prefix length, checked against the first range.
+    pub slice_size: Option<u32>,
 }
 
 /// Every finding for a config, and the parsed network when there is no error.
@@ -67,13 +70,83 @@ pub fn analyze(config: &NetworkConfig) -> (Option<Network>, Vec<Finding>) {
         }
     }
 
+    let slice_size = node_slices(config, top.is_some(), &mut ranges, &mut findings);
+
     let network = (!findings.iter().any(|f| f.severity == Severity::Error)).then(|| Network {
         ranges,
         gateway,
         network_name: config.network_name.trim().to_string(),
         overlapping: config.enable_overlapping_ranges,
+        slice_size,
     });
     (network, findings)
+}
+
+/// Checks `node_slice_size` (see [`crate::slice`]) and, when the config names a node's slice,
+/// narrows the first range to it. Returns the slice prefix length.
+fn node_slices(
+    config: &NetworkConfig,
+    has_top: bool,
+    ranges: &mut [Range],
+    findings: &mut Vec<Finding>,
+) -> Option<u32> {
+    let Some(text) = config.node_slice_size.as_deref() else {
+        if config.node_slice.is_some() {
+            findings.push(finding(
+                "node-slice-invalid",
+                Severity::Error,
+                "node_slice".into(),
+                "the network has no node_slice_size, so it has no node slices".into(),
+            ));
+        }
+        return None;
+    };
+    let configured = usize::from(has_top) + config.ip_ranges.len();
+    if configured > 1 {
+        findings.push(finding(
+            "node-slice-size-invalid",
+            Severity::Error,
+            "node_slice_size".into(),
+            format!(
+                "{text}: node slices need exactly one range, found {configured} (Whereabouts \
+                 slices only the first and gives every other range that slice too)"
+            ),
+        ));
+        return None;
+    }
+    let range = ranges.first_mut()?;
+    let size = match slice::check_size(text, range) {
+        Ok(size) => size,
+        Err(message) => {
+            findings.push(finding(
+                "node-slice-size-invalid",
+                Severity::Error,
+                "node_slice_size".into(),
+                message,
+            ));
+            return None;
+        }
+    };
+    if let Some(NodeSlice { node, slice: text }) = &config.node_slice {
+        match slice::slice_of(range, size, text) {
+            Some(network) if !node.trim().is_empty() => {
+                *range = range.sliced(node.trim(), network, size);
+            }
+            Some(_) => findings.push(finding(
+                "node-slice-invalid",
+                Severity::Error,
+                "node_slice.node".into(),
+                "is empty: a node slice needs the node's name".into(),
+            )),
+            None => findings.push(finding(
+                "node-slice-invalid",
+                Severity::Error,
+                "node_slice.slice".into(),
+                format!("{text} is not one of range {}'s /{size} slices", range.cidr()),
+            )),
+        }
+    }
+    Some(size)
 }
 
 impl Network {

@@ -31,6 +31,9 @@ pub struct Range {
     pub last: u128,
     /// Excluded address intervals, inside the CIDR.
     pub excludes: Vec<(u128, u128)>,
+    /// Set when this range is a node's slice of the configured range (see [`crate::slice`]):
+    /// the node, and the configured range's prefix length, which pods' addresses carry.
+    pub slice_of: Option<(String, u32)>,
 }
 
 /// `key` under `base` (`exclude[1]` or `ipRanges[0].exclude[1]`).
@@ -55,12 +58,43 @@ impl Range {
     /// Whereabouts' IPPool name: `:` and `/` become `-` (an IPv6 range ending in `:` gets a
     /// `0` first), prefixed by `network_name-` when the network is named.
     pub fn pool_name(&self, network_name: &str) -> String {
+        if let Some((node, _)) = &self.slice_of {
+            return crate::slice::pool_name(network_name, node, &self.cidr());
+        }
         let mut cidr = self.cidr();
         if cidr.ends_with(':') {
             cidr.push('0');
         }
         let normalized = cidr.replace([':', '/'], "-");
         if network_name.is_empty() { normalized } else { format!("{network_name}-{normalized}") }
+    }
+
+    /// The prefix length of the addresses handed out: the configured range's, also in a slice.
+    pub fn result_prefix(&self) -> u32 {
+        self.slice_of.as_ref().map_or(self.prefix, |(_, prefix)| *prefix)
+    }
+
+    /// This range's slice at `network`/`size` for `node`: the slice's CIDR and pool, its
+    /// first to last usable address, and the excludes that fall into it.
+    pub fn sliced(&self, node: &str, network: u128, size: u32) -> Range {
+        let broadcast = network | host_mask(self.family, size);
+        let excludes = self
+            .excludes
+            .iter()
+            .filter(|(first, last)| *last >= network && *first <= broadcast)
+            .map(|(first, last)| ((*first).max(network), (*last).min(broadcast)))
+            .collect();
+        Range {
+            field: self.field.clone(),
+            family: self.family,
+            network,
+            broadcast,
+            prefix: size,
+            first: network + 1,
+            last: broadcast - 1,
+            excludes,
+            slice_of: Some((node.to_string(), self.prefix)),
+        }
     }
 
     pub fn contains(&self, family: Family, address: u128) -> bool {
@@ -142,6 +176,7 @@ impl Range {
             first: 0,
             last: 0,
             excludes: Vec::new(),
+            slice_of: None,
         };
         let cidr = range.cidr();
 

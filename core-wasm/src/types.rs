@@ -59,6 +59,32 @@ pub struct NetworkConfig {
     /// Set when the config can hand out no new address, as in Whereabouts (an unparsable
     /// exclude): a new allocation fails with it; a held address, DEL, CHECK and GC work.
     pub allocation_error: Option<FieldError>,
+    /// `node_slice_size` as written (`"/28"` or `"28"`), checked by the core; `None` when unset.
+    pub node_slice_size: Option<String>,
+    /// The node slice this config allocates from (set by `on_node_slice`, never by a reading).
+    pub node_slice: Option<NodeSlice>,
+}
+
+/// A node and the slice of the range it was given (a NodeSlicePool allocation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeSlice {
+    pub node: String,
+    /// The slice's CIDR, e.g. `10.0.0.16/28`.
+    pub slice: String,
+}
+
+/// How a network's range is cut into node slices (see `node-slicing` in the WIT file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Slicing {
+    /// The NodeSlicePool object's name.
+    pub pool_name: String,
+    /// Its `spec.range` and `spec.sliceSize`, as Whereabouts writes them.
+    pub range: String,
+    pub slice_size: String,
+    /// Every slice, lowest first (Whereabouts' `status.allocations` order).
+    pub slices: Vec<String>,
+    /// Decimal count of addresses a pod can get in one slice.
+    pub addresses_per_slice: String,
 }
 
 /// A value Whereabouts silently ignores (see `config-warning` in the WIT file).

@@ -275,10 +275,26 @@ fn every_error_kind() {
         ),
         // The first problem in document order is reported, as Go's decoder meets it.
         (r#"{"range": 5, "gateway": 7}"#, "range: must be a string, found a number"),
-        // node slices: interim refusal.
+        // node slices: what would make every ADD fail in Whereabouts.
+        (
+            r#"{"range": "10.0.0.0/24", "node_slice_size": "/x"}"#,
+            "node_slice_size: /x is not a prefix length: expected e.g. \"/28\" or \"28\" (Whereabouts makes no slice from it, so every ADD would fail)",
+        ),
+        (
+            r#"{"range": "10.0.0.0/24", "node_slice_size": "/16"}"#,
+            "node_slice_size: /16 is shorter than range 10.0.0.0/24's prefix /24: a slice cannot be larger than the range",
+        ),
+        (
+            r#"{"range": "10.0.0.0/24", "node_slice_size": "31"}"#,
+            "node_slice_size: 31 leaves no usable address in a slice (the slice's network and broadcast addresses are never handed out): at most /30 for IPv4",
+        ),
         (
             r#"{"range": "10.0.0.0/8", "node_slice_size": "/24"}"#,
-            "node_slice_size: /24: node slices are not supported yet; remove node_slice_size to allocate from the whole range as one pool",
+            "node_slice_size: /24 cuts range 10.0.0.0/8 into 2^16 slices; at most 16384 fit in one NodeSlicePool",
+        ),
+        (
+            r#"{"range": "10.0.0.0/24", "ipRanges": [{"range": "fd00::/64"}], "node_slice_size": "/28"}"#,
+            "node_slice_size: /28: node slices need exactly one range, found 2 (Whereabouts slices only the first and gives every other range that slice too)",
         ),
         // What Whereabouts rejects too.
         (
@@ -498,8 +514,8 @@ fn every_rejection_names_the_rule_check_reports_it_under() {
         ),
         (r#"{"range": "10.0.0.0/24", "gateway": "10.0.0"}"#, "gateway-invalid", "gateway"),
         (
-            r#"{"range": "10.0.0.0/24", "node_slice_size": "/26"}"#,
-            "node-slice-size-unsupported",
+            r#"{"range": "10.0.0.0/24", "node_slice_size": "/20"}"#,
+            "node-slice-size-invalid",
             "node_slice_size",
         ),
         (r#"{"range": "10.0.0.7/32"}"#, "range-empty", "range"),

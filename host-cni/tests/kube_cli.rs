@@ -27,9 +27,26 @@ fn cni(
     podref: &str,
     cache: &Path,
 ) -> (bool, Value) {
+    cni_on(None, command, config, container, podref, cache)
+}
+
+/// [`cni`] on node `node` (`NODENAME`, as Whereabouts reads it), or with NODENAME unset.
+fn cni_on(
+    node: Option<&str>,
+    command: &str,
+    config: &Value,
+    container: &str,
+    podref: &str,
+    cache: &Path,
+) -> (bool, Value) {
     use std::io::Write;
     let (namespace, name) = podref.split_once('/').unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+    let mut process = Command::new(env!("CARGO_BIN_EXE_hereabouts"));
+    match node {
+        Some(node) => process.env("NODENAME", node),
+        None => process.env_remove("NODENAME"),
+    };
+    let mut child = process
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container)
         .env("CNI_NETNS", format!("/var/run/netns/{container}"))
@@ -87,6 +104,84 @@ fn allocations(emulator: &Emulator, pool: &str) -> serde_json::Map<String, Value
 }
 
 // ---- CNI ----------------------------------------------------------------------------------
+
+/// Node slices: each node allocates in its own slice pool, named as Whereabouts names it,
+/// around the allocations Whereabouts made there; a node without a slice is CNI 11.
+#[test]
+fn cni_on_node_slices_uses_the_nodes_slice_pool() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("slices");
+    let kubeconfig = emulator.kubeconfig(&dir, Some(NS));
+    let cache = dir.join("cache");
+    let fixture = |name: &str| -> Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/kube_fixtures").join(name);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    // Whereabouts' Fast IPAM objects: worker-2 holds 10.40.0.0/28, worker-1 10.40.0.16/28.
+    emulator.insert("nodeslicepools", fixture("nodeslicepool-blue.json"));
+    emulator.insert("ippools", fixture("ippool-blue-worker-1.json"));
+    let slices = json!({"network_name": "blue", "node_slice_size": "/28"});
+    let config = cni_config("blue-net", &kubeconfig, &dir, "10.40.0.0/24", slices);
+
+    let (ok, result) = cni_on(Some("worker-1"), "ADD", &config, "c1", "default/p1", &cache);
+    assert!(ok, "{result}");
+    assert_eq!(ip(&result), "10.40.0.18/24", "lowest free around Whereabouts' .17 and .19");
+    let (ok, result) = cni_on(Some("worker-2"), "ADD", &config, "c2", "default/p2", &cache);
+    assert!(ok, "{result}");
+    assert_eq!(ip(&result), "10.40.0.1/24");
+    let pool = emulator.get("ippools", NS, "blue-worker-2-10.40.0.0-28").expect("slice pool");
+    assert_eq!(pool["spec"]["range"], "10.40.0.0/28");
+    assert_eq!(pool["spec"]["allocations"]["1"]["id"], "c2");
+    let keys: Vec<String> =
+        allocations(&emulator, "blue-worker-1-10.40.0.16-28").keys().cloned().collect();
+    assert_eq!(keys, ["1", "2", "3"]);
+    // No whole-range pool is ever written.
+    assert!(emulator.get("ippools", NS, "blue-10.40.0.0-24").is_none());
+
+    // A node the controller has not given a slice: try again later, saying why.
+    let (ok, error) = cni_on(Some("worker-3"), "ADD", &config, "c3", "default/p3", &cache);
+    assert!(!ok);
+    assert_eq!(error["code"], 11, "{error}");
+    let msg = error["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("\"worker-3\"")
+            && msg.contains("has no slice")
+            && msg.contains("NodeSlicePool kube-system/blue"),
+        "{msg}"
+    );
+    // Its DEL has nothing to free and succeeds.
+    assert!(cni_on(Some("worker-3"), "DEL", &config, "c3", "default/p3", &cache).0);
+
+    // DEL frees in the node's slice pool, leaving Whereabouts' allocations.
+    assert!(cni_on(Some("worker-1"), "DEL", &config, "c1", "default/p1", &cache).0);
+    let keys: Vec<String> =
+        allocations(&emulator, "blue-worker-1-10.40.0.16-28").keys().cloned().collect();
+    assert_eq!(keys, ["1", "3"]);
+
+    // A network whose NodeSlicePool does not exist yet.
+    let green = json!({"network_name": "green", "node_slice_size": "/28"});
+    let config = cni_config("green-net", &kubeconfig, &dir, "10.41.0.0/24", green);
+    let (ok, error) = cni_on(Some("worker-1"), "ADD", &config, "c4", "default/p4", &cache);
+    assert!(!ok);
+    assert_eq!(error["code"], 11, "{error}");
+    assert!(error["msg"].as_str().unwrap().contains("does not exist yet"), "{error}");
+
+    // A NodeSlicePool cut for another slice size (the controller has not re-sliced yet).
+    let resized = json!({"network_name": "blue", "node_slice_size": "/27"});
+    let config = cni_config("blue-net", &kubeconfig, &dir, "10.40.0.0/24", resized);
+    let (ok, error) = cni_on(Some("worker-1"), "ADD", &config, "c5", "default/p5", &cache);
+    assert!(!ok);
+    assert_eq!(error["code"], 11, "{error}");
+    assert!(error["msg"].as_str().unwrap().contains("re-slice"), "{error}");
+
+    // A bad node_slice_size is CNI 7 naming the key.
+    let bad = json!({"network_name": "blue", "node_slice_size": "/22"});
+    let config = cni_config("blue-net", &kubeconfig, &dir, "10.40.0.0/24", bad);
+    let (ok, error) = cni_on(Some("worker-1"), "ADD", &config, "c6", "default/p6", &cache);
+    assert!(!ok);
+    assert_eq!(error["code"], 7, "{error}");
+    assert!(error["msg"].as_str().unwrap().starts_with("node_slice_size: /22"), "{error}");
+}
 
 #[test]
 fn cni_add_del_gc_and_errors_through_the_binary() {

@@ -25,6 +25,7 @@ fn install_copies_both_binaries_and_writes_a_usable_flat_file_and_kubeconfig() {
             .env("KUBERNETES_SERVICE_HOST", "10.96.0.1")
             .env("KUBERNETES_SERVICE_PORT", "443")
             .env_remove("WHEREABOUTS_NAMESPACE")
+            .env("NODENAME", " worker-7.example.com\n")
             .output()
             .unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -42,8 +43,11 @@ fn install_copies_both_binaries_and_writes_a_usable_flat_file_and_kubeconfig() {
             .unwrap();
     assert_eq!(
         flat,
-        serde_json::json!({"datastore": "kubernetes", "kubernetes": {"kubeconfig": "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig"}})
+        serde_json::json!({"datastore": "kubernetes", "configuration_path": "/etc/cni/net.d/whereabouts.d",
+            "kubernetes": {"kubeconfig": "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig"}})
     );
+    // The node's name for node slices, as Whereabouts' installer writes it.
+    assert_eq!(std::fs::read_to_string(dir.join("nodename")).unwrap(), "worker-7.example.com");
     // The kubeconfig is one the kube client reads, with host paths and the namespace.
     let kubeconfig =
         kube::config::Kubeconfig::read_from(dir.join("whereabouts.kubeconfig")).unwrap();

@@ -143,6 +143,7 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
             pair("ippools", "create"),
             pair("ippools", "get"),
             pair("ippools", "update"),
+            pair("nodeslicepools", "get"),
             pair("overlappingrangeipreservations", "create"),
             pair("overlappingrangeipreservations", "delete"),
             pair("overlappingrangeipreservations", "get"),
@@ -153,13 +154,31 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
         rules_of(&objects["ClusterRole/hereabouts-reconciler"]),
         vec![
             pair("events", "create"),
+            pair("network-attachment-definitions", "list"),
+            pair("network-attachment-definitions", "watch"),
             pair("nodes", "get"),
             pair("nodes", "list"),
+            pair("nodes", "watch"),
             pair("pods", "get"),
             pair("pods", "list"),
-            pair("pods", "watch")
+            pair("pods", "watch"),
         ]
     );
+    // The node-slice controller writes NodeSlicePools.
+    assert_eq!(
+        rules_of(&objects["Role/hereabouts-reconciler"])
+            .into_iter()
+            .filter(|(r, _)| r == "nodeslicepools")
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>(),
+        ["create", "delete", "get", "list", "update"]
+    );
+    // The plugin learns its node's name from the nodename file `install` writes.
+    let env = objects["DaemonSet/hereabouts"]
+        .pointer("/spec/template/spec/containers/0/env")
+        .unwrap()
+        .to_string();
+    assert!(env.contains("NODENAME") && env.contains("spec.nodeName"), "{env}");
     // Every workload runs under a service account that exists.
     for (key, account) in [
         ("DaemonSet/hereabouts", "/spec/template/spec/serviceAccountName"),

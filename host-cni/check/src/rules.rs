@@ -144,10 +144,10 @@ pub const RULES: &[Rule] = &[
         "An `exclude` with leading zeros: read here, but Whereabouts' exclude parser rejects it and fails every ADD.",
     ),
     rule(
-        "node-slice-size-unsupported",
+        "node-slice-size-invalid",
         Error,
         Core,
-        "`node_slice_size` (Fast IPAM): not supported yet, so the plugin refuses the config.",
+        "`node_slice_size` (Fast IPAM) cannot cut the range: not a prefix length, shorter than the range's, slices with no usable address, more than 16384 slices, or several ranges.",
     ),
     rule("exclude-invalid", Error, Core, "An `exclude` entry is neither a CIDR nor an address."),
     rule(

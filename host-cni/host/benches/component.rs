@@ -45,6 +45,8 @@ fn main() {
             enable_overlapping_ranges: true,
             sticky: true,
             allocation_error: None,
+            node_slice_size: None,
+            node_slice: None,
         },
         allocated: allocated.clone(),
         preview: 1,

@@ -17,11 +17,12 @@ pub use self::hereabouts::ipam::store::{
     ReservationEdit, Slot,
 };
 pub use self::hereabouts::ipam::types::{
-    FieldError, HeldLease, IpamError, Lease, NetworkConfig, Owner, RangeConfig, StoreError,
+    FieldError, HeldLease, IpamError, Lease, NetworkConfig, NodeSlice, Owner, RangeConfig,
+    StoreError,
 };
 pub use exports::hereabouts::ipam::allocator::{
     AllocateRequest, ConfigError, ConfigProblem, ConfigReading, ConfigWarning, Finding, MapBucket,
-    Overlap, OverlapKind, PlanDocument, PlanRequest, RangeReport, Severity,
+    Overlap, OverlapKind, PlanDocument, PlanRequest, RangeReport, Severity, Slicing,
 };
 
 impl Owner {

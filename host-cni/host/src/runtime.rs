@@ -20,7 +20,7 @@ use crate::bindings::hereabouts::ipam as wit;
 use crate::bindings::{
     AllocateRequest, CommitOutcome, ConfigError, ConfigReading, Finding, HeldLease, Hereabouts,
     IpamError, Lease, MapBucket, NetworkConfig, Overlap, Owner, PlanDocument, PlanRequest,
-    PoolChange, PoolListing, PoolRef, PoolView, RangeReport, Reservation, StoreError,
+    PoolChange, PoolListing, PoolRef, PoolView, RangeReport, Reservation, Slicing, StoreError,
     describe_config_error, describe_ipam_error,
 };
 
@@ -337,6 +337,36 @@ impl Allocator {
     pub fn list_leases(&mut self, network: &NetworkConfig) -> Result<Vec<HeldLease>, CallError> {
         let result =
             self.bindings.hereabouts_ipam_allocator().call_list_leases(&mut self.store, network);
+        flatten(result)
+    }
+
+    /// How a network with `node_slice_size` is cut (the NodeSlicePool's name, range, slices).
+    pub fn node_slicing(
+        &mut self,
+        network: &NetworkConfig,
+        cni_network: &str,
+    ) -> Result<Slicing, CallError> {
+        let result = self.bindings.hereabouts_ipam_allocator().call_node_slicing(
+            &mut self.store,
+            network,
+            cni_network,
+        );
+        flatten(result)
+    }
+
+    /// The network narrowed to `node`'s slice: later calls work on the node's slice pool.
+    pub fn on_node_slice(
+        &mut self,
+        network: &NetworkConfig,
+        node: &str,
+        slice: &str,
+    ) -> Result<NetworkConfig, CallError> {
+        let result = self.bindings.hereabouts_ipam_allocator().call_on_node_slice(
+            &mut self.store,
+            network,
+            node,
+            slice,
+        );
         flatten(result)
     }
 

@@ -66,6 +66,8 @@ fn network(range: &str) -> NetworkConfig {
         enable_overlapping_ranges: true,
         sticky: true,
         allocation_error: None,
+        node_slice_size: None,
+        node_slice: None,
     }
 }
 

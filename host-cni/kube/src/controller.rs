@@ -1,5 +1,6 @@
 //! `hereabouts controller`: watches pods (kube::runtime's watcher) and frees the addresses of
-//! each deleted or terminated pod within seconds, instead of waiting for the next reconcile.
+//! each deleted or terminated pod within seconds, instead of waiting for the next reconcile;
+//! beside it, on its own thread, runs the node-slice controller ([`crate::slices`]).
 //!
 //! Safe beside the reconcile CronJob, the CNI plugin and a second controller replica: it takes
 //! no lock, and each free is the allocator's `release` of one exact container id + ifname — a
@@ -42,6 +43,15 @@ pub fn run(kubeconfig: Option<&Path>, grace: Duration) -> Result<(), CniError> {
     let watch_timeouts = Timeouts { request: Duration::from_secs(330), ..timeouts };
     let watch_store = KubeStore::connect(kubeconfig, watch_timeouts)?;
     let mut allocator = Allocator::new(Box::new(store.clone()))?;
+
+    // The node-slice controller: its own clients and allocator, on its own thread.
+    let slice_store = KubeStore::connect(kubeconfig, timeouts)?;
+    let slice_watch_store = KubeStore::connect(kubeconfig, watch_timeouts)?;
+    std::thread::spawn(move || {
+        if let Err(e) = crate::slices::run(slice_store, slice_watch_store) {
+            eprintln!("hereabouts controller: node slices: {} (code {})", e.msg, e.code);
+        }
+    });
 
     let (gone, pods_gone) = mpsc::channel::<String>();
     std::thread::spawn(move || watch(&watch_store, &gone));

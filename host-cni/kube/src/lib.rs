@@ -5,7 +5,9 @@
 //! - [`reconcile`]: one pass over every pool and reservation (the CronJob);
 //! - [`controller`]: watches pods and frees a deleted pod's addresses within seconds (the
 //!   Deployment);
-//! - [`pods`]: the policy both follow — when a pod no longer uses an address — in one place.
+//! - [`pods`]: the policy both follow — when a pod no longer uses an address — in one place;
+//! - [`slices`]: the node-slice controller (Fast IPAM): a NodeSlicePool per network with
+//!   `node_slice_size`, a slice per node (part of `hereabouts controller`).
 //!
 //! Every free of an allocation goes through the allocator component's `release` of one exact
 //! container id and interface: a write conditioned on the version read, so it frees nothing if
@@ -18,6 +20,7 @@ pub mod controller;
 pub mod events;
 pub mod pods;
 pub mod reconcile;
+pub mod slices;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -274,6 +274,28 @@ fn logs_go_to_log_file_never_to_stdout() {
     assert!(out.stderr.is_empty(), "{out:?}");
 }
 
+/// Slices mean nothing on one node: the local store accepts `node_slice_size`, says once per
+/// call that it has no effect, and allocates from the whole range as one pool.
+#[test]
+fn node_slice_size_on_the_local_store_is_accepted_and_has_no_effect() {
+    let net = Net::new("slices");
+    let log = net.dir.path().join("hereabouts.log");
+    let ipam = json!({"range": "10.13.0.0/24", "node_slice_size": "/28", "log_file": log,
+                      "log_level": "verbose"});
+    let conf = net.conf("1.0.0", ipam);
+    let first = Cni::new("ADD").container("a").run(&conf).ok();
+    let second = Cni::new("ADD").container("b").run(&conf).ok();
+    assert_eq!((address(&first, 0), address(&second, 0)), ("10.13.0.1".into(), "10.13.0.2".into()));
+    assert_eq!(first["ips"][0]["address"], "10.13.0.1/24");
+    assert_eq!(net.allocations("10.13.0.0-24").len(), 2);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("node_slice_size has no effect").count(), 2, "{text}");
+    // A size that cannot cut the range is refused, naming the key.
+    let bad = net.conf("1.0.0", json!({"range": "10.13.0.0/24", "node_slice_size": "/16"}));
+    let message = Cni::new("ADD").container("c").run(&bad).err(7);
+    assert!(message.starts_with("node_slice_size: /16 is shorter"), "{message}");
+}
+
 #[test]
 fn a_corrupt_component_cache_is_recompiled() {
     let dir = TempDir::new("cache");

@@ -3,9 +3,11 @@
 //! No API server can be installed on the machines these tests run on, so this small HTTP/1.1
 //! server on 127.0.0.1 speaks just enough of the real REST API for Hereabouts' production code
 //! (the real `kube` client, over real HTTP, configured by a real kubeconfig) to run against it:
-//! - the two Whereabouts custom resources (`ippools`, `overlappingrangeipreservations` in
-//!   `whereabouts.cni.cncf.io/v1alpha1`), core `pods` and cluster-scoped `nodes`, and
-//!   `events.k8s.io/v1` `events` (created, never patched here), at their real paths;
+//! - the three Whereabouts custom resources (`ippools`, `overlappingrangeipreservations`,
+//!   `nodeslicepools` in `whereabouts.cni.cncf.io/v1alpha1`), Multus'
+//!   `network-attachment-definitions` (`k8s.cni.cncf.io/v1`), core `pods` and cluster-scoped
+//!   `nodes`, and `events.k8s.io/v1` `events` (created, never patched here), at their real
+//!   paths;
 //! - lists in pages: `limit` and `continue` (an opaque token; a page of `limit` items and
 //!   `metadata.continue` while more remain), as the real server pages them;
 //! - GET (one object or a list, with the list's `resourceVersion`), POST (create; 409
@@ -74,9 +76,13 @@ fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
         "overlappingrangeipreservations" => {
             Some(("whereabouts.cni.cncf.io/v1alpha1", "OverlappingRangeIPReservation"))
         }
+        "nodeslicepools" => Some(("whereabouts.cni.cncf.io/v1alpha1", "NodeSlicePool")),
         "pods" => Some(("v1", "Pod")),
         "nodes" => Some(("v1", "Node")),
         "events" => Some(("events.k8s.io/v1", "Event")),
+        "network-attachment-definitions" => {
+            Some(("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"))
+        }
         _ => None,
     }
 }
@@ -95,12 +101,16 @@ fn group_of(plural: &str) -> &'static str {
     match plural {
         _ if is_core(plural) => "",
         "events" => "events.k8s.io",
+        "network-attachment-definitions" => "k8s.cni.cncf.io",
         _ => "whereabouts.cni.cncf.io",
     }
 }
 
 fn qualified(plural: &str) -> String {
-    if is_core(plural) { plural.into() } else { format!("{plural}.{}", group_of(plural)) }
+    match group_of(plural) {
+        "" => plural.into(),
+        group => format!("{plural}.{group}"),
+    }
 }
 
 fn status(code: u16, reason: &str, message: String, details: Value) -> (u16, Value) {
@@ -287,6 +297,18 @@ fn prune(plural: &str, object: &mut Value) {
             keep_fields(object, &["apiVersion", "kind", "metadata", "spec"]);
             keep_fields(&mut object["spec"], &["containerid", "podref", "ifname"]);
         }
+        "nodeslicepools" => {
+            keep_fields(object, &["apiVersion", "kind", "metadata", "spec", "status"]);
+            keep_fields(&mut object["spec"], &["range", "sliceSize"]);
+            if object.get("status").is_some() {
+                keep_fields(&mut object["status"], &["allocations"]);
+                if let Some(items) = object["status"]["allocations"].as_array_mut() {
+                    for item in items {
+                        keep_fields(item, &["nodeName", "sliceRange"]);
+                    }
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -340,6 +362,25 @@ fn validate(plural: &str, object: &Value) -> Result<(), (u16, Value)> {
         }
         "overlappingrangeipreservations" if !object["spec"]["podref"].is_string() => {
             return missing("spec.podref");
+        }
+        "nodeslicepools" => {
+            for field in ["range", "sliceSize"] {
+                if !object["spec"][field].is_string() {
+                    return missing(&format!("spec.{field}"));
+                }
+            }
+            if let Some(status) = object.get("status").filter(|s| !s.is_null()) {
+                let Some(items) = status["allocations"].as_array() else {
+                    return missing("status.allocations");
+                };
+                for (i, item) in items.iter().enumerate() {
+                    for field in ["nodeName", "sliceRange"] {
+                        if !item[field].is_string() {
+                            return missing(&format!("status.allocations[{i}].{field}"));
+                        }
+                    }
+                }
+            }
         }
         _ => {}
     }
@@ -629,6 +670,8 @@ fn route(path: &str) -> Option<(String, Option<String>, Option<String>)> {
         (rest, "whereabouts.cni.cncf.io")
     } else if let Some(rest) = path.strip_prefix(EVENTS_PREFIX) {
         (rest, "events.k8s.io")
+    } else if let Some(rest) = path.strip_prefix("/apis/k8s.cni.cncf.io/v1") {
+        (rest, "k8s.cni.cncf.io")
     } else {
         (path.strip_prefix("/api/v1")?, "")
     };

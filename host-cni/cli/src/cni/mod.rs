@@ -10,6 +10,7 @@ pub mod env;
 mod log;
 pub mod netconf;
 pub mod result;
+pub mod slices;
 pub mod version;
 
 use std::io::{Read, Write};
@@ -20,7 +21,7 @@ use serde_json::{Value, json};
 use env::{CniEnv, Command};
 use hereabouts_host::NoStore;
 use hereabouts_host::bindings::{AllocateRequest, NetworkConfig, Owner};
-use hereabouts_host::config;
+use hereabouts_host::config::{self, StoreKind};
 use hereabouts_host::error::{CniError, Code, guarded};
 use hereabouts_host::runtime::Allocator;
 use netconf::NetConf;
@@ -85,6 +86,9 @@ pub fn run(env: &CniEnv, stdin: &str) -> Result<Option<Value>, CniError> {
 pub struct Session {
     pub allocator: Allocator,
     pub network: NetworkConfig,
+    /// Node slices on Kubernetes: why this node has no slice to allocate from (CNI 11 for
+    /// ADD and CHECK; DEL and GC have nothing of this node's to free, and succeed).
+    pub no_slice: Option<CniError>,
 }
 
 impl Session {
@@ -99,17 +103,49 @@ impl Session {
             tracing::warn!(field = %w.field, ignored = %w.ignored, rule = %w.rule, network = %conf.name,
                 "ipam.{}: ignored {:?}: {}", w.field, w.ignored, w.reason);
         }
-        Ok(Self { allocator, network: reading.network })
+        Ok(Self { allocator, network: reading.network, no_slice: None })
     }
 
-    /// Connects the configured store.
+    /// Connects the configured store. With `node_slice_size` on Kubernetes, the network is
+    /// narrowed to this node's slice first (see [`slices`]); on the other stores the key has
+    /// no effect, and the whole range is one pool as before.
     pub fn on_store(&mut self, conf: &NetConf) -> Result<&mut Self, CniError> {
+        if self.network.node_slice_size.is_some() {
+            match conf.ipam.store_kind()? {
+                StoreKind::Kubernetes => {
+                    let store = hereabouts_stores::kube::open(&conf.ipam)?;
+                    match slices::node_network(&mut self.allocator, &store, &self.network, conf)? {
+                        Ok(network) => self.network = network,
+                        Err(why) => self.no_slice = Some(why),
+                    }
+                    self.allocator.set_backend(Box::new(store));
+                    return Ok(self);
+                }
+                kind => tracing::info!(network = %conf.name, store = ?kind,
+                    "ipam.node_slice_size has no effect on the {kind:?} store: \
+                     allocating from the whole range as one pool"),
+            }
+        }
         self.allocator.set_backend(hereabouts_stores::open(&conf.ipam)?);
         Ok(self)
     }
 
+    /// Fails when this node has no slice (ADD, CHECK).
+    fn require_slice(&mut self) -> Result<(), CniError> {
+        self.no_slice.take().map_or(Ok(()), Err)
+    }
+
+    /// Whether the call has a pool to work on; logs why not (DEL, GC).
+    fn has_slice(&self) -> bool {
+        if let Some(why) = &self.no_slice {
+            tracing::warn!("{}: nothing of this node's to free", why.msg);
+        }
+        self.no_slice.is_none()
+    }
+
     /// ADD: the lowest free address of each range (or the one asked for), idempotently.
     pub fn add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
+        self.require_slice()?;
         let request = AllocateRequest {
             owner: owner(env, conf),
             requested: env.args.ips.iter().chain(&conf.requested).cloned().collect(),
@@ -123,6 +159,9 @@ impl Session {
 
     /// DEL: frees the container's addresses; freeing nothing is success (DEL is retried).
     pub fn del(&mut self, env: &CniEnv) -> Result<(), CniError> {
+        if !self.has_slice() {
+            return Ok(());
+        }
         let freed = self.allocator.release(&self.network, &env.owner())?;
         tracing::info!(container = %env.container_id, ifname = %env.ifname,
             addresses = ?freed.iter().map(|l| &l.cidr).collect::<Vec<_>>(), "released");
@@ -133,6 +172,7 @@ impl Session {
     /// (its allocations and the ipam section's static `addresses`).
     pub fn check(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         conf.cni_version.require("CHECK", "0.4.0")?;
+        self.require_slice()?;
         let prev = conf.prev_result.as_ref().ok_or_else(|| {
             CniError::new(
                 Code::InvalidConfig,
@@ -186,6 +226,9 @@ impl Session {
                 "cni.dev/valid-attachments: missing; GC needs the attachments to keep",
             )
         })?;
+        if !self.has_slice() {
+            return Ok(());
+        }
         let freed = self.allocator.collect_garbage(&self.network, &conf.name, keep)?;
         for held in &freed {
             tracing::info!(container = %held.owner.container_id, ifname = %held.owner.ifname,

@@ -5,7 +5,9 @@
 //!    either the old or the new binary, never half of one);
 //! 2. writes `<conf-dir>/whereabouts.d/`: the service account's token and CA, a kubeconfig
 //!    pointing at them (context namespace = where the custom resources live), and the flat
-//!    file `whereabouts.conf` = `{"datastore": "kubernetes", "kubernetes": {"kubeconfig": …}}`;
+//!    file `whereabouts.conf` = `{"datastore": "kubernetes", "configuration_path": <that
+//!    directory>, "kubernetes": {"kubeconfig": …}}`, and `nodename` from `$NODENAME` (the node
+//!    slices' node name, as Whereabouts' installer writes it);
 //! 3. with `--watch SECONDS`, keeps the token fresh (projected tokens rotate) until killed.
 //!
 //! Paths written *into* files are host paths (`--host-conf-dir`), since the plugin runs on the
@@ -121,10 +123,21 @@ fn install(args: &InstallArgs) -> Result<(), InstallError> {
         token = host_dir.join("hereabouts.token").display(),
     );
     write_atomically(&dir.join("whereabouts.kubeconfig"), kubeconfig.as_bytes(), 0o600)?;
+    // As Whereabouts' installer: `configuration_path` is the directory holding `nodename`,
+    // the node's name for node slices (the plugin runs on the host, without the pod's env).
     let flat = serde_json::json!({
         "datastore": "kubernetes",
+        "configuration_path": host_dir,
         "kubernetes": {"kubeconfig": host_dir.join("whereabouts.kubeconfig")},
     });
+    match std::env::var("NODENAME") {
+        Ok(node) if !node.trim().is_empty() => {
+            write_atomically(&dir.join("nodename"), node.trim().as_bytes(), 0o644)?
+        }
+        _ => eprintln!(
+            "hereabouts install: NODENAME is not set; node slices will use /etc/hostname as the node's name"
+        ),
+    }
     write_atomically(
         &dir.join("whereabouts.conf"),
         serde_json::to_string_pretty(&flat).unwrap().as_bytes(),

@@ -7,6 +7,9 @@
 //!   offset of an address from the range's network address to `{id, podref, ifname}`.
 //! - `OverlappingRangeIPReservation` — one per address in use per network:
 //!   `spec {containerid, podref, ifname}`.
+//! - `NodeSlicePool` — one per network with `node_slice_size` (Fast IPAM): `spec {range,
+//!   sliceSize}` and `status.allocations`, every slice in order with the node it is given to
+//!   (`nodeName` "" when free). Written by `hereabouts controller`, read by the CNI plugin.
 //!
 //! Serialisation follows Whereabouts' Go tags: `ifname` and `containerid` are `omitempty`,
 //! `id`, `podref` and `allocations` are always written (an empty pool is `allocations: {}`).
@@ -77,6 +80,74 @@ pub struct OverlappingRangeIPReservationSpec {
     pub ifname: String,
 }
 
+/// NodeSlicePoolSpec defines the desired state of NodeSlicePool
+// Whereabouts' Fast IPAM: one per network, named by its `network_name`, else by the CNI
+// network's `name`. (The doc line above is the CRD's description, as Whereabouts words it.)
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
+#[kube(
+    group = "whereabouts.cni.cncf.io",
+    version = "v1alpha1",
+    kind = "NodeSlicePool",
+    plural = "nodeslicepools",
+    singular = "nodeslicepool",
+    namespaced,
+    status = "NodeSlicePoolStatus",
+    doc = "NodeSlicePool is the Schema for the nodesliceippools API"
+)]
+pub struct NodeSlicePoolSpec {
+    /// Range is a RFC 4632/4291-style string that represents an IP address and prefix length in CIDR notation
+    /// this refers to the entire range where the node is allocated a subset
+    pub range: String,
+    /// SliceSize is the size of subnets or slices of the range that each node will be assigned
+    #[serde(rename = "sliceSize")]
+    pub slice_size: String,
+}
+
+/// NodeSlicePoolStatus defines the desired state of NodeSlicePool
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct NodeSlicePoolStatus {
+    /// Allocations holds the allocations of nodes to slices
+    #[serde(deserialize_with = "null_as_empty_list")]
+    pub allocations: Vec<NodeSliceAllocation>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct NodeSliceAllocation {
+    /// NodeName is the name of the node assigned to this slice, empty node name is an available slice for assignment
+    #[serde(rename = "nodeName")]
+    pub node_name: String,
+    /// SliceRange is the subnet of this slice
+    #[serde(rename = "sliceRange")]
+    pub slice_range: String,
+}
+
+/// Multus' NetworkAttachmentDefinition (`k8s.cni.cncf.io/v1`), as far as the node-slice
+/// controller reads it: `spec.config`, the CNI config as a JSON string. Not ours: never
+/// printed by `hereabouts crds`, never written.
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
+#[kube(
+    group = "k8s.cni.cncf.io",
+    version = "v1",
+    kind = "NetworkAttachmentDefinition",
+    plural = "network-attachment-definitions",
+    namespaced
+)]
+pub struct NetworkAttachmentDefinitionSpec {
+    #[serde(default)]
+    pub config: String,
+}
+
+/// Go writes a nil slice as `null`.
+fn null_as_empty_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<NodeSliceAllocation>, D::Error> {
+    Ok(Option::<Vec<NodeSliceAllocation>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// Go writes a nil map as `null`; read it as an empty pool rather than failing.
 fn null_as_empty<'de, D: Deserializer<'de>>(
     deserializer: D,
@@ -84,10 +155,16 @@ fn null_as_empty<'de, D: Deserializer<'de>>(
     Ok(Option::<BTreeMap<String, IPAllocation>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-/// Both CRDs as one multi-document YAML stream (what `hereabouts crds` prints).
+/// The three CRDs as one multi-document YAML stream (what `hereabouts crds` prints).
 pub fn crds_yaml() -> String {
     let mut out = String::new();
-    for crd in [IPPool::crd(), OverlappingRangeIPReservation::crd()] {
+    // Whereabouts' NodeSlicePool has no status subresource: its controller writes
+    // `status.allocations` with a plain update, and so does ours.
+    let mut node_slice_pool = NodeSlicePool::crd();
+    for version in &mut node_slice_pool.spec.versions {
+        version.subresources = None;
+    }
+    for crd in [IPPool::crd(), OverlappingRangeIPReservation::crd(), node_slice_pool] {
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&crd).expect("a CRD serialises"));
         if !out.ends_with('\n') {

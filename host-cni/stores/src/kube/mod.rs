@@ -43,6 +43,7 @@
 
 pub mod crd;
 pub mod networks;
+pub mod slices;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
