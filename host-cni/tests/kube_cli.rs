@@ -158,29 +158,42 @@ fn cni_on_node_slices_uses_the_nodes_slice_pool() {
         allocations(&emulator, "blue-worker-1-10.40.0.16-28").keys().cloned().collect();
     assert_eq!(keys, ["1", "3"]);
 
-    // A network whose NodeSlicePool does not exist yet.
-    let green = json!({"network_name": "green", "node_slice_size": "/28"});
-    let config = cni_config("green-net", &kubeconfig, &dir, "10.41.0.0/24", green);
-    let (ok, error) = cni_on(Some("worker-1"), "ADD", &config, "c4", "default/p4", &cache);
-    assert!(!ok);
-    assert_eq!(error["code"], 11, "{error}");
-    assert!(error["msg"].as_str().unwrap().contains("does not exist yet"), "{error}");
-
-    // A NodeSlicePool cut for another slice size (the controller has not re-sliced yet).
-    let resized = json!({"network_name": "blue", "node_slice_size": "/27"});
-    let config = cni_config("blue-net", &kubeconfig, &dir, "10.40.0.0/24", resized);
-    let (ok, error) = cni_on(Some("worker-1"), "ADD", &config, "c5", "default/p5", &cache);
-    assert!(!ok);
-    assert_eq!(error["code"], 11, "{error}");
-    assert!(error["msg"].as_str().unwrap().contains("re-slice"), "{error}");
-
-    // A bad node_slice_size is CNI 7 naming the key.
-    let bad = json!({"network_name": "blue", "node_slice_size": "/22"});
-    let config = cni_config("blue-net", &kubeconfig, &dir, "10.40.0.0/24", bad);
-    let (ok, error) = cni_on(Some("worker-1"), "ADD", &config, "c6", "default/p6", &cache);
-    assert!(!ok);
-    assert_eq!(error["code"], 7, "{error}");
-    assert!(error["msg"].as_str().unwrap().starts_with("node_slice_size: /22"), "{error}");
+    // ADDs that fail: (CNI network, range, ipam keys, CNI code, what the message says).
+    let refused = [
+        // A network whose NodeSlicePool does not exist yet.
+        (
+            "green-net",
+            "10.41.0.0/24",
+            json!({"network_name": "green", "node_slice_size": "/28"}),
+            11,
+            "does not exist yet",
+        ),
+        // A NodeSlicePool cut for another slice size (the controller has not re-sliced yet).
+        (
+            "blue-net",
+            "10.40.0.0/24",
+            json!({"network_name": "blue", "node_slice_size": "/27"}),
+            11,
+            "re-slice",
+        ),
+        // A bad node_slice_size is CNI 7 naming the key.
+        (
+            "blue-net",
+            "10.40.0.0/24",
+            json!({"network_name": "blue", "node_slice_size": "/22"}),
+            7,
+            "node_slice_size: /22",
+        ),
+    ];
+    for (i, (name, range, keys, code, says)) in refused.into_iter().enumerate() {
+        let config = cni_config(name, &kubeconfig, &dir, range, keys);
+        let container = format!("c-refused-{i}");
+        let (ok, error) =
+            cni_on(Some("worker-1"), "ADD", &config, &container, "default/p4", &cache);
+        assert!(!ok);
+        assert_eq!(error["code"], code, "{error}");
+        assert!(error["msg"].as_str().unwrap().contains(says), "{error}");
+    }
 }
 
 #[test]
