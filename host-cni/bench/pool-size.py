@@ -12,7 +12,7 @@ imports it on its first call. One warm-up ADD each (the component cache; for the
 import and the core's first summary), then ADDs of new containers interleaved old/new so noise
 hits both alike; both must hand out the same address every time.
 
-usage: host-cni/bench/pool-size.py [--calls N] [--old BIN] [--new BIN] [--sizes 1000,10000,60000] [--dir D]
+usage: host-cni/bench/pool-size.py --old BIN [--calls N] [--new BIN] [--sizes 1000,10000,60000] [--dir D]
 D must be a real disk (default: the system temp directory; ext4 on our machines), not tmpfs.
 """
 import argparse
@@ -49,7 +49,7 @@ def write_json_pool(data_dir, size):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=100, help="ADDs per binary and size (default 100)")
-    parser.add_argument("--old", default="/work/bin/hereabouts-v1", help="a build with the earlier file store")
+    parser.add_argument("--old", required=True, help="a build with the earlier file store (e.g. the previous release)")
     parser.add_argument("--new", default=os.path.join(ROOT, "target/release/hereabouts"))
     parser.add_argument("--sizes", default="1000,10000,60000")
     parser.add_argument("--dir", default=None, help="where the stores live (default: system temp dir)")
