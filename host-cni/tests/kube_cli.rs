@@ -688,3 +688,67 @@ fn status_reads_a_nad_and_reports_the_pool_and_its_inconsistencies() {
         status(&["--config", nad_arg, "--who", "10.53.0.7", "--format", "json"], &dir);
     assert_eq!((stdout.trim(), code), (r#"{"holders":[]}"#, 3));
 }
+
+/// `GET /metrics` from the controller's port (raw HTTP/1.1): the body.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The value of the sample whose name and labels start with `prefix`.
+fn sample(body: &str, prefix: &str) -> Option<f64> {
+    body.lines().find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
+}
+
+/// The controller's metrics, scraped: the pool gauges match the store, a reconcile pass run by
+/// the controller is counted with its duration, and its frees are counted by reason.
+#[test]
+fn the_controller_serves_metrics_that_match_the_store() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("metrics");
+    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let config =
+        cni_config("blue", &kubeconfig, &dir, "10.61.0.0/24", json!({"network_name": "blue"}));
+    // a and b run; c's pod is gone.
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        assert!(cni("ADD", &config, &format!("c-{name}"), &format!("default/{name}"), &dir).0);
+        if *name != "c" {
+            emulator
+                .insert("pods", pod("default", name, "Running", &[&format!("10.61.0.{}", i + 1)]));
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .args(["controller", "--grace-seconds=1", "--reconcile-every-seconds=1"])
+        .args(["--metrics-address=127.0.0.1", &format!("--metrics-port={port}"), "--kubeconfig"])
+        .arg(&kubeconfig)
+        .env("HEREABOUTS_CACHE_DIR", &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = KillOnDrop(child);
+    let pool = r#"{pool="blue-10.61.0.0-24",range="10.61.0.0/24",network_name="blue"}"#;
+    eventually("a reconcile pass to free c", || {
+        scrape(port).is_some_and(|body| {
+            sample(&body, r#"hereabouts_frees_total{reason="pod no longer exists"}"#) == Some(1.0)
+        })
+    });
+    let body = scrape(port).unwrap();
+    let held = allocations(&emulator, "blue-10.61.0.0-24").len() as f64;
+    assert_eq!(held, 2.0);
+    assert_eq!(sample(&body, &format!("hereabouts_pool_allocated{pool}")), Some(held), "{body}");
+    assert_eq!(sample(&body, &format!("hereabouts_pool_capacity{pool}")), Some(254.0), "{body}");
+    assert_eq!(sample(&body, &format!("hereabouts_pool_free{pool}")), Some(254.0 - held), "{body}");
+    assert!(sample(&body, "hereabouts_reconcile_runs_total").is_some_and(|n| n >= 1.0), "{body}");
+    assert!(
+        sample(&body, "hereabouts_reconcile_duration_seconds_count").is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+    assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics text: {body}");
+}

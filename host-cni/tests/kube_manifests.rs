@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Serialize;
@@ -42,6 +42,7 @@ fn check_document(doc: &Value, origin: &str) -> String {
     let origin = format!("{origin} {kind}/{name}");
     match (api_version, kind) {
         ("v1", "ServiceAccount") => check_typed::<ServiceAccount>(doc, &origin),
+        ("v1", "Service") => check_typed::<Service>(doc, &origin),
         ("rbac.authorization.k8s.io/v1", "Role") => check_typed::<Role>(doc, &origin),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => check_typed::<RoleBinding>(doc, &origin),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => check_typed::<ClusterRole>(doc, &origin),
@@ -306,6 +307,27 @@ fn the_helm_chart_renders_to_the_same_objects_as_deploy() {
     let mut graced = values.clone();
     graced["reconcile"]["notReadyGraceSeconds"] = serde_json::json!(600);
     assert_eq!(args(&graced), Some(serde_json::json!(["--not-ready-grace-seconds=600"])));
+
+    // The ServiceMonitor, off by default, scrapes the controller's metrics port when on.
+    let controller = std::fs::read_to_string(chart.join("templates/controller.yaml")).unwrap();
+    let kinds = |values: &Value| {
+        documents(&render(&controller, values, "kube-system"), "controller.yaml")
+            .iter()
+            .map(|d| d["kind"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&values), ["Deployment", "Service"]);
+    let mut monitored = values.clone();
+    monitored["controller"]["serviceMonitor"] = Value::Bool(true);
+    assert_eq!(kinds(&monitored), ["Deployment", "Service", "ServiceMonitor"]);
+    let monitor =
+        documents(&render(&controller, &monitored, "kube-system"), "controller.yaml")[2].clone();
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    let deployment = &rendered["Deployment/hereabouts-controller"];
+    assert_eq!(
+        deployment.pointer("/spec/template/spec/containers/0/ports/0/name"),
+        Some(&Value::from("metrics"))
+    );
 
     // Switching the optional parts off removes them.
     let mut off = values.clone();

@@ -32,7 +32,21 @@ use crate::{Freed, pods};
 
 /// Watches until the watch ends (it does not, short of the API server going away for good);
 /// prints each free as it happens.
-pub fn run(kubeconfig: Option<&Path>, grace: Duration) -> Result<(), CniError> {
+/// How the controller runs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Wait this long after a pod is deleted before freeing its addresses.
+    pub grace: Duration,
+    /// Serve Prometheus metrics here (`GET /metrics`); None: no endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Also run a reconcile pass this often (None: the CronJob does).
+    pub reconcile_every: Option<Duration>,
+    /// For those passes.
+    pub reconcile: crate::reconcile::Options,
+}
+
+pub fn run(kubeconfig: Option<&Path>, options: &Options) -> Result<(), CniError> {
+    let grace = options.grace;
     let timeouts = Timeouts {
         request: Duration::from_secs(60),
         total: Duration::from_secs(60),
@@ -53,6 +67,18 @@ pub fn run(kubeconfig: Option<&Path>, grace: Duration) -> Result<(), CniError> {
         }
     });
 
+    let metrics = match options.metrics {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                CniError::new(Code::Io, format!("--metrics-port: cannot listen on {addr}: {e}"))
+            })?;
+            eprintln!("hereabouts controller: metrics on http://{addr}/metrics");
+            Some(crate::metrics::serve(listener, KubeStore::connect(kubeconfig, timeouts)?)?)
+        }
+        None => None,
+    };
+    let mut next_reconcile = options.reconcile_every.map(|every| Instant::now() + every);
+
     let (gone, pods_gone) = mpsc::channel::<String>();
     std::thread::spawn(move || watch(&watch_store, &gone));
     eprintln!("hereabouts controller: watching pods; IPPools in namespace {}", store.namespace());
@@ -60,7 +86,13 @@ pub fn run(kubeconfig: Option<&Path>, grace: Duration) -> Result<(), CniError> {
     // Deletions wait out the grace period in arrival order (one grace for all: FIFO is sorted).
     let mut due: VecDeque<(Instant, String)> = VecDeque::new();
     loop {
-        let wait = due.front().map(|(at, _)| at.saturating_duration_since(Instant::now()));
+        let wait = due
+            .front()
+            .map(|(at, _)| *at)
+            .into_iter()
+            .chain(next_reconcile)
+            .min()
+            .map(|at| at.saturating_duration_since(Instant::now()));
         let received = match wait {
             Some(wait) => pods_gone.recv_timeout(wait),
             None => pods_gone.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
@@ -72,12 +104,39 @@ pub fn run(kubeconfig: Option<&Path>, grace: Duration) -> Result<(), CniError> {
         }
         while let Some((_, podref)) = due.pop_front_if(|(at, _)| *at <= Instant::now()) {
             match free_pod(&store, &mut allocator, &podref) {
-                Ok(freed) => freed.iter().for_each(|f| println!("freed {f}")),
-                Err(e) => eprintln!(
-                    "hereabouts controller: freeing {podref}: {} (code {})",
-                    e.msg, e.code
-                ),
+                Ok(freed) => {
+                    for f in &freed {
+                        println!("freed {f}");
+                        metrics.iter().for_each(|m| m.freed(&f.reason));
+                    }
+                }
+                Err(e) => {
+                    eprintln!(
+                        "hereabouts controller: freeing {podref}: {} (code {})",
+                        e.msg, e.code
+                    );
+                    metrics.iter().for_each(|m| m.failed(&e));
+                }
             }
+        }
+        if let (Some(at), Some(every)) = (next_reconcile, options.reconcile_every)
+            && at <= Instant::now()
+        {
+            let started = Instant::now();
+            match crate::reconcile::reconcile_with(&store, &options.reconcile) {
+                Ok(report) => {
+                    for f in &report.freed {
+                        println!("reconcile freed {f}");
+                        metrics.iter().for_each(|m| m.freed(&f.reason));
+                    }
+                }
+                Err(e) => {
+                    eprintln!("hereabouts controller: reconcile: {} (code {})", e.msg, e.code);
+                    metrics.iter().for_each(|m| m.failed(&e));
+                }
+            }
+            metrics.iter().for_each(|m| m.reconciled(started.elapsed().as_secs_f64()));
+            next_reconcile = Some(Instant::now() + every);
         }
     }
     Err(CniError::new(Code::Internal, "the pod watch ended"))

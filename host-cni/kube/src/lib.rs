@@ -18,6 +18,7 @@
 
 pub mod controller;
 pub mod events;
+pub mod metrics;
 pub mod pods;
 pub mod reconcile;
 pub mod slices;
