@@ -27,20 +27,9 @@ const ADDS_PER_RUNTIME: usize = 100;
 /// Containers a runtime keeps running before it tears the oldest down.
 const LIVE_PER_RUNTIME: usize = 2;
 
-/// xorshift64*: reproducible from the printed seed, no crate needed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 struct Scratch(PathBuf);
 

@@ -11,20 +11,9 @@ use serde_json::{Value, json};
 
 use super::{BIN, Cni, Net, add, shared_cache};
 
-/// xorshift64*: reproducible from the printed seed, no crate needed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "../common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 fn spawn_add(conf: &str, container: &str) -> Child {
     let mut child = Command::new(BIN)

@@ -72,19 +72,24 @@ pub struct Holder {
     pub ifname: String,
 }
 
-/// Records the pools the core reads, so the pool each range maps to is the core's answer.
+/// The store, shared between the component and this command, and the pools the core reads
+/// from it (so the pool each range maps to is the core's answer).
 struct Recording {
-    inner: Box<dyn Backend>,
+    inner: Arc<Mutex<Box<dyn Backend>>>,
     pools: Arc<Mutex<Vec<PoolRef>>>,
+}
+
+fn locked(store: &Mutex<Box<dyn Backend>>) -> std::sync::MutexGuard<'_, Box<dyn Backend>> {
+    store.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Backend for Recording {
     fn read_pool(&mut self, pool: &PoolRef, query: &Owner) -> Result<PoolView, StoreError> {
-        self.inner.read_pool(pool, query)
+        locked(&self.inner).read_pool(pool, query)
     }
     fn list_slots(&mut self, pool: &PoolRef) -> Result<PoolListing, StoreError> {
         self.pools.lock().unwrap().push(pool.clone());
-        self.inner.list_slots(pool)
+        locked(&self.inner).list_slots(pool)
     }
     fn commit(
         &mut self,
@@ -97,7 +102,7 @@ impl Backend for Recording {
         Err(StoreError::Failed("status is read-only".into()))
     }
     fn list_reservations(&mut self, network_name: &str) -> Result<Vec<Reservation>, StoreError> {
-        self.inner.list_reservations(network_name)
+        locked(&self.inner).list_reservations(network_name)
     }
 }
 
@@ -138,14 +143,16 @@ pub fn pools(args: &StatusArgs) -> Result<Found, CniError> {
 
 fn network_pools(conf: &NetConf) -> Result<(Vec<PoolStatus>, Vec<HeldLease>), CniError> {
     let mut session = Session::read(conf)?;
+    // One connection to the store: the component reads through it, and so does this command.
+    let store = Arc::new(Mutex::new(hereabouts_stores::open(&conf.ipam)?));
     let recorded = Arc::new(Mutex::new(Vec::new()));
-    let inner = hereabouts_stores::open(&conf.ipam)?;
-    let mut reservations_store = hereabouts_stores::open(&conf.ipam)?;
-    session.allocator.set_backend(Box::new(Recording { inner, pools: recorded.clone() }));
+    session
+        .allocator
+        .set_backend(Box::new(Recording { inner: store.clone(), pools: recorded.clone() }));
     let network = session.network.clone();
     let held = session.allocator.list_leases(&network)?;
     let reservations =
-        reservations_store.list_reservations(&network.network_name).map_err(CniError::from)?;
+        locked(&store).list_reservations(&network.network_name).map_err(CniError::from)?;
     let pools = recorded.lock().unwrap().clone();
 
     let mut statuses = Vec::new();
