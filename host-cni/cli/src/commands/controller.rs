@@ -12,8 +12,9 @@ pub struct ControllerArgs {
     /// under the same name (StatefulSet) is found and its sticky address kept.
     #[arg(long, default_value_t = 10)]
     pub grace_seconds: u64,
-    /// Serve Prometheus metrics on this port (`GET /metrics`; 0: off).
-    #[arg(long, default_value_t = 9402)]
+    /// Serve Prometheus metrics on this port (`GET /metrics`; 0: off). deploy/ and the Helm
+    /// chart turn it on at 9402; off by default so two controllers on one host never clash.
+    #[arg(long, default_value_t = 0)]
     pub metrics_port: u16,
     /// The address the metrics port listens on.
     #[arg(long, default_value = "0.0.0.0")]
