@@ -450,6 +450,15 @@ impl api::Guest for Component {
             .map_err(Into::into)
     }
 
+    fn fit_nodes(
+        network: wit::NetworkConfig,
+        nodes: u32,
+    ) -> Result<Option<api::Finding>, wit::IpamError> {
+        crate::slice::fit_nodes(&network.into(), nodes)
+            .map(|f| f.map(Into::into))
+            .map_err(Into::into)
+    }
+
     fn on_node_slice(
         network: wit::NetworkConfig,
         node: String,

@@ -27,7 +27,7 @@
 use crate::addr::{Family, format_address, host_mask};
 use crate::network::Network;
 use crate::range::Range;
-use crate::types::{FieldError, IpamError, NetworkConfig, NodeSlice, Slicing};
+use crate::types::{FieldError, Finding, IpamError, NetworkConfig, NodeSlice, Severity, Slicing};
 
 /// The most slices one network may have. A NodeSlicePool lists every slice in its status, and
 /// an object must stay under etcd's default request limit of 1.5 MiB: 16384 entries of about
@@ -124,16 +124,23 @@ pub fn pool_name(network_name: &str, node: &str, slice_cidr: &str) -> String {
     }
 }
 
+/// The network `config` reads as, its slice size and `node_slice_size` as written; an error
+/// naming the key when the network is not cut into node slices.
+fn sliced(config: &NetworkConfig) -> Result<(Network, u32, &str), IpamError> {
+    let network = Network::parse(config).map_err(IpamError::InvalidConfig)?;
+    match (network.slice_size, config.node_slice_size.as_deref()) {
+        (Some(size), Some(text)) => Ok((network, size, text)),
+        _ => Err(IpamError::InvalidConfig(FieldError {
+            field: "node_slice_size".into(),
+            message: "is not set: this network is not cut into node slices".into(),
+        })),
+    }
+}
+
 /// How `config`'s range is cut (`node-slicing` in the WIT file). `cni_network` is the CNI config's
 /// `name`, which names the NodeSlicePool of an unnamed network.
 pub fn slicing(config: &NetworkConfig, cni_network: &str) -> Result<Slicing, IpamError> {
-    let network = Network::parse(config).map_err(IpamError::InvalidConfig)?;
-    let (Some(size), Some(text)) = (network.slice_size, config.node_slice_size.as_deref()) else {
-        return Err(IpamError::InvalidConfig(FieldError {
-            field: "node_slice_size".into(),
-            message: "is not set: this network is not cut into node slices".into(),
-        }));
-    };
+    let (network, size, text) = sliced(config)?;
     let range = &network.ranges[0];
     // A config already narrowed to a node's slice still describes the whole range's slicing.
     let whole = match &range.slice_of {
@@ -155,6 +162,72 @@ pub fn slicing(config: &NetworkConfig, cni_network: &str) -> Result<Slicing, Ipa
         slices: slices(whole, size),
         addresses_per_slice: usable_per_slice(whole.family, size).to_string(),
     })
+}
+
+/// The rule id of [`fit_nodes`]' finding, the one `check` reports it under.
+pub const FEWER_SLICES_THAN_NODES: &str = "node-slices-fewer-than-nodes";
+
+/// Whether `nodes` nodes each get a slice of `config` (`fit-nodes` in the WIT file): `None`
+/// when they do, else a warning naming the slice and node counts and what would fit them —
+/// the `node_slice_size` with the largest slices that still gives every node one, and the
+/// range that would at the size written. One verdict, so `check` and the playground agree.
+pub fn fit_nodes(config: &NetworkConfig, nodes: u32) -> Result<Option<Finding>, IpamError> {
+    if config.node_slice.is_some() {
+        let unsliced = NetworkConfig { node_slice: None, ..config.clone() };
+        return fit_nodes(&unsliced, nodes);
+    }
+    let (network, size, text) = sliced(config)?;
+    let range = &network.ranges[0];
+    let count = 1u128 << (size - range.prefix);
+    let wanted = u128::from(nodes);
+    if count >= wanted {
+        return Ok(None);
+    }
+    // Here nodes >= 2: the doublings of the slice count that give every node a slice.
+    let doublings = (wanted - 1).ilog2() + 1;
+    let enough = 1u128 << doublings;
+    let family = range.family;
+    let per_slice = |size: u32| usable_per_slice(family, size);
+    let smaller = Some(range.prefix + doublings)
+        .filter(|&fit| check_size(&format!("/{fit}"), range).is_ok())
+        .map(|fit| {
+            format!(
+                "node_slice_size \"/{fit}\" cuts it into {enough} slices of {} addresses",
+                per_slice(fit)
+            )
+        });
+    let wider = size.checked_sub(doublings).filter(|_| enough <= MAX_SLICES).map(|prefix| {
+        let network = format_address(family, range.network & !host_mask(family, prefix));
+        format!(
+            "a /{prefix} range (such as {network}/{prefix}) keeps {} addresses per slice for \
+                 {enough} slices",
+            per_slice(size)
+        )
+    });
+    let remedy = match (smaller, wider) {
+        (Some(smaller), Some(wider)) => format!("{smaller}; or {wider}"),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => format!(
+            "no node_slice_size cuts {} into {nodes} slices (a NodeSlicePool holds at most \
+             {MAX_SLICES}, and a slice needs a usable address): split the nodes over several \
+             networks",
+            range.cidr()
+        ),
+    };
+    let short = wanted - count;
+    let message = format!(
+        "node_slice_size {text} cuts {} into {count} slices of {} addresses, fewer than the \
+         {nodes} nodes: {short} {} no slice, and pods there no address; {remedy}",
+        range.cidr(),
+        per_slice(size),
+        if short == 1 { "node gets" } else { "nodes get" },
+    );
+    Ok(Some(Finding {
+        rule: FEWER_SLICES_THAN_NODES.into(),
+        severity: Severity::Warning,
+        field: "node_slice_size".into(),
+        message,
+    }))
 }
 
 /// `config` narrowed to `node`'s slice `slice_cidr` (`on-node-slice` in the WIT file): the

@@ -172,3 +172,49 @@ fn without_a_slice_the_whole_range_is_one_pool_as_before() {
     assert_eq!(add(&mut store, &config, 0).unwrap(), "10.0.0.1/24");
     assert!(store.pools.contains_key("10.0.0.0-24"));
 }
+
+#[test]
+fn fewer_slices_than_nodes_is_a_warning_naming_what_would_fit() {
+    use hereabouts_core::slice::fit_nodes;
+    use hereabouts_core::types::Severity;
+    let config = network(r#"{"range": "10.0.0.0/24", "node_slice_size": "/26"}"#);
+    // Four slices: four nodes fit, and so do none.
+    assert_eq!(fit_nodes(&config, 4).unwrap(), None);
+    assert_eq!(fit_nodes(&config, 0).unwrap(), None);
+    let finding = fit_nodes(&config, 5).unwrap().expect("5 nodes, 4 slices");
+    assert_eq!(finding.rule, "node-slices-fewer-than-nodes");
+    assert_eq!(finding.severity, Severity::Warning);
+    assert_eq!(finding.field, "node_slice_size");
+    assert_eq!(
+        finding.message,
+        "node_slice_size /26 cuts 10.0.0.0/24 into 4 slices of 62 addresses, fewer than the 5 \
+         nodes: 1 node gets no slice, and pods there no address; node_slice_size \"/27\" cuts it \
+         into 8 slices of 30 addresses; or a /23 range (such as 10.0.0.0/23) keeps 62 addresses \
+         per slice for 8 slices"
+    );
+    // The suggestion is the largest slice that fits: 9 nodes need 16 slices, /28.
+    let nine = fit_nodes(&config, 9).unwrap().unwrap().message;
+    assert!(nine.contains("9 nodes: 5 nodes get no slice"), "{nine}");
+    assert!(nine.contains("\"/28\" cuts it into 16 slices of 14 addresses"), "{nine}");
+    assert!(nine.contains("a /22 range (such as 10.0.0.0/22)"), "{nine}");
+    // No slice size fits 100 nodes in a /24 (a /31 slice has no usable address): the range.
+    let hundred = fit_nodes(&config, 100).unwrap().unwrap().message;
+    assert!(!hundred.contains("node_slice_size \""), "{hundred}");
+    assert!(
+        hundred.ends_with(
+            "a /19 range (such as 10.0.0.0/19) keeps 62 addresses per slice for 128 slices"
+        ),
+        "{hundred}"
+    );
+    // Beyond a NodeSlicePool's 16384 slices nothing fits.
+    let many = fit_nodes(&config, 20_000).unwrap().unwrap().message;
+    assert!(many.ends_with("split the nodes over several networks"), "{many}");
+    // IPv6, and a config narrowed to a node's slice still answers for the whole range.
+    let v6 = network(r#"{"range": "fd00::/112", "node_slice_size": "/120"}"#);
+    let narrowed = on_node_slice(&v6, "n1", "fd00::100/120").unwrap();
+    assert_eq!(fit_nodes(&narrowed, 3).unwrap(), None);
+    let unsliced = network(r#"{"range": "10.0.0.0/24"}"#);
+    assert!(
+        matches!(fit_nodes(&unsliced, 3), Err(IpamError::InvalidConfig(e)) if e.field == "node_slice_size")
+    );
+}

@@ -1,6 +1,7 @@
 //! The shared vector files through the native core, exactly as every host runs them: the
 //! document text goes through `read_plan_document` and the reading through `plan`; the answer is
-//! `hereabouts plan`'s output, `{"ranges": [...], "warnings": [...]}`, or `{"code", "msg"}`.
+//! `hereabouts plan`'s output, `{"ranges": [...], "warnings": [...]}` (and `"node_slices"`, from
+//! `node-slicing`, for a config with node_slice_size), or `{"code", "msg"}`.
 //!
 //! The same files run through the wasm component (host-cni) and in Node and Chromium
 //! (host-web). A vector is `{"name", "input" | "stdin", "expect", "source"?,
@@ -14,6 +15,7 @@
 
 use hereabouts_core::config::read_plan_document;
 use hereabouts_core::plan::plan;
+use hereabouts_core::slice::slicing;
 use hereabouts_core::types::{ConfigError, IpamError, PlanRequest};
 use serde_json::{Value, json};
 
@@ -29,7 +31,7 @@ pub fn run(text: &str) -> Value {
         allocated: document.allocated,
         preview: 1,
     };
-    match plan(&request) {
+    let mut out = match plan(&request) {
         Ok(reports) => json!({
             "ranges": reports.iter().map(|r| json!({
                 "range": r.range, "first": r.first, "last": r.last,
@@ -39,9 +41,23 @@ pub fn run(text: &str) -> Value {
                 "rule": w.rule, "field": w.field, "ignored": w.ignored, "reason": w.reason,
             })).collect::<Vec<_>>(),
         }),
-        Err(IpamError::InvalidConfig(e)) => json!({ "code": 7, "msg": e.to_string() }),
+        Err(IpamError::InvalidConfig(e)) => return json!({ "code": 7, "msg": e.to_string() }),
         Err(other) => panic!("plan cannot fail with {other:?}"),
+    };
+    // `node_slices` only for a config with node_slice_size: the core's node-slicing.
+    if request.network.node_slice_size.is_some() {
+        match slicing(&request.network, "") {
+            Ok(s) => {
+                out["node_slices"] = json!({
+                    "addresses_per_slice": s.addresses_per_slice, "count": s.slices.len(),
+                    "range": s.range, "slice_size": s.slice_size, "slices": s.slices,
+                });
+            }
+            Err(IpamError::InvalidConfig(e)) => return json!({ "code": 7, "msg": e.to_string() }),
+            Err(other) => panic!("node-slicing cannot fail with {other:?}"),
+        }
     }
+    out
 }
 
 fn document_text(vector: &Value) -> String {

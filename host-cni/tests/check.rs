@@ -438,6 +438,85 @@ fn min_free_comes_from_the_annotation_or_the_flag() {
 }
 
 #[test]
+fn nodes_come_from_the_annotation_or_the_flag_and_slices_must_cover_them() {
+    // rules/node-slices-fewer-than-nodes/fires: 10.2.0.0/24 cut into /26 slices, 6 nodes.
+    let (code, report) = json(&["rules/node-slices-fewer-than-nodes/fires"]);
+    assert_eq!(code, 0, "a warning does not fail check: {report:#}");
+    let finding = &findings(&report)[0];
+    assert_eq!(finding["rule"], "node-slices-fewer-than-nodes");
+    assert_eq!(finding["level"], "warning");
+    assert_eq!(finding["network"], "NAD default/fast");
+    assert_eq!(finding["field"], "ipam.node_slice_size");
+    assert_eq!(finding["value"], "/26");
+    assert_eq!(
+        finding["message"],
+        "hereabouts.io/nodes 6: node_slice_size /26 cuts 10.2.0.0/24 into 4 slices of 62 \
+         addresses, fewer than the 6 nodes: 2 nodes get no slice, and pods there no address; \
+         node_slice_size \"/27\" cuts it into 8 slices of 30 addresses; or a /23 range (such as \
+         10.2.0.0/23) keeps 62 addresses per slice for 8 slices"
+    );
+    // It points at node_slice_size's value, line 19 of the file, column 28.
+    assert_eq!(
+        (&finding["line"], &finding["column"]),
+        (&Value::from(19), &Value::from(28)),
+        "{finding}"
+    );
+    let strict = check(&["rules/node-slices-fewer-than-nodes/fires", "--strict"]);
+    assert_eq!(strict.code, 1, "{}", strict.stdout);
+    assert!(
+        strict.stdout.contains("warning[node-slices-fewer-than-nodes] NAD default/fast: "),
+        "{}",
+        strict.stdout
+    );
+    // The annotation (4 nodes, 4 slices) wins over a larger flag for its NAD.
+    assert_eq!(
+        findings(&json(&["rules/node-slices-fewer-than-nodes/holds", "--nodes", "50"]).1).len(),
+        0
+    );
+    // The flag covers a config without the annotation; a network without slices is not asked.
+    let conf = r#"{"cniVersion": "1.0.0", "name": "n", "type": "macvlan",
+        "ipam": {"type": "hereabouts", "range": "10.3.0.0/24", "node_slice_size": "/25"}}"#;
+    let dir = std::env::temp_dir().join(format!("hereabouts-check-nodes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("n.conf"), conf).unwrap();
+    std::fs::write(dir.join("plain.conf"), conf.replace(r#", "node_slice_size": "/25""#, ""))
+        .unwrap();
+    let run = check_in(&dir, &[".", "--nodes", "3", "--format", "json"]);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let fired = findings(&report);
+    assert_eq!(fired.len(), 1, "{report:#}");
+    assert_eq!(fired[0]["file"], "n.conf");
+    let message = fired[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("--nodes 3: node_slice_size /25 cuts 10.3.0.0/24 into 2 slices"),
+        "{message}"
+    );
+    assert!(
+        message.contains("node_slice_size \"/26\" cuts it into 4 slices of 62 addresses"),
+        "{message}"
+    );
+    let run = check_in(&dir, &[".", "--nodes", "2", "--format", "json"]);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(findings(&report).len(), 0, "{report:#}");
+    assert_eq!(report["networks"], 2);
+    // `nodes` in the rules file is the default; --nodes wins over it.
+    std::fs::write(dir.join(".hereabouts-check.json"), r#"{"nodes": 3}"#).unwrap();
+    let run = check_in(&dir, &[".", "--format", "json"]);
+    assert_eq!(
+        rules_of(&serde_json::from_str(&run.stdout).unwrap()),
+        ["node-slices-fewer-than-nodes"]
+    );
+    let run = check_in(&dir, &[".", "--nodes", "2", "--format", "json"]);
+    assert_eq!(findings(&serde_json::from_str(&run.stdout).unwrap()).len(), 0, "{}", run.stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // A bad annotation is an error of its own; the flag then stands in for it.
+    let (code, report) = json(&["rules/nodes-invalid/fires", "--nodes", "5"]);
+    assert_eq!(code, 1);
+    assert_eq!(rules_of(&report), ["nodes-invalid", "node-slices-fewer-than-nodes"]);
+    assert!(findings(&report)[1]["message"].as_str().unwrap().starts_with("--nodes 5: "));
+}
+
+#[test]
 fn standard_input_and_byte_order_marks() {
     use std::io::Write;
     let mut child = Command::new(BIN)

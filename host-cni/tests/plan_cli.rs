@@ -133,3 +133,33 @@ fn every_plan_vector_passes_through_the_binary() {
         failures.join("\n")
     );
 }
+
+/// `node_slice_size`: the JSON gains `node_slices` (only then), the text a `node slices:` line.
+#[test]
+fn node_slices_are_shown_in_json_and_text() {
+    let doc = r#"{"ipam":{"range":"10.0.0.0/24","node_slice_size":"/28"}}"#;
+    let (code, out) = plan(&[], doc);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with(r#"{"node_slices":{"addresses_per_slice":"14","count":16,"#), "{out}");
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let slices = value["node_slices"]["slices"].as_array().unwrap();
+    assert_eq!(slices.len(), 16);
+    assert_eq!(slices[1], "10.0.0.16/28");
+    assert_eq!(slices[15], "10.0.0.240/28");
+    assert_eq!(value["node_slices"]["slice_size"], "/28");
+    let (code, text) = plan(&["--format", "text"], doc);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        text.lines().nth(2).unwrap(),
+        "node slices: 16 of /28 in 10.0.0.0/24, 14 addresses each: 10.0.0.0/28, 10.0.0.16/28, \
+         10.0.0.32/28, 10.0.0.48/28, 10.0.0.64/28, 10.0.0.80/28, ..., 10.0.0.240/28"
+    );
+    // Few slices are all listed; without node_slice_size neither the key nor the line.
+    let (_, text) =
+        plan(&["--format", "text"], r#"{"ipam":{"range":"10.0.0.0/24","node_slice_size":"/25"}}"#);
+    assert!(text.contains("\nnode slices: 2 of /25 in 10.0.0.0/24, 126 addresses each: 10.0.0.0/25, 10.0.0.128/25\n"), "{text}");
+    let (_, out) = plan(&[], r#"{"ipam":{"range":"10.0.0.0/24"}}"#);
+    assert!(!out.contains("node_slices"), "{out}");
+    let (_, text) = plan(&["--format", "text"], r#"{"ipam":{"range":"10.0.0.0/24"}}"#);
+    assert!(!text.contains("node slices"), "{text}");
+}

@@ -14,12 +14,18 @@
 //   readConfig(ipam)        → {network, warnings}: `ipam` is the section's JSON text or a value;
 //                             throws CniError 6 (not JSON) or 7 (invalid, with `field`).
 //   readPlanDocument(text)  → {reading: {network, warnings}, allocated}
-//   plan(document)          → {ranges: [{capacity, first, free, last, next, range}],
+//   plan(document)          → {node_slices?, ranges: [{capacity, first, free, last, next, range}],
 //                              warnings: [{field, ignored, reason, rule}]} — `hereabouts plan`'s
-//                             output; `document` is its input, as text or a value.
+//                             output; `document` is its input, as text or a value. `node_slices`
+//                             ({addresses_per_slice, count, range, slice_size, slices}) only for
+//                             a config with node_slice_size.
 //   runPlan(text)           → {status, output}: exactly what `hereabouts plan` prints and exits with.
 //   reports(network, allocated, preview) → the WIT range-reports (next: up to `preview` addresses).
 //   validate(network)       → [{rule, severity, field, message}] — every finding at once.
+//   nodeSlicing(network, cniNetwork) → {poolName, range, sliceSize, slices, addressesPerSlice}
+//                             for a config with node_slice_size (throws CniError 7 without).
+//   fitNodes(network, nodes) → null when `nodes` nodes each get a slice, else the core's warning
+//                             {rule: 'node-slices-fewer-than-nodes', severity, field, message}.
 //   overlaps(a, b)          → [{aField, bField, first, last, kind}], kind: same-pool | protected |
 //                             unprotected | separate-networks (the core's verdict).
 //   rangeMap(network, allocated, rangeIndex, from, to, buckets) → [{first, last, allocatable,
@@ -87,7 +93,16 @@ export async function createHereabouts({ instantiate, getCoreModule, store = new
     },
     async plan(document) {
       const { reading, allocated } = await api.readPlanDocument(document);
-      return planOut(await api.reports(reading.network, allocated, 1), reading.warnings);
+      const reports = await api.reports(reading.network, allocated, 1);
+      // A plan document has no CNI `name`: the slicing's pool name is not shown.
+      const slicing = reading.network.nodeSliceSize == null ? undefined : await api.nodeSlicing(reading.network, '');
+      return planOut(reports, reading.warnings, slicing);
+    },
+    async nodeSlicing(network, cniNetwork = '') {
+      return call((a) => a.nodeSlicing(network, cniNetwork));
+    },
+    async fitNodes(network, nodes) {
+      return (await call((a) => a.fitNodes(network, nodes))) ?? null;
     },
     async runPlan(documentText) {
       try {

@@ -19,16 +19,42 @@ export function warningOut(warning) {
   return { field: warning.field, ignored: warning.ignored, reason: warning.reason, rule: warning.rule };
 }
 
-/** The whole answer for a plan document: `{ranges, warnings}`. */
-export const planOut = (reports, warnings) => ({ ranges: reports.map(rangeOut), warnings: warnings.map(warningOut) });
+/** The core's node-slicing: `{addresses_per_slice, count, range, slice_size, slices}`. */
+export function nodeSlicesOut(slicing) {
+  return {
+    addresses_per_slice: slicing.addressesPerSlice,
+    count: slicing.slices.length,
+    range: slicing.range,
+    slice_size: slicing.sliceSize,
+    slices: slicing.slices,
+  };
+}
 
-/** `--format text`: the table, columns padded to their widest cell, then one line per warning. */
-export function planText({ ranges, warnings }) {
+/** The whole answer for a plan document: `{ranges, warnings}`, with `node_slices` first when the
+ *  config has node_slice_size (`slicing`, else undefined). */
+export const planOut = (reports, warnings, slicing) => ({
+  ...(slicing ? { node_slices: nodeSlicesOut(slicing) } : {}),
+  ranges: reports.map(rangeOut),
+  warnings: warnings.map(warningOut),
+});
+
+/** Slices listed in full up to this many; beyond, the first few and the last. */
+const TEXT_SLICES = 8;
+
+/** `--format text`: the table, columns padded to their widest cell, the node slices line, then
+ *  one line per warning. */
+export function planText({ node_slices: slices, ranges, warnings }) {
   const header = ['RANGE', 'FIRST', 'LAST', 'CAPACITY', 'FREE', 'NEXT'];
   const rows = ranges.map((r) => [r.range, r.first ?? '-', r.last ?? '-', r.capacity, r.free, r.next ?? '(exhausted)']);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cells) => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
   const lines = [line(header), ...rows.map(line)];
+  if (slices) {
+    const listed = slices.slices.length <= TEXT_SLICES
+      ? slices.slices.join(', ')
+      : `${slices.slices.slice(0, TEXT_SLICES - 2).join(', ')}, ..., ${slices.slices.at(-1)}`;
+    lines.push(`node slices: ${slices.count} of ${slices.slice_size} in ${slices.range}, ${slices.addresses_per_slice} addresses each: ${listed}`);
+  }
   for (const w of warnings) lines.push(`warning: ${w.field}: ignored ${w.ignored}: ${w.reason} [${w.rule}]`);
   return `${lines.join('\n')}\n`;
 }

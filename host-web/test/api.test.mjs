@@ -119,6 +119,27 @@ test('plan, validate and range-map answer in the documented shapes', async () =>
   assert.equal(zoomed.length, 16, 'a bucket never holds less than one address');
 });
 
+test('node slices: the core\'s slicing in plan, and its verdict on a node count', async () => {
+  const hb = await loadHereabouts();
+  const report = await hb.plan({ ipam: { range: '10.7.0.0/24', node_slice_size: '/26' } });
+  assert.deepEqual(Object.keys(report), ['node_slices', 'ranges', 'warnings']);
+  assert.deepEqual(report.node_slices, {
+    addresses_per_slice: '62', count: 4, range: '10.7.0.0/24', slice_size: '/26',
+    slices: ['10.7.0.0/26', '10.7.0.64/26', '10.7.0.128/26', '10.7.0.192/26'],
+  });
+  const config = await network(hb, { range: '10.7.0.0/24', node_slice_size: '/26', network_name: 'blue' });
+  assert.equal((await hb.nodeSlicing(config, 'cni-name')).poolName, 'blue');
+  assert.equal(await hb.fitNodes(config, 4), null);
+  const warning = await hb.fitNodes(config, 6);
+  assert.equal(warning.rule, 'node-slices-fewer-than-nodes');
+  assert.equal(warning.severity, 'warning');
+  assert.equal(warning.field, 'node_slice_size');
+  assert.match(warning.message, /into 4 slices of 62 addresses, fewer than the 6 nodes: 2 nodes get no slice/);
+  assert.match(warning.message, /node_slice_size "\/27" cuts it into 8 slices of 30 addresses/);
+  const unsliced = await network(hb, { range: '10.7.0.0/24' });
+  await assert.rejects(hb.fitNodes(unsliced, 3), (e) => e instanceof CniError && e.code === 7 && e.field === 'node_slice_size');
+});
+
 test('runPlan reports undecodable input with code 6 and exits non-zero', async () => {
   const hb = await loadHereabouts();
   const result = await hb.runPlan('{"ipam": ');

@@ -19,12 +19,18 @@ for (const vector of vectors()) {
     assert.equal(node.status, native.status, 'exit status differs');
     assert.deepEqual(JSON.parse(node.stdout), expected(vector), 'output is not what the vector expects');
     assert.equal(node.status === 0, 'ranges' in vector.expect, 'exit status does not match success/error');
-    if (vector.expect.warnings?.length) {
+    const slices = vector.expect.node_slices;
+    if (vector.expect.warnings?.length || slices) {
       const [nativeText, nodeText] = [nativePlan(input, ['--format', 'text']), nodePlan(input, ['--format', 'text'])];
       assert.equal(nodeText.stdout, nativeText.stdout, '--format text differs');
       const lines = nodeText.stdout.trimEnd().split('\n');
-      const warnings = vector.expect.warnings.map((w) => `warning: ${w.field}: ignored ${w.ignored}: ${w.reason} [${w.rule}]`);
-      assert.deepEqual(lines.slice(-warnings.length), warnings, 'one line per warning, after the table');
+      const warnings = (vector.expect.warnings ?? []).map((w) => `warning: ${w.field}: ignored ${w.ignored}: ${w.reason} [${w.rule}]`);
+      if (warnings.length) assert.deepEqual(lines.slice(-warnings.length), warnings, 'one line per warning, after the table');
+      if (slices) {
+        // The line after the table (these vectors have few slices: all are listed).
+        assert.equal(lines[1 + vector.expect.ranges.length],
+          `node slices: ${slices.count} of ${slices.slice_size} in ${slices.range}, ${slices.addresses_per_slice} addresses each: ${slices.slices.join(', ')}`);
+      }
     }
   });
 }

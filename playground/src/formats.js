@@ -5,6 +5,9 @@ import YAML from 'yaml';
 
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 
+/** The NAD annotation with the number of nodes that attach (read by `hereabouts check` too). */
+export const NODES_ANNOTATION = 'hereabouts.io/nodes';
+
 /** The ipam section of a CNI config or conflist, with the config around it. */
 function fromCniConfig(config, fallbackName) {
   if (isObject(config.ipam)) return { name: config.name ?? fallbackName, ipam: config.ipam, cni: config };
@@ -41,7 +44,8 @@ export function importNetworks(text) {
       }
       const found = fromCniConfig(config, name);
       if (!found) throw new Error(`${name}: spec.config has no ipam section`);
-      out.push({ ...found, name, namespace: value.metadata?.namespace });
+      const nodes = value.metadata?.annotations?.[NODES_ANNOTATION];
+      out.push({ ...found, name, namespace: value.metadata?.namespace, ...(nodes === undefined ? {} : { nodes: String(nodes).trim() }) });
       return;
     }
     const found = fromCniConfig(value, fallback);
@@ -71,10 +75,12 @@ export function cniConfig(network) {
 
 /** A NetworkAttachmentDefinition for the network, as YAML. */
 export function nadYaml(network) {
+  const metadata = network.namespace ? { name: network.name, namespace: network.namespace } : { name: network.name };
+  if (network.nodes) metadata.annotations = { [NODES_ANNOTATION]: String(network.nodes) };
   const nad = {
     apiVersion: 'k8s.cni.cncf.io/v1',
     kind: 'NetworkAttachmentDefinition',
-    metadata: network.namespace ? { name: network.name, namespace: network.namespace } : { name: network.name },
+    metadata,
     spec: { config: JSON.stringify(cniConfig(network), null, 2) },
   };
   return YAML.stringify(nad, { blockQuote: 'literal', lineWidth: 0 });

@@ -5,11 +5,13 @@
 
 import { CniError, loadHereabouts, SavedPlans } from '../../host-web/src/browser.mjs';
 import { debounce, fill, fraction, groupDigits, h } from './dom.js';
-import { decodeShare, encodeShare, importNetworks, ipamJson, nadYaml } from './formats.js';
+import { decodeShare, encodeShare, importNetworks, ipamJson, nadYaml, NODES_ANNOTATION } from './formats.js';
 import './style.css';
 
 const MAP_BUCKETS = 256;
 const PREVIEW = 8;
+/** Slices listed in full up to this many; beyond, the first few and the last. */
+const LISTED_SLICES = 8;
 const RANGE_KEYS = [
   ['range', 'range', 'CIDR, e.g. 10.10.0.0/16 or 10.10.0.5-10.10.0.250/24'],
   ['range_start', 'range_start', 'optional first address'],
@@ -32,6 +34,8 @@ function newNetwork(partial = {}) {
     cni: partial.cni ?? null,
     ipam: partial.ipam ?? { type: 'hereabouts', range: '' },
     podSeq: partial.podSeq ?? 0,
+    // How many nodes attach (the NAD's hereabouts.io/nodes), as typed: checked against the slices.
+    nodes: partial.nodes ?? '',
     // Names this network's simulated pods in the store; kept in saved and shared plans.
     key: partial.key ?? `n${Date.now().toString(36)}${id}`,
     zoom: {}, // range index → [{from, to}]
@@ -70,7 +74,7 @@ async function networkFor(net) {
 }
 
 const plainState = () => ({
-  networks: state.networks.map(({ name, namespace, cni, ipam, podSeq, key }) => ({ name, namespace, cni, ipam, podSeq, key })),
+  networks: state.networks.map(({ name, namespace, cni, ipam, podSeq, key, nodes }) => ({ name, namespace, cni, ipam, podSeq, key, nodes })),
 });
 
 // ---------------------------------------------------------------- rendering: forms
@@ -147,6 +151,15 @@ function networkCard(net) {
         h('div.row',
           fieldRow(net, '', 'network_name', 'network_name', 'pools are shared per name', ipam.network_name),
           fieldRow(net, '', 'gateway', 'gateway', 'e.g. 10.10.0.1', ipam.gateway),
+          fieldRow(net, '', 'node_slice_size', 'node_slice_size', 'e.g. /28: one slice per node', ipam.node_slice_size),
+          h('div.field', { 'data-field': 'nodes' },
+            h('label', { for: `n${net.id}-nodes`, title: `the NAD annotation ${NODES_ANNOTATION}, as hereabouts check reads it` }, 'nodes ', h('span.hint', NODES_ANNOTATION)),
+            h('input', {
+              id: `n${net.id}-nodes`, value: net.nodes, placeholder: 'how many nodes attach', inputmode: 'numeric', autocomplete: 'off',
+              'data-path': 'nodes',
+              onInput: (e) => { net.nodes = e.target.value.trim(); scheduleUpdate(); },
+            }),
+            h('p.msg', { 'data-msg': 'nodes', role: 'status' })),
           h('div.field.check',
             h('label', { title: 'an address is reserved once per network_name across overlapping ranges' },
               h('input', {
@@ -249,14 +262,18 @@ function bucketStyle(b) {
   return stops.length ? `linear-gradient(to top, ${stops.join(', ')})` : 'var(--reserved)';
 }
 
-async function drawMap(net, config, allocated, index, report, box) {
+/** `slices` (the core's slice CIDRs, for the sliced first range) by their first address, so a map
+ *  cell that begins a slice can be marked: a lookup of the core's own texts, no address math. */
+const sliceStarts = (slicing) => new Map((slicing?.slices ?? []).map((cidr) => [cidr.split('/')[0], cidr]));
+
+async function drawMap(net, config, allocated, index, report, box, starts = new Map()) {
   const stack = (net.zoom[index] ??= []);
   const view = stack.at(-1);
   let buckets;
   try {
     buckets = await hb.rangeMap(config, allocated, index, view?.from, view?.to, MAP_BUCKETS);
   } catch (e) {
-    if (stack.length) { stack.length = 0; return drawMap(net, config, allocated, index, report, box); }
+    if (stack.length) { stack.length = 0; return drawMap(net, config, allocated, index, report, box, starts); }
     fill(box, h('p.error', e.msg ?? String(e)));
     return;
   }
@@ -275,12 +292,15 @@ async function drawMap(net, config, allocated, index, report, box) {
     },
   }, buckets.map((b) => {
     const single = b.first === b.last;
+    const slice = starts.get(b.first);
+    const title = slice ? `${bucketTitle(b)} · node slice ${slice} starts here` : bucketTitle(b);
     return h('button.cell', {
-      type: 'button', title: bucketTitle(b), 'aria-label': bucketTitle(b), tabindex: -1,
-      class: b.hasGateway ? 'gw' : undefined,
+      type: 'button', title, 'aria-label': title, tabindex: -1,
+      class: [b.hasGateway ? 'gw' : '', slice ? 'slice-start' : ''].join(' ').trim() || undefined,
+      'data-slice': slice,
       style: { background: bucketStyle(b) },
-      onFocus: () => { detail.textContent = bucketTitle(b); },
-      onMouseenter: () => { detail.textContent = bucketTitle(b); },
+      onFocus: () => { detail.textContent = title; },
+      onMouseenter: () => { detail.textContent = title; },
       onClick: () => { if (!single) { stack.push({ from: b.first, to: b.last }); net.focusMap = index; update(); } },
     });
   }));
@@ -341,6 +361,29 @@ function renderReport(net, report, index, errorText) {
   return box;
 }
 
+/** The node slices of a network with node_slice_size: the core's slicing and, for a node count,
+ *  its verdict (`fitNodes`) — the warning `hereabouts check` gives. */
+function renderSlices(slicing, fit) {
+  const { slices } = slicing;
+  const listed = slices.length <= LISTED_SLICES ? slices : [...slices.slice(0, LISTED_SLICES - 2), '…', slices.at(-1)];
+  return h('div.slices', { 'data-testid': 'node-slices' },
+    h('h3', 'node slices ', h('code', slicing.sliceSize), ' of ', h('code', slicing.range)),
+    h('dl.stats',
+      stat('slices', groupDigits(String(slices.length)), 'slice-count'),
+      stat('addresses per slice', groupDigits(slicing.addressesPerSlice), 'addresses-per-slice'),
+      stat('NodeSlicePool', slicing.poolName || '—', 'slice-pool'),
+      stat('slice size', slicing.sliceSize, 'slice-size')),
+    h('ol.slice-list', { 'data-testid': 'slices' }, listed.map((cidr) => h('li', cidr === '…' ? '…' : h('code', cidr)))),
+    fit ? h('p.warning', { 'data-testid': 'slice-warning', 'data-rule': fit.rule }, fit.message, ' ', h('span.rule', `[${fit.rule}]`)) : null);
+}
+
+/** The node count as typed: a whole number (a WIT u32), '' for none, or an error text. */
+function nodeCount(text) {
+  if (text === '' || text === undefined) return { nodes: null };
+  if (!/^\d+$/.test(text) || Number(text) > 0xffffffff) return { error: `${NODES_ANNOTATION} must be a whole number of nodes, found "${text}"` };
+  return { nodes: Number(text) };
+}
+
 // ---------------------------------------------------------------- update cycle
 
 let updating = null;
@@ -348,7 +391,7 @@ let componentMs = 0; // time spent inside the component during the current updat
 
 /** Wraps the host's calls so the footer can say how much of an update the component took. */
 function timed(host) {
-  for (const name of ['readConfig', 'reports', 'validate', 'overlaps', 'rangeMap', 'listLeases']) {
+  for (const name of ['readConfig', 'reports', 'validate', 'overlaps', 'rangeMap', 'listLeases', 'nodeSlicing', 'fitNodes']) {
     const call = host[name];
     host[name] = async (...args) => {
       const t = performance.now();
@@ -427,8 +470,22 @@ async function updateNow() {
       }
       throw e;
     }
-    fill(results, reports.map((r, i) => renderReport(net, r, i)));
-    await Promise.all(reports.map((r, i) => drawMap(net, config, allocated, i, r, results.querySelector(`[data-map="${i}"]`))));
+    const { nodes, error: nodesError } = nodeCount(net.nodes);
+    if (nodesError) setMsg(card, 'nodes', nodesError, 'error', { 'data-rule': 'nodes-invalid' });
+    let slicing = null;
+    let fit = null;
+    if (config.nodeSliceSize != null) {
+      slicing = await hb.nodeSlicing(config, net.name);
+      if (nodes !== null) fit = await hb.fitNodes(config, nodes);
+      // The core's full message is in the node slices panel; the field gets the gist.
+      if (fit) setMsg(card, 'node_slice_size', [`${slicing.slices.length} slices for ${nodes} nodes: see node slices `, h('span.rule', `[${fit.rule}]`)], 'warning', { 'data-rule': fit.rule });
+    } else if (nodes !== null) {
+      setMsg(card, 'nodes', 'no node_slice_size: every node allocates from the whole range', 'info');
+    }
+    fill(results, slicing ? renderSlices(slicing, fit) : null, reports.map((r, i) => renderReport(net, r, i)));
+    // Only the first range is sliced: its map marks where each slice starts.
+    const starts = sliceStarts(slicing);
+    await Promise.all(reports.map((r, i) => drawMap(net, config, allocated, i, r, results.querySelector(`[data-map="${i}"]`), i === 0 ? starts : undefined)));
   }
   await renderConflicts(configs);
 }

@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -234,6 +234,50 @@ test('overlaps between networks carry the core\'s verdict', async () => {
   assert.match(await b.locator('[data-msg="range"]').innerText(), /overlaps ov-a .*different network_name: duplicates possible/);
   for (const net of [a, b]) await net.getByRole('button', { name: 'Remove' }).click();
   await settled();
+});
+
+test('node slices: count, addresses per slice, the slices on the map, and check\'s warning for a node count', async () => {
+  const net = await addNetwork('sliced');
+  const ipam = { type: 'hereabouts', range: '10.30.0.0/24', node_slice_size: '/26' };
+  await net.locator('input[data-path="range"]').fill(ipam.range);
+  await net.locator('input[data-path="node_slice_size"]').fill(ipam.node_slice_size);
+  await settled();
+  const panel = net.locator('[data-testid="node-slices"]');
+  // What `hereabouts plan` says of the same section.
+  const native = nativePlan(ipam).node_slices;
+  assert.equal(native.count, 4);
+  assert.equal(await panel.locator('[data-testid="slice-count"]').innerText(), String(native.count));
+  assert.equal(await panel.locator('[data-testid="addresses-per-slice"]').innerText(), native.addresses_per_slice);
+  assert.equal(await panel.locator('[data-testid="slice-pool"]').innerText(), 'sliced');
+  assert.deepEqual(await panel.locator('[data-testid="slices"] li').allInnerTexts(), native.slices);
+  // The /24 map has one address per cell: a slice starts at cells 0, 64, 128 and 192.
+  const starts = net.locator('[data-map="0"] .cell.slice-start');
+  assert.deepEqual(await starts.evaluateAll((cells) => cells.map((c) => c.dataset.slice)), native.slices);
+  assert.equal(await net.locator('[data-map="0"] .cell').nth(64).getAttribute('data-slice'), '10.30.0.64/26');
+  assert.equal(await panel.locator('[data-testid="slice-warning"]').count(), 0);
+  // Six nodes: the warning `hereabouts check --nodes 6` gives, word for word.
+  await net.locator('input[data-path="nodes"]').fill('6');
+  await settled();
+  const dir = mkdtempSync(join(tmpdir(), 'hereabouts-nodes-'));
+  writeFileSync(join(dir, 'sliced.conf'), JSON.stringify({ cniVersion: '1.0.0', name: 'sliced', type: 'macvlan', ipam }));
+  const checked = spawnSync(bin, ['check', '--nodes', '6', '--format', 'json', join(dir, 'sliced.conf')], { encoding: 'utf8' });
+  rmSync(dir, { recursive: true, force: true });
+  const [finding] = JSON.parse(checked.stdout).findings;
+  assert.equal(finding.rule, 'node-slices-fewer-than-nodes');
+  const warning = panel.locator('[data-testid="slice-warning"]');
+  assert.equal(await warning.getAttribute('data-rule'), 'node-slices-fewer-than-nodes');
+  assert.equal(`--nodes 6: ${(await warning.innerText()).replace(/ \[node-slices-fewer-than-nodes\]$/, '')}`, finding.message);
+  assert.match(await net.locator('[data-msg="node_slice_size"]').innerText(), /^4 slices for 6 nodes: see node slices \[node-slices-fewer-than-nodes\]$/);
+  // Four nodes fit; a count that is not a number is refused beside the field.
+  await net.locator('input[data-path="nodes"]').fill('4');
+  await settled();
+  assert.equal(await warning.count(), 0);
+  await net.locator('input[data-path="nodes"]').fill('four');
+  await settled();
+  assert.match(await net.locator('[data-msg="nodes"]').innerText(), /must be a whole number of nodes/);
+  await net.getByRole('button', { name: 'Remove' }).click();
+  await settled();
+  assert.deepEqual(pageErrors, []);
 });
 
 test('every shared vector gives the expected answer through the component in Chromium', async () => {

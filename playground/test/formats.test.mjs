@@ -54,3 +54,14 @@ test('a shared plan survives the URL fragment round trip', async () => {
   assert.deepEqual(await decodeShare(`#${fragment}`), state);
   assert.equal(await decodeShare('#nothing'), null);
 });
+
+test('a NAD\'s hereabouts.io/nodes annotation imports as the node count and exports back', () => {
+  const sliced = { type: 'hereabouts', range: '10.2.0.0/24', node_slice_size: '/26' };
+  const yaml = nadYaml({ name: 'fast', namespace: 'default', ipam: sliced, cni: null, nodes: '6' });
+  assert.equal(YAML.parse(yaml).metadata.annotations['hereabouts.io/nodes'], '6');
+  const [net] = importNetworks(yaml);
+  assert.equal(net.nodes, '6');
+  assert.deepEqual(net.ipam, sliced);
+  assert.equal(YAML.parse(nadYaml({ name: 'plain', ipam, cni: null })).metadata.annotations, undefined);
+  assert.equal('nodes' in importNetworks(nadYaml({ name: 'plain', ipam, cni: null }))[0], false);
+});

@@ -89,6 +89,8 @@ impl Report {
 pub struct IpamSection {
     /// Who declares it: `NAD namespace/name` or `network NAME`.
     pub label: String,
+    /// The CNI config's (or conflist's) `name`, as a runtime passes it; "" when it has none.
+    pub cni_name: String,
     /// The ipam object, as written.
     pub ipam: serde_json::Value,
 }
@@ -102,7 +104,7 @@ pub fn ipam_sections(paths: &[PathBuf]) -> Result<(Vec<IpamSection>, Vec<String>
     let sections = loaded
         .sites
         .into_iter()
-        .map(|site| IpamSection { label: site.label, ipam: site.ipam })
+        .map(|site| IpamSection { label: site.label, cni_name: site.cni_name, ipam: site.ipam })
         .collect();
     Ok((sections, problems))
 }

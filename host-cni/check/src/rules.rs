@@ -42,7 +42,8 @@ impl Level {
 pub enum Origin {
     /// The allocator component's `validate`.
     Core,
-    /// `check` itself (using the component's `plan` and `overlaps` for anything about ranges).
+    /// `check` itself (using the component's `plan`, `overlaps` and `fit-nodes` for anything
+    /// about ranges).
     Check,
 }
 
@@ -205,6 +206,18 @@ pub const RULES: &[Rule] = &[
         Check,
         "An IPv6 range offers fewer addresses than the threshold (default 254, what an IPv4 /24 offers): IPv6 space is plentiful, so this is usually a prefix-length typo.",
     ),
+    rule(
+        "node-slices-fewer-than-nodes",
+        Warning,
+        Check,
+        "`node_slice_size` cuts the range into fewer slices than the nodes declared by the `hereabouts.io/nodes` annotation or `--nodes`: the nodes beyond get no slice, and their pods no address (the core's `fit-nodes` names a size, or a range, that fits).",
+    ),
+    rule(
+        "nodes-invalid",
+        Error,
+        Check,
+        "The `hereabouts.io/nodes` annotation is not a whole number.",
+    ),
 ];
 
 pub fn find(id: &str) -> Option<&'static Rule> {
@@ -227,13 +240,15 @@ pub const DEFAULT_IPV6_MIN_CAPACITY: u128 = 254;
 /// The rules file found in the working directory when `--rules` is not given.
 pub const RULES_FILE: &str = ".hereabouts-check.json";
 
-/// A rules file: `{"rules": {"ID": "off|warning|error"}, "minFree": N, "ipv6MinCapacity": N}`.
+/// A rules file: `{"rules": {"ID": "off|warning|error"}, "minFree": N, "nodes": N,
+/// "ipv6MinCapacity": N}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RulesFile {
     #[serde(default)]
     rules: BTreeMap<String, String>,
     min_free: Option<u64>,
+    nodes: Option<u32>,
     ipv6_min_capacity: Option<u64>,
 }
 
@@ -243,6 +258,9 @@ pub struct Settings {
     levels: BTreeMap<String, Level>,
     /// Free addresses every range must offer unless its NAD declares its own need.
     pub min_free: Option<u128>,
+    /// Nodes every network with `node_slice_size` must have a slice for, unless its NAD
+    /// declares its own count (`hereabouts.io/nodes`).
+    pub nodes: Option<u32>,
     pub ipv6_min_capacity: u128,
 }
 
@@ -251,6 +269,7 @@ impl Default for Settings {
         Self {
             levels: BTreeMap::new(),
             min_free: None,
+            nodes: None,
             ipv6_min_capacity: DEFAULT_IPV6_MIN_CAPACITY,
         }
     }
@@ -310,6 +329,7 @@ impl Settings {
                 }
             }
             settings.min_free = parsed.min_free.map(u128::from);
+            settings.nodes = parsed.nodes;
             if let Some(capacity) = parsed.ipv6_min_capacity {
                 settings.ipv6_min_capacity = capacity.into();
             }

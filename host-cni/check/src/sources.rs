@@ -25,6 +25,17 @@ use super::yaml::{self, YNode};
 /// The NAD annotation that declares how many free addresses each range must offer.
 pub const MIN_FREE_ANNOTATION: &str = "hereabouts.io/min-free";
 
+/// The NAD annotation that declares how many nodes attach to the network: with
+/// `node_slice_size`, each needs a slice of its own (it overrides `--nodes` for that NAD).
+pub const NODES_ANNOTATION: &str = "hereabouts.io/nodes";
+
+/// The NAD annotations `check` reads: each one's text and where it is.
+#[derive(Debug, Clone, Default)]
+pub struct Annotations {
+    pub min_free: Option<(String, Spot)>,
+    pub nodes: Option<(String, Spot)>,
+}
+
 /// ipam `type`s that `check` looks at.
 pub const IPAM_TYPES: &[&str] = &["hereabouts", "whereabouts"];
 
@@ -37,6 +48,9 @@ pub struct Site {
     pub file: String,
     /// Who declares it: `NAD namespace/name` or `network NAME` (a CNI config file).
     pub label: String,
+    /// The CNI config's (or conflist's) `name`, as a runtime passes it to the plugin; "" when
+    /// it has none.
+    pub cni_name: String,
     /// Path of the ipam object inside the CNI config, e.g. `plugins[1].ipam`.
     pub ipam_path: Vec<Seg>,
     pub ipam: Value,
@@ -47,6 +61,8 @@ pub struct Site {
     pub locator: Rc<Locator>,
     /// `hereabouts.io/min-free` on the NAD: its text and where it is.
     pub min_free: Option<(String, Spot)>,
+    /// `hereabouts.io/nodes` on the NAD: its text and where it is.
+    pub nodes: Option<(String, Spot)>,
 }
 
 /// Turns a path in a CNI config into a place in its file.
@@ -214,13 +230,14 @@ fn load_text(file: &str, text: &str, json: bool, loaded: &mut Loaded) {
                     None => "network (unnamed)".to_string(),
                 };
                 let locator = Rc::new(Locator { tree, embed: Embed::Direct });
+                let cni_name = config.get("name").and_then(Value::as_str).unwrap_or_default();
                 find_sites(
                     file,
-                    &label,
+                    &Declarer { label: &label, cni_name },
                     &config,
                     &mut Vec::new(),
                     &locator,
-                    None,
+                    &Annotations::default(),
                     &mut loaded.sites,
                 );
             }
@@ -263,10 +280,16 @@ fn load_nad(file: &str, nad: &YNode, loaded: &mut Loaded) {
         Some(namespace) => format!("NAD {namespace}/{name}"),
         None => format!("NAD {name}"),
     };
-    let min_free = metadata
-        .and_then(|m| m.get("annotations"))
-        .and_then(|a| a.get(MIN_FREE_ANNOTATION))
-        .map(|node| (node.as_str().unwrap_or("").to_string(), node.spot));
+    let annotation = |key: &str| {
+        metadata
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get(key))
+            .map(|node| (node.as_str().unwrap_or("").to_string(), node.spot))
+    };
+    let annotations = Annotations {
+        min_free: annotation(MIN_FREE_ANNOTATION),
+        nodes: annotation(NODES_ANNOTATION),
+    };
     // A NAD without spec.config takes its config from a file on the node: nothing to check.
     let Some(config) = nad.get("spec").and_then(|spec| spec.get("config")) else { return };
     let Some((config_text, style)) = (match &config.value {
@@ -292,13 +315,14 @@ fn load_nad(file: &str, nad: &YNode, loaded: &mut Loaded) {
     match json::parse(config_text) {
         Ok((value, tree)) => {
             let locator = Rc::new(Locator { tree, embed });
+            let cni_name = value.get("name").and_then(Value::as_str).unwrap_or_default();
             find_sites(
                 file,
-                &label,
+                &Declarer { label: &label, cni_name },
                 &value,
                 &mut Vec::new(),
                 &locator,
-                min_free.as_ref(),
+                &annotations,
                 &mut loaded.sites,
             );
         }
@@ -313,13 +337,19 @@ fn load_nad(file: &str, nad: &YNode, loaded: &mut Loaded) {
     }
 }
 
+/// Who declares the ipam sections found under a config: its label and its CNI name.
+struct Declarer<'a> {
+    label: &'a str,
+    cni_name: &'a str,
+}
+
 fn find_sites(
     file: &str,
-    label: &str,
+    declarer: &Declarer<'_>,
     value: &Value,
     path: &mut Vec<Seg>,
     locator: &Rc<Locator>,
-    min_free: Option<&(String, Spot)>,
+    annotations: &Annotations,
     sites: &mut Vec<Site>,
 ) {
     match value {
@@ -331,15 +361,17 @@ fn find_sites(
                     plugin.remove("ipam");
                     sites.push(Site {
                         file: file.to_string(),
-                        label: label.to_string(),
+                        label: declarer.label.to_string(),
+                        cni_name: declarer.cni_name.to_string(),
                         ipam_path: path.clone(),
                         ipam: child.clone(),
                         plugin,
                         locator: Rc::clone(locator),
-                        min_free: min_free.cloned(),
+                        min_free: annotations.min_free.clone(),
+                        nodes: annotations.nodes.clone(),
                     });
                 } else {
-                    find_sites(file, label, child, path, locator, min_free, sites);
+                    find_sites(file, declarer, child, path, locator, annotations, sites);
                 }
                 path.pop();
             }
@@ -347,7 +379,7 @@ fn find_sites(
         Value::Array(items) => {
             for (index, child) in items.iter().enumerate() {
                 path.push(Seg::Index(index));
-                find_sites(file, label, child, path, locator, min_free, sites);
+                find_sites(file, declarer, child, path, locator, annotations, sites);
                 path.pop();
             }
         }

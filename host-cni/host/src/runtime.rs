@@ -354,6 +354,21 @@ impl Allocator {
         flatten(result)
     }
 
+    /// Whether `nodes` nodes each get a slice: none, or the core's
+    /// `node-slices-fewer-than-nodes` warning with what would fit them.
+    pub fn fit_nodes(
+        &mut self,
+        network: &NetworkConfig,
+        nodes: u32,
+    ) -> Result<Option<Finding>, CallError> {
+        let result = self.bindings.hereabouts_ipam_allocator().call_fit_nodes(
+            &mut self.store,
+            network,
+            nodes,
+        );
+        flatten(result)
+    }
+
     /// The network narrowed to `node`'s slice: later calls work on the node's slice pool.
     pub fn on_node_slice(
         &mut self,

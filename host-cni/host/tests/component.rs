@@ -314,17 +314,29 @@ fn the_shared_plan_vectors_hold_through_the_component() {
                         allocated: document.allocated,
                         preview: 1,
                     };
-                    match allocator.plan(&request) {
-                        Err(e) => {
+                    let slicing = match request.network.node_slice_size {
+                        Some(_) => Some(allocator.node_slicing(&request.network, "")),
+                        None => None,
+                    };
+                    match (allocator.plan(&request), slicing) {
+                        (Err(e), _) | (Ok(_), Some(Err(e))) => {
                             let e = CniError::from(e);
                             json!({"code": e.code, "msg": e.msg})
                         }
-                        Ok(reports) => json!({
-                            "ranges": reports.iter().map(|r| json!({"range": r.range, "first": r.first, "last": r.last,
-                                "capacity": r.capacity, "free": r.free, "next": r.next.first()})).collect::<Vec<_>>(),
-                            "warnings": document.reading.warnings.iter().map(|w| json!({"rule": w.rule, "field": w.field,
-                                "ignored": w.ignored, "reason": w.reason})).collect::<Vec<_>>(),
-                        }),
+                        (Ok(reports), slicing) => {
+                            let mut out = json!({
+                                "ranges": reports.iter().map(|r| json!({"range": r.range, "first": r.first, "last": r.last,
+                                    "capacity": r.capacity, "free": r.free, "next": r.next.first()})).collect::<Vec<_>>(),
+                                "warnings": document.reading.warnings.iter().map(|w| json!({"rule": w.rule, "field": w.field,
+                                    "ignored": w.ignored, "reason": w.reason})).collect::<Vec<_>>(),
+                            });
+                            if let Some(Ok(s)) = slicing {
+                                out["node_slices"] = json!({"addresses_per_slice": s.addresses_per_slice,
+                                    "count": s.slices.len(), "range": s.range, "slice_size": s.slice_size,
+                                    "slices": s.slices});
+                            }
+                            out
+                        }
                     }
                 }
             };

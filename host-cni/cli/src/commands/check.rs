@@ -39,6 +39,11 @@ pub struct CheckArgs {
     /// Free addresses every range must offer (a NAD's `hereabouts.io/min-free` overrides it).
     #[arg(long, value_name = "N")]
     pub min_free: Option<u128>,
+    /// Nodes that attach to every network with `node_slice_size`: warn
+    /// (`node-slices-fewer-than-nodes`) when it has fewer slices (a NAD's `hereabouts.io/nodes`
+    /// overrides it).
+    #[arg(long, value_name = "N")]
+    pub nodes: Option<u32>,
     /// Rules file (default: `.hereabouts-check.json` in the working directory, if present).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
@@ -71,6 +76,9 @@ pub fn exec(args: &CheckArgs) -> i32 {
             Settings::load(args.rules.as_deref(), &cwd, &args.rule).map_err(CheckError::from)?;
         if args.min_free.is_some() {
             settings.min_free = args.min_free;
+        }
+        if args.nodes.is_some() {
+            settings.nodes = args.nodes;
         }
         let mut allocator = Allocator::new(Box::new(NoStore)).map_err(CheckError::from)?;
         Ok(hereabouts_check::run(&args.paths, &settings, &mut allocator)?)

@@ -3,8 +3,10 @@
 //! Input: `{"ipam": {…}, "allocated": ["10.0.0.1", …]}` on stdin or `--config FILE`.
 //! Output: `{"ranges": [{"range", "first", "last", "capacity", "free", "next"}, …],
 //! "warnings": [{"rule", "field", "ignored", "reason"}, …]}` (what Whereabouts would silently
-//! ignore, and so do we), or `{"code", "msg"}` with a non-zero exit: 6 when the input is not
-//! JSON, 7 when it is not a valid config. The document is read by the component
+//! ignore, and so do we), with `"node_slices": {"addresses_per_slice", "count", "range",
+//! "slice_size", "slices"}` when the config has `node_slice_size` (the core's `node-slicing`),
+//! or `{"code", "msg"}` with a non-zero exit: 6 when the input is not JSON, 7 when it is not a
+//! valid config. The document is read by the component
 //! (`read-plan-document`), so `host-web/plan.mjs` prints the very same, errors included.
 
 use std::io::Read;
@@ -13,7 +15,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use hereabouts_host::NoStore;
-use hereabouts_host::bindings::{PlanRequest, RangeReport};
+use hereabouts_host::bindings::{PlanRequest, RangeReport, Slicing};
 use hereabouts_host::error::{CniError, Code};
 use hereabouts_host::runtime::Allocator;
 
@@ -67,9 +69,37 @@ pub struct WarningOut {
     pub rule: String,
 }
 
+/// How `node_slice_size` cuts the first range (Whereabouts' NodeSlicePool): present only for a
+/// config that has it, so the output of every other config is unchanged.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct NodeSlicesOut {
+    /// Decimal, as the core counts (an IPv6 slice can hold more than 2^64).
+    pub addresses_per_slice: String,
+    pub count: usize,
+    pub range: String,
+    /// As written (`"/28"` or `"28"`).
+    pub slice_size: String,
+    /// Every slice, lowest first: the NodeSlicePool's `status.allocations` order.
+    pub slices: Vec<String>,
+}
+
+impl From<Slicing> for NodeSlicesOut {
+    fn from(slicing: Slicing) -> Self {
+        Self {
+            addresses_per_slice: slicing.addresses_per_slice,
+            count: slicing.slices.len(),
+            range: slicing.range,
+            slice_size: slicing.slice_size,
+            slices: slicing.slices,
+        }
+    }
+}
+
 /// What `plan` prints on success.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct PlanOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_slices: Option<NodeSlicesOut>,
     pub ranges: Vec<RangeOut>,
     pub warnings: Vec<WarningOut>,
 }
@@ -90,7 +120,30 @@ pub fn plan_document(text: &str) -> Result<PlanOut, CniError> {
         preview: 1,
     };
     let ranges = allocator.plan(&request)?.into_iter().map(RangeOut::from).collect();
-    Ok(PlanOut { ranges, warnings })
+    // A plan document has no CNI `name`, so the slicing's pool name is not shown.
+    let node_slices = match request.network.node_slice_size {
+        Some(_) => Some(allocator.node_slicing(&request.network, "")?.into()),
+        None => None,
+    };
+    Ok(PlanOut { node_slices, ranges, warnings })
+}
+
+/// Slices listed in full up to this many; beyond, the first few and the last.
+const TEXT_SLICES: usize = 8;
+
+/// `node slices: 4 of /26 in 10.0.0.0/24, 62 addresses each: 10.0.0.0/26, …`
+fn slices_line(slices: &NodeSlicesOut) -> String {
+    let listed = if slices.slices.len() <= TEXT_SLICES {
+        slices.slices.join(", ")
+    } else {
+        let head = slices.slices[..TEXT_SLICES - 2].join(", ");
+        let last = slices.slices.last().map_or("", String::as_str);
+        format!("{head}, ..., {last}")
+    };
+    format!(
+        "node slices: {} of {} in {}, {} addresses each: {listed}\n",
+        slices.count, slices.slice_size, slices.range, slices.addresses_per_slice
+    )
 }
 
 pub fn render_text(plan: &PlanOut) -> String {
@@ -132,6 +185,9 @@ pub fn render_text(plan: &PlanOut) -> String {
         out.push_str(&line(row));
     }
     out.push('\n');
+    if let Some(slices) = &plan.node_slices {
+        out.push_str(&slices_line(slices));
+    }
     for w in &plan.warnings {
         out.push_str(&format!(
             "warning: {}: ignored {}: {} [{}]\n",
