@@ -12,14 +12,9 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 node="$root/host-cni/tests/etcd/node.sh"
 work=$(mktemp -d /tmp/hereabouts-etcd-bench.XXXXXX)
 trap 'bash "$node" down "$work/etcd"; rm -rf "$work"' EXIT INT TERM
-c=$(bash "$node" port); p=$(bash "$node" port)
-bash "$node" init "$work/etcd" --name bench \
-  --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
-  --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
-  --initial-cluster "bench=http://127.0.0.1:$p"
-bash "$node" wait "127.0.0.1:$c"
-echo "etcd $(etcd --version | head -1 | cut -d' ' -f3) at 127.0.0.1:$c, data in $work (fsync on)"
+endpoint=$(bash "$node" single "$work/etcd" bench)
+echo "etcd $(etcd --version | head -1 | cut -d' ' -f3) at $endpoint, data in $work (fsync on)"
 cd "$root"
-HEREABOUTS_ETCD_ENDPOINTS="127.0.0.1:$c" HEREABOUTS_CACHE_DIR="$work/cache" HEREABOUTS_BENCH_BINS="$*" \
+HEREABOUTS_ETCD_ENDPOINTS="$endpoint" HEREABOUTS_CACHE_DIR="$work/cache" HEREABOUTS_BENCH_BINS="$*" \
   cargo test --release --locked -p hereabouts-stores --no-default-features --features etcd \
   --test etcd -- --ignored --exact bench_stores --nocapture

@@ -27,7 +27,7 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Check NADs and CNI configs for IPAM mistakes before they reach a cluster (for CI).
     Check(commands::check::CheckArgs),
-    /// Print the CRDs of Whereabouts' IPPool and OverlappingRangeIPReservation (kubectl apply -f -).
+    /// Print Whereabouts' CRDs, or with --ipamclaims the IPAMClaim CRD (kubectl apply -f -).
     Crds(commands::crds::CrdsArgs),
     /// Free the addresses of pods that are gone (Kubernetes store; run as a CronJob).
     Reconcile(commands::reconcile::ReconcileArgs),
@@ -39,6 +39,8 @@ enum Command {
     Store(commands::store::StoreArgs),
     /// How full each pool of a network is, who holds an address, what does not add up (any store).
     Status(commands::status::StatusArgs),
+    /// Node slices on etcd: which node claimed which slice; free the claims of nodes that are gone.
+    Slices(commands::slices::SlicesArgs),
 }
 
 fn main() {
@@ -57,6 +59,7 @@ fn main() {
         Command::Controller(args) => commands::controller::exec(args),
         Command::Store(args) => commands::store::exec(args),
         Command::Status(args) => commands::status::exec(args),
+        Command::Slices(args) => commands::slices::exec(args),
         Command::Component(args) => match commands::component::exec(args) {
             Ok(()) => 0,
             Err(e) => {

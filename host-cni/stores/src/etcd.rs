@@ -19,7 +19,14 @@
 //! {prefix}pools/{pool}/owner/{container id}/{ifname}/{offset}   the holder, as in alloc
 //! {prefix}pools/{pool}/pod/{podref}/{ifname}/{offset}           the holder (only when podref is not "")
 //! {prefix}reservations/{network}/{address}           the holder (overlapping-range reservation)
+//! {prefix}slices/{network}/head                      {"range":"10.0.0.0/24","slice_size":"/28"}
+//! {prefix}slices/{network}/claim/{slice}             {"node":"node-a","range":"10.0.0.0/24","slice_size":"/28"}
 //! ```
+//!
+//! The `slices/` keys are the node-slice claims of a network with `node_slice_size` (see
+//! [`slices`]): `{network}` is `network_name`, else the CNI network's `name`, and `{slice}` the
+//! slice's CIDR. A node's slice is an ordinary pool (`[network_name-]<node>-<slice>`) under
+//! `pools/`; a claim says only which node allocates in which slice.
 //!
 //! `{pool}` is Whereabouts' IPPool name and `{offset}` its allocation key (decimal offset from
 //! the range's network address); holders use Whereabouts' field names (`id`, `ifname`, `podref`)
@@ -89,6 +96,8 @@
 //! Each etcd call is wrapped in the request timeout, and opening first checks within the dial
 //! timeout that some endpoint accepts connections, so a dead etcd answers
 //! [`StoreError::Unavailable`] (CNI 11) promptly instead of hanging.
+
+pub mod slices;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -697,6 +706,38 @@ impl EtcdStore {
 
     pub fn config(&self) -> &EtcdConfig {
         &self.config
+    }
+
+    /// Deletes `reservation` if its key still names the same holder (reconcile frees one that
+    /// no allocation backs): a read, then a delete conditioned on the `mod_revision` read.
+    /// False when it is gone or held by someone else now.
+    pub fn delete_reservation_if_unchanged(
+        &self,
+        reservation: &Reservation,
+    ) -> Result<bool, StoreError> {
+        let key = self.reservation_key(reservation);
+        let what = format!("deleting reservation {key}");
+        let mut kv = self.client.kv_client();
+        let response = self
+            .call_typed(kv.get(key.as_str(), None))
+            .map_err(|failure| self.describe(&failure, &what))?;
+        let Some(current) = response.kvs().first() else { return Ok(false) };
+        let holder = parse_holder(&key, current.value())?;
+        let wanted = &reservation.owner;
+        if holder.container_id != wanted.container_id
+            || holder.ifname != wanted.ifname
+            || holder.podref != wanted.podref
+        {
+            return Ok(false);
+        }
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                current.mod_revision(),
+            )])
+            .and_then(vec![TxnOp::delete(key.as_str(), None)]);
+        Ok(self.txn(txn, &what)?.succeeded())
     }
 
     fn pool_keys(&self, pool: &PoolRef) -> PoolKeys {

@@ -8,6 +8,7 @@
 //! - [`etcd`] (feature `etcd`): cluster-wide, in etcd: a head per pool holding the core's
 //!   summary, one key per allocation and an index by attachment and by pod interface, so an
 //!   ADD or DEL is one read-only and one conditional transaction whatever the pool's size;
+//!   with `node_slice_size`, the nodes' claims of their slices ([`etcd::slices`]);
 //! - [`kube`] (feature `kube`): Whereabouts' own custom resources, so a cluster can switch
 //!   between Whereabouts and Hereabouts in either direction.
 //!

@@ -17,7 +17,15 @@ usage: cni.py BIN ENDPOINT CTL   (CTL: script taking stop/start for that etcd; r
   the store unchanged; an ADD of another container does not read it and succeeds.
 - GC keeps only the listed attachments; CHECK; STATUS is 50 when etcd is unreachable.
 - `hereabouts status`: the pool counted (golden JSON) and `--who` naming the holder.
+- node slices (`node_slice_size`): "nodes" (NODENAME) claim the lowest free slice, lowest
+  first, and allocate lowest-free inside it; N nodes claiming at once never share a slice
+  and no node gets two; every slice taken is error 100; `slices release` frees an empty claim,
+  keeps one whose pool holds addresses; a freed slice goes to the next new node; a re-cut
+  network leaves the old claims stale, blocks the slices they overlap, and DEL still finds
+  the old addresses.
 Prints one line per check and exits non-zero if any failed.
+
+usage: cni.py BIN ENDPOINT CTL [TEST...]   (TEST: a function below, e.g. node_slices; default all)
 """
 import ipaddress
 import json
@@ -55,8 +63,11 @@ def env(command, cid):
     return e
 
 
-def call(command, cid, config):
-    p = subprocess.run([BIN], input=config, env=env(command, cid), capture_output=True, text=True, timeout=60)
+def call(command, cid, config, node=None):
+    e = env(command, cid)
+    if node is not None:
+        e["NODENAME"] = node
+    p = subprocess.run([BIN], input=config, env=e, capture_output=True, text=True, timeout=60)
     try:
         out = json.loads(p.stdout) if p.stdout.strip() else {}
     except json.JSONDecodeError:
@@ -377,10 +388,145 @@ def status_command():
         os.unlink(path)
 
 
-contention()
-faults()
-kill_test()
-bad_data()
-gc_status_check()
-status_command()
+def sliced_conf(prefix, rng, size, name="slicenet"):
+    c = json.loads(conf(prefix, rng))
+    c["name"] = name
+    c["ipam"]["node_slice_size"] = size
+    return json.dumps(c)
+
+
+def claims(prefix, network):
+    """slice → node, straight from etcd."""
+    out = etcdctl("get", "--prefix", f"{prefix}slices/{network}/claim/")
+    lines = out.splitlines()
+    return {k.rsplit("/", 1)[1].replace("%2F", "/"): json.loads(v)["node"] for k, v in zip(lines[0::2], lines[1::2])}
+
+
+def cli(*args, config):
+    path = f"/tmp/hereabouts-slices-{RUN}-{threading.get_ident()}.conf"
+    with open(path, "w") as f:
+        f.write(config)
+    try:
+        return subprocess.run([BIN, *args, "--config", path], capture_output=True, text=True, timeout=60)
+    finally:
+        os.unlink(path)
+
+
+def node_slices():
+    prefix = f"/hereabouts-cni/{RUN}/slices/"
+    # Two nodes, one after the other: the lowest free slice each, lowest free inside it.
+    config = sliced_conf(prefix, "10.45.0.0/26", "/28")
+    got = {}
+    for node, cid in (("node-a", "a1"), ("node-b", "b1"), ("node-a", "a2"), ("node-b", "b2")):
+        rc, out = call("ADD", cid, config, node)
+        got[cid] = address(out) if rc == 0 else out
+    check("slices: each node's ADDs come from its own slice, lowest free inside it",
+          got == {"a1": "10.45.0.1", "a2": "10.45.0.2", "b1": "10.45.0.17", "b2": "10.45.0.18"}, str(got))
+    check("slices: the claims are visible in etcd, lowest slice first",
+          claims(prefix, "slicenet") == {"10.45.0.0/28": "node-a", "10.45.0.16/28": "node-b"},
+          str(claims(prefix, "slicenet")))
+    check("slices: a node's allocations are in its slice pool",
+          allocations(prefix, "node-a-10.45.0.0-28") == {"1": "a1", "2": "a2"}
+          and allocations(prefix, "node-b-10.45.0.16-28") == {"1": "b1", "2": "b2"})
+    rc, _ = call("DEL", "a1", config, "node-a")
+    rc2, out = call("ADD", "a3", config, "node-a")
+    check("slices: DEL frees in the node's slice; the next ADD there gets the lowest free again",
+          rc == 0 and rc2 == 0 and address(out) == "10.45.0.1", json.dumps(out))
+    rc, _ = call("DEL", "nothing", config, "node-q")
+    check("slices: DEL on a node without a slice succeeds and claims nothing",
+          rc == 0 and "node-q" not in claims(prefix, "slicenet").values())
+    rc, out = call("CHECK", "nothing", json.dumps(dict(json.loads(config), prevResult={"cniVersion": "1.0.0", "ips": []})), "node-q")
+    check("slices: CHECK on a node without a slice fails (11) and claims nothing",
+          rc != 0 and out.get("code") == 11 and "node-q" not in claims(prefix, "slicenet").values(), json.dumps(out))
+    p = cli("status", "--format", "json", config=config)
+    pools = sorted((x["pool"], x["allocated"]) for x in json.loads(p.stdout or "{}").get("pools", []))
+    check("slices: status shows each claimed slice's pool",
+          p.returncode == 0 and pools == [("node-a-10.45.0.0-28", 2), ("node-b-10.45.0.16-28", 2)], p.stdout + p.stderr)
+
+    # All slices taken: error 100 naming node_slice_size and the network.
+    small = sliced_conf(prefix, "10.47.0.0/27", "/28", name="smallnet")
+    call("ADD", "x1", small, "node-x")
+    call("ADD", "y1", small, "node-y")
+    rc, out = call("ADD", "z1", small, "node-z")
+    check("slices: every slice taken is error 100 naming node_slice_size and the network",
+          rc != 0 and out.get("code") == 100 and "node_slice_size" in out.get("msg", "")
+          and "smallnet" in out.get("msg", ""), json.dumps(out))
+    p = cli("slices", "release", "--node", "node-x", config=small)
+    check("slices release: refuses a slice whose pool holds an address (exit 1), names it",
+          p.returncode == 1 and "10.47.0.1" in p.stdout and claims(prefix, "smallnet").get("10.47.0.0/28") == "node-x",
+          p.stdout + p.stderr)
+    call("DEL", "x1", small, "node-x")
+    p = cli("slices", "release", "--node", "node-x", config=small)
+    check("slices release: frees the claim once the pool is empty",
+          p.returncode == 0 and "10.47.0.0/28" not in claims(prefix, "smallnet"), p.stdout + p.stderr)
+    rc, out = call("ADD", "z1", small, "node-z")
+    check("slices: after a release, a new node gets the freed slice",
+          rc == 0 and address(out) == "10.47.0.1" and claims(prefix, "smallnet").get("10.47.0.0/28") == "node-z",
+          json.dumps(out))
+    p = cli("slices", "list", "--format", "json", config=small)
+    listed = [(s["slice"], s["node"], s["state"], s["allocated"]) for s in json.loads(p.stdout or "{}").get("slices", [])]
+    check("slices list: every slice, its node and what its pool holds",
+          listed == [("10.47.0.0/28", "node-z", "claimed", 1), ("10.47.0.16/28", "node-y", "claimed", 1)],
+          p.stdout + p.stderr)
+
+    # Many nodes at once, each with two ADDs racing: one slice per node, never shared.
+    many = sliced_conf(prefix, "10.46.0.0/24", "/28", name="manynet")
+    nodes = [f"n{i:02}" for i in range(10)]
+    results = {}
+
+    def add(job):
+        node, k = job
+        rc, out = call("ADD", f"{node}-{k}", many, node)
+        results[(node, k)] = address(out) if rc == 0 else out
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(add, [(n, k) for n in nodes for k in range(2)]))
+    held = claims(prefix, "manynet")
+    by_node = {}
+    for slice_, node in held.items():
+        by_node.setdefault(node, []).append(slice_)
+    check("slices: 20 ADDs from 10 nodes at once all succeed",
+          all(isinstance(v, str) for v in results.values()), str([v for v in results.values() if not isinstance(v, str)][:2]))
+    check("slices: concurrent claims: every node holds exactly one slice, no slice two nodes",
+          sorted(by_node) == nodes and all(len(v) == 1 for v in by_node.values()), str(by_node))
+    check("slices: concurrent claims take the lowest slices",
+          sorted(held, key=lambda s: ipaddress.ip_network(s)) == [f"10.46.0.{16 * i}/28" for i in range(10)], str(sorted(held)))
+    inside = all(isinstance(a, str) and ipaddress.ip_address(a) in ipaddress.ip_network(by_node[n][0])
+                 for (n, _), a in results.items())
+    check("slices: each node's addresses come from its own slice, lowest free inside it",
+          inside and all(sorted(results[(n, k)].rsplit(".", 1)[1] for k in range(2)) ==
+                         sorted(str(int(by_node[n][0].split(".")[3].split("/")[0]) + j) for j in (1, 2)) for n in nodes),
+          str(results))
+
+    # Before node slices on etcd the key was ignored: such an address is in the whole range's
+    # pool, and its DEL, now on a sliced network, still frees it there.
+    whole = sliced_conf(f"{prefix}upgrade/", "10.48.0.0/26", "/28", name="oldnet")
+    plain = json.loads(whole)
+    del plain["ipam"]["node_slice_size"]
+    call("ADD", "old1", json.dumps(plain), "node-a")
+    rc, _ = call("DEL", "old1", whole, "node-a")
+    check("slices: DEL frees an address the whole range's pool got before node slices",
+          rc == 0 and allocations(f"{prefix}upgrade/", "10.48.0.0-26") == {}, str(allocations(f"{prefix}upgrade/", "10.48.0.0-26")))
+
+    # Re-cut (the NAD resized): old claims are stale, their slices blocked, their pods' DEL works.
+    recut = sliced_conf(prefix, "10.45.0.0/25", "/27")
+    rc, out = call("ADD", "a9", recut, "node-a")
+    check("slices: after a re-cut a node claims a slice overlapping no old claim",
+          rc == 0 and address(out) == "10.45.0.33" and claims(prefix, "slicenet").get("10.45.0.32/27") == "node-a",
+          json.dumps(out) + str(claims(prefix, "slicenet")))
+    rc, _ = call("DEL", "a2", recut, "node-a")
+    check("slices: DEL after a re-cut frees the address in the node's old slice",
+          rc == 0 and allocations(prefix, "node-a-10.45.0.0-28") == {"1": "a3"}, str(allocations(prefix, "node-a-10.45.0.0-28")))
+    p = cli("slices", "list", "--format", "json", config=recut)
+    states = {s["slice"]: s["state"] for s in json.loads(p.stdout or "{}").get("slices", [])}
+    stale = sorted((s["slice"], s["node"]) for s in json.loads(p.stdout or "{}").get("slices", []) if s["state"] == "stale")
+    check("slices list: the old claims show as stale, the slice they overlap as blocked",
+          stale == [("10.45.0.0/28", "node-a"), ("10.45.0.16/28", "node-b")] and states.get("10.45.0.0/27") == "blocked"
+          and states.get("10.45.0.64/27") == "free", p.stdout + p.stderr)
+
+
+TESTS = [contention, faults, kill_test, bad_data, gc_status_check, status_command, node_slices]
+wanted = sys.argv[4:]
+for test in TESTS:
+    if not wanted or test.__name__ in wanted:
+        test()
 sys.exit(1 if failures else 0)

@@ -1142,3 +1142,61 @@ fn seed() -> u64 {
         }
     }
 }
+
+/// Node-slice claims: one claim per fenced read (a second claim decided on the same read
+/// loses, even for another slice: that is how a node never gets two), keys as documented, and
+/// a release that refuses a claim changed since it was read.
+#[test]
+#[ignore = "needs etcd"]
+fn slice_claims_are_fenced_and_released_as_read() {
+    use hereabouts_stores::etcd::slices::{ClaimOutcome, ClaimRecord};
+    let endpoints = endpoints();
+    let prefix = unique_prefix("slices");
+    let value = ipam_value(&endpoints, &prefix, "10.0.0.0/24", json!({"node_slice_size": "/28"}));
+    let store = store(&value);
+    let record = |node: &str| ClaimRecord {
+        node: node.into(),
+        range: "10.0.0.0/24".into(),
+        slice_size: "/28".into(),
+    };
+    let empty = store.slice_claims("net/1").unwrap();
+    assert!(empty.claims.is_empty() && empty.head_revision == 0);
+    let first = store.claim_slice("net/1", "10.0.0.0/28", &record("a"), &empty).unwrap();
+    assert_eq!(first, ClaimOutcome::Claimed);
+    // Decided on the same (now old) read: lost, for the same slice and for another one.
+    for slice in ["10.0.0.0/28", "10.0.0.16/28"] {
+        let again = store.claim_slice("net/1", slice, &record("a"), &empty).unwrap();
+        assert_eq!(again, ClaimOutcome::Lost, "{slice}");
+    }
+    let raw = Raw::connect(&endpoints);
+    let key = format!("{prefix}slices/net%2F1/claim/10.0.0.0%2F28");
+    assert_eq!(
+        raw.get(&key).as_deref(),
+        Some(r#"{"node":"a","range":"10.0.0.0/24","slice_size":"/28"}"#)
+    );
+    let seen = store.slice_claims("net/1").unwrap();
+    assert_eq!(seen.claims.len(), 1);
+    assert_eq!(
+        (seen.claims[0].slice.as_str(), seen.claims[0].record.node.as_str()),
+        ("10.0.0.0/28", "a")
+    );
+    let second = store.claim_slice("net/1", "10.0.0.16/28", &record("b"), &seen).unwrap();
+    assert_eq!(second, ClaimOutcome::Claimed);
+    // A claim released and made again in between is not released on the old read.
+    let claim_a = seen.claims[0].clone();
+    assert!(store.release_slice(&claim_a).unwrap());
+    let now = store.slice_claims("net/1").unwrap();
+    assert_eq!(now.claims.len(), 1);
+    assert_eq!(
+        store.claim_slice("net/1", "10.0.0.0/28", &record("c"), &now).unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert!(!store.release_slice(&claim_a).unwrap());
+    let nodes: Vec<String> =
+        store.slice_claims("net/1").unwrap().claims.into_iter().map(|c| c.record.node).collect();
+    assert_eq!(nodes, ["c", "b"]);
+    // A foreign value under claim/ is corrupt, naming the key.
+    raw.put(&format!("{prefix}slices/net%2F1/claim/10.0.0.32%2F28"), "{\"node\":\"\"}");
+    let error = store.slice_claims("net/1").unwrap_err();
+    assert!(format!("{error:?}").contains("10.0.0.32%2F28"), "{error:?}");
+}

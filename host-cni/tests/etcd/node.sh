@@ -6,8 +6,10 @@
 #   node.sh down DIR         stop it (SIGTERM, then SIGKILL after 5 s) and wait until it is gone
 #   node.sh wait URL [TLS…]  wait until the endpoint is healthy (etcdctl flags may follow)
 #   node.sh port             print a free loopback TCP port
+#   node.sh single DIR NAME  init a one-member cluster named NAME on free ports, wait until it is
+#                            healthy, print its client endpoint (host:port)
 set -euo pipefail
-cmd=${1:?usage: node.sh init|up|down|wait|port …}; shift || true
+cmd=${1:?usage: node.sh init|up|down|wait|port|single …}; shift || true
 
 case $cmd in
   port)
@@ -37,5 +39,14 @@ case $cmd in
       sleep 0.1
     done
     echo "etcd at $url did not become healthy" >&2; exit 1 ;;
+  single)
+    dir=$1 name=$2
+    c=$(bash "$0" port); p=$(bash "$0" port)
+    bash "$0" init "$dir" --name "$name" \
+      --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+      --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+      --initial-cluster "$name=http://127.0.0.1:$p"
+    bash "$0" wait "127.0.0.1:$c"
+    echo "127.0.0.1:$c" ;;
   *) echo "node.sh: unknown command $cmd" >&2; exit 2 ;;
 esac

@@ -118,6 +118,20 @@ done < <(sed -n 's/^test \([a-z0-9_:]*\) \.\.\. \(ok\|FAILED\)$/\1 \2/p' "$log")
 grep -q '^test .* \.\.\. ok$' "$log" || result "cargo test --test etcd ran its tests" 1
 if [ $status -ne 0 ] && ! grep -q '^test .* FAILED$' "$log"; then tail -30 "$log"; result "cargo test --test etcd" 1; fi
 
+# --- the binary's commands that need etcd and an API server (the emulation): reconcile,
+# `slices release --gone` ---------------------------------------------------------------------
+log="$work/cargo-test-cli.log"
+(cd "$root" && cargo test --release --locked -p hereabouts --test kube_cli --test etcd_slices \
+  -- --ignored \
+  --skip bench_ --test-threads 1) >"$log" 2>&1
+status=$?
+while read -r name verdict; do
+  result "cli: $name" "$([ "$verdict" = ok ] && echo 0 || echo 1)"
+done < <(sed -n 's/^test \([a-z0-9_:]*\) \.\.\. \(ok\|FAILED\)$/\1 \2/p' "$log")
+grep -q '^test .* \.\.\. ok$' "$log" || result "cargo test --test kube_cli --ignored ran its tests" 1
+if [ $status -ne 0 ] && ! grep -q '^test .* FAILED$' "$log"; then tail -30 "$log"; result "cargo test --test kube_cli --ignored" 1; fi
+if grep -q '^test .* FAILED$' "$log"; then sed -n '/^failures:$/,/^test result/p' "$log" | head -60; fi
+
 # --- process-level: the CNI plugin itself against etcd ----------------------------------------
 if [ -x "$bin" ] && echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION "$bin" >/dev/null 2>&1; then
   python3 "$here/cni.py" "$bin" "$single" "$ctl" >"$work/cni.log" 2>&1; cni_status=$?

@@ -10,5 +10,6 @@ pub mod demo;
 pub mod install;
 pub mod plan;
 pub mod reconcile;
+pub mod slices;
 pub mod status;
 pub mod store;
