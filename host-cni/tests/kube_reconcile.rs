@@ -374,3 +374,51 @@ fn reconcile_frees_what_dead_nodes_strand() {
         ["pod is being deleted and its node no longer exists"]
     );
 }
+
+/// Claimed addresses (container id `ipamclaim:<namespace>/<name>`) follow their IPAMClaim,
+/// not their pod, in the controller as in reconcile — the allocation and a reservation no
+/// allocation backs alike.
+#[test]
+fn claimed_addresses_are_kept_while_their_claim_exists() {
+    let emulator = Emulator::start();
+    let kubeconfig = emulator.kubeconfig(&temp_dir("claimed"), None);
+    let store = store(&kubeconfig);
+    let mut allocator = allocator(&store);
+    let blue = blue(&mut allocator, "10.61.0.0/24");
+    let claimed = Owner { container_id: "ipamclaim:vms/vm-a.blue".into(), ..owner("launcher") };
+    let request = AllocateRequest { owner: claimed.clone(), requested: Vec::new() };
+    allocator.allocate(&blue, &request).map_err(CniError::from).unwrap();
+    emulator.insert(
+        "ipamclaims",
+        json!({"metadata": {"name": "vm-a.blue", "namespace": "vms"},
+            "spec": {"network": "blue", "interface": "net1"}}),
+    );
+    // A claimed reservation no allocation backs (a crash between it and its pool write).
+    emulator.insert(
+        "overlappingrangeipreservations",
+        json!({"metadata": {"name": "blue-10.61.0.9", "namespace": NS},
+            "spec": {"containerid": "ipamclaim:vms/vm-b.blue", "podref": "vms/gone", "ifname": "net1"}}),
+    );
+    emulator.insert(
+        "ipamclaims",
+        json!({"metadata": {"name": "vm-b.blue", "namespace": "vms"},
+            "spec": {"network": "blue", "interface": "net1"}}),
+    );
+
+    // Their pods are gone (the VM is stopped): kept.
+    let kept = controller::free_pod(&store, &mut allocator, "default/launcher").unwrap();
+    assert!(kept.is_empty(), "{kept:?}");
+    let report = reconcile::reconcile(&store, false).unwrap();
+    assert!(report.freed.is_empty(), "{:?}", report.freed);
+
+    // The claims are deleted (with their VMs): freed.
+    emulator.delete("ipamclaims", "vms", "vm-b.blue");
+    let report = reconcile::reconcile(&store, false).unwrap();
+    assert_eq!(freed(&report), [("reservation", "10.61.0.9", "its IPAMClaim no longer exists")]);
+    emulator.delete("ipamclaims", "vms", "vm-a.blue");
+    let gone = controller::free_pod(&store, &mut allocator, "default/launcher").unwrap();
+    let gone: Vec<(&str, &str)> =
+        gone.iter().map(|f| (f.address.as_str(), f.reason.as_str())).collect();
+    assert_eq!(gone, [("10.61.0.1", "its IPAMClaim no longer exists")]);
+    assert!(offsets(&emulator, "blue-10.61.0.0-24").is_empty());
+}

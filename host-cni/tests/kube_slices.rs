@@ -53,6 +53,12 @@ fn assignments(emulator: &Emulator, pool: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A Whereabouts-shaped object from tests/kube_fixtures.
+fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/kube_fixtures").join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect()
 }
@@ -225,10 +231,6 @@ fn migration_from_whereabouts_fast_ipam_keeps_every_allocation() {
     let emulator = Emulator::start();
     let kubeconfig = emulator.kubeconfig(&temp_dir("migration"), Some(NS));
     let (store, mut allocator) = connect(&kubeconfig);
-    let fixture = |name: &str| -> Value {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/kube_fixtures").join(name);
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    };
     emulator.insert("nodeslicepools", fixture("nodeslicepool-blue.json"));
     emulator.insert("ippools", fixture("ippool-blue-worker-1.json"));
     for name in ["worker-1", "worker-2"] {
@@ -271,4 +273,58 @@ fn migration_from_whereabouts_fast_ipam_keeps_every_allocation() {
     let keys: Vec<String> =
         pool["spec"]["allocations"].as_object().unwrap().keys().cloned().collect();
     assert_eq!(keys, ["1", "3", "4"]);
+}
+
+/// Reconcile on node slices: a slice pool is addressed as its NodeSlicePool's network narrowed
+/// to the node's slice, so a gone pod's allocation is freed with its reservation (named by the
+/// network, `blue-…`, not by the pool's object name) in one pass, and a running pod's
+/// reservation counts as backed.
+#[test]
+fn reconcile_frees_slice_allocations_with_their_reservations() {
+    let emulator = Emulator::start();
+    let kubeconfig = emulator.kubeconfig(&temp_dir("reconcile"), Some(NS));
+    let (store, mut allocator) = connect(&kubeconfig);
+    emulator.insert("nodeslicepools", fixture("nodeslicepool-blue.json"));
+    emulator.insert("ippools", fixture("ippool-blue-worker-1.json"));
+    let ipam = json!({"range": "10.40.0.0/24", "network_name": "blue", "node_slice_size": "/28"});
+    let network = allocator.read_config(&ipam.to_string()).unwrap().network;
+    let on_worker_1 = allocator.on_node_slice(&network, "worker-1", "10.40.0.16/28").unwrap();
+    for id in ["ours-gone", "ours-running"] {
+        let owner = Owner {
+            container_id: id.into(),
+            ifname: "net1".into(),
+            podref: format!("default/{id}"),
+            cni_network: "blue-net".into(),
+        };
+        allocator.allocate(&on_worker_1, &AllocateRequest { owner, requested: vec![] }).unwrap();
+    }
+    // .17 web-0 (Whereabouts', running), .18 ours-gone, .19 web-1 (Whereabouts', gone),
+    // .20 ours-running.
+    emulator.insert("pods", kube_emulator::pod("default", "web-0", "Running", &["10.40.0.17"]));
+    emulator
+        .insert("pods", kube_emulator::pod("default", "ours-running", "Running", &["10.40.0.20"]));
+    let reservations = || -> Vec<String> {
+        let mut names: Vec<String> = emulator
+            .list("overlappingrangeipreservations")
+            .iter()
+            .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(reservations(), ["blue-10.40.0.18", "blue-10.40.0.20"]);
+
+    let report = hereabouts_kube::reconcile::reconcile(&store, false).unwrap();
+    let mut freed: Vec<(&str, &str)> =
+        report.freed.iter().map(|f| (f.kind, f.address.as_str())).collect();
+    freed.sort();
+    assert_eq!(freed, [("allocation", "10.40.0.18"), ("allocation", "10.40.0.19")], "{report:?}");
+    assert!(report.skipped_pools.is_empty(), "{report:?}");
+    let pool = emulator.get("ippools", NS, "blue-worker-1-10.40.0.16-28").unwrap();
+    let keys: Vec<&String> = pool["spec"]["allocations"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["1", "4"]);
+    // The gone pod's reservation went with its allocation; the running pod's is backed.
+    assert_eq!(reservations(), ["blue-10.40.0.20"]);
+    let again = hereabouts_kube::reconcile::reconcile(&store, false).unwrap();
+    assert!(again.freed.is_empty(), "{again:?}");
 }

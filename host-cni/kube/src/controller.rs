@@ -8,13 +8,19 @@
 //! A deletion is acted on after a grace period (default 10 s); then the pod's allocations are
 //! read, then the pod is looked up again, and [`crate::pods`] decides as it does for reconcile:
 //! a pod recreated under the same name (StatefulSet) that is Pending, or Running with the
-//! address in its network-status, keeps it.
+//! address in its network-status, keeps it. A claimed allocation (an IPAMClaim's, KubeVirt's
+//! persistent IPs) is freed only if its claim is gone, looked up then too: a VM's pod comes and
+//! goes, its claim stays. A claim deleted while its pods stay is reconcile's to free. A
+//! StatefulSet member's allocation (`persistentStatefulSetIPs`) is freed only as
+//! [`pods::stateful`] says, its StatefulSet looked up then: a deleted member pod's address
+//! waits for the pod that replaces it. A set deleted or scaled down after its pods are gone is
+//! reconcile's to free (the controller does not watch StatefulSets).
 //!
 //! The watch runs on its own thread and client; the main thread does the frees with the
 //! allocator component. Deletions missed while the controller was down, and reservations no
 //! allocation backs (a crash between a reservation and its pool write), are the CronJob's job.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -22,7 +28,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use hereabouts_host::error::{CniError, Code};
 use hereabouts_host::runtime::Allocator;
-use hereabouts_stores::kube::{KubeStore, Timeouts};
+use hereabouts_stores::kube::statefulsets::{self, Ordinals};
+use hereabouts_stores::kube::{KubeStore, Timeouts, claims};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
@@ -143,28 +150,76 @@ pub fn run(kubeconfig: Option<&Path>, options: &Options) -> Result<(), CniError>
 }
 
 /// Sends the podref of every pod deleted or terminated, until the receiver hangs up.
+///
+/// kube's watcher resumes a dropped watch from the last `resourceVersion` it saw, and lists
+/// again when the API server answers `410 Gone` (that version is compacted away). A relist
+/// reports the pods that exist, not the ones deleted in the gap: so the podrefs the watch has
+/// seen are kept, and a pod missing from the relist is sent as deleted.
 fn watch(store: &KubeStore, gone: &mpsc::Sender<String>) {
     let api: Api<Pod> = Api::all(store.client().clone());
     store.run(async move {
         let mut events =
             Box::pin(watcher::watcher(api, watcher::Config::default()).default_backoff());
+        let mut seen = PodsSeen::default();
         while let Some(event) = events.next().await {
-            let pod = match event {
-                Ok(Event::Delete(pod)) => pod,
-                Ok(Event::Apply(pod)) if pods::has_terminated(&pod) => pod,
-                Ok(_) => continue,
+            let event = match event {
+                Ok(event) => event,
                 Err(e) => {
                     eprintln!("hereabouts controller: watching pods: {e}");
                     continue;
                 }
             };
-            if let Some(podref) = pods::podref_of(&pod)
-                && gone.send(podref).is_err()
-            {
-                return;
+            for podref in seen.gone_after(event) {
+                if gone.send(podref).is_err() {
+                    return;
+                }
             }
         }
     });
+}
+
+/// The podrefs of the pods the watch has seen, for finding the pods a relist no longer has.
+#[derive(Debug, Default)]
+pub struct PodsSeen {
+    known: HashSet<String>,
+    /// During a relist: the pods it has listed so far.
+    relisting: Option<HashSet<String>>,
+}
+
+impl PodsSeen {
+    /// The podrefs `event` says are gone or terminated: a deleted pod, a pod that terminated,
+    /// and, when a relist ends, every known pod it did not list.
+    pub fn gone_after(&mut self, event: Event<Pod>) -> Vec<String> {
+        match event {
+            Event::Init => {
+                self.relisting = Some(HashSet::new());
+                Vec::new()
+            }
+            Event::InitApply(pod) => {
+                if let (Some(listed), Some(podref)) = (&mut self.relisting, pods::podref_of(&pod)) {
+                    listed.insert(podref);
+                }
+                Vec::new()
+            }
+            Event::InitDone => match self.relisting.take() {
+                Some(listed) => {
+                    let known = std::mem::replace(&mut self.known, listed);
+                    known.into_iter().filter(|podref| !self.known.contains(podref)).collect()
+                }
+                None => Vec::new(),
+            },
+            Event::Apply(pod) => {
+                let Some(podref) = pods::podref_of(&pod) else { return Vec::new() };
+                self.known.insert(podref.clone());
+                if pods::has_terminated(&pod) { vec![podref] } else { Vec::new() }
+            }
+            Event::Delete(pod) => {
+                let Some(podref) = pods::podref_of(&pod) else { return Vec::new() };
+                self.known.remove(&podref);
+                vec![podref]
+            }
+        }
+    }
 }
 
 /// Frees the allocations of `podref` that the pod policy says it no longer uses.
@@ -178,11 +233,13 @@ pub fn free_pod(
     // The allocations first, then the pod: an allocation made after the pod was read cannot be
     // among them (the order reconcile keeps too).
     let mut held = Vec::new();
+    let slices = crate::SlicePools::list(store)?;
     for pool in store.list_pool_objects()? {
         if !pool.spec.allocations.values().any(|a| a.podref == podref) {
             continue;
         }
-        let Ok(crate::PoolNetwork { object, network }) = crate::pool_network(allocator, &pool)?
+        let Ok(crate::PoolNetwork { object, network }) =
+            crate::pool_network(allocator, &pool, &slices)?
         else {
             continue;
         };
@@ -205,21 +262,22 @@ pub fn free_pod(
     let events = crate::events::FreeEvents::new(store);
     let mut freed = Vec::new();
     for (object, network, held) in held {
-        let verdict = pods::allocation(pod.as_ref(), &held.lease.address, &nodes);
+        let by_pod = pods::allocation(pod.as_ref(), &held.lease.address, &nodes);
+        let id = &held.owner.container_id;
+        let verdict = if let Some((namespace, name)) = claims::claim_of_owner(id) {
+            pods::claimed(store.get_claim(namespace, name).map_err(CniError::from)?.is_some())
+        } else if let Some(member) = statefulsets::member_of_owner(id) {
+            let set = store.get_statefulset(&member.namespace, &member.set)?;
+            pods::stateful(&member, set.as_ref().map(Ordinals::of).as_ref(), by_pod)
+        } else {
+            by_pod
+        };
         if !verdict.is_free() {
             continue;
         }
         store.restart_budget();
         allocator.release(&network, &held.owner)?;
-        let one = Freed {
-            object,
-            kind: "allocation",
-            address: held.lease.address.clone(),
-            podref: podref.to_string(),
-            container_id: held.owner.container_id.clone(),
-            ifname: held.owner.ifname.clone(),
-            reason: verdict.reason().to_string(),
-        };
+        let one = Freed::allocation(object, &held, &verdict);
         events.freed(store, &one, pod.is_some());
         freed.push(one);
     }

@@ -5,7 +5,8 @@
 //! - [`reconcile`]: one pass over every pool and reservation (the CronJob);
 //! - [`controller`]: watches pods and frees a deleted pod's addresses within seconds (the
 //!   Deployment);
-//! - [`pods`]: the policy both follow — when a pod no longer uses an address — in one place;
+//! - [`pods`]: the policy both follow — when a pod no longer uses an address, and when an
+//!   IPAMClaim's address is freed (its claim is gone) — in one place;
 //! - [`slices`]: the node-slice controller (Fast IPAM): a NodeSlicePool per network with
 //!   `node_slice_size`, a slice per node (part of `hereabouts controller`).
 //!
@@ -26,9 +27,9 @@ pub mod slices;
 use std::collections::HashMap;
 use std::fmt;
 
-use hereabouts_host::bindings::NetworkConfig;
+use hereabouts_host::bindings::{HeldLease, NetworkConfig};
 use hereabouts_host::error::CniError;
-use hereabouts_host::runtime::{Allocator, ReadError};
+use hereabouts_host::runtime::{Allocator, CallError, ReadError};
 use hereabouts_stores::kube::crd::{self, IPPool};
 use hereabouts_stores::kube::{KubeError, KubeStore, Request};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -51,6 +52,21 @@ pub struct Freed {
     pub reason: String,
 }
 
+impl Freed {
+    /// The allocation `held` in `object`, freed (or to be) for `verdict`'s reason.
+    pub fn allocation(object: String, held: &HeldLease, verdict: &pods::Verdict) -> Self {
+        Freed {
+            object,
+            kind: "allocation",
+            address: held.lease.address.clone(),
+            podref: held.owner.podref.clone(),
+            container_id: held.owner.container_id.clone(),
+            ifname: held.owner.ifname.clone(),
+            reason: verdict.reason().to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Freed {
     /// `10.0.0.5 (allocation blue-10.0.0.0-24, pod ns/a, container c1 net1): pod no longer exists`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -66,19 +82,23 @@ impl fmt::Display for Freed {
 /// An existing IPPool as the allocator addresses it: its object name, and the network config
 /// of its range and network name, read by the core from `{"range": spec.range,
 /// "network_name": …}` (overlapping-range reservations on, Whereabouts' default), so that
-/// `release` and `list-leases` name exactly this pool.
+/// `release` and `list-leases` name exactly this pool. A node's slice pool (Fast IPAM) is the
+/// core's narrowing of its NodeSlicePool's network to that node's slice, so its network name
+/// — and with it its reservations' names — is the network's, not read from the object name.
 pub struct PoolNetwork {
     pub object: String,
     pub network: NetworkConfig,
 }
 
-/// Why an IPPool cannot be addressed, and is skipped (node slices, objects of other tools).
+/// Why an IPPool cannot be addressed, and is skipped (objects of other tools).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unaddressable {
-    /// Its name is not `[network_name-]<range>`.
+    /// Its name is not `[network_name-]<range>`, nor a node's slice pool.
     Name,
     /// The core does not read its `spec.range` as a range.
     Range(String),
+    /// It is a node's slice pool, but the core does not read its NodeSlicePool's network.
+    Slice(String),
 }
 
 impl fmt::Display for Unaddressable {
@@ -86,7 +106,56 @@ impl fmt::Display for Unaddressable {
         match self {
             Unaddressable::Name => f.write_str("its name is not [network_name-]<range>"),
             Unaddressable::Range(why) => write!(f, "its spec.range is not a range: {why}"),
+            Unaddressable::Slice(why) => write!(f, "its NodeSlicePool's network: {why}"),
         }
+    }
+}
+
+/// The namespace's NodeSlicePools: which IPPools are nodes' slice pools, and of which network.
+#[derive(Debug, Default)]
+pub struct SlicePools(Vec<crd::NodeSlicePool>);
+
+/// A slice pool's place: its NodeSlicePool, network name, node and slice.
+struct SliceOwner<'a> {
+    slice_pool: &'a crd::NodeSlicePool,
+    network_name: String,
+    node: String,
+    slice: &'a str,
+}
+
+impl SlicePools {
+    /// Lists them; none when the NodeSlicePool CRD is not installed.
+    pub fn list(store: &KubeStore) -> Result<Self, KubeError> {
+        match store.list_node_slice_pools() {
+            Ok(pools) => Ok(Self(pools)),
+            Err(e) if e.is_not_found() => Ok(Self::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The slice `pool` is a node's pool for, if any NodeSlicePool lists its range as a slice
+    /// and its name is that slice's (preferring a named network's reading of the name).
+    fn owner_of(&self, pool: &IPPool) -> Option<SliceOwner<'_>> {
+        let object = pool.metadata.name.as_deref()?;
+        let mut unnamed = None;
+        for slice_pool in &self.0 {
+            let Some(name) = slice_pool.metadata.name.as_deref() else { continue };
+            let statuses = slice_pool.status.iter().flat_map(|s| &s.allocations);
+            for slice in statuses.filter(|a| a.slice_range == pool.spec.range) {
+                let Some((network_name, node)) =
+                    crd::slice_pool_owner(object, &slice.slice_range, name)
+                else {
+                    continue;
+                };
+                let owner =
+                    SliceOwner { slice_pool, network_name, node, slice: &slice.slice_range };
+                if !owner.network_name.is_empty() {
+                    return Some(owner);
+                }
+                unnamed.get_or_insert(owner);
+            }
+        }
+        unnamed
     }
 }
 
@@ -95,8 +164,27 @@ impl fmt::Display for Unaddressable {
 pub fn pool_network(
     allocator: &mut Allocator,
     pool: &IPPool,
+    slices: &SlicePools,
 ) -> Result<Result<PoolNetwork, Unaddressable>, CniError> {
     let object = pool.metadata.name.clone().unwrap_or_default();
+    if let Some(owner) = slices.owner_of(pool) {
+        let spec = &owner.slice_pool.spec;
+        let ipam = serde_json::json!({"range": spec.range, "network_name": owner.network_name,
+            "node_slice_size": spec.slice_size});
+        let network = match allocator.read_config(&ipam.to_string()) {
+            Ok(reading) => reading.network,
+            Err(ReadError::Config(e)) => {
+                let why = hereabouts_host::bindings::describe_config_error(&e);
+                return Ok(Err(Unaddressable::Slice(why)));
+            }
+            Err(ReadError::Runtime(e)) => return Err(e.into()),
+        };
+        return match allocator.on_node_slice(&network, &owner.node, owner.slice) {
+            Ok(network) => Ok(Ok(PoolNetwork { object, network })),
+            Err(CallError::Ipam(e)) => Ok(Err(Unaddressable::Slice(e.to_string()))),
+            Err(CallError::Runtime(e)) => Err(e.into()),
+        };
+    }
     let Some(network_name) = crd::network_of_pool(&object, &pool.spec.range) else {
         return Ok(Err(Unaddressable::Name));
     };

@@ -6,6 +6,11 @@
 //! - `hereabouts_frees_total{reason}`: addresses the controller (and its reconcile passes) freed;
 //! - `hereabouts_errors_total{kind}`: failed frees, `try_again` (CNI 11: the store kept
 //!   refusing the commit to other writers, or could not be reached) or `api` (anything else);
+//! - `hereabouts_api_errors_total{code}`: Kubernetes API requests of the controller that
+//!   failed, by the HTTP status answered (or `timeout`, `transport`), and
+//!   `hereabouts_api_conflicts_total`: those that were 409 (a conditional write that lost to
+//!   another writer, or a create that found the object there) — counted by the store for the
+//!   whole process;
 //! - `hereabouts_reconcile_runs_total` and `hereabouts_reconcile_duration_seconds` for the
 //!   passes the controller runs itself (`--reconcile-every-seconds`).
 //!
@@ -37,6 +42,11 @@ struct PoolLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,16 +88,36 @@ struct Pools {
     free: Family<PoolLabels, FloatGauge>,
 }
 
+/// The API failure counters, brought up to the store's process-wide counts at each scrape.
+struct ApiFailures {
+    by_code: Family<CodeLabels, Counter>,
+    conflicts: Counter,
+}
+
+impl ApiFailures {
+    fn refresh(&self) {
+        for (code, count) in hereabouts_stores::kube::api_failures() {
+            let counter = self.by_code.get_or_create(&CodeLabels { code: code.clone() });
+            counter.inc_by(count.saturating_sub(counter.get()));
+            if code == "409" {
+                self.conflicts.inc_by(count.saturating_sub(self.conflicts.get()));
+            }
+        }
+    }
+}
+
 impl Pools {
     fn refresh(&self, store: &KubeStore, allocator: &mut Allocator) -> Result<(), CniError> {
         store.restart_budget();
         let pools = store.list_pool_objects()?;
+        let slices = crate::SlicePools::list(store)?;
         // Pools that are gone leave the exposition: the gauges are rebuilt at each scrape.
         for family in [&self.capacity, &self.allocated, &self.free] {
             family.clear();
         }
         for pool in pools {
-            let Ok(crate::PoolNetwork { object, network }) = crate::pool_network(allocator, &pool)?
+            let Ok(crate::PoolNetwork { object, network }) =
+                crate::pool_network(allocator, &pool, &slices)?
             else {
                 continue;
             };
@@ -134,6 +164,17 @@ pub fn serve(listener: TcpListener, store: KubeStore) -> Result<Recorder, CniErr
     );
     registry.register("pool_allocated", "Addresses allocated in the pool", pools.allocated.clone());
     registry.register("pool_free", "Allocatable addresses not allocated", pools.free.clone());
+    let api = ApiFailures { by_code: Family::default(), conflicts: Counter::default() };
+    registry.register(
+        "api_errors",
+        "Kubernetes API requests that failed, by HTTP status (or timeout, transport)",
+        api.by_code.clone(),
+    );
+    registry.register(
+        "api_conflicts",
+        "Kubernetes API requests answered 409: a write that lost to another writer",
+        api.conflicts.clone(),
+    );
     registry.register("frees", "Addresses freed, by reason", recorder.frees.clone());
     registry.register("errors", "Frees that failed: try_again or api", recorder.errors.clone());
     registry.register(
@@ -164,6 +205,7 @@ pub fn serve(listener: TcpListener, store: KubeStore) -> Result<Recorder, CniErr
                 if let Err(e) = pools.refresh(&store, &mut allocator) {
                     eprintln!("hereabouts controller: metrics: reading the pools: {}", e.msg);
                 }
+                api.refresh();
                 let mut body = String::new();
                 match prometheus_client::encoding::text::encode(&mut body, &registry) {
                     Ok(()) => format!(

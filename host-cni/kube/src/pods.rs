@@ -26,12 +26,30 @@
 //! Kubernetes' pod garbage collector deletes such pods, and then they are freed), and a Running
 //! pod without a readable annotation (we cannot tell).
 //!
+//! Claimed addresses (IPAMClaims, KubeVirt's persistent IPs) are the exception to all of the
+//! above: an allocation or reservation whose container id is an IPAMClaim's
+//! (`ipamclaim:<namespace>/<name>`, see `hereabouts_stores::kube::claims`) outlives its pods —
+//! a stopped VM has none — so its podref says nothing. It is kept while the claim exists and
+//! freed when it does not ([`claimed`]); KubeVirt deletes the claim with the VM.
+//!
+//! StatefulSet members' addresses (`persistentStatefulSetIPs`) outlive their pods too: an
+//! allocation or reservation whose container id is a member's
+//! (`statefulset:<namespace>/<set>/<N>/<whenDeleted>/<whenScaled>`, see
+//! `hereabouts_stores::kube::statefulsets`) follows its StatefulSet, as a PVC of its
+//! `volumeClaimTemplates` does under `persistentVolumeClaimRetentionPolicy` ([`stateful`]):
+//! kept while the set exists and has ordinal N; with `whenScaled: Delete`, freed once a scale
+//! down removed N; with `whenDeleted: Delete`, freed once the set is gone; `Retain` keeps it
+//! for good. Even then it is freed only when the pod rule above would free it too — a pod of
+//! an orphaning delete (`--cascade=orphan`) or one still terminating after a scale-down keeps
+//! using its address until it is gone.
+//!
 //! Callers keep only [`PodFacts`] and [`NodeFacts`] of the objects they list, so a pass over
 //! a large cluster holds a few hundred bytes per pod, not the whole object.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use hereabouts_stores::kube::statefulsets::{Member, Ordinals, Policy};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::Deserialize;
 
@@ -221,6 +239,46 @@ pub fn allocation(pod: Option<&PodFacts>, address: &str, nodes: &Nodes) -> Verdi
     }
 }
 
+/// An allocation or reservation an IPAMClaim owns: kept while the claim exists, whatever its
+/// pods do (callers list the claims *after* the allocations, as they list pods).
+pub fn claimed(claim_exists: bool) -> Verdict {
+    if claim_exists {
+        Verdict::Keep("its IPAMClaim exists".into())
+    } else {
+        Verdict::Free("its IPAMClaim no longer exists".into())
+    }
+}
+
+/// An allocation or reservation a StatefulSet member owns (see the module doc): `set` is the
+/// StatefulSet's ordinals, None when it does not exist (callers list the sets *after* the
+/// allocations); `pod` is what the pod rule says of the address. Freed only when both agree.
+pub fn stateful(member: &Member, set: Option<&Ordinals>, pod: Verdict) -> Verdict {
+    let ordinal = member.ordinal;
+    let why = match set {
+        None if member.retention.when_deleted == Policy::Delete => {
+            "its StatefulSet no longer exists (whenDeleted: Delete)".to_string()
+        }
+        None => {
+            return Verdict::Keep("its StatefulSet is gone; whenDeleted: Retain keeps it".into());
+        }
+        Some(set) if set.contains(ordinal) => {
+            return Verdict::Keep(format!("its StatefulSet has ordinal {ordinal}"));
+        }
+        Some(_) if member.retention.when_scaled == Policy::Delete => {
+            format!("its StatefulSet was scaled down below ordinal {ordinal} (whenScaled: Delete)")
+        }
+        Some(_) => {
+            return Verdict::Keep(format!(
+                "its StatefulSet was scaled down below ordinal {ordinal}; whenScaled: Retain keeps it"
+            ));
+        }
+    };
+    match pod {
+        Verdict::Free(_) => Verdict::Free(why),
+        Verdict::Keep(pod) => Verdict::Keep(format!("{why}, but {pod}")),
+    }
+}
+
 /// A reservation (OverlappingRangeIPReservation) whose podref names `pod`. Only a pod that is
 /// gone frees it: the reservations of allocations the policy frees go with their allocation.
 pub fn reservation(pod: Option<&PodFacts>, nodes: &Nodes) -> Verdict {
@@ -323,6 +381,46 @@ mod tests {
             not_ready_grace: grace.map(Duration::from_secs),
             now: NOW,
         }
+    }
+
+    #[test]
+    fn a_claimed_address_follows_its_claim() {
+        assert_eq!(claimed(true), Verdict::Keep("its IPAMClaim exists".into()));
+        assert_eq!(claimed(false), Verdict::Free("its IPAMClaim no longer exists".into()));
+    }
+
+    #[test]
+    fn a_statefulset_members_address_follows_its_set_and_its_policy() {
+        use hereabouts_stores::kube::statefulsets::Retention;
+        let member = |when_deleted, when_scaled| Member {
+            namespace: "db".into(),
+            set: "web".into(),
+            ordinal: 2,
+            retention: Retention { when_deleted, when_scaled },
+        };
+        let (retain, delete) = (Policy::Retain, Policy::Delete);
+        let three = Ordinals { start: 0, replicas: 3 };
+        let one = Ordinals { start: 0, replicas: 1 };
+        let gone = || Verdict::Free("pod no longer exists".into());
+        let running = || Verdict::Keep("pod uses the address".into());
+        // (member, set, pod rule, freed)
+        let cases = [
+            (member(delete, delete), Some(three), gone(), false),
+            (member(delete, retain), Some(one), gone(), false),
+            (member(delete, delete), Some(one), gone(), true),
+            (member(delete, delete), Some(one), running(), false),
+            (member(delete, retain), None, gone(), true),
+            (member(delete, retain), None, running(), false),
+            (member(retain, delete), None, gone(), false),
+        ];
+        for (i, (member, set, pod, freed)) in cases.into_iter().enumerate() {
+            let verdict = stateful(&member, set.as_ref(), pod);
+            assert_eq!(verdict.is_free(), freed, "case {i}: {verdict:?}");
+        }
+        assert_eq!(
+            stateful(&member(delete, retain), None, gone()),
+            Verdict::Free("its StatefulSet no longer exists (whenDeleted: Delete)".into())
+        );
     }
 
     /// Every pod state against both rules, without node facts: (case, pod, address,

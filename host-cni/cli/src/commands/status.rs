@@ -12,7 +12,7 @@
 //! - one attachment (container id + ifname) holding two addresses in one pool.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -24,10 +24,11 @@ use hereabouts_host::bindings::{
 };
 use hereabouts_host::error::{CniError, Code};
 
-use hereabouts_host::config::FLAT_FILE_PATHS;
+use hereabouts_host::bindings::NetworkConfig;
+use hereabouts_host::config::{FLAT_FILE_PATHS, StoreKind};
 
-use crate::cni::Session;
 use crate::cni::netconf::NetConf;
+use crate::cni::{Session, slices};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -113,9 +114,20 @@ pub struct Found {
     pub leases: Vec<(String, HeldLease)>,
 }
 
-/// Every ipam section of `args.config`, with its pools.
-pub fn pools(args: &StatusArgs) -> Result<Found, CniError> {
-    let (sections, problems) = hereabouts_check::ipam_sections(std::slice::from_ref(&args.config))
+/// One ipam section of a `--config` file.
+pub struct Section {
+    /// Who declares it (`network NAME`, `NAD namespace/name`); `conf.name` is this label.
+    pub label: String,
+    /// The CNI network's `name` as a runtime passes it (names the node slices of a network
+    /// without `network_name`): the config's `name`.
+    pub cni_name: String,
+    pub conf: NetConf,
+}
+
+/// Every ipam section of `config` (a CNI config, conflist or NAD YAML; `-` is stdin), read as
+/// the plugin reads it (flat file merged).
+pub fn sections(config: &Path) -> Result<Vec<Section>, CniError> {
+    let (sections, problems) = hereabouts_check::ipam_sections(&[config.to_path_buf()])
         .map_err(|e| CniError::new(Code::Io, e.to_string()))?;
     if let Some(problem) = problems.first() {
         return Err(CniError::new(Code::Decode, problem.clone()));
@@ -123,40 +135,54 @@ pub fn pools(args: &StatusArgs) -> Result<Found, CniError> {
     if sections.is_empty() {
         return Err(CniError::new(
             Code::InvalidConfig,
-            format!("{}: no ipam section of type hereabouts or whereabouts", args.config.display()),
+            format!("{}: no ipam section of type hereabouts or whereabouts", config.display()),
         ));
     }
-    let mut statuses = Vec::new();
-    let mut leases = Vec::new();
+    let mut read = Vec::new();
     for section in sections {
         let text = serde_json::json!({"cniVersion": "1.0.0", "name": section.label,
             "ipam": section.ipam})
         .to_string();
         let conf = NetConf::parse(&text, FLAT_FILE_PATHS)
             .map_err(|e| CniError::new(e.code, format!("{}: {}", section.label, e.msg)))?;
-        let (mut pools, held) = network_pools(&conf)?;
+        read.push(Section { label: section.label, cni_name: section.cni_name, conf });
+    }
+    Ok(read)
+}
+
+/// Every ipam section of `args.config`, with its pools.
+pub fn pools(args: &StatusArgs) -> Result<Found, CniError> {
+    let mut statuses = Vec::new();
+    let mut leases = Vec::new();
+    for section in sections(&args.config)? {
+        let (mut pools, held) = network_pools(&section)?;
         statuses.append(&mut pools);
         leases.extend(held.into_iter().map(|h| (section.label.clone(), h)));
     }
     Ok(Found { pools: statuses, leases })
 }
 
-fn network_pools(conf: &NetConf) -> Result<(Vec<PoolStatus>, Vec<HeldLease>), CniError> {
+fn network_pools(section: &Section) -> Result<(Vec<PoolStatus>, Vec<HeldLease>), CniError> {
+    let conf = &section.conf;
     let mut session = Session::read(conf)?;
     // One connection to the store: the component reads through it, and so does this command.
-    let store = Arc::new(Mutex::new(hereabouts_stores::open(&conf.ipam)?));
+    let (store, networks) = open_networks(&mut session, section)?;
+    let store = Arc::new(Mutex::new(store));
     let recorded = Arc::new(Mutex::new(Vec::new()));
     session
         .allocator
         .set_backend(Box::new(Recording { inner: store.clone(), pools: recorded.clone() }));
-    let network = session.network.clone();
-    let held = session.allocator.list_leases(&network)?;
-    let reservations =
-        locked(&store).list_reservations(&network.network_name).map_err(CniError::from)?;
-    let pools = recorded.lock().unwrap().clone();
+    let mut held = Vec::new();
+    let mut pools = Vec::new();
+    for network in &networks {
+        held.extend(session.allocator.list_leases(network)?);
+        pools.extend(recorded.lock().unwrap().drain(..).map(|pool| (network, pool)));
+    }
+    let network_name = &session.network.network_name;
+    let reservations = locked(&store).list_reservations(network_name).map_err(CniError::from)?;
 
     let mut statuses = Vec::new();
-    for pool in pools {
+    for (network, pool) in pools {
         let in_pool: Vec<&HeldLease> =
             held.iter().filter(|h| h.lease.range == pool.range).collect();
         let request = PlanRequest {
@@ -198,7 +224,7 @@ fn network_pools(conf: &NetConf) -> Result<(Vec<PoolStatus>, Vec<HeldLease>), Cn
         }
         statuses.push(PoolStatus {
             network: conf.name.clone(),
-            network_name: network.network_name.clone(),
+            network_name: network_name.clone(),
             range: pool.range.clone(),
             pool: pool.name.clone(),
             capacity: report.capacity,
@@ -209,6 +235,30 @@ fn network_pools(conf: &NetConf) -> Result<(Vec<PoolStatus>, Vec<HeldLease>), Cn
         });
     }
     Ok((statuses, held))
+}
+
+/// The store and the networks whose pools status shows: the network itself, or with
+/// `node_slice_size` on etcd every claimed slice (current or stale) narrowed to its node.
+pub fn open_networks(
+    session: &mut Session,
+    section: &Section,
+) -> Result<(Box<dyn Backend>, Vec<NetworkConfig>), CniError> {
+    let conf = &section.conf;
+    if session.network.node_slice_size.is_none() || conf.ipam.store_kind()? != StoreKind::Etcd {
+        return Ok((hereabouts_stores::open(&conf.ipam)?, vec![session.network.clone()]));
+    }
+    let store = hereabouts_stores::etcd::open(&conf.ipam)?;
+    let slicing = session.allocator.node_slicing(&session.network, &section.cni_name)?;
+    let mut networks = Vec::new();
+    for claim in store.slice_claims(&slicing.pool_name).map_err(CniError::from)?.claims {
+        networks.push(slices::claim_network(
+            &mut session.allocator,
+            &session.network,
+            &slicing,
+            &claim,
+        )?);
+    }
+    Ok((Box::new(store), networks))
 }
 
 /// Whether `address` falls in the normalised `range` (a CIDR the core printed).

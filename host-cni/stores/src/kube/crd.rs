@@ -141,6 +141,98 @@ pub struct NetworkAttachmentDefinitionSpec {
     pub config: String,
 }
 
+// What a persistent allocation is for: k8s.cni.cncf.io's `IPAMClaim`, the API KubeVirt and
+// OVN-Kubernetes share for addresses that outlive a pod. Not Whereabouts': `hereabouts crds`
+// prints it only with `--ipamclaims` (see [`ipamclaims_crd_yaml`]). (No doc comment: upstream's
+// spec has no description.)
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
+#[kube(
+    group = "k8s.cni.cncf.io",
+    version = "v1alpha1",
+    kind = "IPAMClaim",
+    plural = "ipamclaims",
+    singular = "ipamclaim",
+    namespaced,
+    status = "IPAMClaimStatus",
+    doc = "IPAMClaim is the Schema for the IPAMClaim API"
+)]
+pub struct IPAMClaimSpec {
+    /// The network name for which this persistent allocation was created
+    pub network: String,
+    /// The pod interface name for which this allocation was created
+    pub interface: String,
+}
+
+/// IPAMClaimStatus contains the observed status of the IPAMClaim.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct IPAMClaimStatus {
+    /// The list of IP addresses (v4, v6) that were allocated for the pod interface
+    // Required upstream and always written; Go's nil slice (`null`) reads as empty.
+    #[serde(deserialize_with = "null_as_empty_strings")]
+    pub ips: Vec<String>,
+    /// The name of the pod holding the IPAMClaim
+    #[serde(rename = "ownerPod", default, skip_serializing_if = "Option::is_none")]
+    pub owner_pod: Option<OwnerPod>,
+    /// Conditions contains details for one aspect of the current state of this API Resource
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<ClaimCondition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct OwnerPod {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+}
+
+/// Condition contains details for one aspect of the current state of this API Resource.
+// metav1.Condition, field for field (k8s-openapi's type has no JSON schema here).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ClaimCondition {
+    /// type of condition in CamelCase or in foo.example.com/CamelCase.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// status of the condition, one of True, False, Unknown.
+    pub status: String,
+    /// reason contains a programmatic identifier indicating the reason for the condition's last transition.
+    pub reason: String,
+    /// message is a human readable message indicating details about the transition.
+    pub message: String,
+    /// lastTransitionTime is the last time the condition transitioned from one status to another.
+    #[serde(rename = "lastTransitionTime")]
+    #[schemars(extend("format" = "date-time"))]
+    pub last_transition_time: String,
+    /// observedGeneration represents the .metadata.generation that the condition was set based upon.
+    #[serde(rename = "observedGeneration", default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+fn null_as_empty_strings<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// The IPAMClaim CRD alone (`hereabouts crds --ipamclaims`, deploy/ipamclaims-crd.yaml): KubeVirt
+/// and OVN-Kubernetes install the same CRD, so it is never part of [`crds_yaml`]; apply it only
+/// where nothing else has.
+pub fn ipamclaims_crd_yaml() -> String {
+    let mut crd = IPAMClaim::crd();
+    // Upstream's `spec` is optional (`omitempty`); the derive makes it required.
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            schema.required = None;
+        }
+    }
+    let mut out = String::from("---\n");
+    out.push_str(&serde_saphyr::to_string(&crd).expect("a CRD serialises"));
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
 /// Go writes a nil slice as `null`.
 fn null_as_empty_list<'de, D: Deserializer<'de>>(
     deserializer: D,
@@ -195,6 +287,25 @@ pub fn network_of_pool(pool_name: &str, range: &str) -> Option<String> {
     pool_name.strip_suffix(&normalized)?.strip_suffix('-').map(str::to_string)
 }
 
+/// The network name and node of a node's slice pool: an IPPool named `pool_name` for the
+/// slice `slice_range` of the NodeSlicePool `slice_pool`. Whereabouts names a slice pool
+/// `[network_name-]<node>-<slice>` and the NodeSlicePool after the `network_name` (else the CNI
+/// network's name): the network name is the NodeSlicePool's when the pool's name starts with
+/// it, else "" (an unnamed network). None when the name is not the slice's.
+pub fn slice_pool_owner(
+    pool_name: &str,
+    slice_range: &str,
+    slice_pool: &str,
+) -> Option<(String, String)> {
+    let head = pool_name.strip_suffix(&normalize(slice_range))?.strip_suffix('-')?;
+    let named = head.strip_prefix(slice_pool).and_then(|rest| rest.strip_prefix('-'));
+    match named {
+        Some(node) if !node.is_empty() => Some((slice_pool.to_string(), node.to_string())),
+        _ if !head.is_empty() => Some((String::new(), head.to_string())),
+        _ => None,
+    }
+}
+
 /// An OverlappingRangeIPReservation's object name, as Whereabouts' `NormalizeIP` makes it:
 /// the address with `:` turned into `-` (an address ending in `:` gets a `0` first, so the
 /// name ends in an alphanumeric), after `network_name-`.
@@ -246,6 +357,27 @@ pub fn reservation_address<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slice_pools_name_their_network_and_node() {
+        let owner = |pool, slice, slice_pool| slice_pool_owner(pool, slice, slice_pool);
+        let pair = |n: &str, node: &str| Some((n.to_string(), node.to_string()));
+        assert_eq!(
+            owner("blue-worker-1-10.40.0.16-28", "10.40.0.16/28", "blue"),
+            pair("blue", "worker-1")
+        );
+        // An unnamed network: the NodeSlicePool is named after the CNI network.
+        assert_eq!(
+            owner("worker-1-10.40.0.16-28", "10.40.0.16/28", "blue-net"),
+            pair("", "worker-1")
+        );
+        assert_eq!(owner("blue-fd00--20-124", "fd00::20/124", "blue"), pair("", "blue"));
+        assert_eq!(owner("blue-w-fd00--20-124", "fd00::20/124", "blue"), pair("blue", "w"));
+        // Another slice's pool, or a whole-range pool.
+        assert_eq!(owner("blue-worker-1-10.40.0.16-28", "10.40.0.32/28", "blue"), None);
+        assert_eq!(owner("10.40.0.16-28", "10.40.0.16/28", "blue"), None);
+        assert_eq!(owner("blue-10.40.0.16-28", "10.40.0.16/28", "blue"), pair("", "blue"));
+    }
 
     #[test]
     fn names_match_whereabouts() {
@@ -340,5 +472,9 @@ mod tests {
         assert!(yaml.contains("name: ippools.whereabouts.cni.cncf.io"), "{yaml}");
         assert!(yaml.contains("name: overlappingrangeipreservations.whereabouts.cni.cncf.io"));
         assert!(yaml.contains("scope: Namespaced"));
+        assert!(!yaml.contains("ipamclaims"), "the IPAMClaim CRD is printed on its own");
+        let claims = ipamclaims_crd_yaml();
+        assert!(claims.contains("name: ipamclaims.k8s.cni.cncf.io"), "{claims}");
+        assert!(claims.contains("status: {}"), "a status subresource: {claims}");
     }
 }

@@ -15,6 +15,7 @@
 use std::path::PathBuf;
 
 use ::kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::Node;
 
 use super::crd::{NodeSliceAllocation, NodeSlicePool, NodeSlicePoolSpec, NodeSlicePoolStatus};
 use super::{KubeError, KubeStore, Request};
@@ -106,6 +107,15 @@ impl KubeStore {
     pub fn get_node_slice_pool(&self, name: &str) -> Result<Option<NodeSlicePool>, KubeError> {
         let api = self.node_slice_pools();
         self.request(Request::new("get", "nodeslicepools", name), api.get_opt(name))
+    }
+
+    /// The name of every Node in the cluster (`hereabouts slices release --gone` frees the
+    /// etcd slice claims of nodes not among them).
+    pub fn list_node_names(&self) -> Result<Vec<String>, KubeError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let nodes =
+            self.request(Request::new("list", "nodes", ""), api.list(&ListParams::default()))?;
+        Ok(nodes.items.into_iter().filter_map(|node| node.metadata.name).collect())
     }
 
     /// Every NodeSlicePool in the namespace.
