@@ -433,6 +433,382 @@ fn reconcile_through_the_binary_in_text_and_json() {
     assert!(ok && stdout.contains("0 freed"), "{stdout}");
 }
 
+// ---- reconcile for the etcd store ----------------------------------------------------------
+
+/// `etcdctl` against `endpoint` (Debian's etcd-client; run.sh checks it is there).
+fn etcdctl(endpoint: &str, args: &[&str]) -> String {
+    let output = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoint])
+        .args(args)
+        .output()
+        .expect("etcdctl runs");
+    assert!(
+        output.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The keys under `prefix`, relative to it.
+fn etcd_keys(endpoint: &str, prefix: &str) -> BTreeSet<String> {
+    etcdctl(endpoint, &["get", "--prefix", "--keys-only", prefix])
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|key| key.strip_prefix(prefix).unwrap_or(key).to_string())
+        .collect()
+}
+
+/// `hereabouts reconcile --config` on a network whose allocations live in etcd: pods come
+/// from the API server; gone and terminated pods' allocations are freed with their
+/// reservations, and so is a stranded reservation of a gone pod; a running pod's are kept; a
+/// dry run changes nothing; the freed addresses are the lowest free again.
+#[test]
+#[ignore = "needs etcd"]
+fn reconcile_frees_what_gone_pods_hold_in_etcd() {
+    let endpoint =
+        std::env::var("HEREABOUTS_ETCD_ENDPOINTS").expect("run.sh sets the etcd endpoint");
+    let emulator = Emulator::start();
+    let dir = temp_dir("reconcile-etcd");
+    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let prefix = format!("/reconcile-{}/", std::process::id());
+    let config = json!({"cniVersion": "1.0.0", "name": "green", "type": "macvlan", "ipam": {
+        "type": "whereabouts", "range": "10.62.0.0/24", "network_name": "green",
+        "etcd_host": endpoint, "etcd_prefix": prefix,
+        "configuration_path": dir.join("no-flat-file.conf")}});
+    let config_file = dir.join("green.conf");
+    std::fs::write(&config_file, config.to_string()).unwrap();
+    // a runs, b is gone, c has terminated, d is running (its reservation below is stranded
+    // but its pod exists: kept).
+    for name in ["a", "b", "c"] {
+        let (ok, out) = cni("ADD", &config, &format!("c-{name}"), &format!("default/{name}"), &dir);
+        assert!(ok, "ADD {name}: {out}");
+    }
+    emulator.insert("pods", pod("default", "a", "Running", &["10.62.0.1"]));
+    emulator.insert("pods", pod("default", "c", "Succeeded", &["10.62.0.3"]));
+    emulator.insert("pods", pod("default", "d", "Running", &[]));
+    let holder = |name: &str| {
+        json!({"id": format!("c-{name}"), "ifname": "net1", "podref": format!("default/{name}")})
+            .to_string()
+    };
+    for (address, name) in [("10.62.0.200", "x"), ("10.62.0.201", "d")] {
+        etcdctl(
+            &endpoint,
+            &["put", &format!("{prefix}reservations/green/{address}"), &holder(name)],
+        );
+    }
+    let before = etcd_keys(&endpoint, &prefix);
+    let reservations = |keys: &BTreeSet<String>| {
+        keys.iter()
+            .filter_map(|k| k.strip_prefix("reservations/green/"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        reservations(&before),
+        ["10.62.0.1", "10.62.0.2", "10.62.0.200", "10.62.0.201", "10.62.0.3"]
+    );
+
+    let reconcile = |extra: &[&str]| {
+        let mut args = vec!["reconcile", "--json", "--kubeconfig", kubeconfig.to_str().unwrap()];
+        args.extend(["--config", config_file.to_str().unwrap()]);
+        args.extend(extra);
+        let (stdout, stderr, code) = run_binary(&args, &dir);
+        assert_eq!(code, 0, "reconcile {extra:?}: {stdout}{stderr}");
+        let report: Value = serde_json::from_str(&stdout).unwrap();
+        let mut freed: Vec<(String, String, String)> = report["freed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let text = |k: &str| f[k].as_str().unwrap().to_string();
+                (text("kind"), text("address"), text("reason"))
+            })
+            .collect();
+        freed.sort();
+        (report, freed)
+    };
+    let expected = [
+        ("allocation", "10.62.0.2", "pod no longer exists"),
+        ("allocation", "10.62.0.3", "pod has terminated (Succeeded)"),
+        ("reservation", "10.62.0.200", "pod no longer exists"),
+    ]
+    .map(|(k, a, r)| (k.to_string(), a.to_string(), r.to_string()));
+
+    let (report, freed) = reconcile(&["--dry-run"]);
+    assert_eq!(freed, expected, "{report}");
+    assert_eq!(etcd_keys(&endpoint, &prefix), before, "a dry run changes nothing");
+    assert!(emulator.list("events").is_empty(), "a dry run reports nothing");
+
+    let (report, freed) = reconcile(&[]);
+    assert_eq!(freed, expected, "{report}");
+    assert_eq!(
+        (report["checked"].as_u64(), report["kept"].as_u64()),
+        (Some(6), Some(3)),
+        "{report}"
+    );
+    let after = etcd_keys(&endpoint, &prefix);
+    assert_eq!(reservations(&after), ["10.62.0.1", "10.62.0.201"]);
+    let allocs: Vec<&String> = after.iter().filter(|k| k.contains("/alloc/")).collect();
+    assert_eq!(allocs, ["pools/green-10.62.0.0-24/alloc/1"], "only a's allocation is left");
+    // The terminated pod, which still exists, is told why; the gone one has no object.
+    let notes: Vec<String> = emulator
+        .list("events")
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["regarding"]["name"].as_str().unwrap_or(""),
+                e["note"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].starts_with("c freed 10.62.0.3"), "{notes:?}");
+
+    let (report, freed) = reconcile(&[]);
+    assert!(freed.is_empty(), "a second pass frees nothing: {report}");
+    // The freed addresses are the lowest free again.
+    let (ok, out) = cni("ADD", &config, "c-e", "default/e", &dir);
+    assert!(ok, "{out}");
+    assert_eq!(ip(&out), "10.62.0.2/24");
+
+    // A network on another store is refused, naming it.
+    let local = dir.join("local.conf");
+    std::fs::write(
+        &local,
+        json!({"cniVersion": "1.0.0", "name": "plain", "type": "macvlan",
+        "ipam": {"type": "whereabouts", "range": "10.63.0.0/24",
+        "configuration_path": dir.join("no-flat-file.conf")}})
+        .to_string(),
+    )
+    .unwrap();
+    let (stdout, stderr, code) = run_binary(
+        &[
+            "reconcile",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--config",
+            local.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("network plain keeps its addresses in the Local store"), "{stderr}");
+    etcdctl(&endpoint, &["del", "--prefix", &prefix]);
+}
+
+/// `reconcile --config` on an etcd network with node slices: the allocations in each node's
+/// claimed slice pool are reconciled too (with their reservations), and so are those left in
+/// the whole range's pool from before the network was sliced.
+#[test]
+#[ignore = "needs etcd"]
+fn reconcile_frees_what_gone_pods_hold_in_etcd_slices() {
+    let endpoint =
+        std::env::var("HEREABOUTS_ETCD_ENDPOINTS").expect("run.sh sets the etcd endpoint");
+    let emulator = Emulator::start();
+    let dir = temp_dir("reconcile-etcd-slices");
+    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let prefix = format!("/reconcile-slices-{}/", std::process::id());
+    let ipam = |slices: bool| {
+        let mut ipam = json!({"type": "whereabouts", "range": "10.64.0.0/24",
+            "network_name": "violet", "etcd_host": endpoint, "etcd_prefix": prefix,
+            "configuration_path": dir.join("no-flat-file.conf")});
+        if slices {
+            ipam["node_slice_size"] = json!("/26");
+        }
+        json!({"cniVersion": "1.0.0", "name": "violet", "type": "macvlan", "ipam": ipam})
+    };
+    // Before slicing: one address in the whole range's pool, of a pod that is gone.
+    let (ok, out) = cni("ADD", &ipam(false), "c-old", "default/old", &dir);
+    assert!(ok, "{out}");
+    let config = ipam(true);
+    let config_file = dir.join("violet.conf");
+    std::fs::write(&config_file, config.to_string()).unwrap();
+    // node-a claims the first slice and node-b the second; a and c run, b is gone. (The old
+    // allocation's reservation keeps .1 from being handed out again in node-a's slice.)
+    for (node, name) in [("node-a", "a"), ("node-a", "b"), ("node-b", "c")] {
+        let (ok, out) = cni_on(
+            Some(node),
+            "ADD",
+            &config,
+            &format!("c-{name}"),
+            &format!("default/{name}"),
+            &dir,
+        );
+        assert!(ok, "ADD {name} on {node}: {out}");
+    }
+    emulator.insert("pods", pod("default", "a", "Running", &["10.64.0.2"]));
+    emulator.insert("pods", pod("default", "c", "Running", &["10.64.0.65"]));
+
+    let args = ["reconcile", "--json", "--kubeconfig", kubeconfig.to_str().unwrap(), "--config"];
+    let (stdout, stderr, code) =
+        run_binary(&[&args[..], &[config_file.to_str().unwrap()]].concat(), &dir);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let mut freed: Vec<(&str, &str)> = report["freed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["address"].as_str().unwrap()))
+        .collect();
+    freed.sort();
+    assert_eq!(freed, [("allocation", "10.64.0.1"), ("allocation", "10.64.0.3")], "{report}");
+    let keys = etcd_keys(&endpoint, &prefix);
+    let reservations: Vec<&str> =
+        keys.iter().filter_map(|k| k.strip_prefix("reservations/violet/")).collect();
+    assert_eq!(reservations, ["10.64.0.2", "10.64.0.65"], "{keys:?}");
+    let allocs: Vec<&String> = keys.iter().filter(|k| k.contains("/alloc/")).collect();
+    assert_eq!(
+        allocs,
+        ["pools/violet-node-a-10.64.0.0-26/alloc/2", "pools/violet-node-b-10.64.0.64-26/alloc/1"],
+        "{keys:?}"
+    );
+    etcdctl(&endpoint, &["del", "--prefix", &prefix]);
+}
+
+// ---- benchmark: node slices -----------------------------------------------------------------
+
+/// How the benchmark's network is laid out.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// One network, one pool: every node contends for it.
+    OneNetwork,
+    /// One network with `node_slice_size`: each node allocates in its own slice pool.
+    Sliced,
+    /// Eight networks, one per node: the rate a sliced network should approach.
+    EightPools,
+}
+
+const BENCH_NODES: usize = 8;
+
+/// The ipam section node `node` uses under `layout`: 10.70.0.0/20 cut into /23s (one per node).
+fn bench_ipam(layout: Layout, node: usize) -> Value {
+    match layout {
+        Layout::OneNetwork => json!({"range": "10.70.0.0/20", "network_name": "bench"}),
+        Layout::Sliced => json!({"range": "10.70.0.0/20", "network_name": "bench",
+            "node_slice_size": "/23"}),
+        Layout::EightPools => json!({"range": format!("10.70.{}.0/23", node * 2),
+            "network_name": format!("bench-{node}")}),
+    }
+}
+
+/// 8 nodes (threads, each its own NODENAME) × `adds` ADDs, each a fresh process of the binary,
+/// all at once; every ADD must succeed and no address may be handed out twice. Returns
+/// (ADD/s over the whole run, sorted latencies in ms).
+fn bench_run(
+    adds: usize,
+    config_of: &(dyn Fn(usize) -> Value + Sync),
+    cache: &Path,
+) -> (f64, Vec<f64>) {
+    let started = Instant::now();
+    let results: Vec<(Vec<f64>, Vec<String>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..BENCH_NODES)
+            .map(|node| {
+                scope.spawn(move || {
+                    let config = config_of(node);
+                    let node_name = format!("node-{node}");
+                    let mut latencies = Vec::with_capacity(adds);
+                    let mut addresses = Vec::with_capacity(adds);
+                    for i in 0..adds {
+                        let container = format!("bench-{node}-{i}");
+                        let podref = format!("default/{container}");
+                        let t = Instant::now();
+                        let (ok, out) =
+                            cni_on(Some(&node_name), "ADD", &config, &container, &podref, cache);
+                        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                        assert!(ok, "ADD {container} on {node_name}: {out}");
+                        addresses.push(ip(&out).to_string());
+                    }
+                    (latencies, addresses)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut latencies: Vec<f64> = results.iter().flat_map(|(l, _)| l.iter().copied()).collect();
+    latencies.sort_by(f64::total_cmp);
+    let addresses: BTreeSet<&String> = results.iter().flat_map(|(_, a)| a).collect();
+    assert_eq!(addresses.len(), BENCH_NODES * adds, "an address was handed out twice");
+    (latencies.len() as f64 / elapsed, latencies)
+}
+
+/// Node slices against one contended network and against eight separate pools, on the
+/// Kubernetes store (the API-server emulation) and, when `HEREABOUTS_ETCD_ENDPOINTS` is set,
+/// on etcd: `host-cni/bench/node-slices.sh` starts an etcd and runs this. Prints a Markdown
+/// table (docs/benchmarks.md). `HEREABOUTS_BENCH_ADDS` sets the ADDs per node (200).
+#[test]
+#[ignore = "benchmark: host-cni/bench/node-slices.sh runs it"]
+fn bench_node_slices() {
+    let adds: usize =
+        std::env::var("HEREABOUTS_BENCH_ADDS").ok().and_then(|n| n.parse().ok()).unwrap_or(200);
+    let layouts = [Layout::OneNetwork, Layout::Sliced, Layout::EightPools];
+    // One compiled-component cache for every run, filled before any is timed (as on a node,
+    // where only the first ADD after an upgrade compiles).
+    let cache = temp_dir("bench-cache");
+    let warm_up = json!({"cniVersion": "1.0.0", "name": "warm", "type": "macvlan", "ipam": {
+        "type": "hereabouts", "range": "10.79.0.0/24", "data_dir": cache.join("store"),
+        "configuration_path": cache.join("no-flat-file.conf")}});
+    assert!(cni("ADD", &warm_up, "warm", "default/warm", &cache).0);
+    let mut rows = Vec::new();
+    for layout in layouts {
+        // Kubernetes: a fresh emulation; the slices as the node-slice controller writes them.
+        let emulator = Emulator::start();
+        let dir = temp_dir(&format!("bench-{layout:?}"));
+        let kubeconfig = emulator.kubeconfig(&dir, Some(NS));
+        if let Layout::Sliced = layout {
+            let allocations: Vec<Value> = (0..BENCH_NODES)
+                .map(|n| json!({"nodeName": format!("node-{n}"), "sliceRange": format!("10.70.{}.0/23", n * 2)}))
+                .collect();
+            emulator.insert(
+                "nodeslicepools",
+                json!({
+                "apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "NodeSlicePool",
+                "metadata": {"name": "bench", "namespace": NS},
+                "spec": {"range": "10.70.0.0/20", "sliceSize": "/23"},
+                "status": {"allocations": allocations}}),
+            );
+        }
+        let config_of = |node: usize| {
+            cni_config("bench-net", &kubeconfig, &dir, "unused", bench_ipam(layout, node))
+        };
+        rows.push(("Kubernetes (emulation)", layout, bench_run(adds, &config_of, &cache)));
+    }
+    if let Ok(endpoint) = std::env::var("HEREABOUTS_ETCD_ENDPOINTS") {
+        for layout in layouts {
+            let dir = temp_dir(&format!("bench-etcd-{layout:?}"));
+            let prefix = format!("/bench-{}-{layout:?}/", std::process::id());
+            let config_of = |node: usize| {
+                let mut ipam = bench_ipam(layout, node);
+                ipam["type"] = json!("whereabouts");
+                ipam["etcd_host"] = json!(endpoint);
+                ipam["etcd_prefix"] = json!(prefix);
+                ipam["configuration_path"] = json!(dir.join("no-flat-file.conf"));
+                json!({"cniVersion": "1.0.0", "name": "bench-net", "type": "macvlan", "ipam": ipam})
+            };
+            rows.push(("etcd (loopback)", layout, bench_run(adds, &config_of, &cache)));
+        }
+    }
+    println!("\n{BENCH_NODES} nodes × {adds} ADDs each, all at once, a fresh process per ADD\n");
+    println!("| store | layout | ADD/s | vs eight pools | p50 ms | p99 ms |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    for (store, layout, (rate, latencies)) in &rows {
+        let eight = rows
+            .iter()
+            .find(|(s, l, _)| s == store && matches!(l, Layout::EightPools))
+            .map(|(_, _, (r, _))| *r)
+            .unwrap();
+        println!(
+            "| {store} | {layout:?} | {rate:.0} | {:.2}× | {:.1} | {:.1} |",
+            rate / eight,
+            percentile(latencies, 0.50),
+            percentile(latencies, 0.99)
+        );
+    }
+}
+
 // ---- controller ---------------------------------------------------------------------------
 
 /// Polls `check` for up to 15 s.
@@ -453,26 +829,39 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
-    let emulator = Emulator::start();
-    let dir = temp_dir("controller");
-    let kubeconfig = emulator.kubeconfig(&dir, None);
-    let config =
-        cni_config("blue", &kubeconfig, &dir, "10.60.0.0/24", json!({"network_name": "blue"}));
+/// Pods a, b and c of network blue (`{prefix}.0/24`), running with its first three addresses,
+/// and `hereabouts controller --grace-seconds=GRACE` watching them until dropped.
+fn controller_over_three_running_pods(
+    emulator: &Emulator,
+    dir: &Path,
+    prefix: &str,
+    grace_seconds: u64,
+) -> KillOnDrop {
+    let kubeconfig = emulator.kubeconfig(dir, None);
+    let range = format!("{prefix}.0/24");
+    let config = cni_config("blue", &kubeconfig, dir, &range, json!({"network_name": "blue"}));
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
-        assert!(cni("ADD", &config, &format!("c-{name}"), &format!("default/{name}"), &dir).0);
-        emulator.insert("pods", pod("default", name, "Running", &[&format!("10.60.0.{}", i + 1)]));
+        assert!(cni("ADD", &config, &format!("c-{name}"), &format!("default/{name}"), dir).0);
+        emulator.insert("pods", pod("default", name, "Running", &[&format!("{prefix}.{}", i + 1)]));
     }
     let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .args(["controller", "--grace-seconds=1", "--kubeconfig"])
+        .arg("controller")
+        .arg(format!("--grace-seconds={grace_seconds}"))
+        .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .env("HEREABOUTS_CACHE_DIR", &dir)
+        .env("HEREABOUTS_CACHE_DIR", dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let _child = KillOnDrop(child);
+    KillOnDrop(child)
+}
+
+#[test]
+fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("controller");
+    let _child = controller_over_three_running_pods(&emulator, &dir, "10.60.0", 1);
     let slots = || allocations(&emulator, "blue-10.60.0.0-24").keys().cloned().collect::<Vec<_>>();
     // Let the controller list and start watching, then delete pod a.
     eventually("the controller to watch pods", || emulator.watches() > 0);
@@ -498,6 +887,41 @@ fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
         "controller freed a deleted pod's address {:.0} ms after the deletion (grace period 1 s)",
         freed_after.as_secs_f64() * 1000.0
     );
+}
+
+/// After a dropped connection the controller's watch resumes from the version it last saw
+/// (no new list); after 410 Gone it lists again, and a pod deleted while it was not watching,
+/// missing from that list, has its address freed.
+#[test]
+fn the_controller_resumes_its_watch_and_relists_after_410_gone() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("controller-watch");
+    let _child = controller_over_three_running_pods(&emulator, &dir, "10.61.0", 0);
+    let slots = || allocations(&emulator, "blue-10.61.0.0-24").keys().cloned().collect::<Vec<_>>();
+    eventually("the controller to watch pods", || emulator.watches() > 0);
+    let pod_lists = emulator.lists("pods").0;
+    assert_eq!(pod_lists, 1, "one list before the first watch");
+
+    // A dropped connection: the watch resumes where it was, without listing again.
+    emulator.drop_watches();
+    eventually("the watch to resume", || emulator.watch_versions().len() > 1);
+    let versions = emulator.watch_versions();
+    let version = |v: &str| v.parse::<u64>().unwrap_or(0);
+    assert!(
+        version(&versions[1]) >= version(&versions[0]) && version(&versions[0]) > 0,
+        "resumed from the version seen: {versions:?}"
+    );
+    assert_eq!(emulator.lists("pods").0, pod_lists, "a resumed watch lists nothing");
+    emulator.delete("pods", "default", "a");
+    eventually("a's address to be freed", || slots() == ["2", "3"]);
+
+    // b is deleted while the controller is not watching, and the history is compacted: its
+    // resumed watch gets 410 Gone, it lists again, and b is not in the list.
+    emulator.delete_while_disconnected_and_compact(&[("default", "b")]);
+    eventually("b's address to be freed after the relist", || slots() == ["3"]);
+    assert_eq!(emulator.lists("pods").0, pod_lists + 1, "410 Gone made it list again");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(slots(), ["3"], "c, still running, keeps its address");
 }
 
 /// Peak resident memory (VmHWM, KiB) of a child, polled from /proc until it exits; the last
@@ -751,4 +1175,441 @@ fn the_controller_serves_metrics_that_match_the_store() {
         "{body}"
     );
     assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics text: {body}");
+    assert_eq!(sample(&body, "hereabouts_api_conflicts_total"), Some(0.0), "{body}");
+
+    // The API server refuses the node list: each reconcile pass fails, counted as an API
+    // error of the controller and by the status it answered.
+    emulator.deny("list", "nodes");
+    eventually("a failed reconcile pass to be counted", || {
+        scrape(port).is_some_and(|body| {
+            sample(&body, r#"hereabouts_api_errors_total{code="403"}"#).is_some_and(|n| n >= 1.0)
+                && sample(&body, r#"hereabouts_errors_total{kind="api"}"#).is_some_and(|n| n >= 1.0)
+        })
+    });
+}
+
+// ---- IPAMClaims (KubeVirt's persistent IPs) ---------------------------------------------------
+
+const VMS: &str = "vms";
+
+/// An IPAMClaim for network `blue`, interface net1, in namespace `vms`; with `status.ips` when
+/// `ips` is not empty (written as a status update would).
+fn insert_claim(emulator: &Emulator, name: &str, ips: &[&str]) {
+    let claim = json!({"metadata": {"name": name, "namespace": VMS},
+        "spec": {"network": "blue", "interface": "net1"}});
+    let stored = emulator.insert("ipamclaims", claim);
+    if !ips.is_empty() {
+        let mut with_status = stored;
+        with_status["status"] = json!({"ips": ips});
+        emulator.update("ipamclaims", with_status);
+    }
+}
+
+/// A running virt-launcher pod whose network selection names `claim` for its first secondary
+/// network (net1, by position, as Multus names it).
+fn insert_launcher(emulator: &Emulator, name: &str, claim: &str) {
+    let mut launcher = pod(VMS, name, "Running", &[]);
+    let selections = json!([{"name": "blue", "namespace": VMS, "ipam-claim-reference": claim}]);
+    launcher["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] =
+        json!(selections.to_string());
+    emulator.insert("pods", launcher);
+}
+
+fn claim_status(emulator: &Emulator, name: &str) -> Value {
+    emulator.get("ipamclaims", VMS, name).expect("the claim exists")["status"].clone()
+}
+
+/// The network `blue` (10.60.0.0/24) with `allowPersistentIPs` set as given (None: absent).
+fn persistent_config(emulator: &Emulator, dir: &Path, allow: Option<bool>) -> Value {
+    let kubeconfig = emulator.kubeconfig(dir, Some(NS));
+    let mut config = cni_config("blue", &kubeconfig, dir, "10.60.0.0/24", json!({}));
+    if let Some(allow) = allow {
+        config["allowPersistentIPs"] = json!(allow);
+    }
+    config
+}
+
+/// A VM's life through the binary: its first pod's ADD allocates and writes the claim's status;
+/// a live migration's target pod gets the same address while the source still holds it; DEL
+/// frees nothing; after a stop (both pods gone) the address stays the claim's — reconcile
+/// keeps it — and the next start's pod gets it back; deleting the claim lets reconcile free it.
+#[test]
+fn an_ipamclaim_keeps_a_vms_address_across_restarts_and_live_migration() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("ipamclaim-life");
+    let config = persistent_config(&emulator, &dir, Some(true));
+    let cache = dir.join("cache");
+    let pool = "10.60.0.0-24";
+    assert!(cni("ADD", &config, "c-other", "default/other", &cache).0, "10.60.0.1 taken first");
+    emulator.insert("pods", pod("default", "other", "Running", &["10.60.0.1"]));
+    insert_claim(&emulator, "vm-a.blue", &[]);
+    insert_launcher(&emulator, "virt-launcher-vm-a-1", "vm-a.blue");
+
+    let (ok, result) = cni("ADD", &config, "c-src", "vms/virt-launcher-vm-a-1", &cache);
+    assert!(ok, "{result}");
+    assert_eq!(ip(&result), "10.60.0.2/24");
+    let held = &allocations(&emulator, pool)["2"];
+    assert_eq!(held["id"], "ipamclaim:vms/vm-a.blue", "the claim owns it: {held}");
+    assert_eq!(held["podref"], "vms/virt-launcher-vm-a-1");
+    let reservation = emulator.get("overlappingrangeipreservations", NS, "10.60.0.2").unwrap();
+    assert_eq!(reservation["spec"]["containerid"], "ipamclaim:vms/vm-a.blue");
+    let status = claim_status(&emulator, "vm-a.blue");
+    assert_eq!(status["ips"], json!(["10.60.0.2/24"]));
+    assert_eq!(status["ownerPod"]["name"], "virt-launcher-vm-a-1");
+    let condition = &status["conditions"][0];
+    assert_eq!(
+        (&condition["type"], &condition["status"], &condition["reason"]),
+        (&json!("IPsAllocated"), &json!("True"), &json!("Allocated")),
+        "{status}"
+    );
+
+    // Live migration: the target pod's ADD while the source holds the address.
+    insert_launcher(&emulator, "virt-launcher-vm-a-2", "vm-a.blue");
+    let (ok, target) = cni("ADD", &config, "c-dst", "vms/virt-launcher-vm-a-2", &cache);
+    assert!(ok, "{target}");
+    assert_eq!(ip(&target), "10.60.0.2/24", "one claim, one address, two pods");
+    assert_eq!(claim_status(&emulator, "vm-a.blue")["ownerPod"]["name"], "virt-launcher-vm-a-2");
+    // CHECK accepts the claimed address.
+    let mut check = config.clone();
+    check["prevResult"] = target.clone();
+    let (ok, error) = cni("CHECK", &check, "c-dst", "vms/virt-launcher-vm-a-2", &cache);
+    assert!(ok, "{error}");
+    // The source's DEL after the migration frees nothing.
+    assert!(cni("DEL", &config, "c-src", "vms/virt-launcher-vm-a-1", &cache).0);
+    assert!(emulator.delete("pods", VMS, "virt-launcher-vm-a-1"));
+    assert_eq!(allocations(&emulator, pool)["2"]["id"], "ipamclaim:vms/vm-a.blue");
+
+    // VM stop: the last pod's DEL, and the pod is deleted; nobody else gets .2.
+    assert!(cni("DEL", &config, "c-dst", "vms/virt-launcher-vm-a-2", &cache).0);
+    assert!(emulator.delete("pods", VMS, "virt-launcher-vm-a-2"));
+    let (ok, other) = cni("ADD", &config, "c-next", "default/next", &cache);
+    assert!(ok, "{other}");
+    assert_eq!(ip(&other), "10.60.0.3/24");
+    emulator.insert("pods", pod("default", "next", "Running", &["10.60.0.3"]));
+    let kubeconfig = dir.join("kubeconfig");
+    let (stdout, stderr, ok) = run_reconcile(&kubeconfig, &["--json"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["freed"], json!([]), "a stopped VM's claim keeps its address: {report}");
+
+    // VM start: a new pod of the same claim gets the same address.
+    insert_launcher(&emulator, "virt-launcher-vm-a-3", "vm-a.blue");
+    let (ok, restarted) = cni("ADD", &config, "c-new", "vms/virt-launcher-vm-a-3", &cache);
+    assert!(ok, "{restarted}");
+    assert_eq!(ip(&restarted), "10.60.0.2/24");
+
+    // Deleting the claim (KubeVirt does, with the VM) lets reconcile free the address.
+    assert!(emulator.delete("ipamclaims", VMS, "vm-a.blue"));
+    let (stdout, stderr, ok) = run_reconcile(&kubeconfig, &["--json"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        report["freed"],
+        json!([{"object": "10.60.0.0-24", "kind": "allocation", "address": "10.60.0.2",
+            "podref": "vms/virt-launcher-vm-a-1", "container_id": "ipamclaim:vms/vm-a.blue",
+            "ifname": "net1", "reason": "its IPAMClaim no longer exists"}]),
+        "{report}"
+    );
+    assert!(!allocations(&emulator, pool).contains_key("2"));
+    assert!(
+        emulator.get("overlappingrangeipreservations", NS, "10.60.0.2").is_none(),
+        "its reservation went with it"
+    );
+}
+
+/// A claim whose `status.ips` address someone else took meanwhile: ADD fails with CNI 101
+/// naming the claim and the holder, and the claim gets the condition False, AddressInUse.
+#[test]
+fn an_ipamclaim_whose_address_is_taken_fails_naming_claim_and_holder() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("ipamclaim-taken");
+    let config = persistent_config(&emulator, &dir, Some(true));
+    let cache = dir.join("cache");
+    assert!(cni("ADD", &config, "c-squatter", "default/squatter", &cache).0);
+    insert_claim(&emulator, "vm-b.blue", &["10.60.0.1/24"]);
+    insert_launcher(&emulator, "virt-launcher-vm-b-1", "vm-b.blue");
+
+    let (ok, error) = cni("ADD", &config, "c-vm", "vms/virt-launcher-vm-b-1", &cache);
+    assert!(!ok);
+    assert_eq!(error["code"], 101, "{error}");
+    let msg = error["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with("IPAMClaim vms/vm-b.blue: its address 10.60.0.1/24 is held by pod default/squatter (container c-squatter, net1)"),
+        "{msg}"
+    );
+    let status = claim_status(&emulator, "vm-b.blue");
+    assert_eq!(status["ips"], json!(["10.60.0.1/24"]), "the claim's addresses are kept");
+    let condition = &status["conditions"][0];
+    assert_eq!(
+        (&condition["type"], &condition["status"], &condition["reason"]),
+        (&json!("IPsAllocated"), &json!("False"), &json!("AddressInUse")),
+        "{status}"
+    );
+    assert_eq!(condition["message"], json!(msg));
+    // Nothing was allocated to the claim.
+    assert_eq!(allocations(&emulator, "10.60.0.0-24").keys().collect::<Vec<_>>(), ["1"]);
+}
+
+/// Without `allowPersistentIPs: true` in the network's config the claim is ignored: the
+/// container owns its address, the claim is not touched. With it, a claim the runtime names in
+/// `args.cni` is used without reading the pod.
+#[test]
+fn claims_need_allow_persistent_ips() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("ipamclaim-allow");
+    let cache = dir.join("cache");
+    insert_claim(&emulator, "vm-c.blue", &[]);
+    insert_launcher(&emulator, "virt-launcher-vm-c-1", "vm-c.blue");
+    for (i, allow) in [None, Some(false)].into_iter().enumerate() {
+        let config = persistent_config(&emulator, &dir, allow);
+        let container = format!("c-plain-{i}");
+        let (ok, result) = cni("ADD", &config, &container, "vms/virt-launcher-vm-c-1", &cache);
+        assert!(ok, "{result}");
+        assert!(cni("DEL", &config, &container, "vms/virt-launcher-vm-c-1", &cache).0);
+    }
+    assert!(allocations(&emulator, "10.60.0.0-24").is_empty(), "the containers' DELs freed them");
+    assert_eq!(claim_status(&emulator, "vm-c.blue"), Value::Null, "the claim was not touched");
+
+    // Without the RBAC to read pods, the ADD says which grant is missing.
+    let allowed = persistent_config(&emulator, &dir, Some(true));
+    emulator.deny("get", "pods");
+    let (ok, error) = cni("ADD", &allowed, "c-denied", "vms/virt-launcher-vm-c-1", &cache);
+    assert!(!ok);
+    assert_eq!(error["code"], 5, "{error}");
+    assert!(error["msg"].as_str().unwrap().contains("deploy/rbac.yaml"), "{error}");
+    emulator.allow("get", "pods");
+
+    // Named by the runtime: no pod to read.
+    let mut config = persistent_config(&emulator, &dir, Some(true));
+    config["args"] = json!({"cni": {"ipam-claim-reference": "vm-c.blue"}});
+    let (ok, result) = cni("ADD", &config, "c-named", "vms/no-such-pod", &cache);
+    assert!(ok, "{result}");
+    assert_eq!(allocations(&emulator, "10.60.0.0-24")["1"]["id"], "ipamclaim:vms/vm-c.blue");
+    assert_eq!(claim_status(&emulator, "vm-c.blue")["ips"], json!(["10.60.0.1/24"]));
+    let claim = emulator.get("ipamclaims", VMS, "vm-c.blue").unwrap();
+    assert_eq!(claim["metadata"]["generation"], 1, "a status write is not a new generation");
+}
+
+// ---- StatefulSets (persistentStatefulSetIPs) ---------------------------------------------------
+
+const DB: &str = "db";
+
+/// StatefulSet `name` in namespace `db` with `replicas`.
+fn insert_statefulset(emulator: &Emulator, name: &str, replicas: i32) {
+    emulator.insert(
+        "statefulsets",
+        json!({"metadata": {"name": name, "namespace": DB},
+            "spec": {"replicas": replicas, "serviceName": name, "selector": {}, "template": {}}}),
+    );
+}
+
+fn scale(emulator: &Emulator, name: &str, replicas: i32) {
+    let mut set = emulator.get("statefulsets", DB, name).expect("the StatefulSet exists");
+    set["spec"]["replicas"] = json!(replicas);
+    emulator.update("statefulsets", set);
+}
+
+/// Pod `<set>-<ordinal>` of StatefulSet `set`, running (its controller ownerReference set as the
+/// StatefulSet controller sets it); its podref.
+fn insert_member(emulator: &Emulator, set: &str, ordinal: u32) -> String {
+    let name = format!("{set}-{ordinal}");
+    let mut member = pod(DB, &name, "Running", &[]);
+    member["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
+        "kind": "StatefulSet", "name": set, "uid": "set-uid", "controller": true}]);
+    emulator.insert("pods", member);
+    format!("{DB}/{name}")
+}
+
+/// The runtime's DEL of `container`, then the pod's deletion, as a StatefulSet's pod goes.
+fn delete_member(emulator: &Emulator, config: &Value, container: &str, podref: &str, cache: &Path) {
+    assert!(cni("DEL", config, container, podref, cache).0, "DEL {container}");
+    let (namespace, name) = podref.split_once('/').unwrap();
+    assert!(emulator.delete("pods", namespace, name));
+}
+
+/// The network `blue` (10.70.0.0/24) with `persistentStatefulSetIPs` set to `policy`.
+fn statefulset_config(emulator: &Emulator, dir: &Path, policy: Value) -> Value {
+    let kubeconfig = emulator.kubeconfig(dir, Some(NS));
+    let mut config = cni_config("blue", &kubeconfig, dir, "10.70.0.0/24", json!({}));
+    config["persistentStatefulSetIPs"] = policy;
+    config
+}
+
+/// The ids of the pool's allocations, by offset.
+fn ids(emulator: &Emulator) -> Vec<(String, Value)> {
+    let held = allocations(emulator, "10.70.0.0-24");
+    held.into_iter().map(|(offset, a)| (offset, a["id"].clone())).collect()
+}
+
+fn reconcile_freed(dir: &Path) -> Value {
+    let (stdout, stderr, ok) = run_reconcile(&dir.join("kubeconfig"), &["--json"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    report["freed"].clone()
+}
+
+/// With `persistentStatefulSetIPs: true` (whenDeleted: Delete, whenScaled: Retain): a member
+/// pod deleted and recreated gets its address back; a scale 3→0→3 gives every member its
+/// address back (reconcile keeps them meanwhile); deleting the StatefulSet lets reconcile free
+/// them. A pod no StatefulSet owns allocates per container as always.
+#[test]
+fn a_statefulset_members_address_survives_its_pods_and_a_scale_to_zero() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("statefulset-life");
+    let config = statefulset_config(&emulator, &dir, json!(true));
+    let cache = dir.join("cache");
+    insert_statefulset(&emulator, "web", 3);
+    let podrefs: Vec<String> = (0..3).map(|n| insert_member(&emulator, "web", n)).collect();
+    for (n, podref) in podrefs.iter().enumerate() {
+        let (ok, result) = cni("ADD", &config, &format!("c-web-{n}-a"), podref, &cache);
+        assert!(ok, "{result}");
+        assert_eq!(ip(&result), format!("10.70.0.{}/24", n + 1));
+    }
+    let held = &allocations(&emulator, "10.70.0.0-24")["1"];
+    assert_eq!(held["id"], "statefulset:db/web/0/Delete/Retain", "the member owns it: {held}");
+    assert_eq!(held["podref"], "db/web-0");
+    assert_eq!(held["ifname"], "net1");
+
+    // web-1 deleted (its DEL frees nothing, reconcile keeps it) and recreated: same address.
+    delete_member(&emulator, &config, "c-web-1-a", &podrefs[1], &cache);
+    assert_eq!(reconcile_freed(&dir), json!([]), "the set still has ordinal 1");
+    insert_member(&emulator, "web", 1);
+    let (ok, again) = cni("ADD", &config, "c-web-1-b", &podrefs[1], &cache);
+    assert!(ok, "{again}");
+    assert_eq!(ip(&again), "10.70.0.2/24");
+    let mut check = config.clone();
+    check["prevResult"] = again;
+    let (ok, error) = cni("CHECK", &check, "c-web-1-b", &podrefs[1], &cache);
+    assert!(ok, "CHECK accepts the member's address: {error}");
+
+    // Scale to 0: every pod goes; whenScaled: Retain keeps their addresses.
+    for (n, podref) in podrefs.iter().enumerate() {
+        let container = if n == 1 { "c-web-1-b".to_string() } else { format!("c-web-{n}-a") };
+        delete_member(&emulator, &config, &container, podref, &cache);
+    }
+    scale(&emulator, "web", 0);
+    assert_eq!(reconcile_freed(&dir), json!([]), "whenScaled: Retain");
+    emulator.insert("pods", pod("default", "other", "Running", &[]));
+    let (ok, other) = cni("ADD", &config, "c-other", "default/other", &cache);
+    assert!(ok, "{other}");
+    assert_eq!(ip(&other), "10.70.0.4/24", "a pod no StatefulSet owns gets a free address");
+    assert_eq!(allocations(&emulator, "10.70.0.0-24")["4"]["id"], "c-other");
+
+    // Scale back to 3: each member gets its address back.
+    scale(&emulator, "web", 3);
+    for (n, podref) in podrefs.iter().enumerate() {
+        insert_member(&emulator, "web", n as u32);
+        let (ok, result) = cni("ADD", &config, &format!("c-web-{n}-c"), podref, &cache);
+        assert!(ok, "{result}");
+        assert_eq!(ip(&result), format!("10.70.0.{}/24", n + 1));
+    }
+
+    // The StatefulSet deleted (its pods with it): whenDeleted: Delete frees them.
+    assert!(emulator.delete("statefulsets", DB, "web"));
+    assert_eq!(reconcile_freed(&dir), json!([]), "its pods still run: kept until they are gone");
+    for (n, podref) in podrefs.iter().enumerate() {
+        delete_member(&emulator, &config, &format!("c-web-{n}-c"), podref, &cache);
+    }
+    let freed = reconcile_freed(&dir);
+    let freed = freed.as_array().unwrap();
+    assert_eq!(freed.len(), 3, "{freed:?}");
+    assert_eq!(freed[0]["container_id"], "statefulset:db/web/0/Delete/Retain");
+    assert_eq!(freed[0]["reason"], "its StatefulSet no longer exists (whenDeleted: Delete)");
+    assert_eq!(ids(&emulator), [("4".to_string(), json!("c-other"))]);
+    for offset in 1..=3 {
+        let reservation = format!("10.70.0.{offset}");
+        assert!(emulator.get("overlappingrangeipreservations", NS, &reservation).is_none());
+    }
+}
+
+/// `whenScaled: Delete`: a scale-down frees the removed ordinals' addresses once their pods are
+/// gone; `whenDeleted: Retain`: deleting the StatefulSet keeps the rest.
+#[test]
+fn scale_down_and_deletion_follow_the_retention_policy() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("statefulset-policy");
+    let policy = json!({"whenDeleted": "Retain", "whenScaled": "Delete"});
+    let config = statefulset_config(&emulator, &dir, policy);
+    let cache = dir.join("cache");
+    insert_statefulset(&emulator, "web", 3);
+    let podrefs: Vec<String> = (0..3).map(|n| insert_member(&emulator, "web", n)).collect();
+    for (n, podref) in podrefs.iter().enumerate() {
+        assert!(cni("ADD", &config, &format!("c-web-{n}"), podref, &cache).0);
+    }
+    assert_eq!(ids(&emulator)[2].1, "statefulset:db/web/2/Retain/Delete");
+
+    scale(&emulator, "web", 1);
+    assert_eq!(reconcile_freed(&dir), json!([]), "the removed pods are still terminating");
+    for (n, podref) in podrefs.iter().enumerate().skip(1) {
+        delete_member(&emulator, &config, &format!("c-web-{n}"), podref, &cache);
+    }
+    let freed = reconcile_freed(&dir);
+    let freed: Vec<(&str, &str)> = freed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["address"].as_str().unwrap(), f["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        freed,
+        [
+            ("10.70.0.2", "its StatefulSet was scaled down below ordinal 1 (whenScaled: Delete)"),
+            ("10.70.0.3", "its StatefulSet was scaled down below ordinal 2 (whenScaled: Delete)"),
+        ]
+    );
+
+    assert!(emulator.delete("statefulsets", DB, "web"));
+    delete_member(&emulator, &config, "c-web-0", &podrefs[0], &cache);
+    assert_eq!(reconcile_freed(&dir), json!([]), "whenDeleted: Retain");
+    assert_eq!(ids(&emulator), [("1".to_string(), json!("statefulset:db/web/0/Retain/Delete"))]);
+}
+
+/// The controller keeps a deleted member pod's address (its StatefulSet has the ordinal), and
+/// after a restart its reconcile passes keep it too; once the StatefulSet is deleted, the
+/// controller frees its members' addresses.
+#[test]
+fn the_controller_keeps_members_addresses_across_its_restart() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("statefulset-controller");
+    let config = statefulset_config(&emulator, &dir, json!(true));
+    let kubeconfig = dir.join("kubeconfig");
+    insert_statefulset(&emulator, "web", 2);
+    let podrefs: Vec<String> = (0..2).map(|n| insert_member(&emulator, "web", n)).collect();
+    for (n, podref) in podrefs.iter().enumerate() {
+        assert!(cni("ADD", &config, &format!("c-web-{n}"), podref, &dir).0);
+    }
+    emulator.insert("pods", pod("default", "other", "Running", &[]));
+    assert!(cni("ADD", &config, "c-other", "default/other", &dir).0);
+    let controller = || {
+        let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+            .args(["controller", "--grace-seconds=0", "--reconcile-every-seconds=1"])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .env("HEREABOUTS_CACHE_DIR", &dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        KillOnDrop(child)
+    };
+    let offsets = || ids(&emulator).into_iter().map(|(offset, _)| offset).collect::<Vec<_>>();
+
+    let first = controller();
+    eventually("the controller to watch pods", || emulator.watches() > 0);
+    delete_member(&emulator, &config, "c-web-0", &podrefs[0], &dir);
+    // The ordinary pod's deletion is seen after web-0's: once it is freed, web-0's was decided.
+    assert!(emulator.delete("pods", "default", "other"));
+    eventually("the ordinary pod's address to be freed", || offsets() == ["1", "2"]);
+    drop(first);
+
+    let lists = emulator.lists("statefulsets").0;
+    let _second = controller();
+    eventually("a reconcile pass of the restarted controller", || {
+        emulator.lists("statefulsets").0 > lists + 1
+    });
+    assert_eq!(offsets(), ["1", "2"], "web-0's address waits for its next pod");
+
+    assert!(emulator.delete("statefulsets", DB, "web"));
+    delete_member(&emulator, &config, "c-web-1", &podrefs[1], &dir);
+    eventually("the deleted StatefulSet's addresses to be freed", || offsets().is_empty());
 }

@@ -115,6 +115,46 @@ fn deploy_crds_are_what_hereabouts_crds_prints() {
     assert_eq!(String::from_utf8(output.stdout).unwrap(), body);
 }
 
+/// The IPAMClaim CRD ships on its own (KubeVirt and OVN-Kubernetes install it too): what
+/// `hereabouts crds --ipamclaims` prints, in deploy/ and the chart's crds/ (which Helm skips
+/// when the CRD exists), with upstream's names, scope and status subresource.
+#[test]
+fn deploy_ipamclaims_crd_is_what_hereabouts_crds_ipamclaims_prints() {
+    let file = std::fs::read_to_string(deploy_dir().join("ipamclaims-crd.yaml")).unwrap();
+    let body: String =
+        file.lines().skip_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        body,
+        hereabouts_stores::kube::crd::ipamclaims_crd_yaml(),
+        "regenerate: hereabouts crds --ipamclaims (after the comment) > deploy/ipamclaims-crd.yaml"
+    );
+    let chart =
+        std::fs::read_to_string(deploy_dir().join("helm/hereabouts/crds/ipamclaims-crd.yaml"))
+            .unwrap();
+    assert_eq!(chart, file, "the chart's crds/ must hold deploy/ipamclaims-crd.yaml");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .args(["crds", "--ipamclaims"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), body);
+    let crd = &documents(&body, "ipamclaims-crd.yaml")[0];
+    assert_eq!(crd["metadata"]["name"], "ipamclaims.k8s.cni.cncf.io");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert_eq!(version["subresources"]["status"], serde_json::json!({}));
+    let schema = &version["schema"]["openAPIV3Schema"];
+    assert!(schema.get("required").is_none(), "spec is optional upstream");
+    assert_eq!(
+        schema["properties"]["spec"]["required"],
+        serde_json::json!(["interface", "network"])
+    );
+    assert_eq!(schema["properties"]["status"]["required"], serde_json::json!(["ips"]));
+    // Whereabouts' CRDs never include it.
+    assert!(!hereabouts_stores::kube::crd::crds_yaml().contains("ipamclaims"));
+}
+
 fn rules_of(doc: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for rule in doc["rules"].as_array().unwrap() {
@@ -151,10 +191,23 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
             pair("overlappingrangeipreservations", "update"),
         ]
     );
+    // IPAMClaims: the plugin reads the pod's network selections and the claim, and writes the
+    // claim's status, in the pod's namespace (a cluster role).
+    assert_eq!(
+        rules_of(&objects["ClusterRole/hereabouts"]),
+        vec![pair("ipamclaims", "get"), pair("ipamclaims/status", "update"), pair("pods", "get")]
+    );
+    assert_eq!(
+        objects["ClusterRoleBinding/hereabouts"]["subjects"][0]["name"], "hereabouts",
+        "bound to the plugin's service account"
+    );
     assert_eq!(
         rules_of(&objects["ClusterRole/hereabouts-reconciler"]),
         vec![
             pair("events", "create"),
+            // Reconcile lists the claims; the controller gets one.
+            pair("ipamclaims", "get"),
+            pair("ipamclaims", "list"),
             pair("network-attachment-definitions", "list"),
             pair("network-attachment-definitions", "watch"),
             pair("nodes", "get"),
@@ -163,6 +216,9 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
             pair("pods", "get"),
             pair("pods", "list"),
             pair("pods", "watch"),
+            // StatefulSet members' addresses: reconcile lists the sets; the controller gets one.
+            pair("statefulsets", "get"),
+            pair("statefulsets", "list"),
         ]
     );
     // The node-slice controller writes NodeSlicePools.
@@ -276,9 +332,11 @@ fn the_helm_chart_renders_to_the_same_objects_as_deploy() {
     assert_eq!(meta["name"], "hereabouts");
 
     let mut rendered = BTreeMap::new();
-    let crds = std::fs::read_to_string(chart.join("crds/crds.yaml")).unwrap();
-    for doc in documents(&crds, "chart crds") {
-        rendered.insert(check_document(&doc, "chart crds/crds.yaml"), doc);
+    for file in ["crds.yaml", "ipamclaims-crd.yaml"] {
+        let crds = std::fs::read_to_string(chart.join("crds").join(file)).unwrap();
+        for doc in documents(&crds, "chart crds") {
+            rendered.insert(check_document(&doc, &format!("chart crds/{file}")), doc);
+        }
     }
     let mut templates: Vec<_> =
         std::fs::read_dir(chart.join("templates")).unwrap().map(|e| e.unwrap().path()).collect();
@@ -307,6 +365,22 @@ fn the_helm_chart_renders_to_the_same_objects_as_deploy() {
     let mut graced = values.clone();
     graced["reconcile"]["notReadyGraceSeconds"] = serde_json::json!(600);
     assert_eq!(args(&graced), Some(serde_json::json!(["--not-ready-grace-seconds=600"])));
+    // With the etcd store, reconcile reads the networks from the Secret named.
+    let mut on_etcd = values.clone();
+    on_etcd["reconcile"]["etcdConfigSecret"] = Value::from("etcd-networks");
+    let job = documents(&render(&cronjob, &on_etcd, "kube-system"), "reconcile-cronjob.yaml")[0]
+        .pointer("/spec/jobTemplate/spec/template/spec")
+        .cloned()
+        .unwrap();
+    let env = job.pointer("/containers/0/env").unwrap().as_array().unwrap();
+    let config = env.iter().find(|e| e["name"] == "HEREABOUTS_RECONCILE_CONFIG").unwrap();
+    let mount = job.pointer("/containers/0/volumeMounts/0").unwrap();
+    assert_eq!(
+        Path::new(config["value"].as_str().unwrap()).parent().unwrap(),
+        Path::new(mount["mountPath"].as_str().unwrap())
+    );
+    assert_eq!(job.pointer("/volumes/0/secret/secretName"), Some(&Value::from("etcd-networks")));
+    assert_eq!(job.pointer("/volumes/0/name"), Some(&mount["name"]));
 
     // The ServiceMonitor, off by default, scrapes the controller's metrics port when on.
     let controller = std::fs::read_to_string(chart.join("templates/controller.yaml")).unwrap();

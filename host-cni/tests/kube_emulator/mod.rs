@@ -5,8 +5,11 @@
 //! (the real `kube` client, over real HTTP, configured by a real kubeconfig) to run against it:
 //! - the three Whereabouts custom resources (`ippools`, `overlappingrangeipreservations`,
 //!   `nodeslicepools` in `whereabouts.cni.cncf.io/v1alpha1`), Multus'
-//!   `network-attachment-definitions` (`k8s.cni.cncf.io/v1`), core `pods` and cluster-scoped
-//!   `nodes`, and `events.k8s.io/v1` `events` (created, never patched here), at their real
+//!   `network-attachment-definitions` (`k8s.cni.cncf.io/v1`), `ipamclaims`
+//!   (`k8s.cni.cncf.io/v1alpha1`, with its status subresource: `PUT …/status` writes only
+//!   `status`, a PUT of the object keeps the stored `status`, a create drops it), core `pods`
+//!   and cluster-scoped `nodes`, `apps/v1` `statefulsets` (stored as sent: no controller makes
+//!   their pods), and `events.k8s.io/v1` `events` (created, never patched here), at their real
 //!   paths;
 //! - lists in pages: `limit` and `continue` (an opaque token; a page of `limit` items and
 //!   `metadata.continue` while more remain), as the real server pages them;
@@ -14,7 +17,8 @@
 //!   AlreadyExists), PUT (replace; `resourceVersion` required and compared, 409 Conflict when
 //!   stale), DELETE (404 when absent; `preconditions.resourceVersion` honoured, 409 when stale);
 //! - `?watch=true&resourceVersion=N` on pods (chunked stream of ADDED/MODIFIED/DELETED events
-//!   after N, ended by `timeoutSeconds`);
+//!   after N, ended by `timeoutSeconds`, or by the test as a dropped connection; a version
+//!   older than a compaction the test made gets the real server's 410 Gone ERROR event);
 //! - one cluster-wide `resourceVersion` counter, as etcd's revision is;
 //! - the CRDs' structural schema, as the real server applies it to Whereabouts' CRDs and ours:
 //!   unknown fields are pruned on every write, required fields are validated (422);
@@ -55,6 +59,13 @@ struct State {
     codes: BTreeMap<u16, u64>,
     requests: u64,
     watches: u64,
+    /// The `resourceVersion` each watch request asked to start from ("" when none).
+    watch_versions: Vec<String>,
+    /// Bumped to end every open watch stream (a dropped connection).
+    watch_epoch: u64,
+    /// Pod events at or below this revision are compacted away: a watch from an older
+    /// `resourceVersion` is answered with a 410 Gone ERROR event, as the real server does.
+    compacted: u64,
     /// List requests by plural, and how many of them asked for a page (`limit`).
     lists: BTreeMap<String, (u64, u64)>,
 }
@@ -83,6 +94,8 @@ fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
         "network-attachment-definitions" => {
             Some(("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"))
         }
+        "ipamclaims" => Some(("k8s.cni.cncf.io/v1alpha1", "IPAMClaim")),
+        "statefulsets" => Some(("apps/v1", "StatefulSet")),
         _ => None,
     }
 }
@@ -101,7 +114,8 @@ fn group_of(plural: &str) -> &'static str {
     match plural {
         _ if is_core(plural) => "",
         "events" => "events.k8s.io",
-        "network-attachment-definitions" => "k8s.cni.cncf.io",
+        "statefulsets" => "apps",
+        "network-attachment-definitions" | "ipamclaims" => "k8s.cni.cncf.io",
         _ => "whereabouts.cni.cncf.io",
     }
 }
@@ -191,7 +205,7 @@ impl Emulator {
         stored
     }
 
-    /// Replaces an object unconditionally (a test's kubectl edit).
+    /// Replaces an object unconditionally (a test's kubectl edit, status included).
     pub fn update(&self, plural: &str, mut object: Value) -> Value {
         let mut state = self.shared.state.lock().unwrap();
         let ns = if is_cluster_scoped(plural) {
@@ -252,6 +266,33 @@ impl Emulator {
     pub fn requests(&self) -> u64 {
         self.shared.state.lock().unwrap().requests
     }
+
+    /// The `resourceVersion` each watch request asked to start from, in arrival order.
+    pub fn watch_versions(&self) -> Vec<String> {
+        self.shared.state.lock().unwrap().watch_versions.clone()
+    }
+
+    /// Ends every open watch stream, as a dropped connection would (clients resume).
+    pub fn drop_watches(&self) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.watch_epoch += 1;
+        self.shared.changed.notify_all();
+    }
+
+    /// While no watch is open: ends every open watch stream, deletes `pods` (namespace,
+    /// name) and compacts the event history up to now, so a client resuming from the version
+    /// it saw gets 410 Gone and must list again to learn of the deletions.
+    pub fn delete_while_disconnected_and_compact(&self, pods: &[(&str, &str)]) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.watch_epoch += 1;
+        for (namespace, name) in pods {
+            remove(&mut state, "pods", namespace, name, None).expect("the pod exists");
+        }
+        let compacted = state.revision;
+        state.compacted = compacted;
+        state.pod_events.retain(|(rv, _, _)| *rv > compacted);
+        self.shared.changed.notify_all();
+    }
 }
 
 impl Drop for Emulator {
@@ -309,6 +350,13 @@ fn prune(plural: &str, object: &mut Value) {
                 }
             }
         }
+        "ipamclaims" => {
+            keep_fields(object, &["apiVersion", "kind", "metadata", "spec", "status"]);
+            keep_fields(&mut object["spec"], &["network", "interface"]);
+            if object.get("status").is_some() {
+                keep_fields(&mut object["status"], &["ips", "ownerPod", "conditions"]);
+            }
+        }
         _ => {}
     }
 }
@@ -363,6 +411,18 @@ fn validate(plural: &str, object: &Value) -> Result<(), (u16, Value)> {
         "overlappingrangeipreservations" if !object["spec"]["podref"].is_string() => {
             return missing("spec.podref");
         }
+        "ipamclaims" => {
+            for field in ["network", "interface"] {
+                if !object["spec"][field].is_string() {
+                    return missing(&format!("spec.{field}"));
+                }
+            }
+            if let Some(status) = object.get("status").filter(|s| !s.is_null())
+                && !status["ips"].is_array()
+            {
+                return missing("status.ips");
+            }
+        }
         "nodeslicepools" => {
             for field in ["range", "sliceSize"] {
                 if !object["spec"][field].is_string() {
@@ -403,6 +463,12 @@ fn create(
         ));
     };
     prune(plural, &mut object);
+    // With a status subresource, a create ignores `status` (set it with a PUT of …/status).
+    if has_status_subresource(plural)
+        && let Some(map) = object.as_object_mut()
+    {
+        map.remove("status");
+    }
     validate(plural, &object)?;
     let key = (plural.to_string(), ns.to_string(), name.clone());
     if state.objects.contains_key(&key) {
@@ -488,10 +554,16 @@ fn replace(
     let rv = bump(state);
     let meta = object["metadata"].as_object_mut().unwrap();
     meta.insert("resourceVersion".into(), json!(rv));
+    // With a status subresource, a status change is not a new generation.
     let changed_beyond_metadata = {
         let strip = |v: &Value| {
             let mut v = v.clone();
-            v.as_object_mut().map(|m| m.remove("metadata"));
+            if let Some(m) = v.as_object_mut() {
+                m.remove("metadata");
+                if has_status_subresource(plural) {
+                    m.remove("status");
+                }
+            }
             v
         };
         strip(&object) != strip(&current)
@@ -670,6 +742,10 @@ fn route(path: &str) -> Option<(String, Option<String>, Option<String>)> {
         (rest, "whereabouts.cni.cncf.io")
     } else if let Some(rest) = path.strip_prefix(EVENTS_PREFIX) {
         (rest, "events.k8s.io")
+    } else if let Some(rest) = path.strip_prefix("/apis/apps/v1") {
+        (rest, "apps")
+    } else if let Some(rest) = path.strip_prefix("/apis/k8s.cni.cncf.io/v1alpha1") {
+        (rest, "k8s.cni.cncf.io")
     } else if let Some(rest) = path.strip_prefix("/apis/k8s.cni.cncf.io/v1") {
         (rest, "k8s.cni.cncf.io")
     } else {
@@ -712,7 +788,12 @@ fn forbidden(verb: &str, plural: &str, ns: Option<&str>, name: Option<&str>) -> 
 }
 
 fn handle(state: &mut State, request: &Request) -> (u16, Value) {
-    let Some((plural, ns, name)) = route(&request.path) else {
+    // The status subresource, for the kinds that have one (the real server: 404 for others).
+    let (path, subresource) = match request.path.strip_suffix("/status") {
+        Some(path) if path.contains("/ipamclaims/") => (path, true),
+        _ => (request.path.as_str(), false),
+    };
+    let Some((plural, ns, name)) = route(path) else {
         return status(
             404,
             "NotFound",
@@ -735,8 +816,12 @@ fn handle(state: &mut State, request: &Request) -> (u16, Value) {
             );
         }
     };
-    if state.denied.contains(&(verb.to_string(), plural.clone())) {
-        return forbidden(verb, &plural, ns.as_deref(), name.as_deref());
+    let resource = if subresource { format!("{plural}/status") } else { plural.clone() };
+    if state.denied.contains(&(verb.to_string(), resource.clone())) {
+        return forbidden(verb, &resource, ns.as_deref(), name.as_deref());
+    }
+    if subresource && verb != "get" && verb != "update" {
+        return status(405, "MethodNotAllowed", format!("{verb} on {resource}"), json!({}));
     }
     let body = || serde_json::from_slice::<Value>(&request.body);
     match verb {
@@ -811,7 +896,12 @@ fn handle(state: &mut State, request: &Request) -> (u16, Value) {
                     json!({}),
                 );
             }
-            match replace(state, &plural, &ns.unwrap_or_default(), object) {
+            let ns = ns.unwrap_or_default();
+            let object = match has_status_subresource(&plural) {
+                true => split_status(state, &plural, &ns, object, subresource),
+                false => object,
+            };
+            match replace(state, &plural, &ns, object) {
                 Ok(object) => (200, object),
                 Err(e) => e,
             }
@@ -833,6 +923,32 @@ fn handle(state: &mut State, request: &Request) -> (u16, Value) {
         }
         _ => unreachable!(),
     }
+}
+
+fn has_status_subresource(plural: &str) -> bool {
+    plural == "ipamclaims"
+}
+
+/// With a status subresource, a PUT of the object keeps the stored `status` and a PUT of
+/// `…/status` keeps everything but `status` (metadata's `resourceVersion` is still compared).
+fn split_status(state: &State, plural: &str, ns: &str, sent: Value, to_status: bool) -> Value {
+    let name = sent["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let Some(current) = state.objects.get(&(plural.to_string(), ns.to_string(), name)) else {
+        return sent;
+    };
+    let mut object = if to_status { current.clone() } else { sent.clone() };
+    object["metadata"]["resourceVersion"] = sent["metadata"]["resourceVersion"].clone();
+    let status = if to_status { sent.get("status") } else { current.get("status") };
+    match (object.as_object_mut(), status) {
+        (Some(map), Some(status)) => {
+            map.insert("status".into(), status.clone());
+        }
+        (Some(map), None) => {
+            map.remove("status");
+        }
+        (None, _) => {}
+    }
+    object
 }
 
 /// A continue token: the last listed key, hex-encoded (opaque to clients, as the real one is).
@@ -882,8 +998,8 @@ fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
         );
         return;
     }
-    let mut since: u64 =
-        request.query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let asked = request.query.get("resourceVersion").cloned().unwrap_or_default();
+    let mut since: u64 = asked.parse().unwrap_or(0);
     let deadline = Instant::now()
         + Duration::from_secs(
             request
@@ -900,7 +1016,27 @@ fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
         return;
     }
     let mut state = shared.state.lock().unwrap();
+    state.watch_versions.push(asked);
+    let epoch = state.watch_epoch;
+    if since > 0 && since < state.compacted {
+        let expired = json!({"type": "ERROR", "object": {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("too old resource version: {since} ({})", state.compacted + 1),
+            "reason": "Expired", "code": 410}});
+        drop(state);
+        let mut line = serde_json::to_vec(&expired).unwrap();
+        line.push(b'\n');
+        let chunk = [format!("{:x}\r\n", line.len()).into_bytes(), line, b"\r\n0\r\n\r\n".to_vec()]
+            .concat();
+        let _ = writer.write_all(&chunk).and_then(|_| writer.flush());
+        return;
+    }
     loop {
+        if state.watch_epoch != epoch {
+            drop(state);
+            let _ = writer.write_all(b"0\r\n\r\n");
+            return;
+        }
         let events: Vec<Value> = state
             .pod_events
             .iter()

@@ -6,11 +6,13 @@
 //! is touched before the whole input is validated. Every failure, a panic included, leaves as
 //! one CNI error JSON on stdout with a non-zero exit; logs go to `log_file` or stderr only.
 
+pub mod claim;
 pub mod env;
 mod log;
 pub mod netconf;
 pub mod result;
 pub mod slices;
+pub mod statefulset;
 pub mod version;
 
 use std::io::{Read, Write};
@@ -25,6 +27,7 @@ use hereabouts_host::config::{self, StoreKind};
 use hereabouts_host::error::{CniError, Code, guarded};
 use hereabouts_host::runtime::Allocator;
 use netconf::NetConf;
+use slices::Claiming;
 
 /// Runs the CNI call described by this process's environment and stdin; returns the exit
 /// status. Prints exactly one JSON document (result or error) or nothing (DEL, GC, STATUS).
@@ -72,11 +75,12 @@ pub fn run(env: &CniEnv, stdin: &str) -> Result<Option<Value>, CniError> {
     // The whole input is read and validated — the ipam section by the component — before
     // any store is opened.
     let mut session = Session::read(&conf)?;
+    let find = Claiming::FindOnly;
     match env.command {
-        Command::Add => session.on_store(&conf)?.add(env, &conf).map(Some),
-        Command::Del => session.on_store(&conf)?.del(env).map(|()| None),
-        Command::Check => session.on_store(&conf)?.check(env, &conf).map(|()| None),
-        Command::Gc => session.on_store(&conf)?.gc(&conf).map(|()| None),
+        Command::Add => session.on_store(&conf, Claiming::Claim)?.add(env, &conf).map(Some),
+        Command::Del => session.on_store(&conf, find)?.del(env).map(|()| None),
+        Command::Check => session.on_store(&conf, find)?.check(env, &conf).map(|()| None),
+        Command::Gc => session.on_store(&conf, find)?.gc(&conf).map(|()| None),
         Command::Status => session.status(&conf).map(|()| None),
         Command::Version => unreachable!("answered above"),
     }
@@ -86,9 +90,20 @@ pub fn run(env: &CniEnv, stdin: &str) -> Result<Option<Value>, CniError> {
 pub struct Session {
     pub allocator: Allocator,
     pub network: NetworkConfig,
-    /// Node slices on Kubernetes: why this node has no slice to allocate from (CNI 11 for
-    /// ADD and CHECK; DEL and GC have nothing of this node's to free, and succeed).
+    /// Node slices: why this node has no slice to allocate from (CNI 11 for ADD and CHECK,
+    /// 100 when every slice is claimed on etcd; DEL and GC have nothing of this node's to
+    /// free there, and succeed).
     pub no_slice: Option<CniError>,
+    /// Node slices on etcd: this node's slices cut for an earlier range or slice size, as
+    /// networks. DEL and GC free in them too; nothing is allocated from them.
+    pub stale_slices: Vec<NetworkConfig>,
+    /// Node slices on etcd: the whole range, where ADDs went before node slices on etcd
+    /// existed (the key was ignored there). DEL frees there too; GC does not (that pool is
+    /// shared by every node, and this node's runtime lists only its own attachments).
+    pub whole_range: Option<NetworkConfig>,
+    /// The Kubernetes store's client, when that is the store: IPAMClaim and StatefulSet
+    /// lookups share it with the allocator (one client per call).
+    pub kube: Option<hereabouts_stores::kube::KubeStore>,
 }
 
 impl Session {
@@ -103,13 +118,21 @@ impl Session {
             tracing::warn!(field = %w.field, ignored = %w.ignored, rule = %w.rule, network = %conf.name,
                 "ipam.{}: ignored {:?}: {}", w.field, w.ignored, w.reason);
         }
-        Ok(Self { allocator, network: reading.network, no_slice: None })
+        Ok(Self {
+            allocator,
+            network: reading.network,
+            no_slice: None,
+            kube: None,
+            stale_slices: Vec::new(),
+            whole_range: None,
+        })
     }
 
-    /// Connects the configured store. With `node_slice_size` on Kubernetes, the network is
-    /// narrowed to this node's slice first (see [`slices`]); on the other stores the key has
-    /// no effect, and the whole range is one pool as before.
-    pub fn on_store(&mut self, conf: &NetConf) -> Result<&mut Self, CniError> {
+    /// Connects the configured store. With `node_slice_size` on Kubernetes or etcd, the
+    /// network is narrowed to this node's slice first (see [`slices`]; on etcd an ADD claims
+    /// the slice when the node has none); on the local store the key has no effect, and the
+    /// whole range is one pool as before.
+    pub fn on_store(&mut self, conf: &NetConf, claiming: Claiming) -> Result<&mut Self, CniError> {
         if self.network.node_slice_size.is_some() {
             match conf.ipam.store_kind()? {
                 StoreKind::Kubernetes => {
@@ -118,6 +141,25 @@ impl Session {
                         Ok(network) => self.network = network,
                         Err(why) => self.no_slice = Some(why),
                     }
+                    self.kube = Some(store.clone());
+                    self.allocator.set_backend(Box::new(store));
+                    return Ok(self);
+                }
+                StoreKind::Etcd => {
+                    let store = hereabouts_stores::etcd::open(&conf.ipam)?;
+                    let found = slices::etcd_node_network(
+                        &mut self.allocator,
+                        &store,
+                        &self.network,
+                        conf,
+                        claiming,
+                    )?;
+                    self.whole_range = Some(self.network.clone());
+                    match found.current {
+                        Ok(network) => self.network = network,
+                        Err(why) => self.no_slice = Some(why),
+                    }
+                    self.stale_slices = found.stale;
                     self.allocator.set_backend(Box::new(store));
                     return Ok(self);
                 }
@@ -126,7 +168,13 @@ impl Session {
                      allocating from the whole range as one pool"),
             }
         }
-        self.allocator.set_backend(hereabouts_stores::open(&conf.ipam)?);
+        if conf.ipam.store_kind()? == StoreKind::Kubernetes {
+            let store = hereabouts_stores::kube::open(&conf.ipam)?;
+            self.kube = Some(store.clone());
+            self.allocator.set_backend(Box::new(store));
+        } else {
+            self.allocator.set_backend(hereabouts_stores::open(&conf.ipam)?);
+        }
         Ok(self)
     }
 
@@ -143,33 +191,62 @@ impl Session {
         self.no_slice.is_none()
     }
 
-    /// ADD: the lowest free address of each range (or the one asked for), idempotently.
+    /// ADD: the lowest free address of each range (or the one asked for), idempotently. With
+    /// an IPAMClaim ([`claim`]), the claim owns the allocation and its `status.ips` are the
+    /// addresses asked for; else a StatefulSet's pod may own it as its member ([`statefulset`]).
     pub fn add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
         self.require_slice()?;
-        let request = AllocateRequest {
-            owner: owner(env, conf),
-            requested: env.args.ips.iter().chain(&conf.requested).cloned().collect(),
+        let mut claim = claim::Claim::resolve(env, conf, self.kube.as_ref())?;
+        let request = match &claim {
+            Some(claim) => AllocateRequest {
+                owner: claim.owner(env, conf),
+                requested: Some(claim.requested()).filter(|r| !r.is_empty()).unwrap_or_else(|| {
+                    env.args.ips.iter().chain(&conf.requested).cloned().collect()
+                }),
+            },
+            None => AllocateRequest {
+                owner: statefulset::owner(env, conf, self.kube.as_ref())?
+                    .unwrap_or_else(|| owner(env, conf)),
+                requested: env.args.ips.iter().chain(&conf.requested).cloned().collect(),
+            },
         };
-        let leases = self.allocator.allocate(&self.network, &request)?;
+        let leases = match (self.allocator.allocate(&self.network, &request), &mut claim) {
+            (Ok(leases), Some(claim)) => {
+                claim.allocated(&leases)?;
+                leases
+            }
+            (Ok(leases), None) => leases,
+            (Err(e), Some(claim)) => {
+                let held = self.allocator.list_leases(&self.network).unwrap_or_default();
+                return Err(claim.failed(e.into(), &held, &request.owner));
+            }
+            (Err(e), None) => return Err(e.into()),
+        };
         tracing::info!(container = %env.container_id, ifname = %env.ifname,
             addresses = ?leases.iter().map(|l| &l.cidr).collect::<Vec<_>>(), "allocated");
         let statics = conf.statics.clone().with_gateway(self.network.gateway.as_deref());
         Ok(result::render(conf.cni_version, &leases, &statics))
     }
 
-    /// DEL: frees the container's addresses; freeing nothing is success (DEL is retried).
+    /// DEL: frees the container's addresses; freeing nothing is success (DEL is retried). A
+    /// claimed address is the claim's, not the container's, and a StatefulSet member's is the
+    /// member's: DEL leaves them (see [`claim`], [`statefulset`]).
     pub fn del(&mut self, env: &CniEnv) -> Result<(), CniError> {
-        if !self.has_slice() {
-            return Ok(());
+        let mut freed = Vec::new();
+        for network in self.stale_slices.iter().chain(&self.whole_range) {
+            freed.extend(self.allocator.release(network, &env.owner())?);
         }
-        let freed = self.allocator.release(&self.network, &env.owner())?;
+        if self.has_slice() {
+            freed.extend(self.allocator.release(&self.network, &env.owner())?);
+        }
         tracing::info!(container = %env.container_id, ifname = %env.ifname,
             addresses = ?freed.iter().map(|l| &l.cidr).collect::<Vec<_>>(), "released");
         Ok(())
     }
 
     /// CHECK: the container holds exactly the addresses `prevResult` reports for this plugin
-    /// (its allocations and the ipam section's static `addresses`).
+    /// (its allocations and the ipam section's static `addresses`); with an IPAMClaim, the
+    /// claim's allocations; of a StatefulSet member, the member's.
     pub fn check(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         conf.cni_version.require("CHECK", "0.4.0")?;
         self.require_slice()?;
@@ -179,7 +256,13 @@ impl Session {
                 "prevResult: missing; CHECK needs the result of the ADD it checks",
             )
         })?;
-        let leases = self.allocator.leases_of(&self.network, &env.owner())?;
+        let owner = match claim::Claim::resolve(env, conf, self.kube.as_ref())? {
+            Some(claim) => claim.owner(env, conf),
+            None => {
+                statefulset::owner(env, conf, self.kube.as_ref())?.unwrap_or_else(|| env.owner())
+            }
+        };
+        let leases = self.allocator.leases_of(&self.network, &owner)?;
         if leases.is_empty() {
             return Err(CniError::new(
                 Code::UnknownContainer,
@@ -226,10 +309,13 @@ impl Session {
                 "cni.dev/valid-attachments: missing; GC needs the attachments to keep",
             )
         })?;
-        if !self.has_slice() {
-            return Ok(());
+        let mut freed = Vec::new();
+        for network in &self.stale_slices {
+            freed.extend(self.allocator.collect_garbage(network, &conf.name, keep)?);
         }
-        let freed = self.allocator.collect_garbage(&self.network, &conf.name, keep)?;
+        if self.has_slice() {
+            freed.extend(self.allocator.collect_garbage(&self.network, &conf.name, keep)?);
+        }
         for held in &freed {
             tracing::info!(container = %held.owner.container_id, ifname = %held.owner.ifname,
                 address = %held.lease.cidr, "garbage-collected");
@@ -244,7 +330,7 @@ impl Session {
             CniError::new(Code::PluginNotAvailable, format!("store not usable: {}", e.msg))
                 .with_details(e.details)
         };
-        self.on_store(conf)
+        self.on_store(conf, Claiming::FindOnly)
             .map_err(|e| if e.code == Code::InvalidConfig { e } else { unavailable(e) })?;
         self.allocator.list_leases(&self.network).map_err(|e| unavailable(e.into()))?;
         Ok(())

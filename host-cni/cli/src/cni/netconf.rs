@@ -3,8 +3,10 @@
 //! Out of it we need: `cniVersion` (the result's format), the `ipam` section merged with
 //! Whereabouts' flat file, the runtime's requested addresses (`runtimeConfig.ips`, the `ips`
 //! capability, and `args.cni.ips`), `prevResult` for CHECK, and `cni.dev/valid-attachments`
-//! for GC. Every rejection names the field: 6 when stdin is not JSON, 1 for an unsupported
-//! version, 7 for everything else.
+//! for GC; for IPAMClaims, the NAD's `allowPersistentIPs` and an `ipam-claim-reference` the
+//! runtime passes in `args.cni` (Multus forwards a selection element's `cni-args` there); for
+//! StatefulSets, `persistentStatefulSetIPs` beside it. Every rejection names the field: 6 when
+//! stdin is not JSON, 1 for an unsupported version, 7 for everything else.
 
 use std::path::PathBuf;
 
@@ -15,6 +17,7 @@ use super::version::CniVersion;
 use hereabouts_host::bindings::Owner;
 use hereabouts_host::config::{self, IpamConfig};
 use hereabouts_host::error::{CniError, Code};
+use hereabouts_stores::kube::statefulsets::{Policy, Retention};
 
 /// The ipam `type`s we answer to: an installer links the binary under both names.
 pub const PLUGIN_TYPES: &[&str] = &["hereabouts", "whereabouts"];
@@ -37,6 +40,15 @@ pub struct NetConf {
     pub valid_attachments: Option<Vec<Owner>>,
     /// The flat file merged into `ipam`, if one was found.
     pub flat_file: Option<PathBuf>,
+    /// `allowPersistentIPs` (the NAD's config, as OVN-Kubernetes reads it): IPAMClaims are
+    /// honoured only when true.
+    pub allow_persistent_ips: bool,
+    /// `args.cni["ipam-claim-reference"]`: the claim, when the runtime names it (else the
+    /// pod's network-selection annotation is read).
+    pub claim_reference: Option<String>,
+    /// `persistentStatefulSetIPs` (top level, beside `allowPersistentIPs`): a StatefulSet
+    /// pod's address outlives the pod, kept and freed as this policy says; None: off.
+    pub persistent_statefulset_ips: Option<Retention>,
 }
 
 impl NetConf {
@@ -95,9 +107,21 @@ impl NetConf {
             object.get("runtimeConfig").and_then(|r| r.get("ips")),
             "runtimeConfig.ips",
         )?;
-        let args_ips = object.get("args").and_then(|a| a.get("cni")).and_then(|c| c.get("ips"));
-        requested.extend(string_list(args_ips, "args.cni.ips")?);
+        requested.extend(string_list(args_cni(&object, "ips"), "args.cni.ips")?);
 
+        let allow_persistent_ips = match object.get("allowPersistentIPs") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(allow)) => *allow,
+            Some(_) => return Err(invalid("allowPersistentIPs: must be true or false")),
+        };
+        let claim_reference = match args_cni(&object, "ipam-claim-reference") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(claim)) => Some(claim.clone()).filter(|c| !c.is_empty()),
+            Some(_) => {
+                return Err(invalid("args.cni.ipam-claim-reference: must be an IPAMClaim name"));
+            }
+        };
+        let persistent_statefulset_ips = retention(object.get(STATEFULSET_KEY))?;
         let valid_attachments = match object.get("cni.dev/valid-attachments") {
             None | Some(Value::Null) => None,
             Some(value) => Some(attachments(value)?),
@@ -112,8 +136,48 @@ impl NetConf {
             prev_result: object.remove("prevResult").filter(|v| !v.is_null()),
             valid_attachments,
             flat_file,
+            allow_persistent_ips,
+            claim_reference,
+            persistent_statefulset_ips,
         })
     }
+}
+
+/// The top-level key that opts a network's StatefulSet pods into persistent addresses.
+pub const STATEFULSET_KEY: &str = "persistentStatefulSetIPs";
+
+/// `persistentStatefulSetIPs`: absent, null or false is off; true is the defaults
+/// (`whenDeleted: Delete`, `whenScaled: Retain`); an object sets either, as a StatefulSet's
+/// `persistentVolumeClaimRetentionPolicy` does, the other keeping its default.
+fn retention(value: Option<&Value>) -> Result<Option<Retention>, CniError> {
+    let object = match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::Bool(true)) => return Ok(Some(Retention::default())),
+        Some(Value::Object(object)) => object,
+        Some(_) => {
+            return Err(invalid(format!(
+                "{STATEFULSET_KEY}: must be true, false or {{\"whenDeleted\": …, \"whenScaled\": …}}"
+            )));
+        }
+    };
+    let mut retention = Retention::default();
+    for (key, value) in object {
+        let slot = match key.as_str() {
+            "whenDeleted" => &mut retention.when_deleted,
+            "whenScaled" => &mut retention.when_scaled,
+            _ => {
+                return Err(invalid(format!(
+                    "{STATEFULSET_KEY}.{key}: unknown key (expected whenDeleted or whenScaled)"
+                )));
+            }
+        };
+        *slot = value.as_str().and_then(Policy::parse).ok_or_else(|| {
+            invalid(format!(
+                "{STATEFULSET_KEY}.{key}: must be \"Retain\" or \"Delete\", not {value}"
+            ))
+        })?;
+    }
+    Ok(Some(retention))
 }
 
 /// The `cniVersion` to report an error in, even when the config is otherwise unusable.
@@ -125,6 +189,10 @@ pub fn error_version(text: &str) -> &'static str {
         })
         .map(CniVersion::as_str)
         .unwrap_or(super::version::LATEST)
+}
+
+fn args_cni<'a>(object: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    object.get("args").and_then(|a| a.get("cni")).and_then(|c| c.get(key))
 }
 
 fn invalid(msg: impl Into<String>) -> CniError {
@@ -191,6 +259,47 @@ mod tests {
         assert!(conf.ipam_text.contains(r#""range":"10.0.0.0/24""#), "{}", conf.ipam_text);
         assert_eq!(conf.requested, vec!["10.0.0.9/24", "10.0.0.10"]);
         assert_eq!(conf.valid_attachments.unwrap()[0].container_id, "c1");
+        assert!(!conf.allow_persistent_ips);
+        let claimed = parse(
+            r#"{"cniVersion": "1.0.0", "name": "n", "allowPersistentIPs": true, "ipam": {"type": "hereabouts"},
+                "args": {"cni": {"ipam-claim-reference": "vm-a.n"}}}"#,
+        )
+        .unwrap();
+        assert!(claimed.allow_persistent_ips);
+        assert_eq!(claimed.claim_reference.as_deref(), Some("vm-a.n"));
+        assert_eq!(conf.persistent_statefulset_ips, None);
+    }
+
+    #[test]
+    fn persistent_statefulset_ips_mirrors_the_pvc_retention_policy() {
+        let with = |value: &str| {
+            parse(&format!(
+                r#"{{"cniVersion": "1.0.0", "ipam": {{"type": "hereabouts"}}, "persistentStatefulSetIPs": {value}}}"#
+            ))
+            .map(|conf| conf.persistent_statefulset_ips)
+        };
+        let policy = |when_deleted, when_scaled| Some(Retention { when_deleted, when_scaled });
+        assert_eq!(with("false").unwrap(), None);
+        assert_eq!(with("null").unwrap(), None);
+        assert_eq!(with("true").unwrap(), policy(Policy::Delete, Policy::Retain));
+        assert_eq!(with("{}").unwrap(), policy(Policy::Delete, Policy::Retain));
+        assert_eq!(
+            with(r#"{"whenDeleted": "Retain", "whenScaled": "Delete"}"#).unwrap(),
+            policy(Policy::Retain, Policy::Delete)
+        );
+        for (value, start) in [
+            ("\"yes\"", "persistentStatefulSetIPs: must be true, false or"),
+            (
+                r#"{"whenScaled": "delete"}"#,
+                "persistentStatefulSetIPs.whenScaled: must be \"Retain\" or \"Delete\"",
+            ),
+            (r#"{"whenDeleted": 1}"#, "persistentStatefulSetIPs.whenDeleted: must be"),
+            (r#"{"whenGone": "Delete"}"#, "persistentStatefulSetIPs.whenGone: unknown key"),
+        ] {
+            let error = with(value).unwrap_err();
+            assert_eq!(error.code, Code::InvalidConfig, "{value}");
+            assert!(error.msg.starts_with(start), "{value}: {}", error.msg);
+        }
     }
 
     #[test]
@@ -224,6 +333,11 @@ mod tests {
                 r#"{"cniVersion": "1.1.0", "ipam": {"type": "hereabouts"}, "cni.dev/valid-attachments": [{"containerID": "c"}]}"#,
                 Code::InvalidConfig,
                 "cni.dev/valid-attachments[0].ifname:",
+            ),
+            (
+                r#"{"cniVersion": "1.0.0", "ipam": {"type": "hereabouts"}, "allowPersistentIPs": "yes"}"#,
+                Code::InvalidConfig,
+                "allowPersistentIPs:",
             ),
         ];
         for (text, code, start) in cases {

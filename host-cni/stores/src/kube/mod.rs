@@ -41,9 +41,11 @@
 //! Namespace: as Whereabouts, the kubeconfig's current-context namespace, else `kube-system`.
 //! In a pod without a kubeconfig: `$WHEREABOUTS_NAMESPACE`, else the pod's own namespace.
 
+pub mod claims;
 pub mod crd;
 pub mod networks;
 pub mod slices;
+pub mod statefulsets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -210,6 +212,7 @@ impl KubeStore {
                 Ok(Err(error)) => Failure::Client(error),
                 Err(_) => Failure::Timeout(limit),
             };
+            count_failure(&failure);
             Err(KubeError { request, namespace: namespace.clone(), failure: Box::new(failure) })
         })
     }
@@ -556,6 +559,30 @@ pub struct KubeError {
     namespace: String,
     /// Boxed: kube's error is large, and every request's `Result` carries this.
     failure: Box<Failure>,
+}
+
+/// The requests [`KubeStore::request`] saw fail in this process, by outcome (see
+/// [`api_failures`]).
+static API_FAILURES: std::sync::Mutex<BTreeMap<String, u64>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// How many API requests of this process have failed, by outcome: the HTTP status the API
+/// server answered (`"409"`: a conditional write that lost to another writer), `"timeout"`,
+/// or `"transport"` (no answer: connection, TLS, decoding). Process-wide, so every client of
+/// a command counts (the controller exports it as metrics).
+pub fn api_failures() -> BTreeMap<String, u64> {
+    API_FAILURES.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn count_failure(failure: &Failure) {
+    let outcome = match failure {
+        Failure::Client(::kube::Error::Api(status)) => status.code.to_string(),
+        Failure::Client(_) => "transport".to_string(),
+        Failure::Timeout(_) => "timeout".to_string(),
+        // Not a request's outcome: a summary of several that each succeeded.
+        Failure::Unsettled(_) => return,
+    };
+    *API_FAILURES.lock().unwrap_or_else(|p| p.into_inner()).entry(outcome).or_default() += 1;
 }
 
 #[derive(Debug)]
