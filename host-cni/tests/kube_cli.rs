@@ -864,7 +864,7 @@ fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
     let _child = controller_over_three_running_pods(&emulator, &dir, "10.60.0", 1);
     let slots = || allocations(&emulator, "blue-10.60.0.0-24").keys().cloned().collect::<Vec<_>>();
     // Let the controller list and start watching, then delete pod a.
-    eventually("the controller to watch pods", || emulator.watches() > 0);
+    eventually("the controller to watch pods", || emulator.watching("pods") > 0);
     let started = Instant::now();
     emulator.delete("pods", "default", "a");
     eventually("a's address to be freed", || slots() == ["2", "3"]);
@@ -898,7 +898,7 @@ fn the_controller_resumes_its_watch_and_relists_after_410_gone() {
     let dir = temp_dir("controller-watch");
     let _child = controller_over_three_running_pods(&emulator, &dir, "10.61.0", 0);
     let slots = || allocations(&emulator, "blue-10.61.0.0-24").keys().cloned().collect::<Vec<_>>();
-    eventually("the controller to watch pods", || emulator.watches() > 0);
+    eventually("the controller to watch pods", || emulator.watching("pods") > 0);
     let pod_lists = emulator.lists("pods").0;
     assert_eq!(pod_lists, 1, "one list before the first watch");
 
@@ -1595,7 +1595,7 @@ fn the_controller_keeps_members_addresses_across_its_restart() {
     let offsets = || ids(&emulator).into_iter().map(|(offset, _)| offset).collect::<Vec<_>>();
 
     let first = controller();
-    eventually("the controller to watch pods", || emulator.watches() > 0);
+    eventually("the controller to watch pods", || emulator.watching("pods") > 0);
     delete_member(&emulator, &config, "c-web-0", &podrefs[0], &dir);
     // The ordinary pod's deletion is seen after web-0's: once it is freed, web-0's was decided.
     assert!(emulator.delete("pods", "default", "other"));
@@ -1612,4 +1612,72 @@ fn the_controller_keeps_members_addresses_across_its_restart() {
     assert!(emulator.delete("statefulsets", DB, "web"));
     delete_member(&emulator, &config, "c-web-1", &podrefs[1], &dir);
     eventually("the deleted StatefulSet's addresses to be freed", || offsets().is_empty());
+}
+
+/// `hereabouts controller` without reconcile passes, so what is freed here the watches free:
+/// a stopped VM's address when its IPAMClaim is deleted; a StatefulSet member's address, its
+/// pod gone, when the set is scaled below its ordinal (whenScaled: Delete) or deleted
+/// (whenDeleted: Delete) — and a scale that keeps the ordinal frees nothing.
+#[test]
+fn the_controller_frees_persistent_addresses_when_their_owner_goes() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("controller-owners");
+    let kubeconfig = dir.join("kubeconfig");
+    let vm_config = persistent_config(&emulator, &dir, Some(true));
+    let policy = json!({"whenDeleted": "Delete", "whenScaled": "Delete"});
+    let set_config = statefulset_config(&emulator, &dir, policy);
+    insert_claim(&emulator, "vm-c.blue", &[]);
+    insert_launcher(&emulator, "virt-launcher-vm-c-1", "vm-c.blue");
+    let (ok, vm) = cni("ADD", &vm_config, "c-vm", "vms/virt-launcher-vm-c-1", &dir);
+    assert!(ok, "{vm}");
+    insert_statefulset(&emulator, "web", 3);
+    let podrefs: Vec<String> = (0..3).map(|n| insert_member(&emulator, "web", n)).collect();
+    for (n, podref) in podrefs.iter().enumerate() {
+        assert!(cni("ADD", &set_config, &format!("c-web-{n}"), podref, &dir).0);
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .args(["controller", "--grace-seconds=0"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env("HEREABOUTS_CACHE_DIR", &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _controller = KillOnDrop(child);
+    for plural in ["pods", "ipamclaims", "statefulsets"] {
+        eventually(&format!("the controller to watch {plural}"), || emulator.watching(plural) > 0);
+    }
+    let vm_held = || allocations(&emulator, "10.60.0.0-24").len();
+    let offsets = || ids(&emulator).into_iter().map(|(offset, _)| offset).collect::<Vec<_>>();
+
+    // The VM stops: its pod goes, the claim keeps the address.
+    assert!(cni("DEL", &vm_config, "c-vm", "vms/virt-launcher-vm-c-1", &dir).0);
+    assert!(emulator.delete("pods", VMS, "virt-launcher-vm-c-1"));
+    // The members' pods go too; the set still has their ordinals, so all stay.
+    for (n, podref) in podrefs.iter().enumerate() {
+        delete_member(&emulator, &set_config, &format!("c-web-{n}"), podref, &dir);
+    }
+    // A pod event after those: once the controller has freed this one, it has decided theirs.
+    emulator.insert("pods", pod("default", "marker", "Running", &[]));
+    assert!(cni("ADD", &set_config, "c-marker", "default/marker", &dir).0);
+    assert!(emulator.delete("pods", "default", "marker"));
+    eventually("the marker pod's address to be freed", || offsets().len() == 3);
+    assert_eq!(offsets(), ["1", "2", "3"], "the members' addresses wait for their pods");
+    assert_eq!(vm_held(), 1, "a stopped VM's address waits for its next pod");
+
+    // A status-only change of the set, and a scale that keeps every ordinal: nothing freed.
+    let mut set = emulator.get("statefulsets", DB, "web").unwrap();
+    set["status"] = json!({"replicas": 0});
+    emulator.update("statefulsets", set);
+    // Scaled to 2: ordinal 2 is gone, whenScaled: Delete frees its address.
+    scale(&emulator, "web", 2);
+    eventually("ordinal 2's address to be freed", || offsets() == ["1", "2"]);
+    // Deleting the set frees the rest (whenDeleted: Delete).
+    assert!(emulator.delete("statefulsets", DB, "web"));
+    eventually("the deleted set's addresses to be freed", || offsets().is_empty());
+
+    // Deleting the claim frees the VM's address.
+    assert!(emulator.delete("ipamclaims", VMS, "vm-c.blue"));
+    eventually("the deleted claim's address to be freed", || vm_held() == 0);
 }

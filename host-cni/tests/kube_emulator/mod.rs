@@ -16,7 +16,7 @@
 //! - GET (one object or a list, with the list's `resourceVersion`), POST (create; 409
 //!   AlreadyExists), PUT (replace; `resourceVersion` required and compared, 409 Conflict when
 //!   stale), DELETE (404 when absent; `preconditions.resourceVersion` honoured, 409 when stale);
-//! - `?watch=true&resourceVersion=N` on pods (chunked stream of ADDED/MODIFIED/DELETED events
+//! - `?watch=true&resourceVersion=N` on pods, ipamclaims and statefulsets (chunked stream of ADDED/MODIFIED/DELETED events
 //!   after N, ended by `timeoutSeconds`, or by the test as a dropped connection; a version
 //!   older than a compaction the test made gets the real server's 410 Gone ERROR event);
 //! - one cluster-wide `resourceVersion` counter, as etcd's revision is;
@@ -51,19 +51,21 @@ struct State {
     revision: u64,
     /// (plural, namespace, name) → object
     objects: BTreeMap<(String, String, String), Value>,
-    /// Pod events for watches: (revision, type, object).
-    pod_events: Vec<(u64, &'static str, Value)>,
+    /// Events for watches of the [`WATCHED`] kinds: (revision, plural, type, object).
+    events: Vec<(u64, &'static str, &'static str, Value)>,
     /// (verb, plural) pairs answered with 403.
     denied: HashSet<(String, String)>,
     /// Count of responses by status code.
     codes: BTreeMap<u16, u64>,
     requests: u64,
     watches: u64,
+    /// Watch streams opened, by plural.
+    streams: BTreeMap<String, u64>,
     /// The `resourceVersion` each watch request asked to start from ("" when none).
     watch_versions: Vec<String>,
     /// Bumped to end every open watch stream (a dropped connection).
     watch_epoch: u64,
-    /// Pod events at or below this revision are compacted away: a watch from an older
+    /// Events at or below this revision are compacted away: a watch from an older
     /// `resourceVersion` is answered with a 410 Gone ERROR event, as the real server does.
     compacted: u64,
     /// List requests by plural, and how many of them asked for a page (`limit`).
@@ -263,6 +265,11 @@ impl Emulator {
         self.shared.state.lock().unwrap().watches
     }
 
+    /// How many watch streams of `plural` were opened (requests answered with events).
+    pub fn watching(&self, plural: &str) -> u64 {
+        self.shared.state.lock().unwrap().streams.get(plural).copied().unwrap_or(0)
+    }
+
     pub fn requests(&self) -> u64 {
         self.shared.state.lock().unwrap().requests
     }
@@ -290,7 +297,7 @@ impl Emulator {
         }
         let compacted = state.revision;
         state.compacted = compacted;
-        state.pod_events.retain(|(rv, _, _)| *rv > compacted);
+        state.events.retain(|(rv, _, _, _)| *rv > compacted);
         self.shared.changed.notify_all();
     }
 }
@@ -308,9 +315,12 @@ fn bump(state: &mut State) -> String {
     state.revision.to_string()
 }
 
+/// The kinds this emulation can watch; a watch of any other is 405.
+const WATCHED: [&str; 3] = ["pods", "ipamclaims", "statefulsets"];
+
 fn record(state: &mut State, plural: &str, kind: &'static str, object: &Value) {
-    if plural == "pods" {
-        state.pod_events.push((state.revision, kind, object.clone()));
+    if let Some(plural) = WATCHED.iter().find(|w| **w == plural) {
+        state.events.push((state.revision, plural, kind, object.clone()));
     }
 }
 
@@ -989,13 +999,9 @@ fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
             return;
         }
     }
-    if plural != "pods" {
-        let _ = write_response(
-            writer,
-            405,
-            &status(405, "MethodNotAllowed", "this emulation watches pods only".into(), json!({}))
-                .1,
-        );
+    if !WATCHED.contains(&plural.as_str()) {
+        let message = format!("this emulation watches only {}", WATCHED.join(", "));
+        let _ = write_response(writer, 405, &status(405, "MethodNotAllowed", message, json!({})).1);
         return;
     }
     let asked = request.query.get("resourceVersion").cloned().unwrap_or_default();
@@ -1017,6 +1023,7 @@ fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
     }
     let mut state = shared.state.lock().unwrap();
     state.watch_versions.push(asked);
+    *state.streams.entry(plural.clone()).or_default() += 1;
     let epoch = state.watch_epoch;
     if since > 0 && since < state.compacted {
         let expired = json!({"type": "ERROR", "object": {
@@ -1038,15 +1045,16 @@ fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
             return;
         }
         let events: Vec<Value> = state
-            .pod_events
+            .events
             .iter()
-            .filter(|(rv, _, object)| {
+            .filter(|(rv, kind_plural, _, object)| {
                 *rv > since
+                    && *kind_plural == plural
                     && ns
                         .as_ref()
                         .is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns))
             })
-            .map(|(_, kind, object)| json!({"type": kind, "object": object}))
+            .map(|(_, _, kind, object)| json!({"type": kind, "object": object}))
             .collect();
         since = state.revision;
         drop(state);
