@@ -1681,3 +1681,28 @@ fn the_controller_frees_persistent_addresses_when_their_owner_goes() {
     assert!(emulator.delete("ipamclaims", VMS, "vm-c.blue"));
     eventually("the deleted claim's address to be freed", || vm_held() == 0);
 }
+
+/// Both opt-ins on one network: a StatefulSet member that names no claim is the member's, a
+/// pod that names one is the claim's, and each ADD reads its pod from the API server once.
+#[test]
+fn with_claims_and_statefulsets_on_an_add_reads_its_pod_once() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("both-opt-ins");
+    let mut config = statefulset_config(&emulator, &dir, json!(true));
+    config["allowPersistentIPs"] = json!(true);
+    insert_statefulset(&emulator, "web", 1);
+    let member = insert_member(&emulator, "web", 0);
+    let before = emulator.gets("pods");
+    let (ok, result) = cni("ADD", &config, "c-web-0", &member, &dir);
+    assert!(ok, "{result}");
+    assert_eq!(emulator.gets("pods") - before, 1, "one GET of db/web-0");
+    assert_eq!(ids(&emulator), [("1".to_string(), json!("statefulset:db/web/0/Delete/Retain"))]);
+
+    insert_claim(&emulator, "vm-d.blue", &[]);
+    insert_launcher(&emulator, "virt-launcher-vm-d-1", "vm-d.blue");
+    let before = emulator.gets("pods");
+    let (ok, result) = cni("ADD", &config, "c-vm", "vms/virt-launcher-vm-d-1", &dir);
+    assert!(ok, "{result}");
+    assert_eq!(emulator.gets("pods") - before, 1, "one GET of the launcher pod");
+    assert_eq!(ids(&emulator)[1], ("2".to_string(), json!("ipamclaim:vms/vm-d.blue")));
+}

@@ -68,6 +68,8 @@ struct State {
     /// Events at or below this revision are compacted away: a watch from an older
     /// `resourceVersion` is answered with a 410 Gone ERROR event, as the real server does.
     compacted: u64,
+    /// GET requests of one object, by resource (`pods`, `ipamclaims/status`).
+    gets: BTreeMap<String, u64>,
     /// List requests by plural, and how many of them asked for a page (`limit`).
     lists: BTreeMap<String, (u64, u64)>,
 }
@@ -258,6 +260,11 @@ impl Emulator {
     /// List requests of `plural` that arrived, and how many of them asked for a page.
     pub fn lists(&self, plural: &str) -> (u64, u64) {
         self.shared.state.lock().unwrap().lists.get(plural).copied().unwrap_or((0, 0))
+    }
+
+    /// How many GETs of one object of `resource` arrived.
+    pub fn gets(&self, resource: &str) -> u64 {
+        self.shared.state.lock().unwrap().gets.get(resource).copied().unwrap_or(0)
     }
 
     /// How many watch requests arrived.
@@ -836,6 +843,7 @@ fn handle(state: &mut State, request: &Request) -> (u16, Value) {
     let body = || serde_json::from_slice::<Value>(&request.body);
     match verb {
         "get" => {
+            *state.gets.entry(resource.clone()).or_default() += 1;
             let key = (plural.clone(), ns.clone().unwrap_or_default(), name.clone().unwrap());
             match state.objects.get(&key) {
                 Some(object) => (200, object.clone()),

@@ -21,6 +21,7 @@ use hereabouts_host::error::{CniError, Code};
 use hereabouts_stores::kube::KubeStore;
 use hereabouts_stores::kube::claims::{self, NETWORKS_ANNOTATION};
 use hereabouts_stores::kube::crd::IPAMClaim;
+use k8s_openapi::api::core::v1::Pod;
 
 use super::env::CniEnv;
 use super::netconf::NetConf;
@@ -59,6 +60,27 @@ pub fn session_store(kube: Option<&KubeStore>, conf: &NetConf) -> Result<KubeSto
     }
 }
 
+/// The call's pod (`K8S_POD_NAMESPACE`/`K8S_POD_NAME`), read from the API server at most once
+/// per CNI call: its network-selection annotation (the claim reference) and its controller
+/// ownerReference (StatefulSet membership) are both read off it.
+#[derive(Debug, Default)]
+pub struct PodOnce(Option<Option<Pod>>);
+
+impl PodOnce {
+    /// The pod; None when it does not exist.
+    pub fn get(
+        &mut self,
+        store: &KubeStore,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<&Pod>, CniError> {
+        if self.0.is_none() {
+            self.0 = Some(store.get_pod(namespace, name)?);
+        }
+        Ok(self.0.as_ref().and_then(Option::as_ref))
+    }
+}
+
 /// The claim an attachment's allocation belongs to.
 pub struct Claim {
     store: KubeStore,
@@ -75,6 +97,7 @@ impl Claim {
         env: &CniEnv,
         conf: &NetConf,
         kube: Option<&KubeStore>,
+        pod_once: &mut PodOnce,
     ) -> Result<Option<Self>, CniError> {
         if !conf.allow_persistent_ips {
             return Ok(None);
@@ -86,9 +109,11 @@ impl Claim {
         let name = match &conf.claim_reference {
             Some(name) => name.clone(),
             None => {
-                let annotation = store.pod_annotation(namespace, pod, NETWORKS_ANNOTATION)?;
+                let object = pod_once.get(&store, namespace, pod)?;
+                let annotation =
+                    object.and_then(|p| p.metadata.annotations.as_ref()?.get(NETWORKS_ANNOTATION));
                 let reference = annotation
-                    .map(|text| claims::claim_reference(&text, &env.ifname))
+                    .map(|text| claims::claim_reference(text, &env.ifname))
                     .transpose()
                     .map_err(|e| {
                         CniError::new(Code::InvalidConfig, format!("pod {namespace}/{pod}: {e}"))

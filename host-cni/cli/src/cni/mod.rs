@@ -104,6 +104,8 @@ pub struct Session {
     /// The Kubernetes store's client, when that is the store: IPAMClaim and StatefulSet
     /// lookups share it with the allocator (one client per call).
     pub kube: Option<hereabouts_stores::kube::KubeStore>,
+    /// The call's pod, read at most once (claims and StatefulSet membership both need it).
+    pub pod: claim::PodOnce,
 }
 
 impl Session {
@@ -123,6 +125,7 @@ impl Session {
             network: reading.network,
             no_slice: None,
             kube: None,
+            pod: claim::PodOnce::default(),
             stale_slices: Vec::new(),
             whole_range: None,
         })
@@ -196,7 +199,7 @@ impl Session {
     /// addresses asked for; else a StatefulSet's pod may own it as its member ([`statefulset`]).
     pub fn add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
         self.require_slice()?;
-        let mut claim = claim::Claim::resolve(env, conf, self.kube.as_ref())?;
+        let mut claim = claim::Claim::resolve(env, conf, self.kube.as_ref(), &mut self.pod)?;
         let request = match &claim {
             Some(claim) => AllocateRequest {
                 owner: claim.owner(env, conf),
@@ -205,7 +208,7 @@ impl Session {
                 }),
             },
             None => AllocateRequest {
-                owner: statefulset::owner(env, conf, self.kube.as_ref())?
+                owner: statefulset::owner(env, conf, self.kube.as_ref(), &mut self.pod)?
                     .unwrap_or_else(|| owner(env, conf)),
                 requested: env.args.ips.iter().chain(&conf.requested).cloned().collect(),
             },
@@ -256,11 +259,10 @@ impl Session {
                 "prevResult: missing; CHECK needs the result of the ADD it checks",
             )
         })?;
-        let owner = match claim::Claim::resolve(env, conf, self.kube.as_ref())? {
+        let owner = match claim::Claim::resolve(env, conf, self.kube.as_ref(), &mut self.pod)? {
             Some(claim) => claim.owner(env, conf),
-            None => {
-                statefulset::owner(env, conf, self.kube.as_ref())?.unwrap_or_else(|| env.owner())
-            }
+            None => statefulset::owner(env, conf, self.kube.as_ref(), &mut self.pod)?
+                .unwrap_or_else(|| env.owner()),
         };
         let leases = self.allocator.leases_of(&self.network, &owner)?;
         if leases.is_empty() {

@@ -8,7 +8,8 @@
 //! next pod `<set>-<N>` the address the last one had; DEL never resolves this owner (the
 //! container's own holds nothing), so DEL frees nothing and succeeds. The retention policy
 //! rides in the id: reconcile and the controller free by it (StatefulSet deleted, or scaled
-//! below N) without reading the NAD. The pod is read (GET) to find its controller
+//! below N) without reading the NAD. The pod is read (GET, shared with [`super::claim`]) to
+//! find its controller
 //! ownerReference; a pod that is not a StatefulSet's, or that cannot be found, allocates per
 //! container as usual. Kubernetes store only; the others ignore the key with a warning.
 
@@ -26,18 +27,19 @@ pub fn owner(
     env: &CniEnv,
     conf: &NetConf,
     kube: Option<&KubeStore>,
+    pod_once: &mut super::claim::PodOnce,
 ) -> Result<Option<Owner>, CniError> {
     let Some(retention) = conf.persistent_statefulset_ips else { return Ok(None) };
     let Some((namespace, pod)) = super::claim::kube_pod(env, conf, STATEFULSET_KEY)? else {
         return Ok(None);
     };
     let store = super::claim::session_store(kube, conf)?;
-    let Some(object) = store.get_pod(namespace, pod)? else {
+    let Some(object) = pod_once.get(&store, namespace, pod)? else {
         tracing::warn!(network = %conf.name, pod = %format!("{namespace}/{pod}"),
             "{STATEFULSET_KEY}: the pod does not exist; allocating as usual");
         return Ok(None);
     };
-    let Some((set, ordinal)) = statefulsets::member_of_pod(&object) else { return Ok(None) };
+    let Some((set, ordinal)) = statefulsets::member_of_pod(object) else { return Ok(None) };
     let member = Member { namespace: namespace.clone(), set, ordinal, retention };
     Ok(Some(Owner {
         container_id: statefulsets::owner_id(&member),

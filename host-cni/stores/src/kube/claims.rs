@@ -141,17 +141,6 @@ fn set_condition(
 }
 
 impl KubeStore {
-    /// One annotation of a pod; `Ok(None)` when the pod or the annotation does not exist.
-    pub fn pod_annotation(
-        &self,
-        namespace: &str,
-        name: &str,
-        key: &str,
-    ) -> Result<Option<String>, KubeError> {
-        let pod = self.get_pod(namespace, name)?;
-        Ok(pod.and_then(|p| p.metadata.annotations?.remove(key)))
-    }
-
     /// The claim `namespace/name`; None when it does not exist.
     pub fn get_claim(&self, namespace: &str, name: &str) -> Result<Option<IPAMClaim>, KubeError> {
         let api: Api<IPAMClaim> = Api::namespaced(self.client.clone(), namespace);
