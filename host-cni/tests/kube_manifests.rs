@@ -205,9 +205,10 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
         rules_of(&objects["ClusterRole/hereabouts-reconciler"]),
         vec![
             pair("events", "create"),
-            // Reconcile lists the claims; the controller gets one.
+            // Reconcile lists the claims; the controller watches them and gets one.
             pair("ipamclaims", "get"),
             pair("ipamclaims", "list"),
+            pair("ipamclaims", "watch"),
             pair("network-attachment-definitions", "list"),
             pair("network-attachment-definitions", "watch"),
             pair("nodes", "get"),
@@ -216,9 +217,11 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
             pair("pods", "get"),
             pair("pods", "list"),
             pair("pods", "watch"),
-            // StatefulSet members' addresses: reconcile lists the sets; the controller gets one.
+            // StatefulSet members' addresses: reconcile lists the sets; the controller watches
+            // them and gets one.
             pair("statefulsets", "get"),
             pair("statefulsets", "list"),
+            pair("statefulsets", "watch"),
         ]
     );
     // The node-slice controller writes NodeSlicePools.
