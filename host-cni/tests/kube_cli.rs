@@ -1523,7 +1523,8 @@ fn a_statefulset_members_address_survives_its_pods_and_a_scale_to_zero() {
 }
 
 /// `whenScaled: Delete`: a scale-down frees the removed ordinals' addresses once their pods are
-/// gone; `whenDeleted: Retain`: deleting the StatefulSet keeps the rest.
+/// gone; `whenDeleted: Retain`: deleting the StatefulSet keeps the rest, and the set recreated
+/// under its name gets them back.
 #[test]
 fn scale_down_and_deletion_follow_the_retention_policy() {
     let emulator = Emulator::start();
@@ -1562,6 +1563,13 @@ fn scale_down_and_deletion_follow_the_retention_policy() {
     delete_member(&emulator, &config, "c-web-0", &podrefs[0], &cache);
     assert_eq!(reconcile_freed(&dir), json!([]), "whenDeleted: Retain");
     assert_eq!(ids(&emulator), [("1".to_string(), json!("statefulset:db/web/0/Retain/Delete"))]);
+
+    // The StatefulSet recreated under its name: member 0 gets its retained address back.
+    insert_statefulset(&emulator, "web", 1);
+    insert_member(&emulator, "web", 0);
+    let (ok, again) = cni("ADD", &config, "c-web-0-b", &podrefs[0], &cache);
+    assert!(ok, "{again}");
+    assert_eq!(ip(&again), "10.70.0.1/24");
 }
 
 /// The controller keeps a deleted member pod's address (its StatefulSet has the ordinal), and
