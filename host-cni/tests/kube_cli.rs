@@ -1714,3 +1714,54 @@ fn with_claims_and_statefulsets_on_an_add_reads_its_pod_once() {
     assert_eq!(emulator.gets("pods") - before, 1, "one GET of the launcher pod");
     assert_eq!(ids(&emulator)[1], ("2".to_string(), json!("ipamclaim:vms/vm-d.blue")));
 }
+
+/// The JSON example under README heading `heading`, with this emulator's store keys added to
+/// its ipam section (a node's flat file supplies them in a cluster).
+fn readme_example(heading: &str, emulator: &Emulator, dir: &Path) -> Value {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let section = readme.split(heading).nth(1).unwrap_or_else(|| panic!("README: {heading}"));
+    let block = section.split("```json\n").nth(1).and_then(|b| b.split("```").next()).unwrap();
+    let mut config: Value = serde_json::from_str(block).expect("the README example is JSON");
+    let kubeconfig = emulator.kubeconfig(dir, Some(NS));
+    config["ipam"]["datastore"] = json!("kubernetes");
+    config["ipam"]["kubernetes"] = json!({"kubeconfig": kubeconfig});
+    config["ipam"]["configuration_path"] = json!(dir.join("no-flat-file.conf"));
+    config
+}
+
+/// The README's two persistent-IP examples, as written: a VM pod's address survives its DEL
+/// and comes back to the VM's next pod; a StatefulSet member's does the same.
+#[test]
+fn the_readmes_persistent_ip_examples_work_as_written() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("readme-examples");
+    let vm = readme_example("## Persistent IPs for KubeVirt (IPAMClaims)", &emulator, &dir);
+    insert_claim(&emulator, "vm-e.blue", &[]);
+    insert_launcher(&emulator, "virt-launcher-vm-e-1", "vm-e.blue");
+    let (ok, first) = cni("ADD", &vm, "c-vm-1", "vms/virt-launcher-vm-e-1", &dir);
+    assert!(ok, "{first}");
+    assert!(cni("DEL", &vm, "c-vm-1", "vms/virt-launcher-vm-e-1", &dir).0);
+    assert!(emulator.delete("pods", VMS, "virt-launcher-vm-e-1"));
+    insert_launcher(&emulator, "virt-launcher-vm-e-2", "vm-e.blue");
+    let (ok, second) = cni("ADD", &vm, "c-vm-2", "vms/virt-launcher-vm-e-2", &dir);
+    assert!(ok, "{second}");
+    assert_eq!(ip(&second), ip(&first), "the VM's next pod gets its address");
+    assert_eq!(claim_status(&emulator, "vm-e.blue")["ips"], json!([ip(&first)]));
+
+    let set = readme_example("## Persistent IPs for StatefulSets", &emulator, &dir);
+    insert_statefulset(&emulator, "web", 1);
+    let member = insert_member(&emulator, "web", 0);
+    let (ok, first) = cni("ADD", &set, "c-web-0-a", &member, &dir);
+    assert!(ok, "{first}");
+    delete_member(&emulator, &set, "c-web-0-a", &member, &dir);
+    emulator.insert("pods", pod("default", "other", "Running", &[]));
+    let (ok, other) = cni("ADD", &set, "c-other", "default/other", &dir);
+    assert!(ok, "{other}");
+    assert_ne!(ip(&other), ip(&first), "nobody else gets the member's address meanwhile");
+    insert_member(&emulator, "web", 0);
+    let (ok, again) = cni("ADD", &set, "c-web-0-b", &member, &dir);
+    assert!(ok, "{again}");
+    assert_eq!(ip(&again), ip(&first), "the member's next pod gets its address");
+}
