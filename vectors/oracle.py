@@ -57,7 +57,7 @@ def network(text):
         raise Rejected(text)
 
 
-def one_range(r, base, allocated, warnings):
+def one_range(r, base, allocated, persistent, warnings):
     def field(key):
         return f"{base}.{key}" if base else key
 
@@ -122,10 +122,14 @@ def one_range(r, base, allocated, warnings):
     ok = [a for a in range(lo, hi + 1) if not (net.version == 4 and a & 0xFF == 0) and a not in excluded]
     if not ok:
         raise Rejected("nothing to hand out")
-    used = {int(a) for a in map(addr, (x.split("/")[0] for x in allocated)) if a is not None}
+    def addresses(texts):
+        found = (addr(x.split("/")[0]) for x in texts or [])
+        return {int(a) for a in found if a is not None and a.version == net.version}
+    kept = addresses(persistent)  # taken, held by no pod: neither free nor in use
+    used = addresses(allocated) | kept
     free = [a for a in ok if a not in used]
     fmt = lambda a: str(ipaddress.IPv6Address(a) if net.version == 6 else ipaddress.IPv4Address(a))
-    return {
+    report = {
         "range": str(net),
         "first": fmt(ok[0]),
         "last": fmt(ok[-1]),
@@ -133,6 +137,9 @@ def one_range(r, base, allocated, warnings):
         "free": str(len(free)),
         "next": fmt(free[0]) if free else None,
     }
+    if persistent:  # shown only for a document that lists persistent addresses
+        report["persistent"] = str(sum(1 for a in ok if a in kept))
+    return report
 
 
 def plan(doc):
@@ -152,9 +159,10 @@ def plan(doc):
         raise Rejected("no range")
     if ipam.get("gateway") and addr(ipam["gateway"]) is None:
         raise Rejected(ipam["gateway"])
-    if any(addr(a.split("/")[0]) is None for a in doc.get("allocated") or []):
-        raise Rejected("allocated")
-    reports = [one_range(r, base, doc.get("allocated") or [], warnings) for base, r in ranges]
+    for key in ("allocated", "persistent"):
+        if any(addr(a.split("/")[0]) is None for a in doc.get(key) or []):
+            raise Rejected(key)
+    reports = [one_range(r, base, doc.get("allocated"), doc.get("persistent"), warnings) for base, r in ranges]
     return {"ranges": reports, "warnings": [list(w) for w in warnings]}
 
 

@@ -270,6 +270,7 @@ impl From<core::RangeReport> for api::RangeReport {
             last: r.last,
             capacity: r.capacity,
             free: r.free,
+            persistent: r.persistent,
             next: r.next,
         }
     }
@@ -304,6 +305,7 @@ impl From<core::MapBucket> for api::MapBucket {
             last: b.last,
             allocatable: b.allocatable,
             allocated: b.allocated,
+            persistent: b.persistent,
             excluded: b.excluded,
             reserved: b.reserved,
             has_gateway: b.has_gateway,
@@ -313,7 +315,12 @@ impl From<core::MapBucket> for api::MapBucket {
 
 impl From<api::PlanRequest> for core::PlanRequest {
     fn from(r: api::PlanRequest) -> Self {
-        Self { network: r.network.into(), allocated: r.allocated, preview: r.preview }
+        Self {
+            network: r.network.into(),
+            allocated: r.allocated,
+            persistent: r.persistent,
+            preview: r.preview,
+        }
     }
 }
 
@@ -390,7 +397,11 @@ impl api::Guest for Component {
 
     fn read_plan_document(text: String) -> Result<api::PlanDocument, api::ConfigError> {
         crate::config::read_plan_document(&text)
-            .map(|d| api::PlanDocument { reading: d.reading.into(), allocated: d.allocated })
+            .map(|d| api::PlanDocument {
+                reading: d.reading.into(),
+                allocated: d.allocated,
+                persistent: d.persistent,
+            })
             .map_err(Into::into)
     }
 

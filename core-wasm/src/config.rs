@@ -49,8 +49,8 @@ pub fn read_config(ipam_json: &str) -> Result<ConfigReading, ConfigError> {
     read_ipam(&value)
 }
 
-/// Reads `hereabouts plan`'s input, `{"ipam": {…}, "allocated": ["10.0.0.1", …]}`, so that
-/// every host rejects a bad document with the same words.
+/// Reads `hereabouts plan`'s input, `{"ipam": {…}, "allocated": ["10.0.0.1", …],
+/// "persistent": […]}`, so that every host rejects a bad document with the same words.
 pub fn read_plan_document(text: &str) -> Result<PlanDocument, ConfigError> {
     let document = parse_json(text, Shape::PlanDocument)
         .map_err(|e| ConfigError::Malformed(format!("input is not valid JSON: {e}")))?;
@@ -61,19 +61,21 @@ pub fn read_plan_document(text: &str) -> Result<PlanDocument, ConfigError> {
     let ipam = last("ipam")
         .ok_or_else(|| invalid("ipam", "missing (the ipam section of a CNI config)"))?;
     let reading = read_ipam(ipam)?;
-    let allocated = match last("allocated") {
-        None | Some(Json::Null) => Vec::new(),
+    let addresses = |key: &str| match last(key) {
+        None | Some(Json::Null) => Ok(Vec::new()),
         Some(Json::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(i, item)| match item {
                 Json::String(address) => Ok(address.clone()),
-                _ => Err(invalid(&format!("allocated[{i}]"), "must be an address string")),
+                _ => Err(invalid(&format!("{key}[{i}]"), "must be an address string")),
             })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(invalid("allocated", "must be a list of addresses")),
+            .collect(),
+        Some(_) => Err(invalid(key, "must be a list of addresses")),
     };
-    Ok(PlanDocument { reading, allocated })
+    let allocated = addresses("allocated")?;
+    let persistent = addresses("persistent")?;
+    Ok(PlanDocument { reading, allocated, persistent })
 }
 
 /// A rejected value, under the rule id `check` reports it as.
@@ -137,7 +139,7 @@ impl Shape {
         match self {
             Shape::PlanDocument => match key {
                 "ipam" => Some(Shape::Ipam),
-                "allocated" => Some(Shape::Any),
+                "allocated" | "persistent" => Some(Shape::Any),
                 _ => None,
             },
             Shape::Ipam => match ipam_key(key)? {

@@ -1,8 +1,10 @@
 //! Pure views of a config for people and CI: plan, validate, overlaps, range map.
-//! None of these touch a store; `allocated` stands for what a store would hold.
+//! None of these touch a store; `allocated` stands for what a store would hold, `persistent`
+//! for what it holds for an IPAMClaim or StatefulSet member that no pod holds.
 
 use crate::addr::{Family, format_address, parse_address};
 use crate::network::{Network, analyze};
+use crate::pool::Pool;
 use crate::range::Range;
 use crate::types::{
     FieldError, Finding, IpamError, MapBucket, NetworkConfig, Overlap, OverlapKind, PlanRequest,
@@ -14,15 +16,16 @@ pub const MAX_PREVIEW: u32 = 1024;
 /// Most buckets a range map may have.
 pub const MAX_BUCKETS: u32 = 65_536;
 
-fn parse_allocated(allocated: &[String]) -> Result<Vec<(Family, u128)>, IpamError> {
-    allocated
-        .iter()
+/// The addresses of a request list (`allocated` or `persistent`, named in errors), prefix
+/// lengths dropped.
+fn parse_addresses(key: &str, list: &[String]) -> Result<Vec<(Family, u128)>, IpamError> {
+    list.iter()
         .enumerate()
         .map(|(i, text)| {
             let bare = text.trim().split('/').next().unwrap_or_default();
             parse_address(bare).ok_or_else(|| {
                 IpamError::InvalidConfig(FieldError {
-                    field: format!("allocated[{i}]"),
+                    field: format!("{key}[{i}]"),
                     message: format!("{text} is not an IP address"),
                 })
             })
@@ -30,8 +33,34 @@ fn parse_allocated(allocated: &[String]) -> Result<Vec<(Family, u128)>, IpamErro
         .collect()
 }
 
-fn used_in(range: &Range, allocated: &[(Family, u128)]) -> Vec<u128> {
-    allocated.iter().filter(|(f, a)| range.contains(*f, *a)).map(|(_, a)| *a).collect()
+fn used_in<'a>(
+    range: &'a Range,
+    addresses: impl IntoIterator<Item = &'a (Family, u128)> + 'a,
+) -> impl Iterator<Item = u128> + 'a {
+    addresses.into_iter().filter(|(f, a)| range.contains(*f, *a)).map(|(_, a)| *a)
+}
+
+/// A request's two lists, read: what is taken (either list) and what of it is persistent.
+struct Taken {
+    allocated: Vec<(Family, u128)>,
+    persistent: Vec<(Family, u128)>,
+}
+
+impl Taken {
+    fn read(request: &PlanRequest) -> Result<Self, IpamError> {
+        Ok(Taken {
+            allocated: parse_addresses("allocated", &request.allocated)?,
+            persistent: parse_addresses("persistent", &request.persistent)?,
+        })
+    }
+
+    /// The range's pool with every taken address blocked, and the pool of its persistent ones
+    /// alone (whose `allocated` count is the persistent count: excludes and duplicates do not
+    /// count, an address in both lists counts once, as persistent).
+    fn pools(&self, range: &Range) -> (Pool, Pool) {
+        let taken = used_in(range, self.allocated.iter().chain(&self.persistent));
+        (range.pool(taken), range.pool(used_in(range, &self.persistent)))
+    }
 }
 
 pub fn plan(request: &PlanRequest) -> Result<Vec<RangeReport>, IpamError> {
@@ -40,13 +69,13 @@ pub fn plan(request: &PlanRequest) -> Result<Vec<RangeReport>, IpamError> {
     if let Some(error) = &request.network.allocation_error {
         return Err(IpamError::InvalidConfig(error.clone()));
     }
-    let allocated = parse_allocated(&request.allocated)?;
+    let taken = Taken::read(request)?;
     let preview = request.preview.min(MAX_PREVIEW) as usize;
     Ok(network
         .ranges
         .iter()
         .map(|range| {
-            let pool = range.pool(used_in(range, &allocated));
+            let (pool, persistent) = taken.pools(range);
             let empty = range.pool(std::iter::empty());
             let bounds = empty
                 .next_free(1)
@@ -60,6 +89,7 @@ pub fn plan(request: &PlanRequest) -> Result<Vec<RangeReport>, IpamError> {
                 last: bounds.and_then(|(_, l)| l).map(|l| range.format(l)),
                 capacity: pool.capacity().to_string(),
                 free: pool.free().to_string(),
+                persistent: persistent.allocated().to_string(),
                 next: pool.next_free(preview).into_iter().map(|a| range.format(a)).collect(),
             }
         })
@@ -67,7 +97,7 @@ pub fn plan(request: &PlanRequest) -> Result<Vec<RangeReport>, IpamError> {
 }
 
 /// The highest address that can be handed out, excludes considered.
-fn last_allocatable(range: &Range, empty: &crate::pool::Pool) -> Option<u128> {
+fn last_allocatable(range: &Range, empty: &Pool) -> Option<u128> {
     // Walk down over excludes: each step skips a whole exclude.
     let mut candidate = range.last;
     loop {
@@ -199,8 +229,7 @@ pub fn range_map(
             message: "is after `to`".into(),
         }));
     }
-    let allocated = parse_allocated(&request.allocated)?;
-    let pool = range.pool(used_in(range, &allocated));
+    let (pool, persistent) = Taken::read(request)?.pools(range);
     let span = last - first; // addresses - 1
     let count = (buckets.clamp(1, MAX_BUCKETS) as u128).min(span.saturating_add(1));
     // Buckets differ in size by at most one address; the first `extra` get one more.
@@ -211,12 +240,15 @@ pub fn range_map(
     for i in 0..count {
         let width = size + u128::from(i < extra);
         let end = if i + 1 == count { last } else { start + width - 1 };
-        let (free, allocated, excluded, reserved) = pool.census(start, end);
+        let (free, taken, excluded, reserved) = pool.census(start, end);
+        // The persistent addresses are among the taken ones: what is left is held by pods.
+        let (_, kept, _, _) = persistent.census(start, end);
         out.push(MapBucket {
             first: range.format(start),
             last: range.format(end),
             allocatable: free.to_string(),
-            allocated: allocated.to_string(),
+            allocated: (taken - kept).to_string(),
+            persistent: kept.to_string(),
             excluded: excluded.to_string(),
             reserved: reserved.to_string(),
             has_gateway: network

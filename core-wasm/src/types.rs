@@ -138,6 +138,8 @@ impl std::fmt::Display for ConfigError {
 pub struct PlanDocument {
     pub reading: ConfigReading,
     pub allocated: Vec<String>,
+    /// Kept for an IPAMClaim or StatefulSet member with no pod (see `plan-request`).
+    pub persistent: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,6 +284,8 @@ pub struct AllocateRequest {
 pub struct PlanRequest {
     pub network: NetworkConfig,
     pub allocated: Vec<String>,
+    /// Taken but held by no pod; may also be in `allocated` (see `plan-request` in the WIT).
+    pub persistent: Vec<String>,
     pub preview: u32,
 }
 
@@ -293,6 +297,7 @@ pub struct RangeReport {
     pub last: Option<String>,
     pub capacity: String,
     pub free: String,
+    pub persistent: String,
     pub next: Vec<String>,
 }
 
@@ -334,6 +339,7 @@ pub struct MapBucket {
     pub last: String,
     pub allocatable: String,
     pub allocated: String,
+    pub persistent: String,
     pub excluded: String,
     pub reserved: String,
     pub has_gateway: bool,

@@ -188,6 +188,7 @@ fn core(document: &str) -> Outcome {
     let request = PlanRequest {
         network: document.reading.network,
         allocated: document.allocated,
+        persistent: document.persistent,
         preview: 1,
     };
     match plan(&request) {

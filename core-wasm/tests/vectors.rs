@@ -8,7 +8,9 @@
 //! "whereabouts_answer"?}`: `input` is the document as JSON, `stdin` its raw text (for syntax
 //! errors and wherever key order matters); an `expect` without `warnings` expects none;
 //! `whereabouts_answer` records what Whereabouts answers where we deliberately differ (never
-//! compared). Files:
+//! compared). A range has `persistent` (the count of addresses kept for an IPAMClaim or
+//! StatefulSet member with no pod) when the document lists `persistent` addresses, as
+//! `hereabouts plan` prints it then only. Files:
 //! - vectors/plan.json — our semantics, generated and checked by the naive vectors/oracle.py;
 //! - vectors/whereabouts.json — facts from Whereabouts' own Go tests, each naming its test;
 //! - vectors/plan-host-web.json — how documents and ipam sections are read and rejected.
@@ -29,14 +31,23 @@ pub fn run(text: &str) -> Value {
     let request = PlanRequest {
         network: document.reading.network,
         allocated: document.allocated,
+        persistent: document.persistent,
         preview: 1,
     };
+    // `persistent` per range only for a document that lists persistent addresses.
+    let lists_persistent = !request.persistent.is_empty();
     let mut out = match plan(&request) {
         Ok(reports) => json!({
-            "ranges": reports.iter().map(|r| json!({
-                "range": r.range, "first": r.first, "last": r.last,
-                "capacity": r.capacity, "free": r.free, "next": r.next.first(),
-            })).collect::<Vec<_>>(),
+            "ranges": reports.iter().map(|r| {
+                let mut range = json!({
+                    "range": r.range, "first": r.first, "last": r.last,
+                    "capacity": r.capacity, "free": r.free, "next": r.next.first(),
+                });
+                if lists_persistent {
+                    range["persistent"] = json!(r.persistent);
+                }
+                range
+            }).collect::<Vec<_>>(),
             "warnings": document.reading.warnings.iter().map(|w| json!({
                 "rule": w.rule, "field": w.field, "ignored": w.ignored, "reason": w.reason,
             })).collect::<Vec<_>>(),

@@ -163,3 +163,43 @@ fn node_slices_are_shown_in_json_and_text() {
     let (_, text) = plan(&["--format", "text"], r#"{"ipam":{"range":"10.0.0.0/24"}}"#);
     assert!(!text.contains("node slices"), "{text}");
 }
+
+/// `persistent` (kept for an IPAMClaim or StatefulSet member, no pod): the JSON gains a count per
+/// range (only for a document that lists some), the text a PERSISTENT column (only when a range
+/// has some); the addresses are not free and not next.
+#[test]
+fn persistent_addresses_are_counted_per_range_in_json_and_text() {
+    let doc = r#"{"ipam":{"range":"10.0.0.0/29","ipRanges":[{"range":"fd00::/126"}]},
+      "allocated":["10.0.0.1","10.0.0.2"],"persistent":["10.0.0.2","10.0.0.3"]}"#;
+    let (code, out) = plan(&[], doc);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with(
+            r#"{"ranges":[{"capacity":"6","first":"10.0.0.1","free":"3","last":"10.0.0.6","next":"10.0.0.4","persistent":"2","range":"10.0.0.0/29"},"#
+        ),
+        "{out}"
+    );
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(value["ranges"][1]["persistent"], "0");
+    let (code, text) = plan(&["--format", "text"], doc);
+    assert_eq!(code, 0, "{text}");
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["RANGE", "FIRST", "LAST", "CAPACITY", "FREE", "PERSISTENT", "NEXT"]);
+    assert_eq!(rows[1], ["10.0.0.0/29", "10.0.0.1", "10.0.0.6", "6", "3", "2", "10.0.0.4"]);
+    assert_eq!(rows[2], ["fd00::/126", "fd00::1", "fd00::2", "2", "2", "0", "fd00::1"]);
+    // Listed but none in any range: the key, but no column.
+    let none = r#"{"ipam":{"range":"10.0.0.0/29"},"persistent":["10.9.0.1"]}"#;
+    let (_, out) = plan(&[], none);
+    assert!(out.contains(r#""persistent":"0""#), "{out}");
+    let (_, text) = plan(&["--format", "text"], none);
+    assert!(!text.contains("PERSISTENT"), "{text}");
+    // Not listed: neither.
+    let (_, out) = plan(&[], r#"{"ipam":{"range":"10.0.0.0/29"},"allocated":["10.0.0.1"]}"#);
+    assert!(!out.contains("persistent"), "{out}");
+    let (code, out) = plan(&[], r#"{"ipam":{"range":"10.0.0.0/29"},"persistent":["10.0.0.1",7]}"#);
+    assert_ne!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!({"code": 7, "msg": "persistent[1]: must be an address string"})
+    );
+}

@@ -13,14 +13,19 @@
 // API (every method is async):
 //   readConfig(ipam)        → {network, warnings}: `ipam` is the section's JSON text or a value;
 //                             throws CniError 6 (not JSON) or 7 (invalid, with `field`).
-//   readPlanDocument(text)  → {reading: {network, warnings}, allocated}
-//   plan(document)          → {node_slices?, ranges: [{capacity, first, free, last, next, range}],
+//   readPlanDocument(text)  → {reading: {network, warnings}, allocated, persistent}
+//   plan(document)          → {node_slices?, ranges: [{capacity, first, free, last, next,
+//                              persistent?, range}],
 //                              warnings: [{field, ignored, reason, rule}]} — `hereabouts plan`'s
 //                             output; `document` is its input, as text or a value. `node_slices`
 //                             ({addresses_per_slice, count, range, slice_size, slices}) only for
-//                             a config with node_slice_size.
+//                             a config with node_slice_size; `persistent` only when the
+//                             document lists persistent addresses.
 //   runPlan(text)           → {status, output}: exactly what `hereabouts plan` prints and exits with.
-//   reports(network, allocated, preview) → the WIT range-reports (next: up to `preview` addresses).
+//   reports(network, allocated, preview, {persistent}) → the WIT range-reports (next: up to
+//                             `preview` addresses; `persistent`: the count of the request's
+//                             `persistent` addresses, kept for an IPAMClaim or StatefulSet
+//                             member with no pod — taken, whether or not also in `allocated`).
 //   validate(network)       → [{rule, severity, field, message}] — every finding at once.
 //   nodeSlicing(network, cniNetwork) → {poolName, range, sliceSize, slices, addressesPerSlice}
 //                             for a config with node_slice_size (throws CniError 7 without).
@@ -28,8 +33,9 @@
 //                             {rule: 'node-slices-fewer-than-nodes', severity, field, message}.
 //   overlaps(a, b)          → [{aField, bField, first, last, kind}], kind: same-pool | protected |
 //                             unprotected | separate-networks (the core's verdict).
-//   rangeMap(network, allocated, rangeIndex, from, to, buckets) → [{first, last, allocatable,
-//                             allocated, excluded, reserved, hasGateway}]
+//   rangeMap(network, allocated, rangeIndex, from, to, buckets, {persistent}) → [{first, last,
+//                             allocatable, allocated, persistent, excluded, reserved,
+//                             hasGateway}]: each address one kind (allocated: held by pods).
 //   allocate(network, owner, {requested}) / release / leasesOf / listLeases /
 //   collectGarbage(network, cniNetwork, keep) — through the store.
 // `network` is a WIT network-config as `readConfig` returned it; owners are
@@ -75,7 +81,7 @@ export async function createHereabouts({ instantiate, getCoreModule, store = new
   }
 
   const text = (value) => (typeof value === 'string' ? value : JSON.stringify(value));
-  const planRequest = (network, allocated = [], preview = 1) => ({ network, allocated, preview });
+  const planRequest = (network, allocated = [], preview = 1, persistent = []) => ({ network, allocated, persistent, preview });
 
   const api = {
     store,
@@ -88,15 +94,15 @@ export async function createHereabouts({ instantiate, getCoreModule, store = new
     async readPlanDocument(document) {
       return call((a) => a.readPlanDocument(text(document)), fromConfigError);
     },
-    async reports(network, allocated = [], preview = 1) {
-      return call((a) => a.plan(planRequest(network, allocated, preview)));
+    async reports(network, allocated = [], preview = 1, { persistent = [] } = {}) {
+      return call((a) => a.plan(planRequest(network, allocated, preview, persistent)));
     },
     async plan(document) {
-      const { reading, allocated } = await api.readPlanDocument(document);
-      const reports = await api.reports(reading.network, allocated, 1);
+      const { reading, allocated, persistent } = await api.readPlanDocument(document);
+      const reports = await api.reports(reading.network, allocated, 1, { persistent });
       // A plan document has no CNI `name`: the slicing's pool name is not shown.
       const slicing = reading.network.nodeSliceSize == null ? undefined : await api.nodeSlicing(reading.network, '');
-      return planOut(reports, reading.warnings, slicing);
+      return planOut(reports, reading.warnings, slicing, persistent.length > 0);
     },
     async nodeSlicing(network, cniNetwork = '') {
       return call((a) => a.nodeSlicing(network, cniNetwork));
@@ -118,8 +124,8 @@ export async function createHereabouts({ instantiate, getCoreModule, store = new
     async overlaps(a, b) {
       return call((x) => x.overlaps(a, b));
     },
-    async rangeMap(network, allocated, rangeIndex, from, to, buckets) {
-      return call((a) => a.rangeMap(planRequest(network, allocated, 0), rangeIndex, from ?? undefined, to ?? undefined, buckets));
+    async rangeMap(network, allocated, rangeIndex, from, to, buckets, { persistent = [] } = {}) {
+      return call((a) => a.rangeMap(planRequest(network, allocated, 0, persistent), rangeIndex, from ?? undefined, to ?? undefined, buckets));
     },
     async allocate(network, owner, { requested = [] } = {}) {
       return call((a) => a.allocate(network, { owner: fullOwner(owner), requested }));

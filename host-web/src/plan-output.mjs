@@ -2,14 +2,17 @@
 // sorted, as serde_json's default map writes them, so `plan.mjs` prints byte for byte what the
 // native command prints) and the `--format text` table.
 
-/** One range: `{capacity, first, free, last, next, range}`. */
-export function rangeOut(report) {
+/** One range: `{capacity, first, free, last, next, persistent?, range}`; `persistent` (the
+ *  count of addresses kept for an IPAMClaim or StatefulSet member with no pod) only when the
+ *  document lists persistent addresses (`showPersistent`). */
+export function rangeOut(report, showPersistent = false) {
   return {
     capacity: report.capacity,
     first: report.first ?? null,
     free: report.free,
     last: report.last ?? null,
     next: report.next.length > 0 ? report.next[0] : null,
+    ...(showPersistent ? { persistent: report.persistent } : {}),
     range: report.range,
   };
 }
@@ -31,21 +34,24 @@ export function nodeSlicesOut(slicing) {
 }
 
 /** The whole answer for a plan document: `{ranges, warnings}`, with `node_slices` first when the
- *  config has node_slice_size (`slicing`, else undefined). */
-export const planOut = (reports, warnings, slicing) => ({
+ *  config has node_slice_size (`slicing`, else undefined); each range with `persistent` when
+ *  `showPersistent` (the document lists persistent addresses). */
+export const planOut = (reports, warnings, slicing, showPersistent = false) => ({
   ...(slicing ? { node_slices: nodeSlicesOut(slicing) } : {}),
-  ranges: reports.map(rangeOut),
+  ranges: reports.map((r) => rangeOut(r, showPersistent)),
   warnings: warnings.map(warningOut),
 });
 
 /** Slices listed in full up to this many; beyond, the first few and the last. */
 const TEXT_SLICES = 8;
 
-/** `--format text`: the table, columns padded to their widest cell, the node slices line, then
- *  one line per warning. */
+/** `--format text`: the table, columns padded to their widest cell (a PERSISTENT column after
+ *  FREE only when a range has persistent addresses), the node slices line, then one line per
+ *  warning. */
 export function planText({ node_slices: slices, ranges, warnings }) {
-  const header = ['RANGE', 'FIRST', 'LAST', 'CAPACITY', 'FREE', 'NEXT'];
-  const rows = ranges.map((r) => [r.range, r.first ?? '-', r.last ?? '-', r.capacity, r.free, r.next ?? '(exhausted)']);
+  const kept = ranges.some((r) => r.persistent !== undefined && r.persistent !== '0');
+  const header = ['RANGE', 'FIRST', 'LAST', 'CAPACITY', 'FREE', ...(kept ? ['PERSISTENT'] : []), 'NEXT'];
+  const rows = ranges.map((r) => [r.range, r.first ?? '-', r.last ?? '-', r.capacity, r.free, ...(kept ? [r.persistent ?? '-'] : []), r.next ?? '(exhausted)']);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cells) => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
   const lines = [line(header), ...rows.map(line)];

@@ -113,10 +113,30 @@ test('plan, validate and range-map answer in the documented shapes', async () =>
   const map = await hb.rangeMap(net8, [], 0, undefined, undefined, 64);
   assert.equal(map.length, 64);
   assert.deepEqual([map[0].first, map.at(-1).last], ['10.0.0.0', '10.255.255.255']);
-  const total = map.reduce((n, b) => n + BigInt(b.allocatable) + BigInt(b.allocated) + BigInt(b.excluded) + BigInt(b.reserved), 0n);
+  const total = map.reduce((n, b) => n + BigInt(b.allocatable) + BigInt(b.allocated) + BigInt(b.persistent) + BigInt(b.excluded) + BigInt(b.reserved), 0n);
   assert.equal(total, 1n << 24n);
   const zoomed = await hb.rangeMap(net8, [], 0, '10.0.0.0', '10.0.0.15', 64);
   assert.equal(zoomed.length, 16, 'a bucket never holds less than one address');
+});
+
+test('persistent addresses: their own count in plan and their own kind in the map', async () => {
+  const hb = await loadHereabouts();
+  const doc = { ipam: { range: '10.5.0.0/29' }, allocated: ['10.5.0.1', '10.5.0.2'], persistent: ['10.5.0.2', '10.5.0.3'] };
+  const report = await hb.plan(doc);
+  assert.deepEqual(Object.keys(report.ranges[0]), ['capacity', 'first', 'free', 'last', 'next', 'persistent', 'range']);
+  assert.deepEqual([report.ranges[0].free, report.ranges[0].persistent, report.ranges[0].next], ['3', '2', '10.5.0.4']);
+  const { reading, allocated, persistent } = await hb.readPlanDocument(doc);
+  assert.deepEqual(persistent, ['10.5.0.2', '10.5.0.3']);
+  const [r] = await hb.reports(reading.network, allocated, 4, { persistent });
+  assert.deepEqual(r.next, ['10.5.0.4', '10.5.0.5', '10.5.0.6']);
+  const map = await hb.rangeMap(reading.network, allocated, 0, undefined, undefined, 8, { persistent });
+  const kind = (b) => ['allocatable', 'allocated', 'persistent', 'excluded', 'reserved'].filter((k) => b[k] !== '0');
+  assert.deepEqual(map.map(kind), [['reserved'], ['allocated'], ['persistent'], ['persistent'], ['allocatable'], ['allocatable'], ['allocatable'], ['reserved']]);
+  for (const b of map) assert.equal(['allocatable', 'allocated', 'persistent', 'excluded', 'reserved'].reduce((n, k) => n + BigInt(b[k]), 0n), 1n);
+  // Without the option, the same addresses are only allocated.
+  const plain = await hb.rangeMap(reading.network, [...allocated, ...persistent], 0, undefined, undefined, 1);
+  assert.deepEqual([plain[0].allocated, plain[0].persistent], ['3', '0']);
+  await assert.rejects(hb.plan({ ...doc, persistent: ['10.5.0.9', 'x'] }), (e) => e instanceof CniError && e.code === 7 && e.msg === 'persistent[1]: x is not an IP address');
 });
 
 test('node slices: the core\'s slicing in plan, and its verdict on a node count', async () => {

@@ -20,12 +20,19 @@ for (const vector of vectors()) {
     assert.deepEqual(JSON.parse(node.stdout), expected(vector), 'output is not what the vector expects');
     assert.equal(node.status === 0, 'ranges' in vector.expect, 'exit status does not match success/error');
     const slices = vector.expect.node_slices;
-    if (vector.expect.warnings?.length || slices) {
+    const kept = vector.expect.ranges?.some((r) => (r.persistent ?? '0') !== '0');
+    if (vector.expect.warnings?.length || slices || kept) {
       const [nativeText, nodeText] = [nativePlan(input, ['--format', 'text']), nodePlan(input, ['--format', 'text'])];
       assert.equal(nodeText.stdout, nativeText.stdout, '--format text differs');
       const lines = nodeText.stdout.trimEnd().split('\n');
       const warnings = (vector.expect.warnings ?? []).map((w) => `warning: ${w.field}: ignored ${w.ignored}: ${w.reason} [${w.rule}]`);
       if (warnings.length) assert.deepEqual(lines.slice(-warnings.length), warnings, 'one line per warning, after the table');
+      if (kept) {
+        // A PERSISTENT column after FREE, each range's count in it.
+        const header = lines[0].split(/\s+/);
+        assert.deepEqual(header, ['RANGE', 'FIRST', 'LAST', 'CAPACITY', 'FREE', 'PERSISTENT', 'NEXT']);
+        vector.expect.ranges.forEach((r, i) => assert.equal(lines[1 + i].split(/\s+/)[5], r.persistent));
+      }
       if (slices) {
         // The line after the table (these vectors have few slices: all are listed).
         assert.equal(lines[1 + vector.expect.ranges.length],

@@ -38,6 +38,9 @@ function newNetwork(partial = {}) {
     nodes: partial.nodes ?? '',
     // Names this network's simulated pods in the store; kept in saved and shared plans.
     key: partial.key ?? `n${Date.now().toString(36)}${id}`,
+    // The IPAMClaims (owner container ids) whose VM pod was deleted: the store still holds their
+    // addresses — a claim's pod DEL frees nothing — but no pod does. Saved with the store.
+    kept: partial.kept ?? [],
     zoom: {}, // range index → [{from, to}]
   };
 }
@@ -74,7 +77,7 @@ async function networkFor(net) {
 }
 
 const plainState = () => ({
-  networks: state.networks.map(({ name, namespace, cni, ipam, podSeq, key, nodes }) => ({ name, namespace, cni, ipam, podSeq, key, nodes })),
+  networks: state.networks.map(({ name, namespace, cni, ipam, podSeq, key, nodes, kept }) => ({ name, namespace, cni, ipam, podSeq, key, nodes, kept })),
 });
 
 // ---------------------------------------------------------------- rendering: forms
@@ -178,6 +181,10 @@ function networkCard(net) {
       h('label', { for: `n${net.id}-pods` }, 'Simulate'),
       h('input.count', { id: `n${net.id}-pods`, type: 'number', min: 1, max: 10000, value: 5, 'aria-label': 'number of pods' }),
       h('button', { type: 'button', 'data-action': 'add-pods', onClick: () => addPods(net, Number($(`#n${net.id}-pods`).value) || 1) }, 'Add pods'),
+      h('button', {
+        type: 'button', 'data-action': 'add-vm-pod', onClick: () => addVmPod(net),
+        title: 'a KubeVirt VM\'s pod: the address belongs to its IPAMClaim and outlives the pod',
+      }, '+ VM pod (IPAMClaim)'),
       h('button', { type: 'button', onClick: () => resetPods(net) }, 'Delete all'),
       h('span.hint', 'pods get the lowest free address; delete one and watch the next pod take it'),
       h('div.pods', { 'data-pods': net.id })));
@@ -243,6 +250,7 @@ function bucketTitle(b) {
   const parts = [];
   if (b.allocatable !== '0') parts.push(`${groupDigits(b.allocatable)} free`);
   if (b.allocated !== '0') parts.push(`${groupDigits(b.allocated)} allocated`);
+  if (b.persistent !== '0') parts.push(`${groupDigits(b.persistent)} persistent (kept for an IPAMClaim or StatefulSet member, no pod)`);
   if (b.excluded !== '0') parts.push(`${groupDigits(b.excluded)} excluded`);
   if (b.reserved !== '0') parts.push(`${groupDigits(b.reserved)} never handed out`);
   if (b.hasGateway) parts.push('gateway');
@@ -250,10 +258,10 @@ function bucketTitle(b) {
 }
 
 function bucketStyle(b) {
-  const total = (BigInt(b.allocatable) + BigInt(b.allocated) + BigInt(b.excluded) + BigInt(b.reserved)).toString();
+  const total = (BigInt(b.allocatable) + BigInt(b.allocated) + BigInt(b.persistent) + BigInt(b.excluded) + BigInt(b.reserved)).toString();
   const stops = [];
   let at = 0;
-  for (const [count, color] of [[b.allocated, 'var(--allocated)'], [b.allocatable, 'var(--free)'], [b.excluded, 'var(--excluded)'], [b.reserved, 'var(--reserved)']]) {
+  for (const [count, color] of [[b.allocated, 'var(--allocated)'], [b.persistent, 'var(--persistent)'], [b.allocatable, 'var(--free)'], [b.excluded, 'var(--excluded)'], [b.reserved, 'var(--reserved)']]) {
     const f = fraction(count, total);
     if (f <= 0) continue;
     stops.push(`${color} ${(at * 100).toFixed(2)}% ${((at + f) * 100).toFixed(2)}%`);
@@ -266,14 +274,14 @@ function bucketStyle(b) {
  *  cell that begins a slice can be marked: a lookup of the core's own texts, no address math. */
 const sliceStarts = (slicing) => new Map((slicing?.slices ?? []).map((cidr) => [cidr.split('/')[0], cidr]));
 
-async function drawMap(net, config, allocated, index, report, box, starts = new Map()) {
+async function drawMap(net, config, taken, index, report, box, starts = new Map()) {
   const stack = (net.zoom[index] ??= []);
   const view = stack.at(-1);
   let buckets;
   try {
-    buckets = await hb.rangeMap(config, allocated, index, view?.from, view?.to, MAP_BUCKETS);
+    buckets = await hb.rangeMap(config, taken.allocated, index, view?.from, view?.to, MAP_BUCKETS, { persistent: taken.persistent });
   } catch (e) {
-    if (stack.length) { stack.length = 0; return drawMap(net, config, allocated, index, report, box, starts); }
+    if (stack.length) { stack.length = 0; return drawMap(net, config, taken, index, report, box, starts); }
     fill(box, h('p.error', e.msg ?? String(e)));
     return;
   }
@@ -320,7 +328,23 @@ async function drawMap(net, config, allocated, index, report, box, starts = new 
   }
 }
 
-/** Draws the network's simulated pods; returns every lease its pools hold. */
+/** The owner container id of the network's simulated VM `n`'s IPAMClaim, as the CNI plugin
+ *  names a claim's allocation (`ipamclaim:<namespace>/<name>`); the network's key keeps two
+ *  networks' claims apart when they share a pool. */
+const claimId = (net, n) => `ipamclaim:default/${net.key}-vm-${n}`;
+const isClaim = (net, owner) => owner.containerId.startsWith(`ipamclaim:default/${net.key}-vm-`);
+const ownedBy = (net, owner) => owner.containerId.startsWith(`${net.key}:`) || isClaim(net, owner);
+/** Whether a lease is kept for a claim whose pod is gone, by any network's simulation. */
+const keptLease = (held) => state.networks.some((n) => n.kept.includes(held.owner.containerId));
+
+/** What a plan request needs of the leases: every address the pools hold (`allocated`) and those
+ *  of them no pod holds (`persistent`: kept for an IPAMClaim). */
+const takenBy = (leases) => ({
+  allocated: leases.map((l) => l.lease.address),
+  persistent: leases.filter(keptLease).map((l) => l.lease.address),
+});
+
+/** Draws the network's simulated pods and VMs' claims; returns every lease its pools hold. */
 async function renderPods(net, config) {
   const box = $(`[data-pods="${net.id}"]`);
   let leases = [];
@@ -331,16 +355,38 @@ async function renderPods(net, config) {
   }
   if (!box) return leases;
   const pods = new Map();
-  for (const l of leases.filter((held) => held.owner.containerId.startsWith(`${net.key}:`))) {
+  for (const l of leases.filter((held) => ownedBy(net, held.owner))) {
     const pod = pods.get(l.owner.containerId) ?? { owner: l.owner, addresses: [] };
     pod.addresses.push(l.lease.address);
     pods.set(l.owner.containerId, pod);
   }
-  const sorted = [...pods.values()].sort((a, b) => Number(a.owner.containerId.split(':')[1]) - Number(b.owner.containerId.split(':')[1]));
-  fill(box, sorted.length === 0 ? h('span.hint', 'no pods yet') : sorted.map((pod) => h('span.pod', { 'data-pod': pod.owner.podref },
-    h('b', pod.owner.podref.split('/')[1]), ' ', pod.addresses.join(', '),
-    h('button.x', { type: 'button', 'aria-label': `delete ${pod.owner.podref}`, title: `delete ${pod.owner.podref}`, onClick: () => deletePod(net, pod.owner) }, '×'))));
+  const seq = (pod) => Number(/(\d+)$/.exec(pod.owner.containerId)[1]);
+  const sorted = [...pods.values()].sort((a, b) => seq(a) - seq(b));
+  fill(box, sorted.length === 0 ? h('span.hint', 'no pods yet') : sorted.map((pod) => podItem(net, pod)));
   return leases;
+}
+
+/** One pod of the list; a VM's is its IPAMClaim's allocation: held by the VM pod, or kept for the
+ *  claim with no pod (then the pod can be started again, or the claim deleted). */
+function podItem(net, pod) {
+  const { owner, addresses } = pod;
+  const name = owner.podref.split('/')[1];
+  if (!isClaim(net, owner)) {
+    return h('span.pod', { 'data-pod': owner.podref },
+      h('b', name), ' ', addresses.join(', '),
+      h('button.x', { type: 'button', 'aria-label': `delete ${owner.podref}`, title: `delete ${owner.podref}`, onClick: () => deletePod(net, owner) }, '×'));
+  }
+  const claim = owner.containerId.slice('ipamclaim:'.length);
+  const title = `IPAMClaim ${claim}: the address belongs to the claim, not to the pod`;
+  if (!net.kept.includes(owner.containerId)) {
+    return h('span.pod.vm', { 'data-pod': owner.podref, title },
+      h('b', name), ' ', addresses.join(', '), ' ', h('span.hint', 'IPAMClaim'),
+      h('button.x', { type: 'button', 'aria-label': `delete ${owner.podref}`, title: `delete ${owner.podref} (its IPAMClaim keeps the address)`, onClick: () => deleteVmPod(net, owner) }, '×'));
+  }
+  return h('span.pod.kept', { 'data-pod': owner.podref, 'data-kept': 'true', title },
+    h('b', name), ' ', addresses.join(', '), ' ', h('span.hint', 'kept for its IPAMClaim, no pod'),
+    h('button.link', { type: 'button', 'aria-label': `start ${owner.podref} again`, onClick: () => startVmPod(net, owner) }, 'start pod'),
+    h('button.link.danger', { type: 'button', 'aria-label': `delete the IPAMClaim of ${owner.podref}`, onClick: () => deleteClaim(net, owner) }, 'delete claim'));
 }
 
 function renderReport(net, report, index, errorText) {
@@ -349,6 +395,7 @@ function renderReport(net, report, index, errorText) {
     h('dl.stats',
       stat('capacity', groupDigits(report.capacity), 'capacity'),
       stat('free', groupDigits(report.free), 'free'),
+      stat('persistent', groupDigits(report.persistent), 'persistent'),
       stat('first', report.first, 'first'),
       stat('last', report.last, 'last')),
     h('div.next',
@@ -457,11 +504,12 @@ async function updateNow() {
       continue;
     }
     configs.set(net, config);
-    // Everything the network's pools hold counts, this network's simulated pods or another's.
-    const allocated = (await renderPods(net, config)).map((l) => l.lease.address);
+    // Everything the network's pools hold counts, this network's simulated pods or another's;
+    // what is kept for a claim with no pod is persistent.
+    const taken = takenBy(await renderPods(net, config));
     let reports;
     try {
-      reports = await hb.reports(config, allocated, PREVIEW);
+      reports = await hb.reports(config, taken.allocated, PREVIEW, { persistent: taken.persistent });
     } catch (e) {
       if (e instanceof CniError) {
         showError(card, e);
@@ -485,7 +533,7 @@ async function updateNow() {
     fill(results, slicing ? renderSlices(slicing, fit) : null, reports.map((r, i) => renderReport(net, r, i)));
     // Only the first range is sliced: its map marks where each slice starts.
     const starts = sliceStarts(slicing);
-    await Promise.all(reports.map((r, i) => drawMap(net, config, allocated, i, r, results.querySelector(`[data-map="${i}"]`), i === 0 ? starts : undefined)));
+    await Promise.all(reports.map((r, i) => drawMap(net, config, taken, i, r, results.querySelector(`[data-map="${i}"]`), i === 0 ? starts : undefined)));
   }
   await renderConflicts(configs);
 }
@@ -576,6 +624,65 @@ async function addPods(net, n) {
   update();
 }
 
+/** A VM's pod (KubeVirt's virt-launcher): its network selection names an IPAMClaim, so the ADD's
+ *  owner is the claim (container id `ipamclaim:<namespace>/<name>`), as the CNI plugin does with
+ *  `allowPersistentIPs`. */
+async function addVmPod(net) {
+  document.body.dataset.pending = 'true';
+  const { config, error } = await networkFor(net);
+  if (error) {
+    toast(`cannot add a VM pod: ${error.msg}`);
+    update();
+    return;
+  }
+  net.podSeq += 1;
+  const owner = { containerId: claimId(net, net.podSeq), ifname: 'net1', podref: `default/vm-${net.podSeq}`, cniNetwork: net.name };
+  try {
+    await hb.allocate(config, owner);
+  } catch (e) {
+    net.podSeq -= 1;
+    toast(`vm-${net.podSeq + 1}: ${e.msg ?? e}`);
+  }
+  update();
+  persistHash();
+}
+
+/** Deleting a VM's pod: its DEL frees nothing of the claim's, so the store is untouched; the
+ *  address is now held for the claim by no pod. */
+function deleteVmPod(net, owner) {
+  net.kept = [...new Set([...net.kept, owner.containerId])];
+  update();
+  persistHash();
+}
+
+/** The VM's next pod: the claim's ADD again, idempotent, so it gets the claim's address back. */
+async function startVmPod(net, owner) {
+  document.body.dataset.pending = 'true';
+  const { config, error } = await networkFor(net);
+  if (error) {
+    toast(`cannot start vm pod: ${error.msg}`);
+  } else {
+    try {
+      await hb.allocate(config, owner);
+      net.kept = net.kept.filter((id) => id !== owner.containerId);
+    } catch (e) {
+      toast(`${owner.podref}: ${e.msg ?? e}`);
+    }
+  }
+  update();
+  persistHash();
+}
+
+/** Deleting the IPAMClaim (KubeVirt does, with the VM) frees its address, as reconcile does. */
+async function deleteClaim(net, owner) {
+  document.body.dataset.pending = 'true';
+  const { config } = await networkFor(net);
+  if (config) await hb.release(config, owner);
+  net.kept = net.kept.filter((id) => id !== owner.containerId);
+  update();
+  persistHash();
+}
+
 async function deletePod(net, owner) {
   document.body.dataset.pending = 'true';
   const { config } = await networkFor(net);
@@ -588,11 +695,13 @@ async function resetPods(net) {
   const { config } = await networkFor(net);
   if (config) {
     for (const l of await hb.listLeases(config)) {
-      if (l.owner.containerId.startsWith(`${net.key}:`)) await hb.release(config, l.owner);
+      if (ownedBy(net, l.owner)) await hb.release(config, l.owner);
     }
   }
   net.podSeq = 0;
+  net.kept = [];
   update();
+  persistHash();
 }
 
 // ---------------------------------------------------------------- dialogs: import, export, save

@@ -153,6 +153,65 @@ test('simulated pods take the lowest free address, and a deleted pod\'s address 
   assert.match(await net.locator('.pod[data-pod="default/pod-4"]').innerText(), /10\.30\.0\.3/);
 });
 
+test('a VM pod\'s address is kept for its IPAMClaim when the pod goes: persistent on the map and in the stats, skipped by the next pod, free once the claim is deleted', async () => {
+  const net = await addNetwork('vms');
+  const ipam = { range: '10.31.0.0/28' };
+  await net.locator('input[data-path="range"]').fill(ipam.range);
+  await settled();
+  await net.locator('input.count').fill('1');
+  await net.locator('[data-action="add-pods"]').click();
+  await settled();
+  await net.locator('[data-action="add-vm-pod"]').click();
+  await settled();
+  const vm = net.locator('.pod[data-pod="default/vm-2"]');
+  assert.match(await vm.textContent(), /^vm-2 10\.31\.0\.2 IPAMClaim/);
+  const stat = async (id) => (await net.locator(`[data-testid="${id}"]`).innerText()).trim();
+  assert.equal(await stat('persistent'), '0');
+  // The pod goes; its DEL frees nothing of the claim's: the address is held for it by no pod.
+  await net.getByRole('button', { name: 'delete default/vm-2' }).click();
+  await settled();
+  assert.equal(await vm.getAttribute('data-kept'), 'true');
+  assert.match(await vm.textContent(), /10\.31\.0\.2 kept for its IPAMClaim, no pod/);
+  // The stats are `hereabouts plan`'s with the kept address as persistent.
+  const doc = { ipam, allocated: ['10.31.0.1', '10.31.0.2'], persistent: ['10.31.0.2'] };
+  const native = JSON.parse(spawnSync(bin, ['plan'], { input: JSON.stringify(doc), encoding: 'utf8' }).stdout).ranges[0];
+  assert.equal(native.persistent, '1');
+  assert.deepEqual({ ...(await shownPlan(net)).ranges[0], persistent: await stat('persistent') }, native);
+  assert.equal(native.next, '10.31.0.3');
+  // The map (one cell per address): .2 is its own kind, with its own colour and hover text.
+  const cell = net.locator('[data-map="0"] .cell').nth(2);
+  assert.equal(await cell.getAttribute('title'), '10.31.0.2 – 10.31.0.2: 1 persistent (kept for an IPAMClaim or StatefulSet member, no pod)');
+  assert.match(await cell.evaluate((c) => c.style.background), /var\(--persistent\)/);
+  assert.equal(await net.locator('[data-map="0"] .cell[title*="persistent"]').count(), 1);
+  assert.ok(await page.locator('.legend .sw.persistent').isVisible());
+  // The next pod skips it.
+  await net.locator('[data-action="add-pods"]').click();
+  await settled();
+  assert.match(await net.locator('.pod[data-pod="default/pod-3"]').innerText(), /10\.31\.0\.3/);
+  // Deleting the claim frees it: no longer persistent, and it is the next address again.
+  await net.getByRole('button', { name: 'delete the IPAMClaim of default/vm-2' }).click();
+  await settled();
+  assert.equal(await vm.count(), 0);
+  assert.equal(await stat('persistent'), '0');
+  assert.deepEqual(await shownPlan(net), nativeRanges(ipam, ['10.31.0.1', '10.31.0.3']));
+  assert.equal((await shownPlan(net)).ranges[0].next, '10.31.0.2');
+  assert.match(await net.locator('[data-map="0"] .cell').nth(2).getAttribute('title'), /: 1 free$/);
+  // A claim whose pod is started again is held again, at the same address.
+  await net.locator('[data-action="add-vm-pod"]').click();
+  await settled();
+  const vm4 = net.locator('.pod[data-pod="default/vm-4"]');
+  await net.getByRole('button', { name: 'delete default/vm-4' }).click();
+  await settled();
+  await net.getByRole('button', { name: 'start default/vm-4 again' }).click();
+  await settled();
+  assert.equal(await vm4.getAttribute('data-kept'), null);
+  assert.match(await vm4.textContent(), /^vm-4 10\.31\.0\.2 IPAMClaim/);
+  assert.equal(await stat('persistent'), '0');
+  await net.getByRole('button', { name: 'Remove' }).click();
+  await settled();
+  assert.deepEqual(pageErrors, []);
+});
+
 test('an error is shown beside the field it concerns, with the component\'s message', async () => {
   const net = await addNetwork('broken');
   await net.locator('input[data-path="range"]').fill('10.40.0.0/33');

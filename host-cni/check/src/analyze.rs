@@ -117,7 +117,12 @@ fn one_network(
             return Ok(None);
         }
     };
-    let request = PlanRequest { network: config.clone(), allocated: Vec::new(), preview: 0 };
+    let request = PlanRequest {
+        network: config.clone(),
+        allocated: Vec::new(),
+        persistent: Vec::new(),
+        preview: 0,
+    };
     let ranges = match allocator.plan(&request) {
         Ok(ranges) => ranges,
         Err(CallError::Runtime(e)) => return Err(e),

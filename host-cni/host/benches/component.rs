@@ -49,6 +49,7 @@ fn main() {
             node_slice: None,
         },
         allocated: allocated.clone(),
+        persistent: Vec::new(),
         preview: 1,
     };
     let native_request = native::PlanRequest {
@@ -62,6 +63,7 @@ fn main() {
             ..Default::default()
         },
         allocated,
+        persistent: Vec::new(),
         preview: 1,
     };
 

@@ -312,8 +312,11 @@ fn the_shared_plan_vectors_hold_through_the_component() {
                     let request = PlanRequest {
                         network: document.reading.network,
                         allocated: document.allocated,
+                        persistent: document.persistent,
                         preview: 1,
                     };
+                    // `persistent` per range only for a document that lists some.
+                    let lists_persistent = !request.persistent.is_empty();
                     let slicing = match request.network.node_slice_size {
                         Some(_) => Some(allocator.node_slicing(&request.network, "")),
                         None => None,
@@ -325,8 +328,14 @@ fn the_shared_plan_vectors_hold_through_the_component() {
                         }
                         (Ok(reports), slicing) => {
                             let mut out = json!({
-                                "ranges": reports.iter().map(|r| json!({"range": r.range, "first": r.first, "last": r.last,
-                                    "capacity": r.capacity, "free": r.free, "next": r.next.first()})).collect::<Vec<_>>(),
+                                "ranges": reports.iter().map(|r| {
+                                    let mut range = json!({"range": r.range, "first": r.first, "last": r.last,
+                                        "capacity": r.capacity, "free": r.free, "next": r.next.first()});
+                                    if lists_persistent {
+                                        range["persistent"] = json!(r.persistent);
+                                    }
+                                    range
+                                }).collect::<Vec<_>>(),
                                 "warnings": document.reading.warnings.iter().map(|w| json!({"rule": w.rule, "field": w.field,
                                     "ignored": w.ignored, "reason": w.reason})).collect::<Vec<_>>(),
                             });
@@ -349,6 +358,60 @@ fn the_shared_plan_vectors_hold_through_the_component() {
         }
     }
     assert!(ran > 200, "only {ran} vectors ran");
+}
+
+/// Persistent addresses cross the WIT both ways: the request's list in, the plan's count and
+/// the map's own kind out, the map's kinds partitioning every bucket.
+#[test]
+fn persistent_addresses_are_their_own_kind_through_the_component() {
+    use hereabouts_host::bindings::PlanRequest;
+    let cache = cache_dir();
+    let mut allocator =
+        Allocator::with_cache(Box::new(hereabouts_host::NoStore), Some(&cache.0)).unwrap();
+    let document = allocator
+        .read_plan_document(
+            r#"{"ipam": {"range": "10.0.0.0/29"}, "allocated": ["10.0.0.1", "10.0.0.2"],
+                "persistent": ["10.0.0.2", "10.0.0.3"]}"#,
+        )
+        .unwrap();
+    assert_eq!(document.persistent, ["10.0.0.2", "10.0.0.3"]);
+    let request = PlanRequest {
+        network: document.reading.network,
+        allocated: document.allocated,
+        persistent: document.persistent,
+        preview: 2,
+    };
+    let report = &allocator.plan(&request).unwrap()[0];
+    assert_eq!((report.free.as_str(), report.persistent.as_str()), ("3", "2"));
+    assert_eq!(report.next, ["10.0.0.4", "10.0.0.5"]);
+    let map = allocator.range_map(&request, 0, None, None, 8).unwrap();
+    let kinds: Vec<(&str, &str, &str, &str)> = map
+        .iter()
+        .map(|b| {
+            (
+                b.allocatable.as_str(),
+                b.allocated.as_str(),
+                b.persistent.as_str(),
+                b.reserved.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("0", "0", "0", "1"),
+            ("0", "1", "0", "0"),
+            ("0", "0", "1", "0"),
+            ("0", "0", "1", "0"),
+            ("1", "0", "0", "0"),
+            ("1", "0", "0", "0"),
+            ("1", "0", "0", "0"),
+            ("0", "0", "0", "1")
+        ]
+    );
+    let bad = PlanRequest { persistent: vec!["nope".into()], ..request };
+    let error = CniError::from(allocator.plan(&bad).unwrap_err());
+    assert_eq!(error.msg, "persistent[0]: nope is not an IP address");
 }
 
 #[test]

@@ -125,6 +125,7 @@ impl Pools {
             let request = PlanRequest {
                 network: network.clone(),
                 allocated: held.iter().map(|h| h.lease.address.clone()).collect(),
+                persistent: Vec::new(),
                 preview: 0,
             };
             for report in allocator.plan(&request)? {

@@ -1,9 +1,12 @@
 //! `hereabouts plan`: what each range of an ipam config offers, computed by the component.
 //!
-//! Input: `{"ipam": {…}, "allocated": ["10.0.0.1", …]}` on stdin or `--config FILE`.
+//! Input: `{"ipam": {…}, "allocated": ["10.0.0.1", …], "persistent": […]}` on stdin or
+//! `--config FILE`; `persistent` lists the addresses kept for an IPAMClaim or StatefulSet member
+//! that no pod holds (taken, but counted apart; they may also be in `allocated`).
 //! Output: `{"ranges": [{"range", "first", "last", "capacity", "free", "next"}, …],
 //! "warnings": [{"rule", "field", "ignored", "reason"}, …]}` (what Whereabouts would silently
-//! ignore, and so do we), with `"node_slices": {"addresses_per_slice", "count", "range",
+//! ignore, and so do we), each range with `"persistent"` (the count) when the document lists
+//! persistent addresses, with `"node_slices": {"addresses_per_slice", "count", "range",
 //! "slice_size", "slices"}` when the config has `node_slice_size` (the core's `node-slicing`),
 //! or `{"code", "msg"}` with a non-zero exit: 6 when the input is not JSON, 7 when it is not a
 //! valid config. The document is read by the component
@@ -44,11 +47,16 @@ pub struct RangeOut {
     pub free: String,
     pub last: Option<String>,
     pub next: Option<String>,
+    /// Addresses kept for a persistent owner with no pod: only for a document that lists
+    /// `persistent` addresses, so every other output is unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<String>,
     pub range: String,
 }
 
-impl From<RangeReport> for RangeOut {
-    fn from(report: RangeReport) -> Self {
+impl RangeOut {
+    /// The range's output; `persistent` shown when the document lists persistent addresses.
+    fn new(report: RangeReport, show_persistent: bool) -> Self {
         Self {
             range: report.range,
             first: report.first,
@@ -56,6 +64,7 @@ impl From<RangeReport> for RangeOut {
             capacity: report.capacity,
             free: report.free,
             next: report.next.into_iter().next(),
+            persistent: show_persistent.then_some(report.persistent),
         }
     }
 }
@@ -117,9 +126,15 @@ pub fn plan_document(text: &str) -> Result<PlanOut, CniError> {
     let request = PlanRequest {
         network: document.reading.network,
         allocated: document.allocated,
+        persistent: document.persistent,
         preview: 1,
     };
-    let ranges = allocator.plan(&request)?.into_iter().map(RangeOut::from).collect();
+    let show_persistent = !request.persistent.is_empty();
+    let ranges = allocator
+        .plan(&request)?
+        .into_iter()
+        .map(|report| RangeOut::new(report, show_persistent))
+        .collect();
     // A plan document has no CNI `name`, so the slicing's pool name is not shown.
     let node_slices = match request.network.node_slice_size {
         Some(_) => Some(allocator.node_slicing(&request.network, "")?.into()),
@@ -146,24 +161,35 @@ fn slices_line(slices: &NodeSlicesOut) -> String {
     )
 }
 
+/// `--format text`: the table (with a PERSISTENT column, after FREE, only when a range has
+/// persistent addresses), the node slices line, then one line per warning.
 pub fn render_text(plan: &PlanOut) -> String {
     let ranges = &plan.ranges;
     let dash = || "-".to_string();
-    let rows: Vec<[String; 6]> = ranges
+    let show_persistent = ranges.iter().any(|r| r.persistent.as_deref().is_some_and(|p| p != "0"));
+    let rows: Vec<Vec<String>> = ranges
         .iter()
         .map(|r| {
-            [
+            let mut row = vec![
                 r.range.clone(),
                 r.first.clone().unwrap_or_else(dash),
                 r.last.clone().unwrap_or_else(dash),
                 r.capacity.clone(),
                 r.free.clone(),
-                r.next.clone().unwrap_or_else(|| "(exhausted)".into()),
-            ]
+            ];
+            if show_persistent {
+                row.push(r.persistent.clone().unwrap_or_else(dash));
+            }
+            row.push(r.next.clone().unwrap_or_else(|| "(exhausted)".into()));
+            row
         })
         .collect();
-    let header = ["RANGE", "FIRST", "LAST", "CAPACITY", "FREE", "NEXT"];
-    let mut widths = header.map(str::len);
+    let mut header = vec!["RANGE", "FIRST", "LAST", "CAPACITY", "FREE"];
+    if show_persistent {
+        header.push("PERSISTENT");
+    }
+    header.push("NEXT");
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
@@ -172,14 +198,14 @@ pub fn render_text(plan: &PlanOut) -> String {
     let line = |cells: &[String]| {
         cells
             .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .zip(&widths)
+            .map(|(c, &w)| format!("{c:<w$}"))
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()
             .to_string()
     };
-    let mut out = line(&header.map(String::from));
+    let mut out = line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     for row in &rows {
         out.push('\n');
         out.push_str(&line(row));

@@ -188,6 +188,7 @@ fn network_pools(section: &Section) -> Result<(Vec<PoolStatus>, Vec<HeldLease>),
         let request = PlanRequest {
             network: network.clone(),
             allocated: in_pool.iter().map(|h| h.lease.address.clone()).collect(),
+            persistent: Vec::new(),
             preview: 0,
         };
         let report = session.allocator.plan(&request)?;
