@@ -1060,7 +1060,7 @@ fn status_reads_a_nad_and_reports_the_pool_and_its_inconsistencies() {
     assert_eq!(code, 0, "{stderr}");
     let expected = json!({"pools": [{"network": "NAD default/blue-net", "network_name": "blue",
         "range": "10.53.0.0/28", "pool": "blue-10.53.0.0-28", "capacity": "14", "allocated": 2,
-        "free": "12", "reservations": 2, "inconsistent": []}]});
+        "free": "12", "reservations": 2, "persistent": [], "inconsistent": []}]});
     assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap(), expected);
 
     // A reservation stranded by a process that died between its two writes, and the same
@@ -1764,4 +1764,56 @@ fn the_readmes_persistent_ip_examples_work_as_written() {
     let (ok, again) = cni("ADD", &set, "c-web-0-b", &member, &dir);
     assert!(ok, "{again}");
     assert_eq!(ip(&again), ip(&first), "the member's next pod gets its address");
+}
+
+/// `hereabouts status` names the persistent addresses no pod holds: a running VM's is held
+/// (not listed); once its pod is gone it is listed as kept for its claim, `--who` says so,
+/// and `plan` given those addresses as `persistent` counts them apart from free.
+#[test]
+fn status_lists_persistent_addresses_no_pod_holds() {
+    let emulator = Emulator::start();
+    let dir = temp_dir("status-persistent");
+    let config = persistent_config(&emulator, &dir, Some(true));
+    let config_path = dir.join("blue.conf");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let config_arg = config_path.to_str().unwrap();
+    insert_claim(&emulator, "vm-f.blue", &[]);
+    insert_launcher(&emulator, "virt-launcher-vm-f-1", "vm-f.blue");
+    let (ok, vm) = cni("ADD", &config, "c-vm", "vms/virt-launcher-vm-f-1", &dir);
+    assert!(ok, "{vm}");
+    assert_eq!(ip(&vm), "10.60.0.1/24");
+    let persistent = || {
+        let (stdout, stderr, code) = status(&["--config", config_arg, "--format", "json"], &dir);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str::<Value>(&stdout).unwrap()["pools"][0]["persistent"].clone()
+    };
+    assert_eq!(persistent(), json!([]), "the VM's running pod holds it");
+
+    assert!(cni("DEL", &config, "c-vm", "vms/virt-launcher-vm-f-1", &dir).0);
+    assert!(emulator.delete("pods", VMS, "virt-launcher-vm-f-1"));
+    assert_eq!(
+        persistent(),
+        json!([{"address": "10.60.0.1", "kept_for": "IPAMClaim vms/vm-f.blue",
+            "podref": "vms/virt-launcher-vm-f-1"}])
+    );
+    let (stdout, _, code) = status(&["--config", config_arg], &dir);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.lines().any(|l| l
+            == "  persistent: 10.60.0.1 kept for IPAMClaim vms/vm-f.blue; no pod holds it (last: vms/virt-launcher-vm-f-1)"),
+        "{stdout}"
+    );
+    let (stdout, _, code) = status(&["--config", config_arg, "--who", "10.60.0.1"], &dir);
+    assert_eq!(code, 0);
+    assert!(stdout.trim().ends_with(", kept for IPAMClaim vms/vm-f.blue"), "{stdout}");
+
+    let document = json!({"ipam": config["ipam"], "allocated": ["10.60.0.1"],
+        "persistent": ["10.60.0.1"]});
+    let document_path = dir.join("plan.json");
+    std::fs::write(&document_path, document.to_string()).unwrap();
+    let (stdout, stderr, code) =
+        run_binary(&["plan", "--config", document_path.to_str().unwrap()], &dir);
+    assert_eq!(code, 0, "{stderr}");
+    let range = &serde_json::from_str::<Value>(&stdout).unwrap()["ranges"][0];
+    assert_eq!((&range["free"], &range["persistent"]), (&json!("253"), &json!("1")), "{range}");
 }

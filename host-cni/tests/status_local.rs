@@ -61,7 +61,7 @@ fn status_of_a_dual_stack_network_on_the_local_store() {
     let pool = |range: &str, name: &str, capacity: &str, free: &str| {
         json!({"network": "network dual", "network_name": "", "range": range, "pool": name,
                "capacity": capacity, "allocated": 3, "free": free, "reservations": 3,
-               "inconsistent": []})
+               "persistent": [], "inconsistent": []})
     };
     assert_eq!(
         serde_json::from_str::<Value>(&stdout).unwrap(),

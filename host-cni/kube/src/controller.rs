@@ -494,7 +494,7 @@ pub fn free(
 
 /// A pod as the policy sees it, with its node when it is being deleted (whether the node
 /// still exists decides too); a podref that names no pod reads as a missing pod.
-fn read_pod(
+pub(crate) fn read_pod(
     store: &KubeStore,
     podref: &str,
 ) -> Result<(Option<pods::PodFacts>, pods::Nodes), CniError> {

@@ -243,6 +243,14 @@ fn list_node_facts(store: &KubeStore) -> Result<HashMap<String, pods::NodeFacts>
         .collect())
 }
 
+/// Whether pod `podref` still uses `address`, as the pod policy reads the pod now (running
+/// with it, pending, being deleted on a live node): false once the pod is gone or done with it.
+/// `hereabouts status` tells persistent addresses no pod holds from those a pod holds.
+pub fn pod_uses(store: &KubeStore, podref: &str, address: &str) -> Result<bool, CniError> {
+    let (pod, nodes) = controller::read_pod(store, podref)?;
+    Ok(!pods::allocation(pod.as_ref(), address, &nodes).is_free())
+}
+
 /// One node by name, as the policy's facts; None when it does not exist.
 fn get_node_facts(store: &KubeStore, name: &str) -> Result<Option<pods::NodeFacts>, KubeError> {
     let api: Api<Node> = Api::all(store.client().clone());

@@ -375,7 +375,7 @@ def status_command():
         f.write(config)
     try:
         p = subprocess.run([BIN, "status", "--config", path, "--format", "json"], capture_output=True, text=True, timeout=60)
-        expected = {"pools": [{"allocated": 2, "capacity": "6", "free": "4", "inconsistent": [],
+        expected = {"pools": [{"allocated": 2, "capacity": "6", "free": "4", "inconsistent": [], "persistent": [],
                                "network": "network etcdnet", "network_name": "", "pool": "10.44.0.0-29",
                                "range": "10.44.0.0/29", "reservations": 2}]}
         got = json.loads(p.stdout) if p.stdout.strip() else None

@@ -10,6 +10,11 @@
 //! - a reservation with no allocation behind it (the Kubernetes store strands one when a
 //!   process dies between its two writes; `hereabouts reconcile` frees it);
 //! - one attachment (container id + ifname) holding two addresses in one pool.
+//!
+//! And on the Kubernetes store, the persistent addresses no pod holds: an IPAMClaim's or a
+//! StatefulSet member's allocation whose pod is gone (a stopped VM, a member scaled to zero).
+//! They are not free, and not in use: the answer to "why did that address not come back".
+//! `plan` counts them with the same words when given as the plan document's `persistent`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,7 +64,17 @@ pub struct PoolStatus {
     pub allocated: usize,
     pub free: String,
     pub reservations: usize,
+    /// Persistent addresses no pod holds (see the module doc).
+    pub persistent: Vec<Kept>,
     pub inconsistent: Vec<String>,
+}
+
+/// A persistent address no pod holds: what keeps it, and the pod that had it last.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Kept {
+    pub address: String,
+    pub kept_for: String,
+    pub podref: String,
 }
 
 /// The holder of an address (`--who`).
@@ -71,6 +86,43 @@ pub struct Holder {
     pub container_id: String,
     pub podref: String,
     pub ifname: String,
+    /// What keeps it when it is a persistent address (an IPAMClaim, a StatefulSet member).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_for: Option<String>,
+}
+
+/// What keeps a persistent allocation, from its owner's container id: an IPAMClaim or a
+/// StatefulSet member; None for an ordinary container's.
+pub fn kept_for(container_id: &str) -> Option<String> {
+    use hereabouts_stores::kube::{claims, statefulsets};
+    if let Some((namespace, name)) = claims::claim_of_owner(container_id) {
+        return Some(format!("IPAMClaim {namespace}/{name}"));
+    }
+    statefulsets::member_of_owner(container_id)
+        .map(|m| format!("StatefulSet {}/{} ordinal {}", m.namespace, m.set, m.ordinal))
+}
+
+/// The persistent leases of `held` that no pod uses now, as the pod policy reads each pod
+/// (Kubernetes store only: the others have no persistent owners).
+fn kept_unheld(conf: &NetConf, held: &[HeldLease]) -> Result<Vec<(String, Kept)>, CniError> {
+    let persistent: Vec<(&HeldLease, String)> =
+        held.iter().filter_map(|h| kept_for(&h.owner.container_id).map(|why| (h, why))).collect();
+    if persistent.is_empty() || conf.ipam.store_kind()? != StoreKind::Kubernetes {
+        return Ok(Vec::new());
+    }
+    let store = hereabouts_stores::kube::open(&conf.ipam)?;
+    let mut kept = Vec::new();
+    for (h, why) in persistent {
+        if !hereabouts_kube::pod_uses(&store, &h.owner.podref, &h.lease.address)? {
+            let one = Kept {
+                address: h.lease.address.clone(),
+                kept_for: why,
+                podref: h.owner.podref.clone(),
+            };
+            kept.push((h.lease.range.clone(), one));
+        }
+    }
+    Ok(kept)
 }
 
 /// The store, shared between the component and this command, and the pools the core reads
@@ -180,15 +232,18 @@ fn network_pools(section: &Section) -> Result<(Vec<PoolStatus>, Vec<HeldLease>),
     }
     let network_name = &session.network.network_name;
     let reservations = locked(&store).list_reservations(network_name).map_err(CniError::from)?;
+    let kept = kept_unheld(conf, &held)?;
 
     let mut statuses = Vec::new();
     for (network, pool) in pools {
         let in_pool: Vec<&HeldLease> =
             held.iter().filter(|h| h.lease.range == pool.range).collect();
+        let kept_in_pool: Vec<Kept> =
+            kept.iter().filter(|(range, _)| *range == pool.range).map(|(_, k)| k.clone()).collect();
         let request = PlanRequest {
             network: network.clone(),
             allocated: in_pool.iter().map(|h| h.lease.address.clone()).collect(),
-            persistent: Vec::new(),
+            persistent: kept_in_pool.iter().map(|k| k.address.clone()).collect(),
             preview: 0,
         };
         let report = session.allocator.plan(&request)?;
@@ -232,6 +287,7 @@ fn network_pools(section: &Section) -> Result<(Vec<PoolStatus>, Vec<HeldLease>),
             allocated: in_pool.len(),
             free: report.free,
             reservations: in_range.len(),
+            persistent: kept_in_pool,
             inconsistent,
         });
     }
@@ -303,6 +359,7 @@ pub fn exec(args: &StatusArgs) -> i32 {
                 container_id: h.owner.container_id.clone(),
                 podref: h.owner.podref.clone(),
                 ifname: h.owner.ifname.clone(),
+                kept_for: kept_for(&h.owner.container_id),
             })
             .collect();
         match args.format {
@@ -310,9 +367,16 @@ pub fn exec(args: &StatusArgs) -> i32 {
             Format::Text if holders.is_empty() => println!("{address}: not allocated"),
             Format::Text => {
                 for h in &holders {
+                    let kept = h.kept_for.as_ref().map(|k| format!(", kept for {k}"));
                     println!(
-                        "{} in {} (pool {}): container {}, pod {}, ifname {}",
-                        h.address, h.network, h.pool, h.container_id, h.podref, h.ifname
+                        "{} in {} (pool {}): container {}, pod {}, ifname {}{}",
+                        h.address,
+                        h.network,
+                        h.pool,
+                        h.container_id,
+                        h.podref,
+                        h.ifname,
+                        kept.unwrap_or_default()
                     );
                 }
             }
@@ -345,6 +409,12 @@ pub fn exec(args: &StatusArgs) -> i32 {
                     p.free,
                     p.reservations
                 );
+                for k in &p.persistent {
+                    println!(
+                        "  persistent: {} kept for {}; no pod holds it (last: {})",
+                        k.address, k.kept_for, k.podref
+                    );
+                }
                 for problem in &p.inconsistent {
                     println!("  inconsistent: {problem}");
                 }
