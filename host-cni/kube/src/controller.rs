@@ -30,7 +30,6 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use hereabouts_host::error::{CniError, Code};
 use hereabouts_host::runtime::Allocator;
 use hereabouts_stores::kube::crd::IPAMClaim;
@@ -38,9 +37,7 @@ use hereabouts_stores::kube::statefulsets::{self, Ordinals};
 use hereabouts_stores::kube::{KubeStore, Timeouts, claims};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::Event;
 
 use crate::{Freed, pods};
 
@@ -170,26 +167,9 @@ pub fn run(kubeconfig: Option<&Path>, options: &Options) -> Result<(), CniError>
 /// reports the pods that exist, not the ones deleted in the gap: so the podrefs the watch has
 /// seen are kept, and a pod missing from the relist is sent as deleted.
 fn watch_pods(store: &KubeStore, triggers: &mpsc::Sender<Trigger>) {
-    let api: Api<Pod> = Api::all(store.client().clone());
-    store.run(async move {
-        let mut events =
-            Box::pin(watcher::watcher(api, watcher::Config::default()).default_backoff());
-        let mut seen = PodsSeen::default();
-        let mut errors = WatchErrors::new("pods");
-        while let Some(event) = events.next().await {
-            let event = match event {
-                Ok(event) => event,
-                Err(e) => {
-                    errors.report(&e);
-                    continue;
-                }
-            };
-            for podref in seen.gone_after(event) {
-                if triggers.send(Trigger::Pod(podref)).is_err() {
-                    return;
-                }
-            }
-        }
+    let mut seen = PodsSeen::default();
+    crate::watch::watch_all::<Pod>(store, |event| {
+        seen.gone_after(event).into_iter().all(|podref| triggers.send(Trigger::Pod(podref)).is_ok())
     });
 }
 
@@ -225,62 +205,26 @@ fn watch_objects<K, V>(
         + std::fmt::Debug
         + Send
         + 'static,
-    V: PartialEq + Send + 'static,
+    V: PartialEq,
 {
-    let api: Api<K> = Api::all(store.client().clone());
-    store.run(async move {
-        let mut events =
-            Box::pin(watcher::watcher(api, watcher::Config::default()).default_backoff());
-        let mut seen = ObjectsSeen::<V>::default();
-        let mut errors = WatchErrors::new(&K::plural(&()));
-        while let Some(event) = events.next().await {
-            let event = match event {
-                Ok(event) => event,
-                Err(e) => {
-                    errors.report(&e);
-                    continue;
-                }
-            };
-            let keyed = |object: &K| {
-                let namespace = object.meta().namespace.clone().unwrap_or_default();
-                let name = object.meta().name.clone().unwrap_or_default();
-                ((namespace, name), facts(object))
-            };
-            let event = match event {
-                Event::Init => Event::Init,
-                Event::InitApply(object) => Event::InitApply(keyed(&object)),
-                Event::InitDone => Event::InitDone,
-                Event::Apply(object) => Event::Apply(keyed(&object)),
-                Event::Delete(object) => Event::Delete(keyed(&object)),
-            };
-            for (namespace, name) in seen.changed_after(event) {
-                if triggers.send(trigger(namespace, name)).is_err() {
-                    return;
-                }
-            }
-        }
+    let mut seen = ObjectsSeen::<V>::default();
+    let keyed = |object: &K| {
+        let namespace = object.meta().namespace.clone().unwrap_or_default();
+        let name = object.meta().name.clone().unwrap_or_default();
+        ((namespace, name), facts(object))
+    };
+    crate::watch::watch_all::<K>(store, |event| {
+        let event = match event {
+            Event::Init => Event::Init,
+            Event::InitApply(object) => Event::InitApply(keyed(&object)),
+            Event::InitDone => Event::InitDone,
+            Event::Apply(object) => Event::Apply(keyed(&object)),
+            Event::Delete(object) => Event::Delete(keyed(&object)),
+        };
+        seen.changed_after(event)
+            .into_iter()
+            .all(|(namespace, name)| triggers.send(trigger(namespace, name)).is_ok())
     });
-}
-
-/// A watch's errors, printed when they start and when they change, not at every retry: a
-/// cluster without the IPAMClaim CRD answers its watch with 404 for as long as it runs.
-struct WatchErrors {
-    plural: String,
-    last: Option<String>,
-}
-
-impl WatchErrors {
-    fn new(plural: &str) -> Self {
-        Self { plural: plural.to_string(), last: None }
-    }
-
-    fn report(&mut self, error: &watcher::Error) {
-        let text = error.to_string();
-        if self.last.as_ref() != Some(&text) {
-            eprintln!("hereabouts controller: watching {}: {text} (retrying)", self.plural);
-            self.last = Some(text);
-        }
-    }
 }
 
 /// The objects of one kind a watch has seen, by (namespace, name), each with the facts about

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod pods;
 pub mod reconcile;
 pub mod slices;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -363,22 +363,5 @@ where
         + Send
         + 'static,
 {
-    use futures_util::StreamExt;
-    use kube::runtime::WatchStreamExt;
-    let api: Api<K> = Api::all(store.client().clone());
-    store.run(async move {
-        let mut events = Box::pin(
-            kube::runtime::watcher::watcher(api, kube::runtime::watcher::Config::default())
-                .default_backoff(),
-        );
-        while let Some(event) = events.next().await {
-            if let Err(e) = &event {
-                eprintln!("hereabouts controller: watching {}: {e}", K::plural(&()));
-                continue;
-            }
-            if poke.send(()).is_err() {
-                return;
-            }
-        }
-    });
+    crate::watch::watch_all::<K>(store, |_| poke.send(()).is_ok());
 }
