@@ -1572,9 +1572,9 @@ fn scale_down_and_deletion_follow_the_retention_policy() {
     assert_eq!(ip(&again), "10.70.0.1/24");
 }
 
-/// The controller keeps a deleted member pod's address (its StatefulSet has the ordinal), and
-/// after a restart its reconcile passes keep it too; once the StatefulSet is deleted, the
-/// controller frees its members' addresses.
+/// The controller keeps a deleted member pod's address (its StatefulSet has the ordinal) and a
+/// stopped VM's (its claim exists), and after a restart its reconcile passes keep both; once
+/// the StatefulSet and the claim are deleted, the controller frees their addresses.
 #[test]
 fn the_controller_keeps_members_addresses_across_its_restart() {
     let emulator = Emulator::start();
@@ -1588,6 +1588,12 @@ fn the_controller_keeps_members_addresses_across_its_restart() {
     }
     emulator.insert("pods", pod("default", "other", "Running", &[]));
     assert!(cni("ADD", &config, "c-other", "default/other", &dir).0);
+    // A VM on another network: its pod goes while the first controller runs.
+    let vm_config = persistent_config(&emulator, &dir, Some(true));
+    insert_claim(&emulator, "vm-g.blue", &[]);
+    insert_launcher(&emulator, "virt-launcher-vm-g-1", "vm-g.blue");
+    assert!(cni("ADD", &vm_config, "c-vm", "vms/virt-launcher-vm-g-1", &dir).0);
+    let vm_held = || allocations(&emulator, "10.60.0.0-24").len();
     let controller = || {
         let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
             .args(["controller", "--grace-seconds=0", "--reconcile-every-seconds=1"])
@@ -1605,6 +1611,8 @@ fn the_controller_keeps_members_addresses_across_its_restart() {
     let first = controller();
     eventually("the controller to watch pods", || emulator.watching("pods") > 0);
     delete_member(&emulator, &config, "c-web-0", &podrefs[0], &dir);
+    assert!(cni("DEL", &vm_config, "c-vm", "vms/virt-launcher-vm-g-1", &dir).0);
+    assert!(emulator.delete("pods", VMS, "virt-launcher-vm-g-1"));
     // The ordinary pod's deletion is seen after web-0's: once it is freed, web-0's was decided.
     assert!(emulator.delete("pods", "default", "other"));
     eventually("the ordinary pod's address to be freed", || offsets() == ["1", "2"]);
@@ -1616,10 +1624,13 @@ fn the_controller_keeps_members_addresses_across_its_restart() {
         emulator.lists("statefulsets").0 > lists + 1
     });
     assert_eq!(offsets(), ["1", "2"], "web-0's address waits for its next pod");
+    assert_eq!(vm_held(), 1, "the stopped VM's address waits for its next pod");
 
     assert!(emulator.delete("statefulsets", DB, "web"));
     delete_member(&emulator, &config, "c-web-1", &podrefs[1], &dir);
     eventually("the deleted StatefulSet's addresses to be freed", || offsets().is_empty());
+    assert!(emulator.delete("ipamclaims", VMS, "vm-g.blue"));
+    eventually("the deleted claim's address to be freed", || vm_held() == 0);
 }
 
 /// `hereabouts controller` without reconcile passes, so what is freed here the watches free:
