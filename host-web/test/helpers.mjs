@@ -1,7 +1,9 @@
 // Shared by the host-web tests: the native binary, the vector files and their rules.
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -39,11 +41,21 @@ export function expected(vector) {
   return expect;
 }
 
-/** Runs a command with stdin; returns {status, stdout, stderr}. */
+/** Runs a command with stdin; returns {status, stdout, stderr}. Stdin is a file, not a pipe:
+ *  a command that never reads it (`--config`) and exits early must not fail the write (EPIPE). */
 export function run(command, args, input) {
-  const result = spawnSync(command, args, { input, encoding: 'utf8', timeout: 60_000 });
-  if (result.error) throw result.error;
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+  const dir = mkdtempSync(join(tmpdir(), 'hereabouts-stdin-'));
+  const path = join(dir, 'stdin');
+  writeFileSync(path, input ?? '');
+  const fd = openSync(path, 'r');
+  try {
+    const result = spawnSync(command, args, { stdio: [fd, 'pipe', 'pipe'], encoding: 'utf8', timeout: 60_000 });
+    if (result.error) throw result.error;
+    return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+  } finally {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 export const nativePlan = (input, args = []) => run(requireBin(), ['plan', ...args], input);
