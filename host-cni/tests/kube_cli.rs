@@ -829,6 +829,21 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `hereabouts controller ARGS --kubeconfig KUBECONFIG`, its cache in `cache`, until dropped.
+fn spawn_controller(args: &[&str], kubeconfig: &Path, cache: &Path) -> KillOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .arg("controller")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env("HEREABOUTS_CACHE_DIR", cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
 /// Pods a, b and c of network blue (`{prefix}.0/24`), running with its first three addresses,
 /// and `hereabouts controller --grace-seconds=GRACE` watching them until dropped.
 fn controller_over_three_running_pods(
@@ -844,17 +859,7 @@ fn controller_over_three_running_pods(
         assert!(cni("ADD", &config, &format!("c-{name}"), &format!("default/{name}"), dir).0);
         emulator.insert("pods", pod("default", name, "Running", &[&format!("{prefix}.{}", i + 1)]));
     }
-    let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .arg("controller")
-        .arg(format!("--grace-seconds={grace_seconds}"))
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .env("HEREABOUTS_CACHE_DIR", dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    KillOnDrop(child)
+    spawn_controller(&[&format!("--grace-seconds={grace_seconds}")], &kubeconfig, dir)
 }
 
 #[test]
@@ -1147,16 +1152,10 @@ fn the_controller_serves_metrics_that_match_the_store() {
         }
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .args(["controller", "--grace-seconds=1", "--reconcile-every-seconds=1"])
-        .args(["--metrics-address=127.0.0.1", &format!("--metrics-port={port}"), "--kubeconfig"])
-        .arg(&kubeconfig)
-        .env("HEREABOUTS_CACHE_DIR", &dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _child = KillOnDrop(child);
+    let metrics_port = format!("--metrics-port={port}");
+    let args = ["--grace-seconds=1", "--reconcile-every-seconds=1"];
+    let args = [&args[..], &["--metrics-address=127.0.0.1", &metrics_port]].concat();
+    let _child = spawn_controller(&args, &kubeconfig, &dir);
     let pool = r#"{pool="blue-10.61.0.0-24",range="10.61.0.0/24",network_name="blue"}"#;
     eventually("a reconcile pass to free c", || {
         scrape(port).is_some_and(|body| {
@@ -1595,16 +1594,7 @@ fn the_controller_keeps_members_addresses_across_its_restart() {
     assert!(cni("ADD", &vm_config, "c-vm", "vms/virt-launcher-vm-g-1", &dir).0);
     let vm_held = || allocations(&emulator, "10.60.0.0-24").len();
     let controller = || {
-        let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-            .args(["controller", "--grace-seconds=0", "--reconcile-every-seconds=1"])
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .env("HEREABOUTS_CACHE_DIR", &dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        KillOnDrop(child)
+        spawn_controller(&["--grace-seconds=0", "--reconcile-every-seconds=1"], &kubeconfig, &dir)
     };
     let offsets = || ids(&emulator).into_iter().map(|(offset, _)| offset).collect::<Vec<_>>();
 
@@ -1654,16 +1644,7 @@ fn the_controller_frees_persistent_addresses_when_their_owner_goes() {
     for (n, podref) in podrefs.iter().enumerate() {
         assert!(cni("ADD", &set_config, &format!("c-web-{n}"), podref, &dir).0);
     }
-    let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .args(["controller", "--grace-seconds=0"])
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .env("HEREABOUTS_CACHE_DIR", &dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _controller = KillOnDrop(child);
+    let _controller = spawn_controller(&["--grace-seconds=0"], &kubeconfig, &dir);
     for plural in ["pods", "ipamclaims", "statefulsets"] {
         eventually(&format!("the controller to watch {plural}"), || emulator.watching(plural) > 0);
     }
