@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The one test command (see README): installs everything it needs, starts every real component
-# it tests against (etcd, network namespaces, headless Chromium), runs all tests, stops them.
+# it tests against (etcd, a real kube-apiserver, network namespaces, podman, headless Chromium),
+# runs all tests, stops them.
 # Ends with "N passed, N failed" over its suites; exits non-zero if any suite failed.
 #
 #   ./test.sh            everything
-#   ./test.sh SUITE…     only these suites: install lint build rust cni-e2e etcd-e2e web image
+#   ./test.sh SUITE…     only these suites: install lint build rust cni-e2e podman etcd-e2e kube web image
 set -uo pipefail
 cd "$(dirname "$0")"
 root=$(pwd)
@@ -39,6 +40,11 @@ install_deps() {
   # (RUSTUP_AUTO_INSTALL=0); both commands are idempotent.
   rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown || return 1
   rustup component add rustfmt clippy >/dev/null 2>&1 || rustup component add rustfmt clippy
+  # Go builds the real Kubernetes components the kube suite runs (kube-apiserver, kubectl,
+  # etcd, helm) from their Go modules; these machines ship Go 1.26, which k8s.io 1.37 needs.
+  local go_version
+  go_version=$(go env GOVERSION 2>/dev/null) || { echo "Go 1.26 or later is needed (the kube suite builds kube-apiserver, etcd and helm with it)"; return 1; }
+  case $go_version in go1.2[6-9]*|go1.[3-9][0-9]*) ;; *) echo "Go 1.26 or later is needed, found $go_version"; return 1 ;; esac
 }
 
 # Formatting and clippy over every crate and target, warnings as errors.
@@ -52,6 +58,9 @@ rust_tests() { cargo test --release --locked --workspace; }
 cni_e2e() { bash host-cni/tests/e2e/run.sh "$root/target/release/hereabouts"; }
 podman_e2e() { bash host-cni/tests/podman/run.sh "$root/target/release/hereabouts"; }
 etcd_e2e() { bash host-cni/tests/etcd/run.sh "$root/target/release/hereabouts"; }
+# The Kubernetes suite on a real kube-apiserver with RBAC (components built once, cached in
+# target/tools), the shipped manifests applied as a user applies them.
+kube_e2e() { bash host-cni/tests/k8s/run.sh "$root/target/release/hereabouts"; }
 web_tests() { bash host-web/test.sh "$root/target/release/hereabouts"; }
 # The release image: static musl binary FROM scratch, built with Debian's podman and run.
 image_build() { bash deploy/build-image.sh; }
@@ -64,6 +73,7 @@ suite rust rust_tests
 [ -f host-cni/tests/e2e/run.sh ] && suite cni-e2e cni_e2e
 [ -f host-cni/tests/podman/run.sh ] && suite podman podman_e2e
 [ -f host-cni/tests/etcd/run.sh ] && suite etcd-e2e etcd_e2e
+[ -f host-cni/tests/k8s/run.sh ] && suite kube kube_e2e
 [ -f host-web/test.sh ] && suite web web_tests
 [ -f deploy/build-image.sh ] && suite image image_build
 

@@ -4,12 +4,12 @@
 //! `#[ignore = "needs etcd"]`, run by host-cni/tests/etcd/run.sh (`HEREABOUTS_ETCD_ENDPOINTS`).
 //! The rest of node slices on etcd is tested through the plugin in tests/etcd/cni.py.
 
-mod kube_emulator;
+mod kube_api;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use kube_emulator::Emulator;
+use kube_api::Cluster;
 use serde_json::{Value, json};
 
 fn endpoints() -> String {
@@ -77,9 +77,9 @@ fn node(name: &str) -> Value {
 #[test]
 #[ignore = "needs etcd"]
 fn release_gone_frees_the_empty_claims_of_nodes_kubernetes_does_not_list() {
-    let dir = kube_emulator::temp_dir("etcd-slices", "gone");
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let dir = kube_api::temp_dir("etcd-slices", "gone");
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&dir, None);
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let prefix = format!("/hereabouts-test/slices-gone-{}-{nanos}/", std::process::id());
@@ -122,8 +122,8 @@ fn release_gone_frees_the_empty_claims_of_nodes_kubernetes_does_not_list() {
     );
     assert_eq!(claimed(&config_file).len(), 3);
 
-    emulator.insert("nodes", node("live"));
-    emulator.insert("nodes", node("unrelated"));
+    cluster.insert("nodes", node("live"));
+    cluster.insert("nodes", node("unrelated"));
     let output = slices(&release, &config_file);
     let said = text(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");

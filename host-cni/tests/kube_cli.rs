@@ -1,22 +1,22 @@
 //! The `hereabouts` binary on the Kubernetes store, against the API-server emulation
-//! (tests/kube_emulator): CNI ADD, DEL and GC as a runtime calls them (a fresh process each),
+//! (tests/kube_api): CNI ADD, DEL and GC as a runtime calls them (a fresh process each),
 //! `hereabouts reconcile` (text, `--json`, `--dry-run`) and `hereabouts controller` watching
 //! pods. (The store itself: kube_store.rs; reconcile's rules: kube_reconcile.rs.)
 
-mod kube_emulator;
+mod kube_api;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kube_emulator::{Emulator, percentile, pod};
+use kube_api::{Cluster, percentile, pod, reconciler_beside};
 use serde_json::{Value, json};
 
 const NS: &str = "kube-system";
 
 fn temp_dir(name: &str) -> PathBuf {
-    kube_emulator::temp_dir("kube-cli", name)
+    kube_api::temp_dir("kube-cli", name)
 }
 
 /// One CNI call of the real binary, as a runtime makes it: (success, stdout as JSON or null).
@@ -78,7 +78,7 @@ fn cni_on(
     (output.status.success(), stdout)
 }
 
-/// A network config named `name` on this emulator, its ipam keys extended by `extra`.
+/// A network config named `name` on this cluster, its ipam keys extended by `extra`.
 fn cni_config(name: &str, kubeconfig: &Path, dir: &Path, range: &str, extra: Value) -> Value {
     let mut ipam = json!({
         "type": "whereabouts",
@@ -98,8 +98,8 @@ fn ip(result: &Value) -> &str {
     result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no address in {result}"))
 }
 
-fn allocations(emulator: &Emulator, pool: &str) -> serde_json::Map<String, Value> {
-    let pool = emulator.get("ippools", NS, pool).expect("pool written");
+fn allocations(cluster: &Cluster, pool: &str) -> serde_json::Map<String, Value> {
+    let pool = cluster.get("ippools", NS, pool).expect("pool written");
     pool["spec"]["allocations"].as_object().unwrap().clone()
 }
 
@@ -109,17 +109,17 @@ fn allocations(emulator: &Emulator, pool: &str) -> serde_json::Map<String, Value
 /// around the allocations Whereabouts made there; a node without a slice is CNI 11.
 #[test]
 fn cni_on_node_slices_uses_the_nodes_slice_pool() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("slices");
-    let kubeconfig = emulator.kubeconfig(&dir, Some(NS));
+    let kubeconfig = cluster.kubeconfig(&dir, Some(NS));
     let cache = dir.join("cache");
     let fixture = |name: &str| -> Value {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/kube_fixtures").join(name);
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     };
     // Whereabouts' Fast IPAM objects: worker-2 holds 10.40.0.0/28, worker-1 10.40.0.16/28.
-    emulator.insert("nodeslicepools", fixture("nodeslicepool-blue.json"));
-    emulator.insert("ippools", fixture("ippool-blue-worker-1.json"));
+    cluster.insert("nodeslicepools", fixture("nodeslicepool-blue.json"));
+    cluster.insert("ippools", fixture("ippool-blue-worker-1.json"));
     let slices = json!({"network_name": "blue", "node_slice_size": "/28"});
     let config = cni_config("blue-net", &kubeconfig, &dir, "10.40.0.0/24", slices);
 
@@ -129,14 +129,14 @@ fn cni_on_node_slices_uses_the_nodes_slice_pool() {
     let (ok, result) = cni_on(Some("worker-2"), "ADD", &config, "c2", "default/p2", &cache);
     assert!(ok, "{result}");
     assert_eq!(ip(&result), "10.40.0.1/24");
-    let pool = emulator.get("ippools", NS, "blue-worker-2-10.40.0.0-28").expect("slice pool");
+    let pool = cluster.get("ippools", NS, "blue-worker-2-10.40.0.0-28").expect("slice pool");
     assert_eq!(pool["spec"]["range"], "10.40.0.0/28");
     assert_eq!(pool["spec"]["allocations"]["1"]["id"], "c2");
     let keys: Vec<String> =
-        allocations(&emulator, "blue-worker-1-10.40.0.16-28").keys().cloned().collect();
+        allocations(&cluster, "blue-worker-1-10.40.0.16-28").keys().cloned().collect();
     assert_eq!(keys, ["1", "2", "3"]);
     // No whole-range pool is ever written.
-    assert!(emulator.get("ippools", NS, "blue-10.40.0.0-24").is_none());
+    assert!(cluster.get("ippools", NS, "blue-10.40.0.0-24").is_none());
 
     // A node the controller has not given a slice: try again later, saying why.
     let (ok, error) = cni_on(Some("worker-3"), "ADD", &config, "c3", "default/p3", &cache);
@@ -155,7 +155,7 @@ fn cni_on_node_slices_uses_the_nodes_slice_pool() {
     // DEL frees in the node's slice pool, leaving Whereabouts' allocations.
     assert!(cni_on(Some("worker-1"), "DEL", &config, "c1", "default/p1", &cache).0);
     let keys: Vec<String> =
-        allocations(&emulator, "blue-worker-1-10.40.0.16-28").keys().cloned().collect();
+        allocations(&cluster, "blue-worker-1-10.40.0.16-28").keys().cloned().collect();
     assert_eq!(keys, ["1", "3"]);
 
     // ADDs that fail: (CNI network, range, ipam keys, CNI code, what the message says).
@@ -198,19 +198,19 @@ fn cni_on_node_slices_uses_the_nodes_slice_pool() {
 
 #[test]
 fn cni_add_del_gc_and_errors_through_the_binary() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("cni");
-    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let kubeconfig = cluster.kubeconfig(&dir, None);
     let config = cni_config("blue", &kubeconfig, &dir, "10.70.0.0/22", json!({}));
     let (ok, result) = cni("ADD", &config, "c1", "default/a", &dir);
     assert!(ok, "{result}");
     assert_eq!(ip(&result), "10.70.0.1/22");
     assert_eq!(
-        allocations(&emulator, "10.70.0.0-22")["1"],
+        allocations(&cluster, "10.70.0.0-22")["1"],
         json!({"id": "c1", "podref": "default/a", "ifname": "net1"})
     );
     assert!(cni("DEL", &config, "c1", "default/a", &dir).0);
-    assert!(allocations(&emulator, "10.70.0.0-22").is_empty());
+    assert!(allocations(&cluster, "10.70.0.0-22").is_empty());
 
     // Sticky by default (as Whereabouts): the pod's new sandbox gets its address back...
     assert_eq!(ip(&cni("ADD", &config, "s1", "default/db-0", &dir).1), "10.70.0.1/22");
@@ -233,12 +233,12 @@ fn cni_add_del_gc_and_errors_through_the_binary() {
         json!([{"containerID": "g2", "ifname": "net1"}, {"containerID": "s2", "ifname": "net1"}]);
     let (ok, result) = cni("GC", &gc, "", "default/x", &dir);
     assert!(ok, "{result}");
-    let ids: BTreeSet<String> = allocations(&emulator, "10.70.0.0-22")
+    let ids: BTreeSet<String> = allocations(&cluster, "10.70.0.0-22")
         .values()
         .map(|a| a["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, BTreeSet::from(["g2", "s2", "gr1"].map(String::from)));
-    let reservations: BTreeSet<String> = emulator
+    let reservations: BTreeSet<String> = cluster
         .list("overlappingrangeipreservations")
         .iter()
         .map(|r| r["spec"]["containerid"].as_str().unwrap().to_string())
@@ -246,7 +246,7 @@ fn cni_add_del_gc_and_errors_through_the_binary() {
     assert_eq!(reservations, ids, "GC released the freed ones' reservations");
 
     // 403 → a CNI error naming the permission; unreachable → 11.
-    emulator.deny("update", "ippools");
+    cluster.deny("update", "ippools");
     let (ok, error) = cni("ADD", &config, "c3", "default/c", &dir);
     assert!(!ok);
     assert_eq!(error["code"], 5, "{error}");
@@ -257,7 +257,7 @@ fn cni_add_del_gc_and_errors_through_the_binary() {
         &dead,
         std::fs::read_to_string(&kubeconfig)
             .unwrap()
-            .replace(&emulator.url(), &format!("http://127.0.0.1:{port}")),
+            .replace(&cluster.url(), &format!("http://127.0.0.1:{port}")),
     )
     .unwrap();
     let unreachable = cni_config("blue", &dead, &dir, "10.70.0.0/22", json!({}));
@@ -271,15 +271,15 @@ const ADDS_PER_WORKER: usize = 100;
 
 #[test]
 fn cni_contention_8_processes_x_100_adds() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("cni-contention");
-    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let kubeconfig = cluster.kubeconfig(&dir, None);
     let config = cni_config("blue", &kubeconfig, &dir, "10.70.0.0/22", json!({}));
     // The first call on a node compiles the component into the cache.
     let (ok, warm) = cni("ADD", &config, "warm", "default/warm", &dir);
     assert!(ok, "{warm}");
     assert!(cni("DEL", &config, "warm", "default/warm", &dir).0);
-    let before = emulator.responses(409);
+    let before = cluster.responses(409);
     let started = Instant::now();
     let workers: Vec<_> = (0..WORKERS)
         .map(|w| {
@@ -305,7 +305,7 @@ fn cni_contention_8_processes_x_100_adds() {
     let mut latencies: Vec<f64> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
     let elapsed = started.elapsed();
     let total = WORKERS * ADDS_PER_WORKER;
-    let allocations = allocations(&emulator, "10.70.0.0-22");
+    let allocations = allocations(&cluster, "10.70.0.0-22");
     let owners: BTreeSet<&str> = allocations.values().map(|a| a["id"].as_str().unwrap()).collect();
     assert_eq!((allocations.len(), owners.len()), (total, total), "0 duplicates");
     let offsets: BTreeSet<u32> = allocations.keys().map(|k| k.parse().unwrap()).collect();
@@ -314,10 +314,10 @@ fn cni_contention_8_processes_x_100_adds() {
         (1..).filter(|o| o % 256 != 0).take(total).collect::<BTreeSet<u32>>(),
         "lowest-packed"
     );
-    assert_eq!(emulator.list("overlappingrangeipreservations").len(), total);
+    assert_eq!(cluster.list("overlappingrangeipreservations").len(), total);
     latencies.sort_by(f64::total_cmp);
     println!(
-        "hereabouts CNI ADD (fresh process each) vs emulator: {total} ADDs by {WORKERS} parallel runtimes in {:.2} s = {:.0} allocations/s; \
+        "hereabouts CNI ADD (fresh process each) vs cluster: {total} ADDs by {WORKERS} parallel runtimes in {:.2} s = {:.0} allocations/s; \
          latency ms: min {:.2} median {:.2} p99 {:.2} max {:.2}; {} conflicts (409) retried \
          (baseline, contract v1, docs/benchmarks.md: 49–58 ADD/s, median 102–133, p99 468–583)",
         elapsed.as_secs_f64(),
@@ -326,15 +326,15 @@ fn cni_contention_8_processes_x_100_adds() {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies[latencies.len() - 1],
-        emulator.responses(409) - before
+        cluster.responses(409) - before
     );
 }
 
 #[test]
 fn cni_add_latency_without_contention() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("cni-latency");
-    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let kubeconfig = cluster.kubeconfig(&dir, None);
     let config = cni_config("blue", &kubeconfig, &dir, "10.70.0.0/22", json!({}));
     assert!(cni("ADD", &config, "warm", "default/warm", &dir).0);
     let (mut add, mut del) = (Vec::new(), Vec::new());
@@ -351,12 +351,12 @@ fn cni_add_latency_without_contention() {
     add.sort_by(f64::total_cmp);
     del.sort_by(f64::total_cmp);
     println!(
-        "hereabouts CNI vs emulator, one at a time (100 each): ADD median {:.2} ms p99 {:.2} ms; DEL median {:.2} ms p99 {:.2} ms; {} requests",
+        "hereabouts CNI vs cluster, one at a time (100 each): ADD median {:.2} ms p99 {:.2} ms; DEL median {:.2} ms p99 {:.2} ms; {} requests",
         percentile(&add, 0.5),
         percentile(&add, 0.99),
         percentile(&del, 0.5),
         percentile(&del, 0.99),
-        emulator.requests()
+        cluster.requests()
     );
 }
 
@@ -376,7 +376,10 @@ fn run_binary(args: &[&str], cache: &Path) -> (String, String, i32) {
     )
 }
 
+/// `hereabouts reconcile --kubeconfig K ARGS…` as the reconciler (K: the node plugin's
+/// kubeconfig; the reconciler's is beside it).
 fn run_reconcile(kubeconfig: &Path, args: &[&str]) -> (String, String, bool) {
+    let kubeconfig = reconciler_beside(kubeconfig);
     let kubeconfig = kubeconfig.to_str().unwrap();
     let mut all = vec!["reconcile", "--kubeconfig", kubeconfig];
     all.extend(args);
@@ -386,22 +389,22 @@ fn run_reconcile(kubeconfig: &Path, args: &[&str]) -> (String, String, bool) {
 
 #[test]
 fn reconcile_through_the_binary_in_text_and_json() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("reconcile");
-    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let kubeconfig = cluster.kubeconfig(&dir, None);
     let config =
         cni_config("blue", &kubeconfig, &dir, "10.50.0.0/24", json!({"network_name": "blue"}));
     // live: running with .1 in its network-status · gone: no pod.
     for (container, podref) in [("c-live", "default/live"), ("c-gone", "default/gone")] {
         assert!(cni("ADD", &config, container, podref, &dir).0);
     }
-    emulator.insert("pods", pod("default", "live", "Running", &["10.50.0.1"]));
+    cluster.insert("pods", pod("default", "live", "Running", &["10.50.0.1"]));
     // A reservation Whereabouts left behind for a pod that is gone.
-    emulator.insert(
+    cluster.insert(
         "overlappingrangeipreservations",
         json!({"metadata": {"name": "blue-10.50.0.77", "namespace": NS}, "spec": {"podref": "default/ghost"}}),
     );
-    let pool_before = emulator.get("ippools", NS, "blue-10.50.0.0-24").unwrap();
+    let pool_before = cluster.get("ippools", NS, "blue-10.50.0.0-24").unwrap();
 
     let (stdout, stderr, ok) = run_reconcile(&kubeconfig, &["--dry-run"]);
     assert!(ok, "{stdout}\n{stderr}");
@@ -412,7 +415,7 @@ fn reconcile_through_the_binary_in_text_and_json() {
     ] {
         assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
     }
-    assert_eq!(emulator.get("ippools", NS, "blue-10.50.0.0-24").unwrap(), pool_before);
+    assert_eq!(cluster.get("ippools", NS, "blue-10.50.0.0-24").unwrap(), pool_before);
 
     let (stdout, stderr, ok) = run_reconcile(&kubeconfig, &["--json"]);
     assert!(ok, "{stdout}\n{stderr}");
@@ -427,7 +430,7 @@ fn reconcile_through_the_binary_in_text_and_json() {
              "podref": "default/ghost", "container_id": "", "ifname": "",
              "reason": "pod no longer exists"}]})
     );
-    assert_eq!(allocations(&emulator, "blue-10.50.0.0-24").keys().collect::<Vec<_>>(), ["1"]);
+    assert_eq!(allocations(&cluster, "blue-10.50.0.0-24").keys().collect::<Vec<_>>(), ["1"]);
 
     let (stdout, _, ok) = run_reconcile(&kubeconfig, &[]);
     assert!(ok && stdout.contains("0 freed"), "{stdout}");
@@ -469,9 +472,9 @@ fn etcd_keys(endpoint: &str, prefix: &str) -> BTreeSet<String> {
 fn reconcile_frees_what_gone_pods_hold_in_etcd() {
     let endpoint =
         std::env::var("HEREABOUTS_ETCD_ENDPOINTS").expect("run.sh sets the etcd endpoint");
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("reconcile-etcd");
-    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let kubeconfig = cluster.kubeconfig(&dir, None);
     let prefix = format!("/reconcile-{}/", std::process::id());
     let config = json!({"cniVersion": "1.0.0", "name": "green", "type": "macvlan", "ipam": {
         "type": "whereabouts", "range": "10.62.0.0/24", "network_name": "green",
@@ -485,9 +488,9 @@ fn reconcile_frees_what_gone_pods_hold_in_etcd() {
         let (ok, out) = cni("ADD", &config, &format!("c-{name}"), &format!("default/{name}"), &dir);
         assert!(ok, "ADD {name}: {out}");
     }
-    emulator.insert("pods", pod("default", "a", "Running", &["10.62.0.1"]));
-    emulator.insert("pods", pod("default", "c", "Succeeded", &["10.62.0.3"]));
-    emulator.insert("pods", pod("default", "d", "Running", &[]));
+    cluster.insert("pods", pod("default", "a", "Running", &["10.62.0.1"]));
+    cluster.insert("pods", pod("default", "c", "Succeeded", &["10.62.0.3"]));
+    cluster.insert("pods", pod("default", "d", "Running", &[]));
     let holder = |name: &str| {
         json!({"id": format!("c-{name}"), "ifname": "net1", "podref": format!("default/{name}")})
             .to_string()
@@ -511,7 +514,8 @@ fn reconcile_frees_what_gone_pods_hold_in_etcd() {
     );
 
     let reconcile = |extra: &[&str]| {
-        let mut args = vec!["reconcile", "--json", "--kubeconfig", kubeconfig.to_str().unwrap()];
+        let reconciler = reconciler_beside(&kubeconfig);
+        let mut args = vec!["reconcile", "--json", "--kubeconfig", reconciler.to_str().unwrap()];
         args.extend(["--config", config_file.to_str().unwrap()]);
         args.extend(extra);
         let (stdout, stderr, code) = run_binary(&args, &dir);
@@ -539,7 +543,7 @@ fn reconcile_frees_what_gone_pods_hold_in_etcd() {
     let (report, freed) = reconcile(&["--dry-run"]);
     assert_eq!(freed, expected, "{report}");
     assert_eq!(etcd_keys(&endpoint, &prefix), before, "a dry run changes nothing");
-    assert!(emulator.list("events").is_empty(), "a dry run reports nothing");
+    assert!(cluster.list("events").is_empty(), "a dry run reports nothing");
 
     let (report, freed) = reconcile(&[]);
     assert_eq!(freed, expected, "{report}");
@@ -553,7 +557,7 @@ fn reconcile_frees_what_gone_pods_hold_in_etcd() {
     let allocs: Vec<&String> = after.iter().filter(|k| k.contains("/alloc/")).collect();
     assert_eq!(allocs, ["pools/green-10.62.0.0-24/alloc/1"], "only a's allocation is left");
     // The terminated pod, which still exists, is told why; the gone one has no object.
-    let notes: Vec<String> = emulator
+    let notes: Vec<String> = cluster
         .list("events")
         .iter()
         .map(|e| {
@@ -588,7 +592,7 @@ fn reconcile_frees_what_gone_pods_hold_in_etcd() {
         &[
             "reconcile",
             "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
+            reconciler_beside(&kubeconfig).to_str().unwrap(),
             "--config",
             local.to_str().unwrap(),
         ],
@@ -607,9 +611,9 @@ fn reconcile_frees_what_gone_pods_hold_in_etcd() {
 fn reconcile_frees_what_gone_pods_hold_in_etcd_slices() {
     let endpoint =
         std::env::var("HEREABOUTS_ETCD_ENDPOINTS").expect("run.sh sets the etcd endpoint");
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("reconcile-etcd-slices");
-    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let kubeconfig = cluster.kubeconfig(&dir, None);
     let prefix = format!("/reconcile-slices-{}/", std::process::id());
     let ipam = |slices: bool| {
         let mut ipam = json!({"type": "whereabouts", "range": "10.64.0.0/24",
@@ -639,10 +643,11 @@ fn reconcile_frees_what_gone_pods_hold_in_etcd_slices() {
         );
         assert!(ok, "ADD {name} on {node}: {out}");
     }
-    emulator.insert("pods", pod("default", "a", "Running", &["10.64.0.2"]));
-    emulator.insert("pods", pod("default", "c", "Running", &["10.64.0.65"]));
+    cluster.insert("pods", pod("default", "a", "Running", &["10.64.0.2"]));
+    cluster.insert("pods", pod("default", "c", "Running", &["10.64.0.65"]));
 
-    let args = ["reconcile", "--json", "--kubeconfig", kubeconfig.to_str().unwrap(), "--config"];
+    let reconciler = reconciler_beside(&kubeconfig);
+    let args = ["reconcile", "--json", "--kubeconfig", reconciler.to_str().unwrap(), "--config"];
     let (stdout, stderr, code) =
         run_binary(&[&args[..], &[config_file.to_str().unwrap()]].concat(), &dir);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -753,16 +758,23 @@ fn bench_node_slices() {
         "configuration_path": cache.join("no-flat-file.conf")}});
     assert!(cni("ADD", &warm_up, "warm", "default/warm", &cache).0);
     let mut rows = Vec::new();
-    for layout in layouts {
-        // Kubernetes: a fresh emulation; the slices as the node-slice controller writes them.
-        let emulator = Emulator::start();
-        let dir = temp_dir(&format!("bench-{layout:?}"));
-        let kubeconfig = emulator.kubeconfig(&dir, Some(NS));
+    // Kubernetes: the emulation, and the real kube-apiserver when the run has one (same run,
+    // side by side); the slices as the node-slice controller writes them.
+    let servers = [Some(Cluster::emulated as fn() -> Cluster), Cluster::real_if_configured()];
+    for (start, layout) in servers.iter().flatten().flat_map(|s| layouts.map(|l| (s, l))) {
+        let cluster = start();
+        let store = if cluster.is_real() {
+            "Kubernetes (real kube-apiserver)"
+        } else {
+            "Kubernetes (emulation)"
+        };
+        let dir = temp_dir(&format!("bench-{store}-{layout:?}"));
+        let kubeconfig = cluster.kubeconfig(&dir, Some(NS));
         if let Layout::Sliced = layout {
             let allocations: Vec<Value> = (0..BENCH_NODES)
                 .map(|n| json!({"nodeName": format!("node-{n}"), "sliceRange": format!("10.70.{}.0/23", n * 2)}))
                 .collect();
-            emulator.insert(
+            cluster.insert(
                 "nodeslicepools",
                 json!({
                 "apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "NodeSlicePool",
@@ -774,7 +786,7 @@ fn bench_node_slices() {
         let config_of = |node: usize| {
             cni_config("bench-net", &kubeconfig, &dir, "unused", bench_ipam(layout, node))
         };
-        rows.push(("Kubernetes (emulation)", layout, bench_run(adds, &config_of, &cache)));
+        rows.push((store, layout, bench_run(adds, &config_of, &cache)));
     }
     if let Ok(endpoint) = std::env::var("HEREABOUTS_ETCD_ENDPOINTS") {
         for layout in layouts {
@@ -829,13 +841,14 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// `hereabouts controller ARGS --kubeconfig KUBECONFIG`, its cache in `cache`, until dropped.
+/// `hereabouts controller ARGS --kubeconfig K` as the reconciler (K: the node plugin's
+/// kubeconfig; the reconciler's is beside it), its cache in `cache`, until dropped.
 fn spawn_controller(args: &[&str], kubeconfig: &Path, cache: &Path) -> KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
         .arg("controller")
         .args(args)
         .arg("--kubeconfig")
-        .arg(kubeconfig)
+        .arg(reconciler_beside(kubeconfig))
         .env("HEREABOUTS_CACHE_DIR", cache)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -847,44 +860,44 @@ fn spawn_controller(args: &[&str], kubeconfig: &Path, cache: &Path) -> KillOnDro
 /// Pods a, b and c of network blue (`{prefix}.0/24`), running with its first three addresses,
 /// and `hereabouts controller --grace-seconds=GRACE` watching them until dropped.
 fn controller_over_three_running_pods(
-    emulator: &Emulator,
+    cluster: &Cluster,
     dir: &Path,
     prefix: &str,
     grace_seconds: u64,
 ) -> KillOnDrop {
-    let kubeconfig = emulator.kubeconfig(dir, None);
+    let kubeconfig = cluster.kubeconfig(dir, None);
     let range = format!("{prefix}.0/24");
     let config = cni_config("blue", &kubeconfig, dir, &range, json!({"network_name": "blue"}));
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         assert!(cni("ADD", &config, &format!("c-{name}"), &format!("default/{name}"), dir).0);
-        emulator.insert("pods", pod("default", name, "Running", &[&format!("{prefix}.{}", i + 1)]));
+        cluster.insert("pods", pod("default", name, "Running", &[&format!("{prefix}.{}", i + 1)]));
     }
     spawn_controller(&[&format!("--grace-seconds={grace_seconds}")], &kubeconfig, dir)
 }
 
 #[test]
 fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("controller");
-    let _child = controller_over_three_running_pods(&emulator, &dir, "10.60.0", 1);
-    let slots = || allocations(&emulator, "blue-10.60.0.0-24").keys().cloned().collect::<Vec<_>>();
+    let _child = controller_over_three_running_pods(&cluster, &dir, "10.60.0", 1);
+    let slots = || allocations(&cluster, "blue-10.60.0.0-24").keys().cloned().collect::<Vec<_>>();
     // Let the controller list and start watching, then delete pod a.
-    eventually("the controller to watch pods", || emulator.watching("pods") > 0);
+    eventually("the controller to watch pods", || cluster.watching("pods") > 0);
     let started = Instant::now();
-    emulator.delete("pods", "default", "a");
+    cluster.delete("pods", "default", "a");
     eventually("a's address to be freed", || slots() == ["2", "3"]);
     let freed_after = started.elapsed();
     // The pool is written first and the reservation deleted right after (so a crash can never
     // duplicate an address): wait for the second step too.
     eventually("a's reservation to be deleted", || {
-        emulator.get("overlappingrangeipreservations", NS, "blue-10.60.0.1").is_none()
+        cluster.get("overlappingrangeipreservations", NS, "blue-10.60.0.1").is_none()
     });
 
     // b is deleted and recreated under its name at once (StatefulSet): kept.
-    emulator.delete("pods", "default", "b");
-    emulator.insert("pods", pod("default", "b", "Pending", &[]));
+    cluster.delete("pods", "default", "b");
+    cluster.insert("pods", pod("default", "b", "Pending", &[]));
     // c terminates: freed.
-    emulator.update("pods", pod("default", "c", "Succeeded", &["10.60.0.3"]));
+    cluster.update("pods", pod("default", "c", "Succeeded", &["10.60.0.3"]));
     eventually("c's address to be freed", || slots() == ["2"]);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(slots(), ["2"], "the recreated pod's address is kept");
@@ -898,33 +911,116 @@ fn controller_frees_deleted_pods_promptly_and_keeps_recreated_ones() {
 /// (no new list); after 410 Gone it lists again, and a pod deleted while it was not watching,
 /// missing from that list, has its address freed.
 #[test]
-fn the_controller_resumes_its_watch_and_relists_after_410_gone() {
-    let emulator = Emulator::start();
+fn the_controller_resumes_its_watch_and_relists_after_410_gone_emulated() {
+    let cluster = Cluster::start();
     let dir = temp_dir("controller-watch");
-    let _child = controller_over_three_running_pods(&emulator, &dir, "10.61.0", 0);
-    let slots = || allocations(&emulator, "blue-10.61.0.0-24").keys().cloned().collect::<Vec<_>>();
-    eventually("the controller to watch pods", || emulator.watching("pods") > 0);
-    let pod_lists = emulator.lists("pods").0;
+    let _child = controller_over_three_running_pods(&cluster, &dir, "10.61.0", 0);
+    let slots = || allocations(&cluster, "blue-10.61.0.0-24").keys().cloned().collect::<Vec<_>>();
+    eventually("the controller to watch pods", || cluster.watching("pods") > 0);
+    let pod_lists = cluster.lists("pods");
     assert_eq!(pod_lists, 1, "one list before the first watch");
 
     // A dropped connection: the watch resumes where it was, without listing again.
-    emulator.drop_watches();
-    eventually("the watch to resume", || emulator.watch_versions().len() > 1);
-    let versions = emulator.watch_versions();
+    cluster.emulation().drop_watches();
+    eventually("the watch to resume", || cluster.emulation().watch_versions().len() > 1);
+    let versions = cluster.emulation().watch_versions();
     let version = |v: &str| v.parse::<u64>().unwrap_or(0);
     assert!(
         version(&versions[1]) >= version(&versions[0]) && version(&versions[0]) > 0,
         "resumed from the version seen: {versions:?}"
     );
-    assert_eq!(emulator.lists("pods").0, pod_lists, "a resumed watch lists nothing");
-    emulator.delete("pods", "default", "a");
+    assert_eq!(cluster.lists("pods"), pod_lists, "a resumed watch lists nothing");
+    cluster.delete("pods", "default", "a");
     eventually("a's address to be freed", || slots() == ["2", "3"]);
 
     // b is deleted while the controller is not watching, and the history is compacted: its
     // resumed watch gets 410 Gone, it lists again, and b is not in the list.
-    emulator.delete_while_disconnected_and_compact(&[("default", "b")]);
+    cluster.emulation().delete_while_disconnected_and_compact(&[("default", "b")]);
     eventually("b's address to be freed after the relist", || slots() == ["3"]);
-    assert_eq!(emulator.lists("pods").0, pod_lists + 1, "410 Gone made it list again");
+    assert_eq!(cluster.lists("pods"), pod_lists + 1, "410 Gone made it list again");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(slots(), ["3"], "c, still running, keeps its address");
+}
+
+/// The controller's free latency: 100 pods deleted one at a time, each timed from the delete
+/// to its address free in the IPPool; p50 and p99 on the emulation and, when the run has one,
+/// on the real kube-apiserver (docs/benchmarks.md). host-cni/bench/kube-apiserver.sh runs it.
+#[test]
+#[ignore = "benchmark: host-cni/bench/kube-apiserver.sh runs it"]
+fn bench_controller_free_latency() {
+    let servers = [Some(Cluster::emulated as fn() -> Cluster), Cluster::real_if_configured()];
+    println!(
+        "\n| API server | deletions | p50 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |"
+    );
+    for start in servers.iter().flatten() {
+        let cluster = start();
+        let dir = temp_dir(&format!("bench-free-{}", cluster.is_real()));
+        let kubeconfig = cluster.kubeconfig(&dir, None);
+        let config =
+            cni_config("blue", &kubeconfig, &dir, "10.65.0.0/24", json!({"network_name": "blue"}));
+        let pods = 100;
+        for i in 0..pods {
+            let (name, container) = (format!("p{i}"), format!("c{i}"));
+            assert!(cni("ADD", &config, &container, &format!("default/{name}"), &dir).0);
+            cluster
+                .insert("pods", pod("default", &name, "Running", &[&format!("10.65.0.{}", i + 1)]));
+        }
+        let _controller = spawn_controller(&["--grace-seconds=0"], &kubeconfig, &dir);
+        eventually("the controller to watch pods", || cluster.watching("pods") > 0);
+        let mut latencies = Vec::new();
+        for i in 0..pods {
+            let offset = (i + 1).to_string();
+            let started = Instant::now();
+            assert!(cluster.delete("pods", "default", &format!("p{i}")));
+            // Polled every 5 ms (eventually's 50 ms would blur the figure).
+            while allocations(&cluster, "blue-10.65.0.0-24").contains_key(&offset) {
+                assert!(started.elapsed() < Duration::from_secs(15), "p{i} not freed");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        latencies.sort_by(f64::total_cmp);
+        let server = if cluster.is_real() { "real kube-apiserver" } else { "emulation" };
+        println!(
+            "| {server} | {pods} | {:.0} | {:.0} | {:.0} |",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies[latencies.len() - 1]
+        );
+    }
+}
+
+/// The same on the real kube-apiserver, with what only it can do for real: the API server
+/// stopped and started again (every watch is cut; the watch cache starts over from etcd), and
+/// a 410 Gone after a real etcd compaction. The controller is frozen (SIGSTOP) while b is
+/// deleted, etcd is compacted and the API server restarts, so when it thaws its watch resumes
+/// from a version the server no longer has: 410, a new list, and b's address is freed.
+#[test]
+#[ignore = "needs the real kube-apiserver: host-cni/tests/k8s/run.sh"]
+fn the_controller_survives_a_restart_and_relists_after_410_gone_on_the_real_server() {
+    let cluster = Cluster::start();
+    let server = cluster.real().expect("the real kube-apiserver (HEREABOUTS_TEST_APISERVER)");
+    let dir = temp_dir("controller-restart");
+    let controller = controller_over_three_running_pods(&cluster, &dir, "10.63.0", 0);
+    let slots = || allocations(&cluster, "blue-10.63.0.0-24").keys().cloned().collect::<Vec<_>>();
+    eventually("the controller to watch pods", || cluster.watching("pods") > 0);
+
+    // The API server goes away and comes back: the controller watches again and frees a.
+    server.restart();
+    eventually("the controller to watch pods again", || cluster.watching("pods") > 0);
+    cluster.delete("pods", "default", "a");
+    eventually("a's address to be freed", || slots() == ["2", "3"]);
+
+    // Frozen, it misses b's deletion, then the history it last saw is compacted away.
+    let pid = controller.0.id().to_string();
+    let signal =
+        |sig: &str| assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    signal("-STOP");
+    cluster.delete("pods", "default", "b");
+    server.compact();
+    server.restart();
+    signal("-CONT");
+    eventually("b's address to be freed after the 410 and the relist", || slots() == ["3"]);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(slots(), ["3"], "c, still running, keeps its address");
 }
@@ -971,10 +1067,11 @@ fn run_measuring_peak(mut command: Command) -> (std::process::Output, u64, Durat
 /// runs an earlier binary's reconcile on the same objects, for the side-by-side figure.
 #[test]
 fn reconcile_pages_through_50000_pods() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("reconcile-scale");
-    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let kubeconfig = cluster.kubeconfig(&dir, None);
     let mut gone = 0;
+    let mut pods = Vec::new();
     for quarter in 0..4u32 {
         let mut allocations = serde_json::Map::new();
         for offset in 1..=5_000u32 {
@@ -989,14 +1086,11 @@ fn reconcile_pages_through_50000_pods() {
             if i % 20 == 0 {
                 gone += 1;
             } else {
-                emulator.insert(
-                    "pods",
-                    pod("default", &format!("p{i}"), "Running", &[&address.to_string()]),
-                );
+                pods.push(pod("default", &format!("p{i}"), "Running", &[&address.to_string()]));
             }
         }
         let name = format!("blue-10.60.{}.0-18", quarter * 64);
-        emulator.insert(
+        cluster.insert(
             "ippools",
             json!({"metadata": {"name": name, "namespace": NS},
                    "spec": {"range": format!("10.60.{}.0/18", quarter * 64), "allocations": allocations}}),
@@ -1004,24 +1098,27 @@ fn reconcile_pages_through_50000_pods() {
     }
     // Other workloads' pods, up to 50,000 in all.
     for i in 0..(50_000 - (20_000 - gone)) {
-        emulator.insert("pods", pod("other", &format!("q{i}"), "Running", &[]));
+        pods.push(pod("other", &format!("q{i}"), "Running", &[]));
     }
-    assert_eq!(emulator.list("pods").len(), 50_000);
+    cluster.insert_all("pods", pods);
+    assert_eq!(cluster.list("pods").len(), 50_000);
 
     let mut runs = vec![("now", env!("CARGO_BIN_EXE_hereabouts").to_string())];
     if let Ok(before) = std::env::var("HEREABOUTS_BEFORE") {
         runs.push(("before", before));
     }
     for (label, binary) in runs {
-        let (lists_before, _) = emulator.lists("pods");
+        let lists_before = cluster.lists("pods");
         let mut command = Command::new(&binary);
-        command.args(["reconcile", "--dry-run", "--json", "--kubeconfig"]).arg(&kubeconfig);
+        command
+            .args(["reconcile", "--dry-run", "--json", "--kubeconfig"])
+            .arg(reconciler_beside(&kubeconfig));
         let (output, peak_kib, elapsed) = run_measuring_peak(command);
         assert!(output.status.success(), "{label}: {}", String::from_utf8_lossy(&output.stderr));
         let report: Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(report["freed"].as_array().unwrap().len(), gone as usize, "{label}");
         assert_eq!(report["checked"], 20_000, "{label}");
-        let (lists, _) = emulator.lists("pods");
+        let lists = cluster.lists("pods");
         println!(
             "reconcile ({label}), 50,000 pods, 20,000 allocations: {:.2} s, peak RSS {:.1} MiB, {} pod list requests",
             elapsed.as_secs_f64(),
@@ -1045,9 +1142,9 @@ fn status(args: &[&str], cache: &Path) -> (String, String, i32) {
 /// addresses), in text and JSON; `--who` names a holder.
 #[test]
 fn status_reads_a_nad_and_reports_the_pool_and_its_inconsistencies() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("status");
-    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let kubeconfig = cluster.kubeconfig(&dir, None);
     let config =
         cni_config("blue-net", &kubeconfig, &dir, "10.53.0.0/28", json!({"network_name": "blue"}));
     for (container, podref) in [("c-a", "default/a"), ("c-b", "default/b")] {
@@ -1070,15 +1167,15 @@ fn status_reads_a_nad_and_reports_the_pool_and_its_inconsistencies() {
 
     // A reservation stranded by a process that died between its two writes, and the same
     // attachment written on a second address.
-    emulator.insert(
+    cluster.insert(
         "overlappingrangeipreservations",
         json!({"metadata": {"name": "blue-10.53.0.9", "namespace": NS},
                "spec": {"containerid": "c-ghost", "podref": "default/ghost", "ifname": "net1"}}),
     );
-    let mut pool = emulator.get("ippools", NS, "blue-10.53.0.0-28").unwrap();
+    let mut pool = cluster.get("ippools", NS, "blue-10.53.0.0-28").unwrap();
     pool["spec"]["allocations"]["5"] =
         json!({"id": "c-a", "podref": "default/a", "ifname": "net1"});
-    emulator.update("ippools", pool);
+    cluster.update("ippools", pool);
 
     let (stdout, stderr, code) = status(&["--config", nad_arg], &dir);
     assert_eq!(code, 2, "inconsistencies exit 2: {stderr}");
@@ -1138,16 +1235,16 @@ fn sample(body: &str, prefix: &str) -> Option<f64> {
 /// the controller is counted with its duration, and its frees are counted by reason.
 #[test]
 fn the_controller_serves_metrics_that_match_the_store() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("metrics");
-    let kubeconfig = emulator.kubeconfig(&dir, None);
+    let kubeconfig = cluster.kubeconfig(&dir, None);
     let config =
         cni_config("blue", &kubeconfig, &dir, "10.61.0.0/24", json!({"network_name": "blue"}));
     // a and b run; c's pod is gone.
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         assert!(cni("ADD", &config, &format!("c-{name}"), &format!("default/{name}"), &dir).0);
         if *name != "c" {
-            emulator
+            cluster
                 .insert("pods", pod("default", name, "Running", &[&format!("10.61.0.{}", i + 1)]));
         }
     }
@@ -1163,7 +1260,7 @@ fn the_controller_serves_metrics_that_match_the_store() {
         })
     });
     let body = scrape(port).unwrap();
-    let held = allocations(&emulator, "blue-10.61.0.0-24").len() as f64;
+    let held = allocations(&cluster, "blue-10.61.0.0-24").len() as f64;
     assert_eq!(held, 2.0);
     assert_eq!(sample(&body, &format!("hereabouts_pool_allocated{pool}")), Some(held), "{body}");
     assert_eq!(sample(&body, &format!("hereabouts_pool_capacity{pool}")), Some(254.0), "{body}");
@@ -1178,7 +1275,7 @@ fn the_controller_serves_metrics_that_match_the_store() {
 
     // The API server refuses the node list: each reconcile pass fails, counted as an API
     // error of the controller and by the status it answered.
-    emulator.deny("list", "nodes");
+    cluster.deny("list", "nodes");
     eventually("a failed reconcile pass to be counted", || {
         scrape(port).is_some_and(|body| {
             sample(&body, r#"hereabouts_api_errors_total{code="403"}"#).is_some_and(|n| n >= 1.0)
@@ -1193,34 +1290,34 @@ const VMS: &str = "vms";
 
 /// An IPAMClaim for network `blue`, interface net1, in namespace `vms`; with `status.ips` when
 /// `ips` is not empty (written as a status update would).
-fn insert_claim(emulator: &Emulator, name: &str, ips: &[&str]) {
+fn insert_claim(cluster: &Cluster, name: &str, ips: &[&str]) {
     let claim = json!({"metadata": {"name": name, "namespace": VMS},
         "spec": {"network": "blue", "interface": "net1"}});
-    let stored = emulator.insert("ipamclaims", claim);
+    let stored = cluster.insert("ipamclaims", claim);
     if !ips.is_empty() {
         let mut with_status = stored;
         with_status["status"] = json!({"ips": ips});
-        emulator.update("ipamclaims", with_status);
+        cluster.update("ipamclaims", with_status);
     }
 }
 
 /// A running virt-launcher pod whose network selection names `claim` for its first secondary
 /// network (net1, by position, as Multus names it).
-fn insert_launcher(emulator: &Emulator, name: &str, claim: &str) {
+fn insert_launcher(cluster: &Cluster, name: &str, claim: &str) {
     let mut launcher = pod(VMS, name, "Running", &[]);
     let selections = json!([{"name": "blue", "namespace": VMS, "ipam-claim-reference": claim}]);
     launcher["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] =
         json!(selections.to_string());
-    emulator.insert("pods", launcher);
+    cluster.insert("pods", launcher);
 }
 
-fn claim_status(emulator: &Emulator, name: &str) -> Value {
-    emulator.get("ipamclaims", VMS, name).expect("the claim exists")["status"].clone()
+fn claim_status(cluster: &Cluster, name: &str) -> Value {
+    cluster.get("ipamclaims", VMS, name).expect("the claim exists")["status"].clone()
 }
 
 /// The network `blue` (10.60.0.0/24) with `allowPersistentIPs` set as given (None: absent).
-fn persistent_config(emulator: &Emulator, dir: &Path, allow: Option<bool>) -> Value {
-    let kubeconfig = emulator.kubeconfig(dir, Some(NS));
+fn persistent_config(cluster: &Cluster, dir: &Path, allow: Option<bool>) -> Value {
+    let kubeconfig = cluster.kubeconfig(dir, Some(NS));
     let mut config = cni_config("blue", &kubeconfig, dir, "10.60.0.0/24", json!({}));
     if let Some(allow) = allow {
         config["allowPersistentIPs"] = json!(allow);
@@ -1234,25 +1331,25 @@ fn persistent_config(emulator: &Emulator, dir: &Path, allow: Option<bool>) -> Va
 /// keeps it — and the next start's pod gets it back; deleting the claim lets reconcile free it.
 #[test]
 fn an_ipamclaim_keeps_a_vms_address_across_restarts_and_live_migration() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("ipamclaim-life");
-    let config = persistent_config(&emulator, &dir, Some(true));
+    let config = persistent_config(&cluster, &dir, Some(true));
     let cache = dir.join("cache");
     let pool = "10.60.0.0-24";
     assert!(cni("ADD", &config, "c-other", "default/other", &cache).0, "10.60.0.1 taken first");
-    emulator.insert("pods", pod("default", "other", "Running", &["10.60.0.1"]));
-    insert_claim(&emulator, "vm-a.blue", &[]);
-    insert_launcher(&emulator, "virt-launcher-vm-a-1", "vm-a.blue");
+    cluster.insert("pods", pod("default", "other", "Running", &["10.60.0.1"]));
+    insert_claim(&cluster, "vm-a.blue", &[]);
+    insert_launcher(&cluster, "virt-launcher-vm-a-1", "vm-a.blue");
 
     let (ok, result) = cni("ADD", &config, "c-src", "vms/virt-launcher-vm-a-1", &cache);
     assert!(ok, "{result}");
     assert_eq!(ip(&result), "10.60.0.2/24");
-    let held = &allocations(&emulator, pool)["2"];
+    let held = &allocations(&cluster, pool)["2"];
     assert_eq!(held["id"], "ipamclaim:vms/vm-a.blue", "the claim owns it: {held}");
     assert_eq!(held["podref"], "vms/virt-launcher-vm-a-1");
-    let reservation = emulator.get("overlappingrangeipreservations", NS, "10.60.0.2").unwrap();
+    let reservation = cluster.get("overlappingrangeipreservations", NS, "10.60.0.2").unwrap();
     assert_eq!(reservation["spec"]["containerid"], "ipamclaim:vms/vm-a.blue");
-    let status = claim_status(&emulator, "vm-a.blue");
+    let status = claim_status(&cluster, "vm-a.blue");
     assert_eq!(status["ips"], json!(["10.60.0.2/24"]));
     assert_eq!(status["ownerPod"]["name"], "virt-launcher-vm-a-1");
     let condition = &status["conditions"][0];
@@ -1263,11 +1360,11 @@ fn an_ipamclaim_keeps_a_vms_address_across_restarts_and_live_migration() {
     );
 
     // Live migration: the target pod's ADD while the source holds the address.
-    insert_launcher(&emulator, "virt-launcher-vm-a-2", "vm-a.blue");
+    insert_launcher(&cluster, "virt-launcher-vm-a-2", "vm-a.blue");
     let (ok, target) = cni("ADD", &config, "c-dst", "vms/virt-launcher-vm-a-2", &cache);
     assert!(ok, "{target}");
     assert_eq!(ip(&target), "10.60.0.2/24", "one claim, one address, two pods");
-    assert_eq!(claim_status(&emulator, "vm-a.blue")["ownerPod"]["name"], "virt-launcher-vm-a-2");
+    assert_eq!(claim_status(&cluster, "vm-a.blue")["ownerPod"]["name"], "virt-launcher-vm-a-2");
     // CHECK accepts the claimed address.
     let mut check = config.clone();
     check["prevResult"] = target.clone();
@@ -1275,16 +1372,16 @@ fn an_ipamclaim_keeps_a_vms_address_across_restarts_and_live_migration() {
     assert!(ok, "{error}");
     // The source's DEL after the migration frees nothing.
     assert!(cni("DEL", &config, "c-src", "vms/virt-launcher-vm-a-1", &cache).0);
-    assert!(emulator.delete("pods", VMS, "virt-launcher-vm-a-1"));
-    assert_eq!(allocations(&emulator, pool)["2"]["id"], "ipamclaim:vms/vm-a.blue");
+    assert!(cluster.delete("pods", VMS, "virt-launcher-vm-a-1"));
+    assert_eq!(allocations(&cluster, pool)["2"]["id"], "ipamclaim:vms/vm-a.blue");
 
     // VM stop: the last pod's DEL, and the pod is deleted; nobody else gets .2.
     assert!(cni("DEL", &config, "c-dst", "vms/virt-launcher-vm-a-2", &cache).0);
-    assert!(emulator.delete("pods", VMS, "virt-launcher-vm-a-2"));
+    assert!(cluster.delete("pods", VMS, "virt-launcher-vm-a-2"));
     let (ok, other) = cni("ADD", &config, "c-next", "default/next", &cache);
     assert!(ok, "{other}");
     assert_eq!(ip(&other), "10.60.0.3/24");
-    emulator.insert("pods", pod("default", "next", "Running", &["10.60.0.3"]));
+    cluster.insert("pods", pod("default", "next", "Running", &["10.60.0.3"]));
     let kubeconfig = dir.join("kubeconfig");
     let (stdout, stderr, ok) = run_reconcile(&kubeconfig, &["--json"]);
     assert!(ok, "{stdout}\n{stderr}");
@@ -1292,13 +1389,13 @@ fn an_ipamclaim_keeps_a_vms_address_across_restarts_and_live_migration() {
     assert_eq!(report["freed"], json!([]), "a stopped VM's claim keeps its address: {report}");
 
     // VM start: a new pod of the same claim gets the same address.
-    insert_launcher(&emulator, "virt-launcher-vm-a-3", "vm-a.blue");
+    insert_launcher(&cluster, "virt-launcher-vm-a-3", "vm-a.blue");
     let (ok, restarted) = cni("ADD", &config, "c-new", "vms/virt-launcher-vm-a-3", &cache);
     assert!(ok, "{restarted}");
     assert_eq!(ip(&restarted), "10.60.0.2/24");
 
     // Deleting the claim (KubeVirt does, with the VM) lets reconcile free the address.
-    assert!(emulator.delete("ipamclaims", VMS, "vm-a.blue"));
+    assert!(cluster.delete("ipamclaims", VMS, "vm-a.blue"));
     let (stdout, stderr, ok) = run_reconcile(&kubeconfig, &["--json"]);
     assert!(ok, "{stdout}\n{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
@@ -1309,9 +1406,9 @@ fn an_ipamclaim_keeps_a_vms_address_across_restarts_and_live_migration() {
             "ifname": "net1", "reason": "its IPAMClaim no longer exists"}]),
         "{report}"
     );
-    assert!(!allocations(&emulator, pool).contains_key("2"));
+    assert!(!allocations(&cluster, pool).contains_key("2"));
     assert!(
-        emulator.get("overlappingrangeipreservations", NS, "10.60.0.2").is_none(),
+        cluster.get("overlappingrangeipreservations", NS, "10.60.0.2").is_none(),
         "its reservation went with it"
     );
 }
@@ -1320,13 +1417,13 @@ fn an_ipamclaim_keeps_a_vms_address_across_restarts_and_live_migration() {
 /// naming the claim and the holder, and the claim gets the condition False, AddressInUse.
 #[test]
 fn an_ipamclaim_whose_address_is_taken_fails_naming_claim_and_holder() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("ipamclaim-taken");
-    let config = persistent_config(&emulator, &dir, Some(true));
+    let config = persistent_config(&cluster, &dir, Some(true));
     let cache = dir.join("cache");
     assert!(cni("ADD", &config, "c-squatter", "default/squatter", &cache).0);
-    insert_claim(&emulator, "vm-b.blue", &["10.60.0.1/24"]);
-    insert_launcher(&emulator, "virt-launcher-vm-b-1", "vm-b.blue");
+    insert_claim(&cluster, "vm-b.blue", &["10.60.0.1/24"]);
+    insert_launcher(&cluster, "virt-launcher-vm-b-1", "vm-b.blue");
 
     let (ok, error) = cni("ADD", &config, "c-vm", "vms/virt-launcher-vm-b-1", &cache);
     assert!(!ok);
@@ -1336,7 +1433,7 @@ fn an_ipamclaim_whose_address_is_taken_fails_naming_claim_and_holder() {
         msg.starts_with("IPAMClaim vms/vm-b.blue: its address 10.60.0.1/24 is held by pod default/squatter (container c-squatter, net1)"),
         "{msg}"
     );
-    let status = claim_status(&emulator, "vm-b.blue");
+    let status = claim_status(&cluster, "vm-b.blue");
     assert_eq!(status["ips"], json!(["10.60.0.1/24"]), "the claim's addresses are kept");
     let condition = &status["conditions"][0];
     assert_eq!(
@@ -1346,7 +1443,7 @@ fn an_ipamclaim_whose_address_is_taken_fails_naming_claim_and_holder() {
     );
     assert_eq!(condition["message"], json!(msg));
     // Nothing was allocated to the claim.
-    assert_eq!(allocations(&emulator, "10.60.0.0-24").keys().collect::<Vec<_>>(), ["1"]);
+    assert_eq!(allocations(&cluster, "10.60.0.0-24").keys().collect::<Vec<_>>(), ["1"]);
 }
 
 /// Without `allowPersistentIPs: true` in the network's config the claim is ignored: the
@@ -1354,38 +1451,38 @@ fn an_ipamclaim_whose_address_is_taken_fails_naming_claim_and_holder() {
 /// `args.cni` is used without reading the pod.
 #[test]
 fn claims_need_allow_persistent_ips() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("ipamclaim-allow");
     let cache = dir.join("cache");
-    insert_claim(&emulator, "vm-c.blue", &[]);
-    insert_launcher(&emulator, "virt-launcher-vm-c-1", "vm-c.blue");
+    insert_claim(&cluster, "vm-c.blue", &[]);
+    insert_launcher(&cluster, "virt-launcher-vm-c-1", "vm-c.blue");
     for (i, allow) in [None, Some(false)].into_iter().enumerate() {
-        let config = persistent_config(&emulator, &dir, allow);
+        let config = persistent_config(&cluster, &dir, allow);
         let container = format!("c-plain-{i}");
         let (ok, result) = cni("ADD", &config, &container, "vms/virt-launcher-vm-c-1", &cache);
         assert!(ok, "{result}");
         assert!(cni("DEL", &config, &container, "vms/virt-launcher-vm-c-1", &cache).0);
     }
-    assert!(allocations(&emulator, "10.60.0.0-24").is_empty(), "the containers' DELs freed them");
-    assert_eq!(claim_status(&emulator, "vm-c.blue"), Value::Null, "the claim was not touched");
+    assert!(allocations(&cluster, "10.60.0.0-24").is_empty(), "the containers' DELs freed them");
+    assert_eq!(claim_status(&cluster, "vm-c.blue"), Value::Null, "the claim was not touched");
 
     // Without the RBAC to read pods, the ADD says which grant is missing.
-    let allowed = persistent_config(&emulator, &dir, Some(true));
-    emulator.deny("get", "pods");
+    let allowed = persistent_config(&cluster, &dir, Some(true));
+    cluster.deny("get", "pods");
     let (ok, error) = cni("ADD", &allowed, "c-denied", "vms/virt-launcher-vm-c-1", &cache);
     assert!(!ok);
     assert_eq!(error["code"], 5, "{error}");
     assert!(error["msg"].as_str().unwrap().contains("deploy/rbac.yaml"), "{error}");
-    emulator.allow("get", "pods");
+    cluster.allow("get", "pods");
 
     // Named by the runtime: no pod to read.
-    let mut config = persistent_config(&emulator, &dir, Some(true));
+    let mut config = persistent_config(&cluster, &dir, Some(true));
     config["args"] = json!({"cni": {"ipam-claim-reference": "vm-c.blue"}});
     let (ok, result) = cni("ADD", &config, "c-named", "vms/no-such-pod", &cache);
     assert!(ok, "{result}");
-    assert_eq!(allocations(&emulator, "10.60.0.0-24")["1"]["id"], "ipamclaim:vms/vm-c.blue");
-    assert_eq!(claim_status(&emulator, "vm-c.blue")["ips"], json!(["10.60.0.1/24"]));
-    let claim = emulator.get("ipamclaims", VMS, "vm-c.blue").unwrap();
+    assert_eq!(allocations(&cluster, "10.60.0.0-24")["1"]["id"], "ipamclaim:vms/vm-c.blue");
+    assert_eq!(claim_status(&cluster, "vm-c.blue")["ips"], json!(["10.60.0.1/24"]));
+    let claim = cluster.get("ipamclaims", VMS, "vm-c.blue").unwrap();
     assert_eq!(claim["metadata"]["generation"], 1, "a status write is not a new generation");
 }
 
@@ -1394,49 +1491,52 @@ fn claims_need_allow_persistent_ips() {
 const DB: &str = "db";
 
 /// StatefulSet `name` in namespace `db` with `replicas`.
-fn insert_statefulset(emulator: &Emulator, name: &str, replicas: i32) {
-    emulator.insert(
+fn insert_statefulset(cluster: &Cluster, name: &str, replicas: i32) {
+    cluster.insert(
         "statefulsets",
         json!({"metadata": {"name": name, "namespace": DB},
-            "spec": {"replicas": replicas, "serviceName": name, "selector": {}, "template": {}}}),
+            "spec": {"replicas": replicas, "serviceName": name,
+                     "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "main", "image": "busybox"}]}}}}),
     );
 }
 
-fn scale(emulator: &Emulator, name: &str, replicas: i32) {
-    let mut set = emulator.get("statefulsets", DB, name).expect("the StatefulSet exists");
+fn scale(cluster: &Cluster, name: &str, replicas: i32) {
+    let mut set = cluster.get("statefulsets", DB, name).expect("the StatefulSet exists");
     set["spec"]["replicas"] = json!(replicas);
-    emulator.update("statefulsets", set);
+    cluster.update("statefulsets", set);
 }
 
 /// Pod `<set>-<ordinal>` of StatefulSet `set`, running (its controller ownerReference set as the
 /// StatefulSet controller sets it); its podref.
-fn insert_member(emulator: &Emulator, set: &str, ordinal: u32) -> String {
+fn insert_member(cluster: &Cluster, set: &str, ordinal: u32) -> String {
     let name = format!("{set}-{ordinal}");
     let mut member = pod(DB, &name, "Running", &[]);
     member["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
         "kind": "StatefulSet", "name": set, "uid": "set-uid", "controller": true}]);
-    emulator.insert("pods", member);
+    cluster.insert("pods", member);
     format!("{DB}/{name}")
 }
 
 /// The runtime's DEL of `container`, then the pod's deletion, as a StatefulSet's pod goes.
-fn delete_member(emulator: &Emulator, config: &Value, container: &str, podref: &str, cache: &Path) {
+fn delete_member(cluster: &Cluster, config: &Value, container: &str, podref: &str, cache: &Path) {
     assert!(cni("DEL", config, container, podref, cache).0, "DEL {container}");
     let (namespace, name) = podref.split_once('/').unwrap();
-    assert!(emulator.delete("pods", namespace, name));
+    assert!(cluster.delete("pods", namespace, name));
 }
 
 /// The network `blue` (10.70.0.0/24) with `persistentStatefulSetIPs` set to `policy`.
-fn statefulset_config(emulator: &Emulator, dir: &Path, policy: Value) -> Value {
-    let kubeconfig = emulator.kubeconfig(dir, Some(NS));
+fn statefulset_config(cluster: &Cluster, dir: &Path, policy: Value) -> Value {
+    let kubeconfig = cluster.kubeconfig(dir, Some(NS));
     let mut config = cni_config("blue", &kubeconfig, dir, "10.70.0.0/24", json!({}));
     config["persistentStatefulSetIPs"] = policy;
     config
 }
 
 /// The ids of the pool's allocations, by offset.
-fn ids(emulator: &Emulator) -> Vec<(String, Value)> {
-    let held = allocations(emulator, "10.70.0.0-24");
+fn ids(cluster: &Cluster) -> Vec<(String, Value)> {
+    let held = allocations(cluster, "10.70.0.0-24");
     held.into_iter().map(|(offset, a)| (offset, a["id"].clone())).collect()
 }
 
@@ -1453,26 +1553,26 @@ fn reconcile_freed(dir: &Path) -> Value {
 /// them. A pod no StatefulSet owns allocates per container as always.
 #[test]
 fn a_statefulset_members_address_survives_its_pods_and_a_scale_to_zero() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("statefulset-life");
-    let config = statefulset_config(&emulator, &dir, json!(true));
+    let config = statefulset_config(&cluster, &dir, json!(true));
     let cache = dir.join("cache");
-    insert_statefulset(&emulator, "web", 3);
-    let podrefs: Vec<String> = (0..3).map(|n| insert_member(&emulator, "web", n)).collect();
+    insert_statefulset(&cluster, "web", 3);
+    let podrefs: Vec<String> = (0..3).map(|n| insert_member(&cluster, "web", n)).collect();
     for (n, podref) in podrefs.iter().enumerate() {
         let (ok, result) = cni("ADD", &config, &format!("c-web-{n}-a"), podref, &cache);
         assert!(ok, "{result}");
         assert_eq!(ip(&result), format!("10.70.0.{}/24", n + 1));
     }
-    let held = &allocations(&emulator, "10.70.0.0-24")["1"];
+    let held = &allocations(&cluster, "10.70.0.0-24")["1"];
     assert_eq!(held["id"], "statefulset:db/web/0/Delete/Retain", "the member owns it: {held}");
     assert_eq!(held["podref"], "db/web-0");
     assert_eq!(held["ifname"], "net1");
 
     // web-1 deleted (its DEL frees nothing, reconcile keeps it) and recreated: same address.
-    delete_member(&emulator, &config, "c-web-1-a", &podrefs[1], &cache);
+    delete_member(&cluster, &config, "c-web-1-a", &podrefs[1], &cache);
     assert_eq!(reconcile_freed(&dir), json!([]), "the set still has ordinal 1");
-    insert_member(&emulator, "web", 1);
+    insert_member(&cluster, "web", 1);
     let (ok, again) = cni("ADD", &config, "c-web-1-b", &podrefs[1], &cache);
     assert!(ok, "{again}");
     assert_eq!(ip(&again), "10.70.0.2/24");
@@ -1484,40 +1584,40 @@ fn a_statefulset_members_address_survives_its_pods_and_a_scale_to_zero() {
     // Scale to 0: every pod goes; whenScaled: Retain keeps their addresses.
     for (n, podref) in podrefs.iter().enumerate() {
         let container = if n == 1 { "c-web-1-b".to_string() } else { format!("c-web-{n}-a") };
-        delete_member(&emulator, &config, &container, podref, &cache);
+        delete_member(&cluster, &config, &container, podref, &cache);
     }
-    scale(&emulator, "web", 0);
+    scale(&cluster, "web", 0);
     assert_eq!(reconcile_freed(&dir), json!([]), "whenScaled: Retain");
-    emulator.insert("pods", pod("default", "other", "Running", &[]));
+    cluster.insert("pods", pod("default", "other", "Running", &[]));
     let (ok, other) = cni("ADD", &config, "c-other", "default/other", &cache);
     assert!(ok, "{other}");
     assert_eq!(ip(&other), "10.70.0.4/24", "a pod no StatefulSet owns gets a free address");
-    assert_eq!(allocations(&emulator, "10.70.0.0-24")["4"]["id"], "c-other");
+    assert_eq!(allocations(&cluster, "10.70.0.0-24")["4"]["id"], "c-other");
 
     // Scale back to 3: each member gets its address back.
-    scale(&emulator, "web", 3);
+    scale(&cluster, "web", 3);
     for (n, podref) in podrefs.iter().enumerate() {
-        insert_member(&emulator, "web", n as u32);
+        insert_member(&cluster, "web", n as u32);
         let (ok, result) = cni("ADD", &config, &format!("c-web-{n}-c"), podref, &cache);
         assert!(ok, "{result}");
         assert_eq!(ip(&result), format!("10.70.0.{}/24", n + 1));
     }
 
     // The StatefulSet deleted (its pods with it): whenDeleted: Delete frees them.
-    assert!(emulator.delete("statefulsets", DB, "web"));
+    assert!(cluster.delete("statefulsets", DB, "web"));
     assert_eq!(reconcile_freed(&dir), json!([]), "its pods still run: kept until they are gone");
     for (n, podref) in podrefs.iter().enumerate() {
-        delete_member(&emulator, &config, &format!("c-web-{n}-c"), podref, &cache);
+        delete_member(&cluster, &config, &format!("c-web-{n}-c"), podref, &cache);
     }
     let freed = reconcile_freed(&dir);
     let freed = freed.as_array().unwrap();
     assert_eq!(freed.len(), 3, "{freed:?}");
     assert_eq!(freed[0]["container_id"], "statefulset:db/web/0/Delete/Retain");
     assert_eq!(freed[0]["reason"], "its StatefulSet no longer exists (whenDeleted: Delete)");
-    assert_eq!(ids(&emulator), [("4".to_string(), json!("c-other"))]);
+    assert_eq!(ids(&cluster), [("4".to_string(), json!("c-other"))]);
     for offset in 1..=3 {
         let reservation = format!("10.70.0.{offset}");
-        assert!(emulator.get("overlappingrangeipreservations", NS, &reservation).is_none());
+        assert!(cluster.get("overlappingrangeipreservations", NS, &reservation).is_none());
     }
 }
 
@@ -1526,22 +1626,22 @@ fn a_statefulset_members_address_survives_its_pods_and_a_scale_to_zero() {
 /// under its name gets them back.
 #[test]
 fn scale_down_and_deletion_follow_the_retention_policy() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("statefulset-policy");
     let policy = json!({"whenDeleted": "Retain", "whenScaled": "Delete"});
-    let config = statefulset_config(&emulator, &dir, policy);
+    let config = statefulset_config(&cluster, &dir, policy);
     let cache = dir.join("cache");
-    insert_statefulset(&emulator, "web", 3);
-    let podrefs: Vec<String> = (0..3).map(|n| insert_member(&emulator, "web", n)).collect();
+    insert_statefulset(&cluster, "web", 3);
+    let podrefs: Vec<String> = (0..3).map(|n| insert_member(&cluster, "web", n)).collect();
     for (n, podref) in podrefs.iter().enumerate() {
         assert!(cni("ADD", &config, &format!("c-web-{n}"), podref, &cache).0);
     }
-    assert_eq!(ids(&emulator)[2].1, "statefulset:db/web/2/Retain/Delete");
+    assert_eq!(ids(&cluster)[2].1, "statefulset:db/web/2/Retain/Delete");
 
-    scale(&emulator, "web", 1);
+    scale(&cluster, "web", 1);
     assert_eq!(reconcile_freed(&dir), json!([]), "the removed pods are still terminating");
     for (n, podref) in podrefs.iter().enumerate().skip(1) {
-        delete_member(&emulator, &config, &format!("c-web-{n}"), podref, &cache);
+        delete_member(&cluster, &config, &format!("c-web-{n}"), podref, &cache);
     }
     let freed = reconcile_freed(&dir);
     let freed: Vec<(&str, &str)> = freed
@@ -1558,14 +1658,14 @@ fn scale_down_and_deletion_follow_the_retention_policy() {
         ]
     );
 
-    assert!(emulator.delete("statefulsets", DB, "web"));
-    delete_member(&emulator, &config, "c-web-0", &podrefs[0], &cache);
+    assert!(cluster.delete("statefulsets", DB, "web"));
+    delete_member(&cluster, &config, "c-web-0", &podrefs[0], &cache);
     assert_eq!(reconcile_freed(&dir), json!([]), "whenDeleted: Retain");
-    assert_eq!(ids(&emulator), [("1".to_string(), json!("statefulset:db/web/0/Retain/Delete"))]);
+    assert_eq!(ids(&cluster), [("1".to_string(), json!("statefulset:db/web/0/Retain/Delete"))]);
 
     // The StatefulSet recreated under its name: member 0 gets its retained address back.
-    insert_statefulset(&emulator, "web", 1);
-    insert_member(&emulator, "web", 0);
+    insert_statefulset(&cluster, "web", 1);
+    insert_member(&cluster, "web", 0);
     let (ok, again) = cni("ADD", &config, "c-web-0-b", &podrefs[0], &cache);
     assert!(ok, "{again}");
     assert_eq!(ip(&again), "10.70.0.1/24");
@@ -1576,50 +1676,50 @@ fn scale_down_and_deletion_follow_the_retention_policy() {
 /// the StatefulSet and the claim are deleted, the controller frees their addresses.
 #[test]
 fn the_controller_keeps_members_addresses_across_its_restart() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("statefulset-controller");
-    let config = statefulset_config(&emulator, &dir, json!(true));
+    let config = statefulset_config(&cluster, &dir, json!(true));
     let kubeconfig = dir.join("kubeconfig");
-    insert_statefulset(&emulator, "web", 2);
-    let podrefs: Vec<String> = (0..2).map(|n| insert_member(&emulator, "web", n)).collect();
+    insert_statefulset(&cluster, "web", 2);
+    let podrefs: Vec<String> = (0..2).map(|n| insert_member(&cluster, "web", n)).collect();
     for (n, podref) in podrefs.iter().enumerate() {
         assert!(cni("ADD", &config, &format!("c-web-{n}"), podref, &dir).0);
     }
-    emulator.insert("pods", pod("default", "other", "Running", &[]));
+    cluster.insert("pods", pod("default", "other", "Running", &[]));
     assert!(cni("ADD", &config, "c-other", "default/other", &dir).0);
     // A VM on another network: its pod goes while the first controller runs.
-    let vm_config = persistent_config(&emulator, &dir, Some(true));
-    insert_claim(&emulator, "vm-g.blue", &[]);
-    insert_launcher(&emulator, "virt-launcher-vm-g-1", "vm-g.blue");
+    let vm_config = persistent_config(&cluster, &dir, Some(true));
+    insert_claim(&cluster, "vm-g.blue", &[]);
+    insert_launcher(&cluster, "virt-launcher-vm-g-1", "vm-g.blue");
     assert!(cni("ADD", &vm_config, "c-vm", "vms/virt-launcher-vm-g-1", &dir).0);
-    let vm_held = || allocations(&emulator, "10.60.0.0-24").len();
+    let vm_held = || allocations(&cluster, "10.60.0.0-24").len();
     let controller = || {
         spawn_controller(&["--grace-seconds=0", "--reconcile-every-seconds=1"], &kubeconfig, &dir)
     };
-    let offsets = || ids(&emulator).into_iter().map(|(offset, _)| offset).collect::<Vec<_>>();
+    let offsets = || ids(&cluster).into_iter().map(|(offset, _)| offset).collect::<Vec<_>>();
 
     let first = controller();
-    eventually("the controller to watch pods", || emulator.watching("pods") > 0);
-    delete_member(&emulator, &config, "c-web-0", &podrefs[0], &dir);
+    eventually("the controller to watch pods", || cluster.watching("pods") > 0);
+    delete_member(&cluster, &config, "c-web-0", &podrefs[0], &dir);
     assert!(cni("DEL", &vm_config, "c-vm", "vms/virt-launcher-vm-g-1", &dir).0);
-    assert!(emulator.delete("pods", VMS, "virt-launcher-vm-g-1"));
+    assert!(cluster.delete("pods", VMS, "virt-launcher-vm-g-1"));
     // The ordinary pod's deletion is seen after web-0's: once it is freed, web-0's was decided.
-    assert!(emulator.delete("pods", "default", "other"));
+    assert!(cluster.delete("pods", "default", "other"));
     eventually("the ordinary pod's address to be freed", || offsets() == ["1", "2"]);
     drop(first);
 
-    let lists = emulator.lists("statefulsets").0;
+    let lists = cluster.lists("statefulsets");
     let _second = controller();
     eventually("a reconcile pass of the restarted controller", || {
-        emulator.lists("statefulsets").0 > lists + 1
+        cluster.lists("statefulsets") > lists + 1
     });
     assert_eq!(offsets(), ["1", "2"], "web-0's address waits for its next pod");
     assert_eq!(vm_held(), 1, "the stopped VM's address waits for its next pod");
 
-    assert!(emulator.delete("statefulsets", DB, "web"));
-    delete_member(&emulator, &config, "c-web-1", &podrefs[1], &dir);
+    assert!(cluster.delete("statefulsets", DB, "web"));
+    delete_member(&cluster, &config, "c-web-1", &podrefs[1], &dir);
     eventually("the deleted StatefulSet's addresses to be freed", || offsets().is_empty());
-    assert!(emulator.delete("ipamclaims", VMS, "vm-g.blue"));
+    assert!(cluster.delete("ipamclaims", VMS, "vm-g.blue"));
     eventually("the deleted claim's address to be freed", || vm_held() == 0);
 }
 
@@ -1629,56 +1729,56 @@ fn the_controller_keeps_members_addresses_across_its_restart() {
 /// (whenDeleted: Delete) — and a scale that keeps the ordinal frees nothing.
 #[test]
 fn the_controller_frees_persistent_addresses_when_their_owner_goes() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("controller-owners");
     let kubeconfig = dir.join("kubeconfig");
-    let vm_config = persistent_config(&emulator, &dir, Some(true));
+    let vm_config = persistent_config(&cluster, &dir, Some(true));
     let policy = json!({"whenDeleted": "Delete", "whenScaled": "Delete"});
-    let set_config = statefulset_config(&emulator, &dir, policy);
-    insert_claim(&emulator, "vm-c.blue", &[]);
-    insert_launcher(&emulator, "virt-launcher-vm-c-1", "vm-c.blue");
+    let set_config = statefulset_config(&cluster, &dir, policy);
+    insert_claim(&cluster, "vm-c.blue", &[]);
+    insert_launcher(&cluster, "virt-launcher-vm-c-1", "vm-c.blue");
     let (ok, vm) = cni("ADD", &vm_config, "c-vm", "vms/virt-launcher-vm-c-1", &dir);
     assert!(ok, "{vm}");
-    insert_statefulset(&emulator, "web", 3);
-    let podrefs: Vec<String> = (0..3).map(|n| insert_member(&emulator, "web", n)).collect();
+    insert_statefulset(&cluster, "web", 3);
+    let podrefs: Vec<String> = (0..3).map(|n| insert_member(&cluster, "web", n)).collect();
     for (n, podref) in podrefs.iter().enumerate() {
         assert!(cni("ADD", &set_config, &format!("c-web-{n}"), podref, &dir).0);
     }
     let _controller = spawn_controller(&["--grace-seconds=0"], &kubeconfig, &dir);
     for plural in ["pods", "ipamclaims", "statefulsets"] {
-        eventually(&format!("the controller to watch {plural}"), || emulator.watching(plural) > 0);
+        eventually(&format!("the controller to watch {plural}"), || cluster.watching(plural) > 0);
     }
-    let vm_held = || allocations(&emulator, "10.60.0.0-24").len();
-    let offsets = || ids(&emulator).into_iter().map(|(offset, _)| offset).collect::<Vec<_>>();
+    let vm_held = || allocations(&cluster, "10.60.0.0-24").len();
+    let offsets = || ids(&cluster).into_iter().map(|(offset, _)| offset).collect::<Vec<_>>();
 
     // The VM stops: its pod goes, the claim keeps the address.
     assert!(cni("DEL", &vm_config, "c-vm", "vms/virt-launcher-vm-c-1", &dir).0);
-    assert!(emulator.delete("pods", VMS, "virt-launcher-vm-c-1"));
+    assert!(cluster.delete("pods", VMS, "virt-launcher-vm-c-1"));
     // The members' pods go too; the set still has their ordinals, so all stay.
     for (n, podref) in podrefs.iter().enumerate() {
-        delete_member(&emulator, &set_config, &format!("c-web-{n}"), podref, &dir);
+        delete_member(&cluster, &set_config, &format!("c-web-{n}"), podref, &dir);
     }
     // A pod event after those: once the controller has freed this one, it has decided theirs.
-    emulator.insert("pods", pod("default", "marker", "Running", &[]));
+    cluster.insert("pods", pod("default", "marker", "Running", &[]));
     assert!(cni("ADD", &set_config, "c-marker", "default/marker", &dir).0);
-    assert!(emulator.delete("pods", "default", "marker"));
+    assert!(cluster.delete("pods", "default", "marker"));
     eventually("the marker pod's address to be freed", || offsets().len() == 3);
     assert_eq!(offsets(), ["1", "2", "3"], "the members' addresses wait for their pods");
     assert_eq!(vm_held(), 1, "a stopped VM's address waits for its next pod");
 
     // A status-only change of the set, and a scale that keeps every ordinal: nothing freed.
-    let mut set = emulator.get("statefulsets", DB, "web").unwrap();
+    let mut set = cluster.get("statefulsets", DB, "web").unwrap();
     set["status"] = json!({"replicas": 0});
-    emulator.update("statefulsets", set);
+    cluster.update("statefulsets", set);
     // Scaled to 2: ordinal 2 is gone, whenScaled: Delete frees its address.
-    scale(&emulator, "web", 2);
+    scale(&cluster, "web", 2);
     eventually("ordinal 2's address to be freed", || offsets() == ["1", "2"]);
     // Deleting the set frees the rest (whenDeleted: Delete).
-    assert!(emulator.delete("statefulsets", DB, "web"));
+    assert!(cluster.delete("statefulsets", DB, "web"));
     eventually("the deleted set's addresses to be freed", || offsets().is_empty());
 
     // Deleting the claim frees the VM's address.
-    assert!(emulator.delete("ipamclaims", VMS, "vm-c.blue"));
+    assert!(cluster.delete("ipamclaims", VMS, "vm-c.blue"));
     eventually("the deleted claim's address to be freed", || vm_held() == 0);
 }
 
@@ -1686,37 +1786,37 @@ fn the_controller_frees_persistent_addresses_when_their_owner_goes() {
 /// pod that names one is the claim's, and each ADD reads its pod from the API server once.
 #[test]
 fn with_claims_and_statefulsets_on_an_add_reads_its_pod_once() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("both-opt-ins");
-    let mut config = statefulset_config(&emulator, &dir, json!(true));
+    let mut config = statefulset_config(&cluster, &dir, json!(true));
     config["allowPersistentIPs"] = json!(true);
-    insert_statefulset(&emulator, "web", 1);
-    let member = insert_member(&emulator, "web", 0);
-    let before = emulator.gets("pods");
+    insert_statefulset(&cluster, "web", 1);
+    let member = insert_member(&cluster, "web", 0);
+    let before = cluster.gets("pods");
     let (ok, result) = cni("ADD", &config, "c-web-0", &member, &dir);
     assert!(ok, "{result}");
-    assert_eq!(emulator.gets("pods") - before, 1, "one GET of db/web-0");
-    assert_eq!(ids(&emulator), [("1".to_string(), json!("statefulset:db/web/0/Delete/Retain"))]);
+    assert_eq!(cluster.gets("pods") - before, 1, "one GET of db/web-0");
+    assert_eq!(ids(&cluster), [("1".to_string(), json!("statefulset:db/web/0/Delete/Retain"))]);
 
-    insert_claim(&emulator, "vm-d.blue", &[]);
-    insert_launcher(&emulator, "virt-launcher-vm-d-1", "vm-d.blue");
-    let before = emulator.gets("pods");
+    insert_claim(&cluster, "vm-d.blue", &[]);
+    insert_launcher(&cluster, "virt-launcher-vm-d-1", "vm-d.blue");
+    let before = cluster.gets("pods");
     let (ok, result) = cni("ADD", &config, "c-vm", "vms/virt-launcher-vm-d-1", &dir);
     assert!(ok, "{result}");
-    assert_eq!(emulator.gets("pods") - before, 1, "one GET of the launcher pod");
-    assert_eq!(ids(&emulator)[1], ("2".to_string(), json!("ipamclaim:vms/vm-d.blue")));
+    assert_eq!(cluster.gets("pods") - before, 1, "one GET of the launcher pod");
+    assert_eq!(ids(&cluster)[1], ("2".to_string(), json!("ipamclaim:vms/vm-d.blue")));
 }
 
-/// The JSON example under README heading `heading`, with this emulator's store keys added to
+/// The JSON example under README heading `heading`, with this cluster's store keys added to
 /// its ipam section (a node's flat file supplies them in a cluster).
-fn readme_example(heading: &str, emulator: &Emulator, dir: &Path) -> Value {
+fn readme_example(heading: &str, cluster: &Cluster, dir: &Path) -> Value {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
             .unwrap();
     let section = readme.split(heading).nth(1).unwrap_or_else(|| panic!("README: {heading}"));
     let block = section.split("```json\n").nth(1).and_then(|b| b.split("```").next()).unwrap();
     let mut config: Value = serde_json::from_str(block).expect("the README example is JSON");
-    let kubeconfig = emulator.kubeconfig(dir, Some(NS));
+    let kubeconfig = cluster.kubeconfig(dir, Some(NS));
     config["ipam"]["datastore"] = json!("kubernetes");
     config["ipam"]["kubernetes"] = json!({"kubeconfig": kubeconfig});
     config["ipam"]["configuration_path"] = json!(dir.join("no-flat-file.conf"));
@@ -1727,32 +1827,32 @@ fn readme_example(heading: &str, emulator: &Emulator, dir: &Path) -> Value {
 /// and comes back to the VM's next pod; a StatefulSet member's does the same.
 #[test]
 fn the_readmes_persistent_ip_examples_work_as_written() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("readme-examples");
-    let vm = readme_example("## Persistent IPs for KubeVirt (IPAMClaims)", &emulator, &dir);
-    insert_claim(&emulator, "vm-e.blue", &[]);
-    insert_launcher(&emulator, "virt-launcher-vm-e-1", "vm-e.blue");
+    let vm = readme_example("## Persistent IPs for KubeVirt (IPAMClaims)", &cluster, &dir);
+    insert_claim(&cluster, "vm-e.blue", &[]);
+    insert_launcher(&cluster, "virt-launcher-vm-e-1", "vm-e.blue");
     let (ok, first) = cni("ADD", &vm, "c-vm-1", "vms/virt-launcher-vm-e-1", &dir);
     assert!(ok, "{first}");
     assert!(cni("DEL", &vm, "c-vm-1", "vms/virt-launcher-vm-e-1", &dir).0);
-    assert!(emulator.delete("pods", VMS, "virt-launcher-vm-e-1"));
-    insert_launcher(&emulator, "virt-launcher-vm-e-2", "vm-e.blue");
+    assert!(cluster.delete("pods", VMS, "virt-launcher-vm-e-1"));
+    insert_launcher(&cluster, "virt-launcher-vm-e-2", "vm-e.blue");
     let (ok, second) = cni("ADD", &vm, "c-vm-2", "vms/virt-launcher-vm-e-2", &dir);
     assert!(ok, "{second}");
     assert_eq!(ip(&second), ip(&first), "the VM's next pod gets its address");
-    assert_eq!(claim_status(&emulator, "vm-e.blue")["ips"], json!([ip(&first)]));
+    assert_eq!(claim_status(&cluster, "vm-e.blue")["ips"], json!([ip(&first)]));
 
-    let set = readme_example("## Persistent IPs for StatefulSets", &emulator, &dir);
-    insert_statefulset(&emulator, "web", 1);
-    let member = insert_member(&emulator, "web", 0);
+    let set = readme_example("## Persistent IPs for StatefulSets", &cluster, &dir);
+    insert_statefulset(&cluster, "web", 1);
+    let member = insert_member(&cluster, "web", 0);
     let (ok, first) = cni("ADD", &set, "c-web-0-a", &member, &dir);
     assert!(ok, "{first}");
-    delete_member(&emulator, &set, "c-web-0-a", &member, &dir);
-    emulator.insert("pods", pod("default", "other", "Running", &[]));
+    delete_member(&cluster, &set, "c-web-0-a", &member, &dir);
+    cluster.insert("pods", pod("default", "other", "Running", &[]));
     let (ok, other) = cni("ADD", &set, "c-other", "default/other", &dir);
     assert!(ok, "{other}");
     assert_ne!(ip(&other), ip(&first), "nobody else gets the member's address meanwhile");
-    insert_member(&emulator, "web", 0);
+    insert_member(&cluster, "web", 0);
     let (ok, again) = cni("ADD", &set, "c-web-0-b", &member, &dir);
     assert!(ok, "{again}");
     assert_eq!(ip(&again), ip(&first), "the member's next pod gets its address");
@@ -1763,14 +1863,14 @@ fn the_readmes_persistent_ip_examples_work_as_written() {
 /// and `plan` given those addresses as `persistent` counts them apart from free.
 #[test]
 fn status_lists_persistent_addresses_no_pod_holds() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("status-persistent");
-    let config = persistent_config(&emulator, &dir, Some(true));
+    let config = persistent_config(&cluster, &dir, Some(true));
     let config_path = dir.join("blue.conf");
     std::fs::write(&config_path, config.to_string()).unwrap();
     let config_arg = config_path.to_str().unwrap();
-    insert_claim(&emulator, "vm-f.blue", &[]);
-    insert_launcher(&emulator, "virt-launcher-vm-f-1", "vm-f.blue");
+    insert_claim(&cluster, "vm-f.blue", &[]);
+    insert_launcher(&cluster, "virt-launcher-vm-f-1", "vm-f.blue");
     let (ok, vm) = cni("ADD", &config, "c-vm", "vms/virt-launcher-vm-f-1", &dir);
     assert!(ok, "{vm}");
     assert_eq!(ip(&vm), "10.60.0.1/24");
@@ -1782,7 +1882,7 @@ fn status_lists_persistent_addresses_no_pod_holds() {
     assert_eq!(persistent(), json!([]), "the VM's running pod holds it");
 
     assert!(cni("DEL", &config, "c-vm", "vms/virt-launcher-vm-f-1", &dir).0);
-    assert!(emulator.delete("pods", VMS, "virt-launcher-vm-f-1"));
+    assert!(cluster.delete("pods", VMS, "virt-launcher-vm-f-1"));
     assert_eq!(
         persistent(),
         json!([{"address": "10.60.0.1", "kept_for": "IPAMClaim vms/vm-f.blue",

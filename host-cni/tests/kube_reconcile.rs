@@ -1,11 +1,11 @@
 //! Reconcile and the controller's frees (hereabouts-kube) against the API-server emulation
-//! (tests/kube_emulator), through the real store, client and allocator component: what is
+//! (tests/kube_api), through the real store, client and allocator component: what is
 //! freed and kept for each pod state, the report, and the reservations the Kubernetes store
 //! can strand — a crash between a reservation's POST and its IPPool's PUT, a release whose
 //! delete failed after the pool was written. (The `hereabouts reconcile` and `controller`
 //! commands themselves: kube_cli.rs.)
 
-mod kube_emulator;
+mod kube_api;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,13 +15,13 @@ use hereabouts_host::error::CniError;
 use hereabouts_host::runtime::Allocator;
 use hereabouts_kube::{controller, reconcile};
 use hereabouts_stores::kube::{KubeStore, Timeouts};
-use kube_emulator::{Emulator, pod};
+use kube_api::{Cluster, pod, reconciler_beside};
 use serde_json::{Value, json};
 
 const NS: &str = "kube-system";
 
 fn temp_dir(name: &str) -> PathBuf {
-    kube_emulator::temp_dir("kube-reconcile", name)
+    kube_api::temp_dir("kube-reconcile", name)
 }
 
 fn store(kubeconfig: &Path) -> KubeStore {
@@ -31,6 +31,15 @@ fn store(kubeconfig: &Path) -> KubeStore {
 fn allocator(store: &KubeStore) -> Allocator {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kube-reconcile-cache");
     Allocator::with_cache(Box::new(store.clone()), Some(&cache)).expect("load the component")
+}
+
+/// Reconcile's and the controller's store and allocator, as the reconciler's ServiceAccount
+/// (the kubeconfig beside the node plugin's `kubeconfig`): the tests allocate as the plugin
+/// and free as the reconciler, each with the grants deploy/ gives it.
+fn reconciler_of(kubeconfig: &Path) -> (KubeStore, Allocator) {
+    let store = store(&reconciler_beside(kubeconfig));
+    let allocator = allocator(&store);
+    (store, allocator)
 }
 
 fn blue(allocator: &mut Allocator, range: &str) -> NetworkConfig {
@@ -60,13 +69,13 @@ fn addresses(leases: &[Lease]) -> Vec<String> {
     leases.iter().map(|l| l.address.clone()).collect()
 }
 
-fn offsets(emulator: &Emulator, pool: &str) -> Vec<String> {
-    let pool = emulator.get("ippools", NS, pool).expect("pool");
+fn offsets(cluster: &Cluster, pool: &str) -> Vec<String> {
+    let pool = cluster.get("ippools", NS, pool).expect("pool");
     pool["spec"]["allocations"].as_object().unwrap().keys().cloned().collect()
 }
 
-fn reservation_names(emulator: &Emulator) -> BTreeSet<String> {
-    emulator
+fn reservation_names(cluster: &Cluster) -> BTreeSet<String> {
+    cluster
         .list("overlappingrangeipreservations")
         .iter()
         .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
@@ -79,10 +88,11 @@ fn freed(report: &reconcile::Report) -> Vec<(&str, &str, &str)> {
 
 #[test]
 fn reconcile_frees_gone_pods_and_keeps_live_and_pending_ones() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("pods"), None);
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("pods"), None);
     let store = store(&kubeconfig);
     let mut allocator = allocator(&store);
+    let (reconciler, mut freeing) = reconciler_of(&kubeconfig);
     let blue = blue(&mut allocator, "10.50.0.0/24");
     // live: running, its network-status lists .1 · pending: not annotated yet · gone: no pod ·
     // moved: running but its status lists another address · done: Succeeded.
@@ -90,21 +100,21 @@ fn reconcile_frees_gone_pods_and_keeps_live_and_pending_ones() {
         let leases = allocate(&mut allocator, &blue, name).unwrap();
         assert_eq!(addresses(&leases), [format!("10.50.0.{}", i + 1)]);
     }
-    emulator.insert("pods", pod("default", "live", "Running", &["10.50.0.1"]));
-    emulator.insert("pods", pod("default", "pending", "Pending", &[]));
-    emulator.insert("pods", pod("default", "moved", "Running", &["10.50.0.99"]));
-    emulator.insert("pods", pod("default", "done", "Succeeded", &["10.50.0.5"]));
+    cluster.insert("pods", pod("default", "live", "Running", &["10.50.0.1"]));
+    cluster.insert("pods", pod("default", "pending", "Pending", &[]));
+    cluster.insert("pods", pod("default", "moved", "Running", &["10.50.0.99"]));
+    cluster.insert("pods", pod("default", "done", "Succeeded", &["10.50.0.5"]));
     // A reservation Whereabouts left behind for a pod that is gone.
-    emulator.insert(
+    cluster.insert(
         "overlappingrangeipreservations",
         json!({"metadata": {"name": "blue-10.50.0.77", "namespace": NS}, "spec": {"containerid": "c-ghost", "podref": "default/ghost", "ifname": "net1"}}),
     );
     // A node slice's pool (not `[network_name-]<range>`): skipped, untouched.
-    emulator.insert(
+    cluster.insert(
         "ippools",
         json!({"metadata": {"name": "10.52.0.0-24-node1", "namespace": NS}, "spec": {"range": "10.52.0.0/24", "allocations": {"1": {"id": "c-x", "podref": "default/gone-too"}}}}),
     );
-    let pool_before = emulator.get("ippools", NS, "blue-10.50.0.0-24").unwrap();
+    let pool_before = cluster.get("ippools", NS, "blue-10.50.0.0-24").unwrap();
     let expected = [
         ("allocation", "10.50.0.3", "pod no longer exists"),
         ("allocation", "10.50.0.4", "running pod no longer has this address on any network"),
@@ -113,13 +123,13 @@ fn reconcile_frees_gone_pods_and_keeps_live_and_pending_ones() {
         ("reservation", "10.50.0.77", "pod no longer exists"),
     ];
 
-    let report = reconcile::reconcile(&store, true).unwrap();
+    let report = reconcile::reconcile(&reconciler, true).unwrap();
     assert_eq!(freed(&report), expected);
     // 5 allocations, and the reservations not released with them (.1, .2, .77).
     assert_eq!((report.checked, report.kept), (8, 4));
     assert_eq!(report.skipped_pools, ["10.52.0.0-24-node1"]);
     assert_eq!(
-        emulator.get("ippools", NS, "blue-10.50.0.0-24").unwrap(),
+        cluster.get("ippools", NS, "blue-10.50.0.0-24").unwrap(),
         pool_before,
         "--dry-run changed nothing"
     );
@@ -134,12 +144,12 @@ fn reconcile_frees_gone_pods_and_keeps_live_and_pending_ones() {
                "reason": "pod no longer exists"})
     );
 
-    assert!(emulator.list("events").is_empty(), "a dry run reports nothing");
-    let report = reconcile::reconcile(&store, false).unwrap();
+    assert!(cluster.list("events").is_empty(), "a dry run reports nothing");
+    let report = reconcile::reconcile(&reconciler, false).unwrap();
     assert_eq!(freed(&report), expected);
-    assert_eq!(offsets(&emulator, "blue-10.50.0.0-24"), ["1", "2"], "live and pending kept");
+    assert_eq!(offsets(&cluster, "blue-10.50.0.0-24"), ["1", "2"], "live and pending kept");
     // Each free is an Event: on its pod while the pod exists, else on the object that held it.
-    let mut events: Vec<(String, String, String, String)> = emulator
+    let mut events: Vec<(String, String, String, String)> = cluster
         .list("events")
         .iter()
         .map(|e| {
@@ -177,95 +187,97 @@ fn reconcile_frees_gone_pods_and_keeps_live_and_pending_ones() {
         ]
     );
     assert_eq!(
-        reservation_names(&emulator),
+        reservation_names(&cluster),
         BTreeSet::from(["blue-10.50.0.1".to_string(), "blue-10.50.0.2".to_string()])
     );
-    assert_eq!(offsets(&emulator, "10.52.0.0-24-node1"), ["1"]);
+    assert_eq!(offsets(&cluster, "10.52.0.0-24-node1"), ["1"]);
 
     // A second pass finds nothing to do.
-    let report = reconcile::reconcile(&store, false).unwrap();
+    let report = reconcile::reconcile(&reconciler, false).unwrap();
     assert!(report.freed.is_empty(), "{:?}", report.freed);
 }
 
 #[test]
 fn reconcile_frees_the_reservations_the_kubernetes_store_strands() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("stranded"), None);
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("stranded"), None);
     let store = store(&kubeconfig);
     let mut allocator = allocator(&store);
+    let (reconciler, mut freeing) = reconciler_of(&kubeconfig);
     let blue = blue(&mut allocator, "10.51.0.0/24");
 
     // The crash shape: the reservation's POST went through, the IPPool's PUT (here its first
     // write, a POST) did not, and neither did the undo. Twice: for a pod that is then gone,
     // and for one that lives on.
-    emulator.deny("create", "ippools");
-    emulator.deny("delete", "overlappingrangeipreservations");
+    cluster.deny("create", "ippools");
+    cluster.deny("delete", "overlappingrangeipreservations");
     allocate(&mut allocator, &blue, "crashed").unwrap_err();
     allocate(&mut allocator, &blue, "alive").unwrap_err();
-    emulator.allow("create", "ippools");
-    emulator.allow("delete", "overlappingrangeipreservations");
-    assert!(emulator.get("ippools", NS, "blue-10.51.0.0-24").is_none());
+    cluster.allow("create", "ippools");
+    cluster.allow("delete", "overlappingrangeipreservations");
+    assert!(cluster.get("ippools", NS, "blue-10.51.0.0-24").is_none());
     assert_eq!(
-        reservation_names(&emulator),
+        reservation_names(&cluster),
         BTreeSet::from(["blue-10.51.0.1".to_string(), "blue-10.51.0.2".to_string()])
     );
-    emulator.insert("pods", pod("default", "alive", "Pending", &[]));
+    cluster.insert("pods", pod("default", "alive", "Pending", &[]));
     // A pod whose reservation an allocation backs.
-    emulator.insert("pods", pod("default", "kept", "Pending", &[]));
+    cluster.insert("pods", pod("default", "kept", "Pending", &[]));
     assert_eq!(addresses(&allocate(&mut allocator, &blue, "kept").unwrap()), ["10.51.0.3"]);
 
-    let report = reconcile::reconcile(&store, false).unwrap();
+    let report = reconcile::reconcile(&reconciler, false).unwrap();
     assert_eq!(freed(&report), [("reservation", "10.51.0.1", "pod no longer exists")]);
     assert_eq!(report.freed[0].podref, "default/crashed");
     assert_eq!(
-        reservation_names(&emulator),
+        reservation_names(&cluster),
         BTreeSet::from(["blue-10.51.0.2".to_string(), "blue-10.51.0.3".to_string()]),
         "the living pod's stranded reservation and the backed one are kept"
     );
     // .1 is free again.
-    emulator.insert("pods", pod("default", "next", "Pending", &[]));
+    cluster.insert("pods", pod("default", "next", "Pending", &[]));
     assert_eq!(addresses(&allocate(&mut allocator, &blue, "next").unwrap()), ["10.51.0.1"]);
 
     // The other shape: a DEL whose reservation delete fails after the pool was written.
-    emulator.deny("delete", "overlappingrangeipreservations");
+    cluster.deny("delete", "overlappingrangeipreservations");
     let released = allocator.release(&blue, &owner("kept")).map_err(CniError::from).unwrap();
     assert_eq!(addresses(&released), ["10.51.0.3"], "the DEL itself succeeds");
-    emulator.allow("delete", "overlappingrangeipreservations");
-    assert!(reservation_names(&emulator).contains("blue-10.51.0.3"));
+    cluster.allow("delete", "overlappingrangeipreservations");
+    assert!(reservation_names(&cluster).contains("blue-10.51.0.3"));
     // While its pod is there (the runtime's DEL came first), the reservation is kept.
-    let report = reconcile::reconcile(&store, false).unwrap();
+    let report = reconcile::reconcile(&reconciler, false).unwrap();
     assert!(report.freed.is_empty(), "{:?}", report.freed);
-    emulator.delete("pods", "default", "kept");
-    let report = reconcile::reconcile(&store, false).unwrap();
+    cluster.delete("pods", "default", "kept");
+    let report = reconcile::reconcile(&reconciler, false).unwrap();
     assert_eq!(freed(&report), [("reservation", "10.51.0.3", "pod no longer exists")]);
-    assert!(!reservation_names(&emulator).contains("blue-10.51.0.3"));
+    assert!(!reservation_names(&cluster).contains("blue-10.51.0.3"));
 }
 
 #[test]
 fn the_controller_frees_a_gone_pods_addresses_and_keeps_a_recreated_ones() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("controller"), None);
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("controller"), None);
     let store = store(&kubeconfig);
     let mut allocator = allocator(&store);
+    let (reconciler, mut freeing) = reconciler_of(&kubeconfig);
     let blue = blue(&mut allocator, "10.60.0.0/24");
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         allocate(&mut allocator, &blue, name).unwrap();
-        emulator.insert("pods", pod("default", name, "Running", &[&format!("10.60.0.{}", i + 1)]));
+        cluster.insert("pods", pod("default", name, "Running", &[&format!("10.60.0.{}", i + 1)]));
     }
     // a is gone; b was deleted and recreated under its name (StatefulSet), Pending; c lives.
-    emulator.delete("pods", "default", "a");
-    emulator.delete("pods", "default", "b");
-    emulator.insert("pods", pod("default", "b", "Pending", &[]));
-    let freed = controller::free_pod(&store, &mut allocator, "default/a").unwrap();
+    cluster.delete("pods", "default", "a");
+    cluster.delete("pods", "default", "b");
+    cluster.insert("pods", pod("default", "b", "Pending", &[]));
+    let freed = controller::free_pod(&reconciler, &mut freeing, "default/a").unwrap();
     let freed: Vec<(&str, &str)> =
         freed.iter().map(|f| (f.address.as_str(), f.reason.as_str())).collect();
     assert_eq!(freed, [("10.60.0.1", "pod no longer exists")]);
     for podref in ["default/b", "default/c", "default/never-had-one", "not-a-podref"] {
-        let freed = controller::free_pod(&store, &mut allocator, podref).unwrap();
+        let freed = controller::free_pod(&reconciler, &mut freeing, podref).unwrap();
         assert!(freed.is_empty(), "{podref}: {freed:?}");
     }
-    assert_eq!(offsets(&emulator, "blue-10.60.0.0-24"), ["2", "3"]);
-    assert!(emulator.get("overlappingrangeipreservations", NS, "blue-10.60.0.1").is_none());
+    assert_eq!(offsets(&cluster, "blue-10.60.0.0-24"), ["2", "3"]);
+    assert!(cluster.get("overlappingrangeipreservations", NS, "blue-10.60.0.1").is_none());
 }
 
 /// A pod of `pod(…)` bound to `node`, being deleted or not, with status conditions.
@@ -294,13 +306,14 @@ fn node(name: &str, ready: &str, since_seconds_ago: u64) -> Value {
 /// in pages, one extra page of unrelated pods at a time.
 #[test]
 fn reconcile_frees_what_dead_nodes_strand() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("dead-nodes"), None);
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("dead-nodes"), None);
     let store = store(&kubeconfig);
     let mut allocator = allocator(&store);
+    let (reconciler, mut freeing) = reconciler_of(&kubeconfig);
     let blue = blue(&mut allocator, "10.51.0.0/24");
-    emulator.insert("nodes", node("live", "True", 3600));
-    emulator.insert("nodes", node("dead", "Unknown", 600));
+    cluster.insert("nodes", node("live", "True", 3600));
+    cluster.insert("nodes", node("dead", "Unknown", 600));
     let evicted = json!([{"type": "DisruptionTarget", "status": "True",
                           "reason": "DeletionByTaintManager", "message": "Taint manager: deleting due to NoExecute taint"}]);
     let preempted =
@@ -319,14 +332,15 @@ fn reconcile_frees_what_dead_nodes_strand() {
         let leases = allocate(&mut allocator, &blue, name).unwrap();
         let address = format!("10.51.0.{}", i + 1);
         assert_eq!(addresses(&leases), std::slice::from_ref(&address));
-        emulator.insert("pods", on_node(name, &address, node, *deleting, conditions.clone()));
+        cluster.insert("pods", on_node(name, &address, node, *deleting, conditions.clone()));
     }
     // 1,200 pods of other workloads: the pods are listed 500 at a time.
     for i in 0..1200 {
-        emulator.insert("pods", pod("other", &format!("p{i:04}"), "Running", &[]));
+        cluster.insert("pods", pod("other", &format!("p{i:04}"), "Running", &[]));
     }
 
-    let report = reconcile::reconcile(&store, false).unwrap();
+    let lists_before = cluster.lists("pods");
+    let report = reconcile::reconcile(&reconciler, false).unwrap();
     assert_eq!(
         freed(&report),
         [
@@ -338,9 +352,12 @@ fn reconcile_frees_what_dead_nodes_strand() {
             ("allocation", "10.51.0.3", "pod is being deleted and its node no longer exists"),
         ]
     );
-    let (lists, paged) = emulator.lists("pods");
-    assert_eq!((lists, paged), (3, 3), "1,207 pods in pages of 500");
-    assert_eq!(offsets(&emulator, "blue-10.51.0.0-24"), ["2", "4", "5", "6", "7"]);
+    // 1,207 pods in pages of 500 (the real server counts each page as a list request).
+    assert_eq!(cluster.lists("pods") - lists_before, 3, "1,207 pods in pages of 500");
+    if let Cluster::Emulated(emulator) = &cluster {
+        assert_eq!(emulator.lists("pods").1, 3, "each list asked for a page");
+    }
+    assert_eq!(offsets(&cluster, "blue-10.51.0.0-24"), ["2", "4", "5", "6", "7"]);
 
     // With a grace period shorter than the dead node's 600 s: its deleting pod is freed too;
     // the running pod on it, and the deleting pod on the live node, are not.
@@ -348,7 +365,7 @@ fn reconcile_frees_what_dead_nodes_strand() {
         dry_run: false,
         not_ready_grace: Some(std::time::Duration::from_secs(300)),
     };
-    let report = reconcile::reconcile_with(&store, &options).unwrap();
+    let report = reconcile::reconcile_with(&reconciler, &options).unwrap();
     assert_eq!(
         freed(&report),
         [(
@@ -362,13 +379,13 @@ fn reconcile_frees_what_dead_nodes_strand() {
         not_ready_grace: Some(std::time::Duration::from_secs(900)),
         ..options
     };
-    assert!(reconcile::reconcile_with(&store, &options).unwrap().freed.is_empty());
-    assert_eq!(offsets(&emulator, "blue-10.51.0.0-24"), ["2", "4", "5", "7"]);
+    assert!(reconcile::reconcile_with(&reconciler, &options).unwrap().freed.is_empty());
+    assert_eq!(offsets(&cluster, "blue-10.51.0.0-24"), ["2", "4", "5", "7"]);
 
     // The controller applies the node rules to a deleting pod it is told of.
     let leases = allocate(&mut allocator, &blue, "late").unwrap();
-    emulator.insert("pods", on_node("late", &leases[0].address, "gone", true, json!([])));
-    let freed = controller::free_pod(&store, &mut allocator, "default/late").unwrap();
+    cluster.insert("pods", on_node("late", &leases[0].address, "gone", true, json!([])));
+    let freed = controller::free_pod(&reconciler, &mut freeing, "default/late").unwrap();
     assert_eq!(
         freed.iter().map(|f| f.reason.as_str()).collect::<Vec<_>>(),
         ["pod is being deleted and its node no longer exists"]
@@ -380,45 +397,46 @@ fn reconcile_frees_what_dead_nodes_strand() {
 /// allocation backs alike.
 #[test]
 fn claimed_addresses_are_kept_while_their_claim_exists() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("claimed"), None);
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("claimed"), None);
     let store = store(&kubeconfig);
     let mut allocator = allocator(&store);
+    let (reconciler, mut freeing) = reconciler_of(&kubeconfig);
     let blue = blue(&mut allocator, "10.61.0.0/24");
     let claimed = Owner { container_id: "ipamclaim:vms/vm-a.blue".into(), ..owner("launcher") };
     let request = AllocateRequest { owner: claimed.clone(), requested: Vec::new() };
     allocator.allocate(&blue, &request).map_err(CniError::from).unwrap();
-    emulator.insert(
+    cluster.insert(
         "ipamclaims",
         json!({"metadata": {"name": "vm-a.blue", "namespace": "vms"},
             "spec": {"network": "blue", "interface": "net1"}}),
     );
     // A claimed reservation no allocation backs (a crash between it and its pool write).
-    emulator.insert(
+    cluster.insert(
         "overlappingrangeipreservations",
         json!({"metadata": {"name": "blue-10.61.0.9", "namespace": NS},
             "spec": {"containerid": "ipamclaim:vms/vm-b.blue", "podref": "vms/gone", "ifname": "net1"}}),
     );
-    emulator.insert(
+    cluster.insert(
         "ipamclaims",
         json!({"metadata": {"name": "vm-b.blue", "namespace": "vms"},
             "spec": {"network": "blue", "interface": "net1"}}),
     );
 
     // Their pods are gone (the VM is stopped): kept.
-    let kept = controller::free_pod(&store, &mut allocator, "default/launcher").unwrap();
+    let kept = controller::free_pod(&reconciler, &mut freeing, "default/launcher").unwrap();
     assert!(kept.is_empty(), "{kept:?}");
-    let report = reconcile::reconcile(&store, false).unwrap();
+    let report = reconcile::reconcile(&reconciler, false).unwrap();
     assert!(report.freed.is_empty(), "{:?}", report.freed);
 
     // The claims are deleted (with their VMs): freed.
-    emulator.delete("ipamclaims", "vms", "vm-b.blue");
-    let report = reconcile::reconcile(&store, false).unwrap();
+    cluster.delete("ipamclaims", "vms", "vm-b.blue");
+    let report = reconcile::reconcile(&reconciler, false).unwrap();
     assert_eq!(freed(&report), [("reservation", "10.61.0.9", "its IPAMClaim no longer exists")]);
-    emulator.delete("ipamclaims", "vms", "vm-a.blue");
-    let gone = controller::free_pod(&store, &mut allocator, "default/launcher").unwrap();
+    cluster.delete("ipamclaims", "vms", "vm-a.blue");
+    let gone = controller::free_pod(&reconciler, &mut freeing, "default/launcher").unwrap();
     let gone: Vec<(&str, &str)> =
         gone.iter().map(|f| (f.address.as_str(), f.reason.as_str())).collect();
     assert_eq!(gone, [("10.61.0.1", "its IPAMClaim no longer exists")]);
-    assert!(offsets(&emulator, "blue-10.61.0.0-24").is_empty());
+    assert!(offsets(&cluster, "blue-10.61.0.0-24").is_empty());
 }

@@ -1,10 +1,10 @@
 //! The node-slice controller (hereabouts-kube `slices`) and slice allocation on the Kubernetes
-//! store, against the API-server emulation (tests/kube_emulator), through the real client and
+//! store, against the API-server emulation (tests/kube_api), through the real client and
 //! allocator component: NodeSlicePools created from NADs, nodes assigned and freed, a resized
 //! range re-sliced, writes conditioned on `resourceVersion`, and a cluster switching from
 //! Whereabouts' Fast IPAM keeping every allocation. (The CNI binary on slices: kube_cli.rs.)
 
-mod kube_emulator;
+mod kube_api;
 
 use std::path::{Path, PathBuf};
 
@@ -12,13 +12,13 @@ use hereabouts_host::bindings::{AllocateRequest, Owner};
 use hereabouts_host::runtime::Allocator;
 use hereabouts_kube::slices::{Change, sync};
 use hereabouts_stores::kube::{KubeStore, Timeouts};
-use kube_emulator::Emulator;
+use kube_api::{Cluster, reconciler_beside};
 use serde_json::{Value, json};
 
 const NS: &str = "kube-system";
 
 fn temp_dir(name: &str) -> PathBuf {
-    kube_emulator::temp_dir("kube-slices", name)
+    kube_api::temp_dir("kube-slices", name)
 }
 
 fn connect(kubeconfig: &Path) -> (KubeStore, Allocator) {
@@ -41,8 +41,8 @@ fn nad(name: &str, ipam: Value) -> Value {
 }
 
 /// (nodeName, sliceRange) of the NodeSlicePool, in order.
-fn assignments(emulator: &Emulator, pool: &str) -> Vec<(String, String)> {
-    let object = emulator.get("nodeslicepools", NS, pool).expect("NodeSlicePool written");
+fn assignments(cluster: &Cluster, pool: &str) -> Vec<(String, String)> {
+    let object = cluster.get("nodeslicepools", NS, pool).expect("NodeSlicePool written");
     object["status"]["allocations"]
         .as_array()
         .unwrap()
@@ -65,27 +65,28 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[test]
 fn the_controller_slices_a_network_assigns_nodes_frees_and_reslices() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("controller"), Some(NS));
-    let (store, mut allocator) = connect(&kubeconfig);
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("controller"), Some(NS));
+    // The node-slice controller, as the reconciler's ServiceAccount.
+    let (store, mut allocator) = connect(&reconciler_beside(&kubeconfig));
     for name in ["n3", "n1", "n2"] {
-        emulator.insert("nodes", node(name));
+        cluster.insert("nodes", node(name));
     }
     let blue = json!({"type": "whereabouts", "range": "10.30.0.0/24", "network_name": "blue",
                       "node_slice_size": "/26"});
-    emulator.insert("network-attachment-definitions", nad("blue-net", blue.clone()));
+    cluster.insert("network-attachment-definitions", nad("blue-net", blue.clone()));
     // Not ours, and ours without slices: no NodeSlicePool.
-    emulator.insert(
+    cluster.insert(
         "network-attachment-definitions",
         nad("other", json!({"type": "host-local", "node_slice_size": "/26"})),
     );
-    emulator.insert(
+    cluster.insert(
         "network-attachment-definitions",
         nad("plain", json!({"type": "whereabouts", "range": "10.31.0.0/24"})),
     );
 
     // Keys match case-insensitively, as Go's decoder matches them.
-    emulator.insert(
+    cluster.insert(
         "network-attachment-definitions",
         nad(
             "upper",
@@ -102,10 +103,10 @@ fn the_controller_slices_a_network_assigns_nodes_frees_and_reslices() {
             Change::Created { pool: "upper".into(), slices: 2 }
         ]
     );
-    assert_eq!(emulator.list("nodeslicepools").len(), 2);
-    assert!(emulator.delete("network-attachment-definitions", "default", "upper"));
+    assert_eq!(cluster.list("nodeslicepools").len(), 2);
+    assert!(cluster.delete("network-attachment-definitions", "default", "upper"));
     assert_eq!(sync(&store, &mut allocator).unwrap(), [Change::Deleted { pool: "upper".into() }]);
-    let object = emulator.get("nodeslicepools", NS, "blue").unwrap();
+    let object = cluster.get("nodeslicepools", NS, "blue").unwrap();
     assert_eq!(object["spec"], json!({"range": "10.30.0.0/24", "sliceSize": "/26"}));
     let owner = &object["metadata"]["ownerReferences"][0];
     assert_eq!(
@@ -113,7 +114,7 @@ fn the_controller_slices_a_network_assigns_nodes_frees_and_reslices() {
         (Some("NetworkAttachmentDefinition"), Some("blue-net"), Some(true))
     );
     assert_eq!(
-        assignments(&emulator, "blue"),
+        assignments(&cluster, "blue"),
         pairs(&[
             ("n1", "10.30.0.0/26"),
             ("n2", "10.30.0.64/26"),
@@ -126,14 +127,14 @@ fn the_controller_slices_a_network_assigns_nodes_frees_and_reslices() {
     let version = object["metadata"]["resourceVersion"].clone();
     assert_eq!(sync(&store, &mut allocator).unwrap(), []);
     assert_eq!(
-        emulator.get("nodeslicepools", NS, "blue").unwrap()["metadata"]["resourceVersion"],
+        cluster.get("nodeslicepools", NS, "blue").unwrap()["metadata"]["resourceVersion"],
         version
     );
 
     // n2 is deleted as n4 joins: n4 takes the free slice, n2's is freed (Whereabouts' order);
     // then n5 takes n2's old slice, the first free one.
-    assert!(emulator.delete("nodes", "", "n2"));
-    emulator.insert("nodes", node("n4"));
+    assert!(cluster.delete("nodes", "", "n2"));
+    cluster.insert("nodes", node("n4"));
     let changes = sync(&store, &mut allocator).unwrap();
     assert_eq!(
         changes,
@@ -143,10 +144,10 @@ fn the_controller_slices_a_network_assigns_nodes_frees_and_reslices() {
             freed: vec!["n2".into()]
         }]
     );
-    emulator.insert("nodes", node("n5"));
+    cluster.insert("nodes", node("n5"));
     sync(&store, &mut allocator).unwrap();
     assert_eq!(
-        assignments(&emulator, "blue"),
+        assignments(&cluster, "blue"),
         pairs(&[
             ("n1", "10.30.0.0/26"),
             ("n5", "10.30.0.64/26"),
@@ -155,95 +156,99 @@ fn the_controller_slices_a_network_assigns_nodes_frees_and_reslices() {
         ])
     );
     // A sixth node finds every slice taken: it gets none, and nothing is written for it.
-    emulator.insert("nodes", node("n6"));
+    cluster.insert("nodes", node("n6"));
     assert_eq!(sync(&store, &mut allocator).unwrap(), []);
 
     // The range grows: as Whereabouts, the slices are cut afresh and every node re-assigned.
-    let mut edited = emulator.get("network-attachment-definitions", "default", "blue-net").unwrap();
+    let mut edited = cluster.get("network-attachment-definitions", "default", "blue-net").unwrap();
     let grown = json!({"type": "whereabouts", "range": "10.30.0.0/23", "network_name": "blue",
                        "node_slice_size": "/26"});
     let config =
         json!({"cniVersion": "0.3.1", "name": "blue-net", "type": "macvlan", "ipam": grown});
     edited["spec"]["config"] = json!(config.to_string());
-    emulator.update("network-attachment-definitions", edited);
+    cluster.update("network-attachment-definitions", edited);
     let changes = sync(&store, &mut allocator).unwrap();
     assert_eq!(changes, [Change::Resliced { pool: "blue".into(), slices: 8 }]);
-    let object = emulator.get("nodeslicepools", NS, "blue").unwrap();
+    let object = cluster.get("nodeslicepools", NS, "blue").unwrap();
     assert_eq!(object["spec"], json!({"range": "10.30.0.0/23", "sliceSize": "/26"}));
-    let after: Vec<String> = assignments(&emulator, "blue").into_iter().map(|(n, _)| n).collect();
+    let after: Vec<String> = assignments(&cluster, "blue").into_iter().map(|(n, _)| n).collect();
     assert_eq!(after, ["n1", "n3", "n4", "n5", "n6", "", "", ""]);
 
     // The NAD is deleted: its NodeSlicePool goes with it.
-    assert!(emulator.delete("network-attachment-definitions", "default", "blue-net"));
+    assert!(cluster.delete("network-attachment-definitions", "default", "blue-net"));
     assert_eq!(sync(&store, &mut allocator).unwrap(), [Change::Deleted { pool: "blue".into() }]);
-    assert!(emulator.get("nodeslicepools", NS, "blue").is_none());
+    assert!(cluster.get("nodeslicepools", NS, "blue").is_none());
 }
 
 #[test]
 fn writes_are_conditioned_on_the_resource_version_read() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("conditional"), Some(NS));
-    let (store, mut allocator) = connect(&kubeconfig);
-    emulator.insert("nodes", node("n1"));
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("conditional"), Some(NS));
+    // The node-slice controller, as the reconciler's ServiceAccount.
+    let (store, mut allocator) = connect(&reconciler_beside(&kubeconfig));
+    cluster.insert("nodes", node("n1"));
     let ipam = json!({"type": "whereabouts", "range": "10.32.0.0/24", "node_slice_size": "28"});
-    emulator.insert("network-attachment-definitions", nad("red", ipam));
+    cluster.insert("network-attachment-definitions", nad("red", ipam));
     sync(&store, &mut allocator).unwrap();
     // Unnamed network: the NodeSlicePool is named by the CNI network's name.
     let read = store.get_node_slice_pool("red").unwrap().expect("created");
     // Someone else writes in between: our write of what we read is refused, not applied.
-    let mut theirs = emulator.get("nodeslicepools", NS, "red").unwrap();
+    let mut theirs = cluster.get("nodeslicepools", NS, "red").unwrap();
     theirs["status"]["allocations"][5]["nodeName"] = json!("manual");
-    emulator.update("nodeslicepools", theirs);
+    cluster.update("nodeslicepools", theirs);
     let error = store.replace_node_slice_pool(&read).unwrap_err();
     assert!(error.is_conflict(), "{error}");
-    assert_eq!(assignments(&emulator, "red")[5].0, "manual");
+    assert_eq!(assignments(&cluster, "red")[5].0, "manual");
     // A controller that loses the race starts again from what won: "manual" is not a node,
     // so its slice is freed; n1 keeps its own.
     sync(&store, &mut allocator).unwrap();
-    let now = assignments(&emulator, "red");
+    let now = assignments(&cluster, "red");
     assert_eq!(now[0], ("n1".to_string(), "10.32.0.0/28".to_string()));
     assert_eq!(now[5].0, "");
 }
 
 #[test]
 fn two_nads_of_one_network_that_disagree_are_skipped() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("mismatch"), Some(NS));
-    let (store, mut allocator) = connect(&kubeconfig);
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("mismatch"), Some(NS));
+    // The node-slice controller, as the reconciler's ServiceAccount.
+    let (store, mut allocator) = connect(&reconciler_beside(&kubeconfig));
     let a = json!({"type": "whereabouts", "range": "10.33.0.0/24", "network_name": "green",
                    "node_slice_size": "/28"});
     let b = json!({"type": "whereabouts", "range": "10.33.0.0/24", "network_name": "green",
                    "node_slice_size": "/27"});
-    emulator.insert("network-attachment-definitions", nad("green-a", a));
-    emulator.insert("network-attachment-definitions", nad("green-b", b));
+    cluster.insert("network-attachment-definitions", nad("green-a", a));
+    cluster.insert("network-attachment-definitions", nad("green-b", b));
     let changes = sync(&store, &mut allocator).unwrap();
     assert!(
         matches!(&changes[..], [Change::Skipped { pool, reason }] if pool == "green" && reason.contains("disagree")),
         "{changes:?}"
     );
-    assert!(emulator.list("nodeslicepools").is_empty());
+    assert!(cluster.list("nodeslicepools").is_empty());
 }
 
 /// A cluster on Whereabouts' Fast IPAM switches over: its NodeSlicePool (assigned by
 /// Whereabouts' controller, not in name order) and per-node IPPools are read as they are.
 #[test]
 fn migration_from_whereabouts_fast_ipam_keeps_every_allocation() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("migration"), Some(NS));
-    let (store, mut allocator) = connect(&kubeconfig);
-    emulator.insert("nodeslicepools", fixture("nodeslicepool-blue.json"));
-    emulator.insert("ippools", fixture("ippool-blue-worker-1.json"));
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("migration"), Some(NS));
+    // The controller as the reconciler; the ADDs as the node plugin.
+    let (controller, mut controller_allocator) = connect(&reconciler_beside(&kubeconfig));
+    let (_, mut allocator) = connect(&kubeconfig);
+    cluster.insert("nodeslicepools", fixture("nodeslicepool-blue.json"));
+    cluster.insert("ippools", fixture("ippool-blue-worker-1.json"));
     for name in ["worker-1", "worker-2"] {
-        emulator.insert("nodes", node(name));
+        cluster.insert("nodes", node(name));
     }
     let ipam = json!({"type": "whereabouts", "range": "10.40.0.0/24", "network_name": "blue",
                       "node_slice_size": "/28"});
-    emulator.insert("network-attachment-definitions", nad("blue-net", ipam.clone()));
-    let before = assignments(&emulator, "blue");
+    cluster.insert("network-attachment-definitions", nad("blue-net", ipam.clone()));
+    let before = assignments(&cluster, "blue");
 
     // The controller keeps Whereabouts' assignment (worker-2 holds the first slice).
-    assert_eq!(sync(&store, &mut allocator).unwrap(), []);
-    assert_eq!(assignments(&emulator, "blue"), before);
+    assert_eq!(sync(&controller, &mut controller_allocator).unwrap(), []);
+    assert_eq!(assignments(&cluster, "blue"), before);
 
     // ADD on worker-1 allocates in its existing slice pool, around Whereabouts' allocations.
     let network = allocator.read_config(&ipam.to_string()).unwrap().network;
@@ -260,7 +265,7 @@ fn migration_from_whereabouts_fast_ipam_keeps_every_allocation() {
     };
     assert_eq!(add(&mut allocator, "new-1"), "10.40.0.18/24");
     assert_eq!(add(&mut allocator, "new-2"), "10.40.0.20/24");
-    let pool = emulator.get("ippools", NS, "blue-worker-1-10.40.0.16-28").unwrap();
+    let pool = cluster.get("ippools", NS, "blue-worker-1-10.40.0.16-28").unwrap();
     let allocations = pool["spec"]["allocations"].as_object().unwrap();
     let keys: Vec<&str> = allocations.keys().map(String::as_str).collect();
     assert_eq!(keys, ["1", "2", "3", "4"]);
@@ -269,7 +274,7 @@ fn migration_from_whereabouts_fast_ipam_keeps_every_allocation() {
     assert_eq!(pool["spec"]["range"], "10.40.0.16/28");
     // And a release frees only ours.
     allocator.release(&on_worker_1, &owner("new-1")).unwrap();
-    let pool = emulator.get("ippools", NS, "blue-worker-1-10.40.0.16-28").unwrap();
+    let pool = cluster.get("ippools", NS, "blue-worker-1-10.40.0.16-28").unwrap();
     let keys: Vec<String> =
         pool["spec"]["allocations"].as_object().unwrap().keys().cloned().collect();
     assert_eq!(keys, ["1", "3", "4"]);
@@ -281,11 +286,13 @@ fn migration_from_whereabouts_fast_ipam_keeps_every_allocation() {
 /// reservation counts as backed.
 #[test]
 fn reconcile_frees_slice_allocations_with_their_reservations() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("reconcile"), Some(NS));
-    let (store, mut allocator) = connect(&kubeconfig);
-    emulator.insert("nodeslicepools", fixture("nodeslicepool-blue.json"));
-    emulator.insert("ippools", fixture("ippool-blue-worker-1.json"));
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("reconcile"), Some(NS));
+    // The ADDs as the node plugin; reconcile as the reconciler.
+    let (_, mut allocator) = connect(&kubeconfig);
+    let (reconciler, _) = connect(&reconciler_beside(&kubeconfig));
+    cluster.insert("nodeslicepools", fixture("nodeslicepool-blue.json"));
+    cluster.insert("ippools", fixture("ippool-blue-worker-1.json"));
     let ipam = json!({"range": "10.40.0.0/24", "network_name": "blue", "node_slice_size": "/28"});
     let network = allocator.read_config(&ipam.to_string()).unwrap().network;
     let on_worker_1 = allocator.on_node_slice(&network, "worker-1", "10.40.0.16/28").unwrap();
@@ -300,11 +307,10 @@ fn reconcile_frees_slice_allocations_with_their_reservations() {
     }
     // .17 web-0 (Whereabouts', running), .18 ours-gone, .19 web-1 (Whereabouts', gone),
     // .20 ours-running.
-    emulator.insert("pods", kube_emulator::pod("default", "web-0", "Running", &["10.40.0.17"]));
-    emulator
-        .insert("pods", kube_emulator::pod("default", "ours-running", "Running", &["10.40.0.20"]));
+    cluster.insert("pods", kube_api::pod("default", "web-0", "Running", &["10.40.0.17"]));
+    cluster.insert("pods", kube_api::pod("default", "ours-running", "Running", &["10.40.0.20"]));
     let reservations = || -> Vec<String> {
-        let mut names: Vec<String> = emulator
+        let mut names: Vec<String> = cluster
             .list("overlappingrangeipreservations")
             .iter()
             .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
@@ -314,17 +320,17 @@ fn reconcile_frees_slice_allocations_with_their_reservations() {
     };
     assert_eq!(reservations(), ["blue-10.40.0.18", "blue-10.40.0.20"]);
 
-    let report = hereabouts_kube::reconcile::reconcile(&store, false).unwrap();
+    let report = hereabouts_kube::reconcile::reconcile(&reconciler, false).unwrap();
     let mut freed: Vec<(&str, &str)> =
         report.freed.iter().map(|f| (f.kind, f.address.as_str())).collect();
     freed.sort();
     assert_eq!(freed, [("allocation", "10.40.0.18"), ("allocation", "10.40.0.19")], "{report:?}");
     assert!(report.skipped_pools.is_empty(), "{report:?}");
-    let pool = emulator.get("ippools", NS, "blue-worker-1-10.40.0.16-28").unwrap();
+    let pool = cluster.get("ippools", NS, "blue-worker-1-10.40.0.16-28").unwrap();
     let keys: Vec<&String> = pool["spec"]["allocations"].as_object().unwrap().keys().collect();
     assert_eq!(keys, ["1", "4"]);
     // The gone pod's reservation went with its allocation; the running pod's is backed.
     assert_eq!(reservations(), ["blue-10.40.0.20"]);
-    let again = hereabouts_kube::reconcile::reconcile(&store, false).unwrap();
+    let again = hereabouts_kube::reconcile::reconcile(&reconciler, false).unwrap();
     assert!(again.freed.is_empty(), "{again:?}");
 }

@@ -1,4 +1,4 @@
-//! The Kubernetes store against the API-server emulation (tests/kube_emulator: an emulation,
+//! The Kubernetes store against the API-server emulation (tests/kube_api: an emulation,
 //! not a real API server — none can be installed here). The production code path is real:
 //! the allocator component in wasmtime, `KubeStore`, the `kube` client, HTTP, a kubeconfig.
 //!
@@ -8,7 +8,7 @@
 //! write that fails leaves behind. (Reconcile and the controller: kube_reconcile.rs; the
 //! `hereabouts` binary on this store: kube_cli.rs.)
 
-mod kube_emulator;
+mod kube_api;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use hereabouts_host::error::{CniError, Code};
 use hereabouts_host::runtime::Allocator;
 use hereabouts_stores::kube::networks::{POOL_ANNOTATION, RESERVATION_ANNOTATION};
 use hereabouts_stores::kube::{KubeStore, Timeouts};
-use kube_emulator::{Emulator, percentile};
+use kube_api::{Cluster, percentile};
 use serde_json::{Value, json};
 
 const NS: &str = "kube-system";
@@ -33,7 +33,7 @@ fn fixture(name: &str) -> Value {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    kube_emulator::temp_dir("kube-store", name)
+    kube_api::temp_dir("kube-store", name)
 }
 
 /// The compiled component's cache, shared by the tests and their child processes.
@@ -82,16 +82,16 @@ fn addresses(leases: &[Lease]) -> Vec<String> {
     leases.iter().map(|l| l.address.clone()).collect()
 }
 
-fn load_fixtures(emulator: &Emulator) {
-    emulator.insert("ippools", fixture("ippool-blue-v4.json"));
-    emulator.insert("ippools", fixture("ippool-blue-v6.json"));
+fn load_fixtures(cluster: &Cluster) {
+    cluster.insert("ippools", fixture("ippool-blue-v4.json"));
+    cluster.insert("ippools", fixture("ippool-blue-v6.json"));
     for reservation in fixture("reservations-blue.json").as_array().unwrap() {
-        emulator.insert("overlappingrangeipreservations", reservation.clone());
+        cluster.insert("overlappingrangeipreservations", reservation.clone());
     }
 }
 
-fn reservation_names(emulator: &Emulator) -> BTreeSet<String> {
-    emulator
+fn reservation_names(cluster: &Cluster) -> BTreeSet<String> {
+    cluster
         .list("overlappingrangeipreservations")
         .iter()
         .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
@@ -102,14 +102,14 @@ fn reservation_names(emulator: &Emulator) -> BTreeSet<String> {
 
 #[test]
 fn the_kubernetes_store_meets_the_store_contract() {
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     let dir = temp_dir("contract");
     let mut case = 0;
     let mut fresh = || -> Box<dyn Backend> {
         // A fresh namespace per case: the store sees nothing of the cases before.
         case += 1;
         let kubeconfig =
-            emulator.kubeconfig(&dir.join(case.to_string()), Some(&format!("case-{case}")));
+            cluster.kubeconfig(&dir.join(case.to_string()), Some(&format!("case-{case}")));
         Box::new(store(&kubeconfig))
     };
     // Whole pools (the IPPool as Whereabouts keeps it); the CNI network in annotations.
@@ -117,17 +117,17 @@ fn the_kubernetes_store_meets_the_store_contract() {
     let steps = contract::run(shape, &mut fresh);
     assert!(steps > 50, "only {steps} steps ran");
     // Each case wrote in its own namespace, nothing elsewhere.
-    assert!(emulator.list("ippools").iter().all(|p| p["metadata"]["namespace"] != NS));
+    assert!(cluster.list("ippools").iter().all(|p| p["metadata"]["namespace"] != NS));
 }
 
 // ---- migration from Whereabouts -----------------------------------------------------------
 
 #[test]
 fn migration_reads_whereabouts_objects_and_writes_them_back_in_their_format() {
-    let emulator = Emulator::start();
-    load_fixtures(&emulator);
+    let cluster = Cluster::start();
+    load_fixtures(&cluster);
     // Whereabouts' default namespace: a context without one means kube-system.
-    let kubeconfig = emulator.kubeconfig(&temp_dir("migration"), None);
+    let kubeconfig = cluster.kubeconfig(&temp_dir("migration"), None);
     let mut allocator = allocator(&kubeconfig);
     let blue = blue(&mut allocator, &["10.10.0.0/24", "fd00:10::/64"]);
 
@@ -144,7 +144,7 @@ fn migration_reads_whereabouts_objects_and_writes_them_back_in_their_format() {
     // What we wrote keeps Whereabouts' format: the old entries untouched, the new one keyed by
     // its decimal offset with exactly {id, podref, ifname}, nothing else in spec.
     let before = fixture("ippool-blue-v4.json");
-    let pool = emulator.get("ippools", NS, "blue-10.10.0.0-24").unwrap();
+    let pool = cluster.get("ippools", NS, "blue-10.10.0.0-24").unwrap();
     let allocations = pool["spec"]["allocations"].as_object().unwrap();
     for offset in ["1", "2", "4"] {
         assert_eq!(
@@ -165,20 +165,20 @@ fn migration_reads_whereabouts_objects_and_writes_them_back_in_their_format() {
         .expect("the annotation is JSON");
     assert_eq!(networks["blue-net"].as_object().unwrap().keys().collect::<Vec<_>>(), ["3"]);
     assert_eq!(annotations.len(), 2);
-    let pool6 = emulator.get("ippools", NS, "blue-fd00-10---64").unwrap();
+    let pool6 = cluster.get("ippools", NS, "blue-fd00-10---64").unwrap();
     assert_eq!(
         pool6["spec"]["allocations"]["3"],
         json!({"id": "c-new", "podref": "default/new", "ifname": "net1"})
     );
     // ...and the reservation Whereabouts would have written, under its name.
     let reservation =
-        emulator.get("overlappingrangeipreservations", NS, "blue-10.10.0.3").expect("reservation");
+        cluster.get("overlappingrangeipreservations", NS, "blue-10.10.0.3").expect("reservation");
     assert_eq!(
         reservation["spec"],
         json!({"containerid": "c-new", "podref": "default/new", "ifname": "net1"})
     );
     assert_eq!(reservation["metadata"]["annotations"][RESERVATION_ANNOTATION], "blue-net");
-    assert!(emulator.get("overlappingrangeipreservations", NS, "blue-fd00-10--3").is_some());
+    assert!(cluster.get("overlappingrangeipreservations", NS, "blue-fd00-10--3").is_some());
 
     // .5 is reserved network-wide by another range's pod (overlapping ranges): skipped.
     let next = allocate(&mut allocator, &blue, &owner("c-next", "default/next")).unwrap();
@@ -186,11 +186,11 @@ fn migration_reads_whereabouts_objects_and_writes_them_back_in_their_format() {
 
     // Release frees both the slot and the reservation; Whereabouts' entries stay.
     allocator.release(&blue, &new).map_err(CniError::from).unwrap();
-    let pool = emulator.get("ippools", NS, "blue-10.10.0.0-24").unwrap();
+    let pool = cluster.get("ippools", NS, "blue-10.10.0.0-24").unwrap();
     let offsets: Vec<&String> = pool["spec"]["allocations"].as_object().unwrap().keys().collect();
     assert_eq!(offsets, ["1", "2", "4", "6"]);
-    assert!(emulator.get("overlappingrangeipreservations", NS, "blue-10.10.0.3").is_none());
-    assert!(emulator.get("overlappingrangeipreservations", NS, "blue-10.10.0.1").is_some());
+    assert!(cluster.get("overlappingrangeipreservations", NS, "blue-10.10.0.3").is_none());
+    assert!(cluster.get("overlappingrangeipreservations", NS, "blue-10.10.0.1").is_some());
 
     // A DEL of a Whereabouts allocation frees its reservation too, though Whereabouts wrote it
     // without a container id (legacy's, .4): same podref and ifname.
@@ -203,19 +203,19 @@ fn migration_reads_whereabouts_objects_and_writes_them_back_in_their_format() {
     };
     let freed = allocator.release(&blue, &legacy).map_err(CniError::from).unwrap();
     assert_eq!(addresses(&freed), ["10.10.0.4"]);
-    assert!(emulator.get("overlappingrangeipreservations", NS, "blue-10.10.0.4").is_none());
+    assert!(cluster.get("overlappingrangeipreservations", NS, "blue-10.10.0.4").is_none());
 }
 
 #[test]
 fn a_new_pool_is_created_in_whereabouts_format_in_the_context_namespace() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("create"), Some("cni"));
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("create"), Some("cni"));
     let mut allocator = allocator(&kubeconfig);
     let unnamed = network(&mut allocator, json!({"range": "192.168.7.0/24"}));
     let mut a = owner("c1", "default/a");
     a.cni_network = String::new();
     assert_eq!(addresses(&allocate(&mut allocator, &unnamed, &a).unwrap()), ["192.168.7.1"]);
-    let pool = emulator
+    let pool = cluster
         .get("ippools", "cni", "192.168.7.0-24")
         .expect("unnamed network: name is the range");
     assert_eq!(
@@ -224,7 +224,7 @@ fn a_new_pool_is_created_in_whereabouts_format_in_the_context_namespace() {
     );
     // No CNI network: no annotation at all, the object is exactly Whereabouts'.
     assert!(pool["metadata"].get("annotations").is_none(), "{pool}");
-    let reservation = emulator.get("overlappingrangeipreservations", "cni", "192.168.7.1").unwrap();
+    let reservation = cluster.get("overlappingrangeipreservations", "cni", "192.168.7.1").unwrap();
     assert!(reservation["metadata"].get("annotations").is_none(), "{reservation}");
 }
 
@@ -232,8 +232,8 @@ fn a_new_pool_is_created_in_whereabouts_format_in_the_context_namespace() {
 
 #[test]
 fn the_cni_network_survives_in_annotations_and_whereabouts_writes_do_not_mislead_it() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("cni-network"), None);
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("cni-network"), None);
     let mut allocator = allocator(&kubeconfig);
     let blue = blue(&mut allocator, &["10.11.0.0/24"]);
     let mut red = owner("c-red", "default/red");
@@ -260,23 +260,23 @@ fn the_cni_network_survives_in_annotations_and_whereabouts_writes_do_not_mislead
     );
     // A field the CRD does not declare is pruned by the API server (why the network is not
     // kept in spec): the emulation prunes as the real server does.
-    let mut pool = emulator.get("ippools", NS, "blue-10.11.0.0-24").unwrap();
+    let mut pool = cluster.get("ippools", NS, "blue-10.11.0.0-24").unwrap();
     pool["spec"]["allocations"]["1"]["cniNetwork"] = json!("blue-net");
-    let pruned = emulator.update("ippools", pool);
+    let pruned = cluster.update("ippools", pool);
     assert!(pruned["spec"]["allocations"]["1"].get("cniNetwork").is_none(), "{pruned}");
 
     // Whereabouts frees b (offset 2) and gives the offset to its own pod, patching
     // spec.allocations and leaving our annotation as it was.
-    let mut pool = emulator.get("ippools", NS, "blue-10.11.0.0-24").unwrap();
+    let mut pool = cluster.get("ippools", NS, "blue-10.11.0.0-24").unwrap();
     pool["spec"]["allocations"]["2"] = json!({"id": "c-whereabouts", "podref": "default/w"});
-    emulator.update("ippools", pool);
+    cluster.update("ippools", pool);
     let now = networks(&mut allocator);
     assert_eq!(now["10.11.0.2"], ("c-whereabouts".into(), String::new()), "not b's network");
     assert_eq!(now["10.11.0.1"].1, "blue-net");
 
     // Our next write drops the stale entry.
     allocate(&mut allocator, &blue, &owner("c-d", "default/d")).unwrap();
-    let pool = emulator.get("ippools", NS, "blue-10.11.0.0-24").unwrap();
+    let pool = cluster.get("ippools", NS, "blue-10.11.0.0-24").unwrap();
     let annotation: Value =
         serde_json::from_str(pool["metadata"]["annotations"][POOL_ANNOTATION].as_str().unwrap())
             .unwrap();
@@ -290,33 +290,33 @@ fn the_cni_network_survives_in_annotations_and_whereabouts_writes_do_not_mislead
 
     // Someone edited the annotation by hand into something we cannot read: the pool is corrupt
     // (CNI 5, naming the object and the annotation), never silently rewritten.
-    let mut pool = emulator.get("ippools", NS, "blue-10.11.0.0-24").unwrap();
+    let mut pool = cluster.get("ippools", NS, "blue-10.11.0.0-24").unwrap();
     pool["metadata"]["annotations"][POOL_ANNOTATION] = json!("blue-net: 1, 4");
-    let corrupted = emulator.update("ippools", pool);
+    let corrupted = cluster.update("ippools", pool);
     let error = allocate(&mut allocator, &blue, &owner("c-e", "default/e")).unwrap_err();
     assert_eq!(error.code, Code::Io, "{error:?}");
     for part in ["blue-10.11.0.0-24", POOL_ANNOTATION, "corrupt"] {
         assert!(error.msg.contains(part), "{part:?} missing in {:?}", error.msg);
     }
-    let after = emulator.get("ippools", NS, "blue-10.11.0.0-24").unwrap();
+    let after = cluster.get("ippools", NS, "blue-10.11.0.0-24").unwrap();
     assert_eq!(after, corrupted, "left as it was");
 }
 
 #[test]
 fn a_networks_reservations_are_listed_by_their_names_ipv6_included() {
-    let emulator = Emulator::start();
-    load_fixtures(&emulator);
+    let cluster = Cluster::start();
+    load_fixtures(&cluster);
     // The unnamed network's, an IPv6 one ending in "::" (Whereabouts writes "fd00--0"), and a
     // network whose name is a prefix of another's.
     for (name, podref) in
         [("10.10.0.7", "default/plain"), ("fd00--0", "default/zero"), ("blue2-10.10.0.8", "x/y")]
     {
-        emulator.insert(
+        cluster.insert(
             "overlappingrangeipreservations",
             json!({"metadata": {"name": name, "namespace": NS}, "spec": {"podref": podref}}),
         );
     }
-    let kubeconfig = emulator.kubeconfig(&temp_dir("list-reservations"), None);
+    let kubeconfig = cluster.kubeconfig(&temp_dir("list-reservations"), None);
     let mut store = store(&kubeconfig);
     let list = |store: &mut KubeStore, network: &str| -> Vec<(String, String)> {
         let mut list: Vec<(String, String)> = store
@@ -355,9 +355,9 @@ fn a_networks_reservations_are_listed_by_their_names_ipv6_included() {
 
 #[test]
 fn requested_addresses_are_handed_out_or_refused_naming_the_holder() {
-    let emulator = Emulator::start();
-    load_fixtures(&emulator);
-    let kubeconfig = emulator.kubeconfig(&temp_dir("requested"), None);
+    let cluster = Cluster::start();
+    load_fixtures(&cluster);
+    let kubeconfig = cluster.kubeconfig(&temp_dir("requested"), None);
     let mut allocator = allocator(&kubeconfig);
     let blue = blue(&mut allocator, &["10.10.0.0/24"]);
     let asking = AllocateRequest {
@@ -366,7 +366,7 @@ fn requested_addresses_are_handed_out_or_refused_naming_the_holder() {
     };
     assert_eq!(addresses(&allocator.allocate(&blue, &asking).unwrap()), ["10.10.0.9"]);
     assert_eq!(
-        emulator.get("ippools", NS, "blue-10.10.0.0-24").unwrap()["spec"]["allocations"]["9"]["id"],
+        cluster.get("ippools", NS, "blue-10.10.0.0-24").unwrap()["spec"]["allocations"]["9"]["id"],
         "c-req"
     );
 
@@ -387,16 +387,16 @@ fn requested_addresses_are_handed_out_or_refused_naming_the_holder() {
     let error = CniError::from(allocator.allocate(&blue, &reserved).unwrap_err());
     assert_eq!(error.code, Code::AddressUnavailable, "{error:?}");
     assert!(error.msg.contains("other/overlap-0"), "{error:?}");
-    let pool = emulator.get("ippools", NS, "blue-10.10.0.0-24").unwrap();
+    let pool = cluster.get("ippools", NS, "blue-10.10.0.0-24").unwrap();
     assert!(pool["spec"]["allocations"].get("5").is_none());
-    let holder = emulator.get("overlappingrangeipreservations", NS, "blue-10.10.0.5").unwrap();
+    let holder = cluster.get("overlappingrangeipreservations", NS, "blue-10.10.0.5").unwrap();
     assert_eq!(holder["spec"]["podref"], "other/overlap-0");
 }
 
 #[test]
 fn sticky_addresses_follow_the_pod_across_containers_by_default() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("sticky"), None);
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("sticky"), None);
     let mut allocator = allocator(&kubeconfig);
     // `sticky` is the core's and defaults to true, as in Whereabouts.
     let sticky = blue(&mut allocator, &["10.30.0.0/24"]);
@@ -410,10 +410,10 @@ fn sticky_addresses_follow_the_pod_across_containers_by_default() {
     // address back, re-owned, and takes its reservation over.
     let restarted = owner("c1-restarted", "default/db-1");
     assert_eq!(addresses(&allocate(&mut allocator, &sticky, &restarted).unwrap()), ["10.30.0.2"]);
-    let pool = emulator.get("ippools", NS, "blue-10.30.0.0-24").unwrap();
+    let pool = cluster.get("ippools", NS, "blue-10.30.0.0-24").unwrap();
     assert_eq!(pool["spec"]["allocations"]["2"]["id"], "c1-restarted");
     assert_eq!(pool["spec"]["allocations"].as_object().unwrap().len(), 3);
-    let reservation = emulator.get("overlappingrangeipreservations", NS, "blue-10.30.0.2").unwrap();
+    let reservation = cluster.get("overlappingrangeipreservations", NS, "blue-10.30.0.2").unwrap();
     assert_eq!(reservation["spec"]["containerid"], "c1-restarted");
 
     // With `sticky: false`, a new container of the same pod gets a new address.
@@ -429,13 +429,13 @@ fn sticky_addresses_follow_the_pod_across_containers_by_default() {
 
 #[test]
 fn rbac_denial_is_a_clear_error_and_undoes_the_reservation() {
-    let emulator = Emulator::start();
-    load_fixtures(&emulator);
-    emulator.deny("update", "ippools");
-    let kubeconfig = emulator.kubeconfig(&temp_dir("rbac"), None);
+    let cluster = Cluster::start();
+    load_fixtures(&cluster);
+    cluster.deny("update", "ippools");
+    let kubeconfig = cluster.kubeconfig(&temp_dir("rbac"), None);
     let mut allocator = allocator(&kubeconfig);
     let blue = blue(&mut allocator, &["10.10.0.0/24"]);
-    let reservations_before = reservation_names(&emulator);
+    let reservations_before = reservation_names(&cluster);
     let error = allocate(&mut allocator, &blue, &owner("c1", "default/a")).unwrap_err();
     assert_eq!(error.code, Code::Io, "{error:?}");
     for part in ["403", "update", "ippools", "kube-system", "deploy/rbac.yaml"] {
@@ -443,32 +443,32 @@ fn rbac_denial_is_a_clear_error_and_undoes_the_reservation() {
     }
     // Nothing was written: the reservation made before the pool write was taken back.
     assert_eq!(
-        emulator.get("ippools", NS, "blue-10.10.0.0-24").unwrap()["spec"],
+        cluster.get("ippools", NS, "blue-10.10.0.0-24").unwrap()["spec"],
         fixture("ippool-blue-v4.json")["spec"]
     );
-    assert_eq!(reservation_names(&emulator), reservations_before);
+    assert_eq!(reservation_names(&cluster), reservations_before);
 }
 
 #[test]
 fn a_pool_write_that_fails_for_good_strands_a_reservation_but_never_an_address() {
     // The shape a crash between the reservation's POST and the IPPool's PUT leaves: the pool
     // write fails and so does the undo. (Reconcile frees it: kube_reconcile.rs.)
-    let emulator = Emulator::start();
+    let cluster = Cluster::start();
     // The pool is new: its write is a create.
-    emulator.deny("create", "ippools");
-    emulator.deny("delete", "overlappingrangeipreservations");
-    let kubeconfig = emulator.kubeconfig(&temp_dir("stranded"), None);
+    cluster.deny("create", "ippools");
+    cluster.deny("delete", "overlappingrangeipreservations");
+    let kubeconfig = cluster.kubeconfig(&temp_dir("stranded"), None);
     let mut allocator = allocator(&kubeconfig);
     let blue = blue(&mut allocator, &["10.12.0.0/24"]);
     allocate(&mut allocator, &blue, &owner("c-first", "default/first")).unwrap_err();
-    assert_eq!(reservation_names(&emulator), BTreeSet::from(["blue-10.12.0.1".to_string()]));
-    let pool = emulator.get("ippools", NS, "blue-10.12.0.0-24");
+    assert_eq!(reservation_names(&cluster), BTreeSet::from(["blue-10.12.0.1".to_string()]));
+    let pool = cluster.get("ippools", NS, "blue-10.12.0.0-24");
     assert!(pool.is_none(), "the pool was never written: {pool:?}");
     // Once the API server lets us write again, another pod steps over the stranded
     // reservation to the next address, and the same attachment, trying again, takes it:
     // .1 is never handed out twice.
-    emulator.allow("create", "ippools");
-    emulator.allow("delete", "overlappingrangeipreservations");
+    cluster.allow("create", "ippools");
+    cluster.allow("delete", "overlappingrangeipreservations");
     drop(allocator);
     let mut allocator = self::allocator(&kubeconfig);
     let other = allocate(&mut allocator, &blue, &owner("c-other", "default/other")).unwrap();
@@ -532,8 +532,8 @@ fn contention_child() {
 
 #[test]
 fn contention_between_processes() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("contention"), None);
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("contention"), None);
     // Warm the compiled-component cache once, as the first CNI call on a node does.
     drop(allocator(&kubeconfig));
     let exe = std::env::current_exe().unwrap();
@@ -573,7 +573,7 @@ fn contention_between_processes() {
     }
     let elapsed = started.elapsed();
 
-    let pool = emulator.get("ippools", NS, "10.20.0.0-22").unwrap();
+    let pool = cluster.get("ippools", NS, "10.20.0.0-22").unwrap();
     let allocations = pool["spec"]["allocations"].as_object().unwrap();
     let total = WORKERS * ADDS_PER_WORKER;
     assert_eq!(allocations.len(), total, "every ADD has its own slot");
@@ -584,7 +584,7 @@ fn contention_between_processes() {
     let expected: BTreeSet<u32> = (1..).filter(|o| o % 256 != 0).take(total).collect();
     assert_eq!(offsets, expected);
     // One reservation per address, none left over from a lost commit.
-    assert_eq!(emulator.list("overlappingrangeipreservations").len(), total);
+    assert_eq!(cluster.list("overlappingrangeipreservations").len(), total);
     // Every allocation's CNI network is in the annotation.
     let annotation: Value =
         serde_json::from_str(pool["metadata"]["annotations"][POOL_ANNOTATION].as_str().unwrap())
@@ -592,9 +592,9 @@ fn contention_between_processes() {
     assert_eq!(annotation["blue-net"].as_object().unwrap().len(), total);
 
     latencies.sort_by(f64::total_cmp);
-    let conflicts = emulator.responses(409);
+    let conflicts = cluster.responses(409);
     println!(
-        "kube store vs emulator: {total} ADDs by {WORKERS} processes in {:.2} s = {:.0} allocations/s; \
+        "kube store vs cluster: {total} ADDs by {WORKERS} processes in {:.2} s = {:.0} allocations/s; \
          ADD latency ms: min {:.2} median {:.2} p99 {:.2} max {:.2}; {conflicts} conflicts (409) retried; {} requests",
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64(),
@@ -602,7 +602,7 @@ fn contention_between_processes() {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies[latencies.len() - 1],
-        emulator.requests()
+        cluster.requests()
     );
     assert!(conflicts > 0, "8 concurrent writers on one pool must have collided at least once");
 }
@@ -611,8 +611,8 @@ fn contention_between_processes() {
 /// its total budget is spent, even while the API server keeps answering.
 #[test]
 fn the_total_budget_bounds_retries() {
-    let emulator = Emulator::start();
-    let kubeconfig = emulator.kubeconfig(&temp_dir("budget"), None);
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig(&temp_dir("budget"), None);
     let timeouts = Timeouts { total: Duration::ZERO, ..Timeouts::default() };
     let mut store = KubeStore::connect(Some(&kubeconfig), timeouts).unwrap();
     assert!(!store.pause_before_retry(0, 1_000), "budget spent: no further attempt");

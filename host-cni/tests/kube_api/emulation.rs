@@ -1,7 +1,8 @@
 //! A Kubernetes API-server **emulation** for the tests — not a Kubernetes API server.
 //!
-//! No API server can be installed on the machines these tests run on, so this small HTTP/1.1
-//! server on 127.0.0.1 speaks just enough of the real REST API for Hereabouts' production code
+//! The tests also run against a real kube-apiserver (see [`super`]); this emulation stays for
+//! `cargo test` without one, and for the faults a real server cannot be made to produce. This
+//! small HTTP/1.1 server on 127.0.0.1 speaks just enough of the real REST API for Hereabouts' production code
 //! (the real `kube` client, over real HTTP, configured by a real kubeconfig) to run against it:
 //! - the three Whereabouts custom resources (`ippools`, `overlappingrangeipreservations`,
 //!   `nodeslicepools` in `whereabouts.cni.cncf.io/v1alpha1`), Multus'
@@ -85,7 +86,7 @@ pub struct Emulator {
     shared: Arc<Shared>,
 }
 
-fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
+pub(super) fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
     match plural {
         "ippools" => Some(("whereabouts.cni.cncf.io/v1alpha1", "IPPool")),
         "overlappingrangeipreservations" => {
@@ -105,16 +106,16 @@ fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
 }
 
 /// Kubernetes' own kinds (under /api/v1), not Whereabouts' custom resources.
-fn is_core(plural: &str) -> bool {
+pub(super) fn is_core(plural: &str) -> bool {
     matches!(plural, "pods" | "nodes")
 }
 
 /// Kinds without a namespace.
-fn is_cluster_scoped(plural: &str) -> bool {
+pub(super) fn is_cluster_scoped(plural: &str) -> bool {
     plural == "nodes"
 }
 
-fn group_of(plural: &str) -> &'static str {
+pub(super) fn group_of(plural: &str) -> &'static str {
     match plural {
         _ if is_core(plural) => "",
         "events" => "events.k8s.io",
@@ -943,7 +944,7 @@ fn handle(state: &mut State, request: &Request) -> (u16, Value) {
     }
 }
 
-fn has_status_subresource(plural: &str) -> bool {
+pub(super) fn has_status_subresource(plural: &str) -> bool {
     plural == "ipamclaims"
 }
 
@@ -1084,39 +1085,4 @@ fn serve_watch(writer: &mut TcpStream, shared: &Shared, request: &Request) {
             state = shared.changed.wait_timeout(state, Duration::from_millis(200)).unwrap().0;
         }
     }
-}
-
-/// A pod object as the API server would return it.
-pub fn pod(namespace: &str, name: &str, phase: &str, network_ips: &[&str]) -> Value {
-    let mut pod = json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "annotations": {}},
-        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
-        "status": {"phase": phase}
-    });
-    if !network_ips.is_empty() {
-        let status = json!([
-            {"name": "cbr0", "interface": "eth0", "ips": ["10.244.0.9"], "default": true},
-            {"name": format!("{namespace}/blue"), "interface": "net1", "ips": network_ips}
-        ]);
-        pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"] =
-            json!(status.to_string());
-    }
-    pod
-}
-
-// ---- what the kube tests share beside the emulation ----------------------------------------
-
-/// A fresh directory for one test (its kubeconfig, its CNI cache), under cargo's target tmp.
-pub fn temp_dir(suite: &str, name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{suite}-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The `p` quantile of sorted latencies (nearest rank).
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
