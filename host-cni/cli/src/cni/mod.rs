@@ -198,6 +198,7 @@ impl Session {
     /// an IPAMClaim ([`claim`]), the claim owns the allocation and its `status.ips` are the
     /// addresses asked for; else a StatefulSet's pod may own it as its member ([`statefulset`]).
     pub fn add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
+        let arg_gateways = env.args.gateways()?;
         self.require_slice()?;
         let mut claim = claim::Claim::resolve(env, conf, self.kube.as_ref(), &mut self.pod)?;
         let request = match &claim {
@@ -227,7 +228,12 @@ impl Session {
         };
         tracing::info!(container = %env.container_id, ifname = %env.ifname,
             addresses = ?leases.iter().map(|l| &l.cidr).collect::<Vec<_>>(), "allocated");
-        let statics = conf.statics.clone().with_gateway(self.network.gateway.as_deref());
+        let ip_args = env.args.ips.iter().filter_map(|ip| ip.split('/').next()?.parse().ok());
+        let statics = conf
+            .statics
+            .clone()
+            .with_gateway(self.network.gateway.as_deref())
+            .with_arg_gateways(arg_gateways, ip_args.collect());
         Ok(result::render(conf.cni_version, &leases, &statics))
     }
 
