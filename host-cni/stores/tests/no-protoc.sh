@@ -7,6 +7,7 @@
 #
 # usage: host-cni/stores/tests/no-protoc.sh        (from anywhere; ./test.sh build runs it)
 set -uo pipefail
+shopt -s nullglob
 cd "$(dirname "$0")/../../.."
 work=$(mktemp -d "${TMPDIR:-/tmp}/hereabouts-no-protoc.XXXXXX")
 trap 'rm -rf "$work"' EXIT
