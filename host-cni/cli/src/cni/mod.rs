@@ -7,6 +7,7 @@
 //! one CNI error JSON on stdout with a non-zero exit; logs go to `log_file` or stderr only.
 
 pub mod claim;
+mod del;
 pub mod env;
 mod log;
 pub mod netconf;
@@ -68,17 +69,28 @@ pub fn run(env: &CniEnv, stdin: &str) -> Result<Option<Value>, CniError> {
             json!({ "cniVersion": version::LATEST, "supportedVersions": version::SUPPORTED }),
         ));
     }
-    let conf = NetConf::parse(stdin, config::FLAT_FILE_PATHS)?;
+    let conf = match NetConf::parse(stdin, config::FLAT_FILE_PATHS) {
+        Err(e) if env.command == Command::Del && del::forgives(&e) => {
+            del::unreadable_config(env, &e);
+            return Ok(None);
+        }
+        conf => conf?,
+    };
     log::init(&conf.ipam);
     tracing::debug!(command = ?env.command, container = %env.container_id, ifname = %env.ifname,
         network = %conf.name, flat_file = ?conf.flat_file, "CNI call");
+    if env.command == Command::Del {
+        del::run(env, &conf);
+        return Ok(None);
+    }
+    conf.require_chosen_store(&env.args)?;
     // The whole input is read and validated — the ipam section by the component — before
     // any store is opened.
     let mut session = Session::read(&conf)?;
     let find = Claiming::FindOnly;
     match env.command {
         Command::Add => session.on_store(&conf, Claiming::Claim)?.add(env, &conf).map(Some),
-        Command::Del => session.on_store(&conf, find)?.del(env).map(|()| None),
+        Command::Del => unreachable!("answered above"),
         Command::Check => session.on_store(&conf, find)?.check(env, &conf).map(|()| None),
         Command::Gc => session.on_store(&conf, find)?.gc(&conf).map(|()| None),
         Command::Status => session.status(&conf).map(|()| None),
