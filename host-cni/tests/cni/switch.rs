@@ -207,3 +207,31 @@ fn gateway_in_cni_args_goes_on_the_addresses_that_contain_it() {
     Cni::new("DEL").container("c").env("CNI_ARGS", "GATEWAY=router").run(&conf).ok();
     assert_eq!(net.allocations("192.168.1.32-28").len(), 2, "DEL freed c's address");
 }
+
+/// etcd and the API server down (a closed loopback port): ADD fails so the runtime retries
+/// (CNI 11 or 5), DEL succeeds and logs what it could not free.
+#[test]
+fn del_succeeds_when_etcd_or_the_api_server_cannot_be_reached() {
+    let net = Net::new("del-down");
+    let kubeconfig = net.dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:1'}}]\n\
+         users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n\
+         current-context: x\n",
+    )
+    .unwrap();
+    for store in [
+        json!({"etcd_host": "127.0.0.1:1", "etcd_dial_timeout": 1, "etcd_request_timeout": 1}),
+        json!({"kubernetes": {"kubeconfig": kubeconfig}}),
+    ] {
+        let mut ipam = json!({"type": "whereabouts", "range": "10.32.0.0/24"});
+        ipam.as_object_mut().unwrap().extend(store.as_object().unwrap().clone());
+        let conf = without_store(&net.conf("1.0.0", ipam));
+        let add = Cni::new("ADD").env("CNI_ARGS", POD).run(&conf);
+        assert_ne!(add.status, Some(0), "{store}: {add:?}");
+        let del = Cni::new("DEL").env("CNI_ARGS", POD).run(&conf);
+        assert_eq!(del.ok(), Value::Null, "{store}");
+        assert!(del.stderr.contains("nothing freed"), "{store}: {}", del.stderr);
+    }
+}

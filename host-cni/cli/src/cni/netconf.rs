@@ -151,7 +151,7 @@ impl NetConf {
 impl NetConf {
     /// Whether this call comes from Kubernetes: the runtime names a pod (`K8S_POD_*` in
     /// CNI_ARGS, as every CRI runtime and Multus do), or the ipam type is Whereabouts' own.
-    pub fn from_kubernetes(&self, args: &CniArgs) -> bool {
+    pub fn comes_from_kubernetes(&self, args: &CniArgs) -> bool {
         !args.pod_namespace.is_empty()
             || !args.pod_name.is_empty()
             || self.ipam.kind == "whereabouts"
@@ -161,7 +161,7 @@ impl NetConf {
     /// embedded local store is used when a config asks for it, or where no Kubernetes is
     /// involved at all — never silently for a pod (see [`config::unchosen_store`]).
     pub fn require_chosen_store(&self, args: &CniArgs) -> Result<(), CniError> {
-        if self.ipam.chooses_store() || !self.from_kubernetes(args) {
+        if self.ipam.chooses_store() || !self.comes_from_kubernetes(args) {
             return Ok(());
         }
         let why = config::unchosen_store(&self.flat_files_searched, self.flat_file.as_deref());
