@@ -514,7 +514,7 @@ pub fn release(
     config: &NetworkConfig,
     owner: &Owner,
 ) -> Result<Vec<Lease>, IpamError> {
-    let network = Network::parse(config)?;
+    let network = Network::parse_held(config)?;
     let mut freed = Vec::new();
     for range in &network.ranges {
         freed.extend(release_in(store, &network, range, owner)?.into_iter().map(|h| h.lease));
@@ -528,7 +528,7 @@ pub fn leases_of(
     config: &NetworkConfig,
     owner: &Owner,
 ) -> Result<Vec<Lease>, IpamError> {
-    let network = Network::parse(config)?;
+    let network = Network::parse_held(config)?;
     let mut found = Vec::new();
     for range in &network.ranges {
         let pool = pool_ref(&network, range);
@@ -552,7 +552,7 @@ pub fn collect_garbage(
     cni_network: &str,
     keep: &[Owner],
 ) -> Result<Vec<HeldLease>, IpamError> {
-    let network = Network::parse(config)?;
+    let network = Network::parse_held(config)?;
     let select = |o: &Owner| {
         (o.cni_network.is_empty() || o.cni_network == cni_network)
             && !keep.iter().any(|k| k.same_attachment(o))
@@ -569,7 +569,7 @@ pub fn list_leases(
     store: &mut dyn Store,
     config: &NetworkConfig,
 ) -> Result<Vec<HeldLease>, IpamError> {
-    let network = Network::parse(config)?;
+    let network = Network::parse_held(config)?;
     let mut all = Vec::new();
     for range in &network.ranges {
         let pool = pool_ref(&network, range);

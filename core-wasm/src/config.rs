@@ -36,7 +36,7 @@ use crate::addr::{
     Family, GoParser, IPV4_MAPPED_FIRST, format_address, from_go16, host_mask, parse_go_cidr,
     parse_go_ip, to_go16,
 };
-use crate::network::analyze;
+use crate::network::{HANDS_OUT_NOTHING, analyze};
 use crate::range::{field_path, finding};
 use crate::types::{
     ConfigError, ConfigProblem, ConfigReading, ConfigWarning, FieldError, Finding, NetworkConfig,
@@ -599,12 +599,31 @@ fn read_ipam_into(
         node_slice_size: Some(ipam.node_slice_size).filter(|s| !s.is_empty()),
         node_slice: None,
     };
-    // The normalised config must be one the allocator accepts; what it still refuses (no
-    // range at all, nothing left to hand out) fails every ADD.
-    if let Some(error) = analyze(&network).1.into_iter().find(|f| f.severity == Severity::Error) {
-        return Err(rejected(&error.rule, &error.field, &error.message));
+    // The normalised config must be one the allocator accepts; what it still refuses fails
+    // every ADD. A config that merely hands out nothing (no range at all, every range empty)
+    // still names its pools: it reads with that error as its `allocation_error`, so DEL,
+    // CHECK and GC work there (a NAD edited after its pods' ADDs) while ADD fails as before.
+    let mut network = network;
+    if let Some(error) = first_error(&network) {
+        let held_only = analyze(&network)
+            .1
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .all(|f| HANDS_OUT_NOTHING.contains(&f.rule.as_str()));
+        if !held_only {
+            return Err(rejected(&error.rule, &error.field, &error.message));
+        }
+        network.allocation_error.get_or_insert(FieldError {
+            field: error.field.clone(),
+            message: error.message.clone(),
+        });
     }
     Ok(network)
+}
+
+/// The first error the allocator finds in a normalised config.
+fn first_error(network: &NetworkConfig) -> Option<Finding> {
+    analyze(network).1.into_iter().find(|f| f.severity == Severity::Error)
 }
 
 /// The strict reading for CI (`hereabouts check`, editors): every problem at once. What
@@ -628,7 +647,11 @@ pub fn review_config(ipam_json: &str) -> Vec<Finding> {
         })
         .collect();
     match read {
-        Ok(network) => findings.extend(crate::plan::validate(&network)),
+        // A config that hands out nothing: its first error, as for any refused config.
+        Ok(network) => match first_error(&network) {
+            Some(error) => findings.push(error),
+            None => findings.extend(crate::plan::validate(&network)),
+        },
         Err(ConfigError::Invalid(p)) => {
             findings.push(finding(&p.rule, Severity::Error, p.field, p.message))
         }

@@ -20,8 +20,19 @@ pub struct Network {
     pub slice_size: Option<u32>,
 }
 
+/// The errors of a config that hands out nothing but still names its pools: no range at all,
+/// or ranges with no address left. ADD fails on them; DEL, CHECK and GC read the pools
+/// ([`Network::parse_held`]), so a pod whose NAD was edited so can still be deleted.
+pub const HANDS_OUT_NOTHING: &[&str] = &["range-missing", "range-empty"];
+
 /// Every finding for a config, and the parsed network when there is no error.
 pub fn analyze(config: &NetworkConfig) -> (Option<Network>, Vec<Finding>) {
+    analyze_with(config, false)
+}
+
+/// [`analyze`]; with `held`, a network is also returned when its only errors are
+/// [`HANDS_OUT_NOTHING`], empty ranges kept (to find what their pools hold, never to allocate).
+fn analyze_with(config: &NetworkConfig, held: bool) -> (Option<Network>, Vec<Finding>) {
     let mut findings = Vec::new();
     let mut ranges = Vec::new();
     // Whereabouts treats an empty top-level `range` as absent.
@@ -35,10 +46,15 @@ pub fn analyze(config: &NetworkConfig) -> (Option<Network>, Vec<Finding>) {
         ));
     }
     if let Some(range) = top {
-        ranges.extend(Range::parse(range, "", &mut findings));
+        ranges.extend(Range::parse_keeping_empty(range, "", &mut findings, held));
     }
     for (i, range) in config.ip_ranges.iter().enumerate() {
-        ranges.extend(Range::parse(range, &format!("ipRanges[{i}]"), &mut findings));
+        ranges.extend(Range::parse_keeping_empty(
+            range,
+            &format!("ipRanges[{i}]"),
+            &mut findings,
+            held,
+        ));
     }
 
     let mut gateway = None;
@@ -72,7 +88,10 @@ pub fn analyze(config: &NetworkConfig) -> (Option<Network>, Vec<Finding>) {
 
     let slice_size = node_slices(config, top.is_some(), &mut ranges, &mut findings);
 
-    let network = (!findings.iter().any(|f| f.severity == Severity::Error)).then(|| Network {
+    let usable = |f: &Finding| {
+        f.severity != Severity::Error || (held && HANDS_OUT_NOTHING.contains(&f.rule.as_str()))
+    };
+    let network = findings.iter().all(usable).then(|| Network {
         ranges,
         gateway,
         network_name: config.network_name.trim().to_string(),
@@ -152,7 +171,17 @@ fn node_slices(
 impl Network {
     /// Parses a config, failing with its first error.
     pub fn parse(config: &NetworkConfig) -> Result<Network, FieldError> {
-        let (network, findings) = analyze(config);
+        Self::parse_with(config, false)
+    }
+
+    /// Parses a config to find what its pools hold (DEL, CHECK, GC, listing): a config that
+    /// hands out nothing ([`HANDS_OUT_NOTHING`]) still names its pools.
+    pub fn parse_held(config: &NetworkConfig) -> Result<Network, FieldError> {
+        Self::parse_with(config, true)
+    }
+
+    fn parse_with(config: &NetworkConfig, held: bool) -> Result<Network, FieldError> {
+        let (network, findings) = analyze_with(config, held);
         network.ok_or_else(|| {
             let first = findings
                 .into_iter()

@@ -122,7 +122,10 @@ fn last_allocatable(range: &Range, empty: &Pool) -> Option<u128> {
 
 pub fn validate(config: &NetworkConfig) -> Vec<Finding> {
     let mut findings = analyze(config).1;
-    if let Some(error) = &config.allocation_error {
+    // A config that hands out nothing carries its own error as the allocation error.
+    let reported =
+        |e: &FieldError| findings.iter().any(|f| f.field == e.field && f.message == e.message);
+    if let Some(error) = config.allocation_error.as_ref().filter(|e| !reported(e)) {
         findings.push(Finding {
             rule: "exclude-invalid".into(),
             severity: Severity::Error,

@@ -133,6 +133,17 @@ impl Range {
     /// Parses one range config; problems go to `findings`. `base` is "" for the top-level
     /// keys or `ipRanges[N]`.
     pub fn parse(config: &RangeConfig, base: &str, findings: &mut Vec<Finding>) -> Option<Range> {
+        Self::parse_keeping_empty(config, base, findings, false)
+    }
+
+    /// [`Range::parse`]; with `keep_empty`, a range with no address to hand out is returned
+    /// too (its `range-empty` error still reported), so that its pool can be read.
+    pub fn parse_keeping_empty(
+        config: &RangeConfig,
+        base: &str,
+        findings: &mut Vec<Finding>,
+        keep_empty: bool,
+    ) -> Option<Range> {
         let errors_before = findings.iter().filter(|f| f.severity == Severity::Error).count();
         let range_field = field_path(base, "range");
         let text = config.range.trim();
@@ -345,7 +356,7 @@ impl Range {
                     "{text} leaves no address to hand out (network, broadcast, .0, range_start/range_end and excludes remove them all)"
                 ),
             );
-            return None;
+            return keep_empty.then_some(range);
         }
         Some(range)
     }

@@ -16,9 +16,14 @@ fn warnings(json: &str) -> Vec<Warned> {
     read(json).warnings.into_iter().map(|w| (w.rule, w.field, w.ignored)).collect()
 }
 
+/// The error every ADD of `json` fails with: the reading's, or, for a config that hands out
+/// nothing but still names its pools, its `allocation_error`.
 fn invalid(json: &str) -> String {
     match read_config(json) {
         Err(ConfigError::Invalid(e)) => e.to_string(),
+        Ok(ConfigReading { network, .. }) if network.allocation_error.is_some() => {
+            network.allocation_error.unwrap().to_string()
+        }
         other => panic!("{json}: expected an invalid config, got {other:?}"),
     }
 }
@@ -518,8 +523,6 @@ fn every_rejection_names_the_rule_check_reports_it_under() {
             "node-slice-size-invalid",
             "node_slice_size",
         ),
-        (r#"{"range": "10.0.0.7/32"}"#, "range-empty", "range"),
-        (r#"{}"#, "range-missing", "range"),
     ] {
         match read_config(json) {
             Err(ConfigError::Invalid(p)) => {
@@ -528,6 +531,47 @@ fn every_rejection_names_the_rule_check_reports_it_under() {
             other => panic!("{json}: {other:?}"),
         }
     }
+}
+
+/// A config that hands out nothing — a /32, every address excluded, no range at all — reads,
+/// with that error as its allocation error: ADD (strict parse, and so `plan`) fails with it as
+/// before, while DEL, CHECK and GC still find the pools it names (a NAD edited after its pods'
+/// ADDs). `check` still reports it under its rule.
+#[test]
+fn a_config_that_hands_out_nothing_still_names_its_pools() {
+    use hereabouts_core::config::review_config;
+    for (json, rule, ranges, message) in [
+        (
+            r#"{"range": "10.7.0.4/30", "exclude": ["10.7.0.4/30"]}"#,
+            "range-empty",
+            1,
+            "range: 10.7.0.4/30 leaves no address to hand out (network, broadcast, .0, range_start/range_end and excludes remove them all)",
+        ),
+        (
+            r#"{"range": "10.0.0.7/32"}"#,
+            "range-empty",
+            1,
+            "range: 10.0.0.7/32 leaves no address to hand out (network, broadcast, .0, range_start/range_end and excludes remove them all)",
+        ),
+        (
+            r#"{"ipRanges": [{"range": "10.8.0.0/24"}, {"range": "fd08::/128"}]}"#,
+            "range-empty",
+            2,
+            "ipRanges[1].range: fd08::/128 leaves no address to hand out (network, broadcast, .0, range_start/range_end and excludes remove them all)",
+        ),
+        (r#"{}"#, "range-missing", 0, "range: no range configured: set `range` or `ipRanges`"),
+    ] {
+        let network = read(json).network;
+        assert_eq!(network.allocation_error.as_ref().unwrap().to_string(), message, "{json}");
+        assert_eq!(Network::parse(&network).unwrap_err().to_string(), message, "{json}");
+        let held = Network::parse_held(&network).unwrap_or_else(|e| panic!("{json}: {e}"));
+        assert_eq!(held.ranges.len(), ranges, "{json}");
+        let review = review_config(json);
+        assert_eq!(review.len(), 1, "{json}: {review:?}");
+        assert_eq!(review[0].rule, rule, "{json}");
+    }
+    // Anything else the allocator refuses is still refused by the reading.
+    assert!(read_config(r#"{"range": "10.0.0.7/32", "gateway": "10.0.0"}"#).is_err());
 }
 
 #[test]

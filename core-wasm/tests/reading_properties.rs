@@ -452,8 +452,16 @@ proptest! {
         let body: Vec<String> = keys.iter().zip(&values).map(|(k, v)| format!("\"{k}\": {v}")).collect();
         let text = format!("{{{}}}", body.join(", "));
         if let Ok(reading) = hereabouts_core::config::read_config(&text) {
-            // Whatever is accepted, the allocator accepts.
-            hereabouts_core::network::Network::parse(&reading.network).unwrap();
+            // Whatever is accepted, the allocator accepts; a config that hands out nothing
+            // fails ADD with its allocation error, and still names its pools for DEL.
+            use hereabouts_core::network::Network;
+            match Network::parse(&reading.network) {
+                Ok(_) => {}
+                Err(error) => {
+                    prop_assert_eq!(Some(error), reading.network.allocation_error.clone());
+                    Network::parse_held(&reading.network).unwrap();
+                }
+            }
         }
     }
 }

@@ -224,7 +224,12 @@ fn every_rule_has_a_case_that_fires_and_one_that_holds() {
         "rules/ must hold one directory per rule"
     );
     for (id, level) in &catalogue {
-        let (code, fires) = json(&[&format!("rules/{id}/fires")]);
+        // `rules/<id>/args`: flags the rule needs to run at all (one per line).
+        let args = std::fs::read_to_string(fixtures().join("rules").join(id).join("args"))
+            .unwrap_or_default();
+        let args: Vec<&str> = args.lines().filter(|l| !l.is_empty()).collect();
+        let fires_dir = format!("rules/{id}/fires");
+        let (code, fires) = json(&[&[fires_dir.as_str()], args.as_slice()].concat());
         let fired: Vec<&Value> =
             findings(&fires).iter().filter(|f| f["rule"] == id.as_str()).collect();
         assert!(!fired.is_empty(), "rules/{id}/fires does not raise {id}: {fires:#}");
@@ -236,11 +241,36 @@ fn every_rule_has_a_case_that_fires_and_one_that_holds() {
         for rule in rules_of(&fires) {
             assert!(ids.contains(rule.as_str()), "finding of uncatalogued rule {rule}");
         }
-        let (code, holds) = json(&[&format!("rules/{id}/holds")]);
+        let holds_dir = format!("rules/{id}/holds");
+        let (code, holds) = json(&[&[holds_dir.as_str()], args.as_slice()].concat());
         assert_eq!(findings(&holds).len(), 0, "rules/{id}/holds should be clean: {holds:#}");
         assert_eq!(code, 0);
         assert!(holds["networks"].as_u64().unwrap() >= 1, "rules/{id}/holds checks nothing");
     }
+}
+
+/// `store-unchosen` runs only when told the nodes' flat file, and merges it as the plugin does:
+/// a flat file with a kubeconfig gives every NAD its store; none at all leaves the NAD with none.
+#[test]
+fn store_unchosen_follows_the_nodes_flat_file() {
+    let fired = |args: &[&str]| {
+        let (code, report) = json(args);
+        let found: Vec<Value> =
+            findings(&report).iter().filter(|f| f["rule"] == "store-unchosen").cloned().collect();
+        (code, found)
+    };
+    let nad = "rules/store-unchosen/fires";
+    assert_eq!(fired(&[nad]), (0, vec![]), "without --flat-file the rule does not run");
+    assert_eq!(fired(&[nad, "--flat-file", "flat/kubeconfig.json"]), (0, vec![]));
+    let (code, found) = fired(&[nad, "--flat-file", "none"]);
+    assert_eq!((code, found.len()), (1, 1));
+    let message = found[0]["message"].as_str().unwrap();
+    assert!(message.contains("there is no flat file"), "{message}");
+    assert!(message.contains("\"datastore\": \"local\""), "says how to choose it: {message}");
+    assert_eq!(found[0]["field"], "ipam.type");
+    let (_, found) = fired(&[nad, "--flat-file", "flat/log-only.json"]);
+    let message = found[0]["message"].as_str().unwrap();
+    assert!(message.contains("the flat file flat/log-only.json names none either"), "{message}");
 }
 
 /// Each finding's `file:line:col` points at the offending text: the value as written (a key,

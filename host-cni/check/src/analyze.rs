@@ -18,7 +18,7 @@ use hereabouts_host::bindings::{
 use hereabouts_host::config::{self as host_config, IpamConfig, KNOWN_IPAM_KEYS, Step};
 use hereabouts_host::runtime::{Allocator, CallError, ReadError, RuntimeError};
 
-use super::rules::{Level, Settings};
+use super::rules::{Level, NodeFlatFile, Settings};
 use super::sources::{MIN_FREE_ANNOTATION, NODES_ANNOTATION, Site};
 use super::tree::{PathDisplay, Seg, Spot, parse_path, value_at};
 
@@ -91,6 +91,9 @@ fn one_network(
     if let Err(error) = IpamConfig::from_value(&site.ipam) {
         findings.push(type_error(site, &error));
         return Ok(None);
+    }
+    if settings.enabled("store-unchosen") {
+        store_unchosen(site, settings, findings);
     }
     // The core's strict review: what Whereabouts silently ignores is an error here, beside
     // every other problem, each under its rule id.
@@ -261,6 +264,43 @@ fn range_key(field: &str) -> Vec<Seg> {
         path.push(Seg::Key("range".into()));
     }
     path
+}
+
+/// `store-unchosen`: a network from Kubernetes (a NAD, or Whereabouts' ipam type) whose config
+/// chooses no store once the nodes' flat file (`--flat-file`) is merged as the plugin merges
+/// it: its ADD fails on such a node (host_config::unchosen_store says why).
+fn store_unchosen(site: &Site, settings: &Settings, findings: &mut Vec<Finding>) {
+    let Some(flat) = &settings.node_flat_file else { return };
+    let kubernetes = site.label.starts_with("NAD ")
+        || site.ipam.get("type").and_then(Value::as_str) == Some("whereabouts");
+    if !kubernetes {
+        return;
+    }
+    // The nodes' flat file stands for whatever `configuration_path` names on them.
+    let mut ipam = site.ipam.clone();
+    if let Some(object) = ipam.as_object_mut() {
+        object.remove("configuration_path");
+    }
+    let (candidates, found) = match flat {
+        NodeFlatFile::None => (Vec::new(), None),
+        NodeFlatFile::File(path) => {
+            let path = path.to_string_lossy().into_owned();
+            match host_config::merge_flat_file(&mut ipam, &[path.as_str()]) {
+                Ok(found) => (vec![path], found),
+                Err(error) => {
+                    let message = format!("--flat-file: {error}");
+                    findings.push(at(site, "store-unchosen", Level::Error, &[], message));
+                    return;
+                }
+            }
+        }
+    };
+    let Ok(config) = IpamConfig::from_value(&ipam) else { return };
+    if config.chooses_store() {
+        return;
+    }
+    let message = host_config::unchosen_store(&candidates, found.as_deref());
+    findings.push(at(site, "store-unchosen", Level::Error, &[Seg::Key("type".into())], message));
 }
 
 fn unknown_keys(site: &Site, findings: &mut Vec<Finding>) {

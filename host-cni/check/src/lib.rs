@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 pub use analyze::{Finding, Related, did_you_mean};
 use hereabouts_host::runtime::{Allocator, RuntimeError};
-pub use rules::{Level, Settings, SettingsError};
+pub use rules::{Level, NodeFlatFile, Settings, SettingsError};
 pub use sources::STDIN;
 pub use tree::Spot;
 

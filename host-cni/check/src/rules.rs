@@ -177,6 +177,12 @@ pub const RULES: &[Rule] = &[
         "The gateway lies in the allocatable space and is not excluded: a pod can be given the gateway's address.",
     ),
     rule(
+        "store-unchosen",
+        Error,
+        Check,
+        "Run with `--flat-file` (your nodes' flat file, or `none`): a NAD, or a `type: whereabouts` config, that chooses no store once that file is merged (no `kubernetes.kubeconfig`, `etcd_host`, `datastore` or `data_dir`): every ADD fails, as the plugin never falls back to the node-local store for a pod.",
+    ),
+    rule(
         "networks-overlap",
         Warning,
         Check,
@@ -262,6 +268,22 @@ pub struct Settings {
     /// declares its own count (`hereabouts.io/nodes`).
     pub nodes: Option<u32>,
     pub ipv6_min_capacity: u128,
+    /// The flat file the nodes have (`--flat-file`), for `store-unchosen`; unset: the rule
+    /// does not run (the nodes' flat file usually names the store).
+    pub node_flat_file: Option<NodeFlatFile>,
+}
+
+/// What flat file the nodes have (`--flat-file PATH|none`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeFlatFile {
+    None,
+    File(PathBuf),
+}
+
+impl NodeFlatFile {
+    pub fn parse(text: &str) -> Self {
+        if text == "none" { NodeFlatFile::None } else { NodeFlatFile::File(text.into()) }
+    }
 }
 
 impl Default for Settings {
@@ -271,6 +293,7 @@ impl Default for Settings {
             min_free: None,
             nodes: None,
             ipv6_min_capacity: DEFAULT_IPV6_MIN_CAPACITY,
+            node_flat_file: None,
         }
     }
 }

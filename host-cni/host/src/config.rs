@@ -220,6 +220,16 @@ impl IpamConfig {
         }
     }
 
+    /// Whether the config (its flat file merged) chooses its store itself: a `datastore`, a
+    /// `data_dir`, an etcd endpoint or a kubeconfig. A config that chooses none gets the
+    /// embedded local store only where no Kubernetes is involved (see [`unchosen_store`]).
+    pub fn chooses_store(&self) -> bool {
+        self.datastore.is_some()
+            || self.data_dir.as_deref().is_some_and(|d| !d.is_empty())
+            || self.etcd_host.as_ref().is_some_and(|h| !h.is_null())
+            || self.kubernetes.as_ref().is_some_and(|k| k.kubeconfig.is_some())
+    }
+
     /// The local store's directory (`data_dir`, default `/var/lib/cni/hereabouts`).
     pub fn data_dir(&self) -> PathBuf {
         let dir = self.data_dir.as_deref().filter(|d| !d.is_empty());
@@ -250,6 +260,25 @@ pub const FLAT_FILE_PATHS: &[&str] = &[
     "/var/lib/rancher/k3s/agent/etc/cni/net.d/whereabouts.d/whereabouts.conf",
 ];
 
+/// Why a call from Kubernetes whose config chooses no store (see
+/// [`IpamConfig::chooses_store`]) is refused instead of served from the node's embedded store:
+/// every node would then keep its own pool and hand out the same addresses as its neighbours.
+/// `searched` are the flat-file paths tried, `found` the one merged (which named no store).
+pub fn unchosen_store(searched: &[String], found: Option<&std::path::Path>) -> String {
+    let flat = match found {
+        Some(path) => format!("the flat file {} names none either", path.display()),
+        None if searched.is_empty() => "there is no flat file".to_string(),
+        None => format!("no flat file was found at any of {}", searched.join(", ")),
+    };
+    format!(
+        "no store configured: a Kubernetes network (K8S_POD_* in CNI_ARGS, or ipam type \
+         \"whereabouts\") needs ipam.kubernetes.kubeconfig or ipam.etcd_host, and {flat}; \
+         Hereabouts does not fall back to the node-local store, which would give every node its \
+         own pool. Point ipam.configuration_path at your flat file, or choose the node-local \
+         store on purpose with \"datastore\": \"local\" (or a \"data_dir\")"
+    )
+}
+
 /// A flat file that exists but cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum FlatFileError {
@@ -271,13 +300,7 @@ pub fn merge_flat_file(
     ipam: &mut Value,
     candidates: &[&str],
 ) -> Result<Option<PathBuf>, FlatFileError> {
-    let own = ipam
-        .get("configuration_path")
-        .and_then(Value::as_str)
-        .filter(|p| !p.is_empty())
-        .map(str::to_string);
-    let paths = own.iter().map(String::as_str).chain(candidates.iter().copied());
-    for path in paths.map(PathBuf::from) {
+    for path in flat_file_search(ipam, candidates).into_iter().map(PathBuf::from) {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -294,6 +317,13 @@ pub fn merge_flat_file(
         return Ok(Some(path));
     }
     Ok(None)
+}
+
+/// The flat-file paths [`merge_flat_file`] tries, in order: the ipam section's own
+/// `configuration_path`, then `candidates`.
+pub fn flat_file_search(ipam: &Value, candidates: &[&str]) -> Vec<String> {
+    let own = ipam.get("configuration_path").and_then(Value::as_str).filter(|p| !p.is_empty());
+    own.into_iter().chain(candidates.iter().copied()).map(str::to_string).collect()
 }
 
 /// Whether Go's zero value is what a key holds (mergo fills those).

@@ -4,6 +4,7 @@
 mod chaos;
 mod errors;
 mod protocol;
+mod switch;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -8,8 +8,10 @@
 #   8 `podman run` at once get exactly the lowest 8; dual stack (ipRanges v4 + v6); `--ip` gets
 #   exactly that address and no dynamic container ever gets it, an `--ip` already held fails;
 #   `podman network reload` keeps every address and eth0 (static, dynamic, dual stack; the same
-#   reloads on a host-local network cross-check the test's logic); after `rm` of every container
-#   the store holds no allocation.
+#   reloads on a host-local network cross-check the test's logic); `podman rm` of a container
+#   whose network config was edited to exclude its whole range (the core refuses it: DEL must
+#   still succeed and free the address); after `rm` of every container the store holds no
+#   allocation.
 #
 # usage: host-cni/tests/podman/run.sh PATH/TO/hereabouts
 # needs: root, podman, runc, busybox-static, containernetworking-plugins, python3, util-linux.
@@ -368,12 +370,31 @@ check "host-local: h2 gets a dynamic address ($h2addr)" [ -n "$h2addr" ]
 reload h1 $tag-hl 10.249.0.70/24 "" "host-local, started with --ip"
 reload h2 $tag-hl "$h2addr" "" "host-local, dynamic"
 
+# ---- 7. DEL under a config the core refuses ----
+# The network's conflist is edited while a container runs so that it hands out nothing (its
+# whole range excluded): ADD now fails, and `podman rm` — DEL with the edited config — must
+# remove the container without an error and free its address (DEL always lets the pod go).
+step "7: podman rm after the network config was edited to exclude its whole range ($tag-edit, 10.7.0.4/30)"
+network $tag-edit $tag-b6 "$(hb hereabouts '"range": "10.7.0.4/30"')"
+run e1 $tag-edit || bad "podman run e1: $(why e1)"
+same "e1 has the range's first address" "$(inside e1)" 10.7.0.5/30
+network $tag-edit $tag-b6 "$(hb hereabouts '"range": "10.7.0.4/30", "exclude": ["10.7.0.4/30"]')"
+if run e2 $tag-edit; then bad "podman run on the edited network succeeded: $(inside e2)"
+elif grep -q 'leaves no address to hand out' "$work/run.e2"; then ok "a new container on the edited network fails its ADD, naming why"
+else bad "podman run on the edited network fails, but not saying why: $(why e2)"; fi
+podman rm -f -t 0 $tag-e2 >/dev/null 2>&1
+if podman rm -f -t 0 $tag-e1 >"$work/rm.e1" 2>&1; then ok "podman rm e1 exits 0"; else bad "podman rm e1 failed: $(tail -c 300 "$work/rm.e1")"; fi
+if grep -qiE 'error|level=warn' "$work/rm.e1"; then bad "podman rm e1 reported an error: $(tr '\n' ' ' <"$work/rm.e1" | head -c 400)"
+else ok "podman rm e1 reported no error tearing down its network"; fi
+same "e1's DEL freed 10.7.0.5 although the config now hands out nothing" "$(holders 10.7.0.5)" ""
+same "podman no longer lists e1" "$(podman ps -a --format '{{.Names}}' | grep -c "^$tag-e1\$")" 0
+
 # ---- the end: rm of every container leaves nothing in the store ----
 step "end: rm of every container"
 for c in "${ctrs[@]}"; do podman rm -f -t 0 "$tag-$c" >/dev/null 2>&1; done
 same "no container left" "$(podman ps -aq | wc -l)" 0
-same "the store has the pools of the 5 ranges, with no allocation and no reservation (every DEL reached the plugin)" \
-  "$(pool_count) $(store_count)" "5 0"
+same "the store has the pools of the 6 ranges, with no allocation and no reservation (every DEL reached the plugin)" \
+  "$(pool_count) $(store_count)" "6 0"
 same "podman's CNI cache has no entry left" "$(ls "$work/fixed/var/lib/cni/results" 2>/dev/null | wc -l)" 0
 step ""
 echo "    (total: $(( ($(date +%s%N) - suite_t0) / 1000000 )) ms)"

@@ -4,6 +4,8 @@
 //! Which variables a verb needs follows the spec (ADD and CHECK: container, netns, ifname; DEL:
 //! container and ifname, the netns may be gone); a missing one is CNI error 4 naming it.
 
+use std::net::IpAddr;
+
 use hereabouts_host::bindings::Owner;
 use hereabouts_host::error::{CniError, Code};
 
@@ -56,6 +58,9 @@ pub struct CniArgs {
     pub pod_name: String,
     /// `IP=10.0.0.5,fd00::5` (addresses, optionally with a prefix length).
     pub ips: Vec<String>,
+    /// `GATEWAY=10.0.0.254,fd00::fe` as written, split at commas (checked by
+    /// [`CniArgs::gateways`] when ADD uses them, so a bad one never fails a DEL).
+    pub gateway: Vec<String>,
 }
 
 impl CniArgs {
@@ -74,10 +79,31 @@ impl CniArgs {
                 "IP" => args.ips.extend(
                     value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from),
                 ),
+                // Whereabouts splits a non-empty value at commas and parses every item; an
+                // empty item is an invalid gateway there too.
+                "GATEWAY" if !value.is_empty() => {
+                    args.gateway = value.split(',').map(|g| g.trim().to_string()).collect();
+                }
                 _ => {}
             }
         }
         Ok(args)
+    }
+
+    /// `GATEWAY=`'s addresses, each read as Whereabouts reads it (Go's sloppy parser: IPv4
+    /// octets may have leading zeros); one that is not an address is CNI error 4 naming it.
+    pub fn gateways(&self) -> Result<Vec<IpAddr>, CniError> {
+        self.gateway
+            .iter()
+            .map(|text| {
+                parse_sloppy_ip(text).ok_or_else(|| {
+                    CniError::new(
+                        Code::InvalidEnvironment,
+                        format!("CNI_ARGS: GATEWAY: {text:?} is not an IP address"),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Whereabouts' pod reference: `namespace/name`, "" unless both are known.
@@ -88,6 +114,22 @@ impl CniArgs {
             format!("{}/{}", self.pod_namespace, self.pod_name)
         }
     }
+}
+
+/// An address as Go's `ParseIPSloppy` reads it: the standard forms, and IPv4 octets with
+/// leading zeros (decimal, `010` is 10).
+fn parse_sloppy_ip(text: &str) -> Option<IpAddr> {
+    if let Ok(address) = text.parse() {
+        return Some(address);
+    }
+    let octets: Vec<u8> = text
+        .split('.')
+        .map(|o| {
+            (!o.is_empty() && o.bytes().all(|b| b.is_ascii_digit())).then(|| o.parse().ok())?
+        })
+        .collect::<Option<_>>()?;
+    let octets: [u8; 4] = octets.try_into().ok()?;
+    Some(IpAddr::from(octets))
 }
 
 /// The environment of one call.
@@ -177,8 +219,34 @@ mod tests {
         assert_eq!(args.podref(), "web/db-0");
         assert_eq!(args.ips, vec!["10.0.0.5/24", "fd00::5"]);
         assert_eq!(CniArgs::parse("K8S_POD_NAME=x").unwrap().podref(), "");
+        assert!(args.gateway.is_empty());
         let error = CniArgs::parse("K8S_POD_NAME").unwrap_err();
         assert_eq!(error.code, Code::InvalidEnvironment);
         assert!(error.msg.starts_with("CNI_ARGS:"));
+    }
+
+    /// `GATEWAY=` as Whereabouts' `handleEnvArgs` reads it (pkg/config/config.go): a
+    /// comma-separated list, each item trimmed and parsed sloppily; an empty value is none,
+    /// an item that is not an address (an empty one too) fails the ADD.
+    #[test]
+    fn gateway_args_are_read_as_whereabouts_reads_them() {
+        let gateways = |text: &str| CniArgs::parse(text).unwrap().gateways();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(gateways("GATEWAY=10.10.0.254").unwrap(), [ip("10.10.0.254")]);
+        assert_eq!(
+            gateways("IgnoreUnknown=1;GATEWAY=10.10.0.254, 3ffe:ffff:0:1ff::fe;IP=10.10.0.9/24")
+                .unwrap(),
+            [ip("10.10.0.254"), ip("3ffe:ffff:0:1ff::fe")]
+        );
+        assert_eq!(gateways("GATEWAY=010.010.000.254").unwrap(), [ip("10.10.0.254")]);
+        assert!(gateways("GATEWAY=").unwrap().is_empty());
+        assert!(gateways("K8S_POD_NAME=p").unwrap().is_empty());
+        for bad in
+            ["GATEWAY=router", "GATEWAY=10.10.0.254,", "GATEWAY=10.10.0.256", "GATEWAY=1.2.3"]
+        {
+            let error = gateways(bad).unwrap_err();
+            assert_eq!(error.code, Code::InvalidEnvironment, "{bad}");
+            assert!(error.msg.starts_with("CNI_ARGS: GATEWAY: "), "{bad}: {}", error.msg);
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! one CNI error JSON on stdout with a non-zero exit; logs go to `log_file` or stderr only.
 
 pub mod claim;
+mod del;
 pub mod env;
 mod log;
 pub mod netconf;
@@ -68,17 +69,28 @@ pub fn run(env: &CniEnv, stdin: &str) -> Result<Option<Value>, CniError> {
             json!({ "cniVersion": version::LATEST, "supportedVersions": version::SUPPORTED }),
         ));
     }
-    let conf = NetConf::parse(stdin, config::FLAT_FILE_PATHS)?;
+    let conf = match NetConf::parse(stdin, config::FLAT_FILE_PATHS) {
+        Err(e) if env.command == Command::Del && del::forgives(&e) => {
+            del::unreadable_config(env, &e);
+            return Ok(None);
+        }
+        conf => conf?,
+    };
     log::init(&conf.ipam);
     tracing::debug!(command = ?env.command, container = %env.container_id, ifname = %env.ifname,
         network = %conf.name, flat_file = ?conf.flat_file, "CNI call");
+    if env.command == Command::Del {
+        del::run(env, &conf);
+        return Ok(None);
+    }
+    conf.require_chosen_store(&env.args)?;
     // The whole input is read and validated — the ipam section by the component — before
     // any store is opened.
     let mut session = Session::read(&conf)?;
     let find = Claiming::FindOnly;
     match env.command {
         Command::Add => session.on_store(&conf, Claiming::Claim)?.add(env, &conf).map(Some),
-        Command::Del => session.on_store(&conf, find)?.del(env).map(|()| None),
+        Command::Del => unreachable!("answered above"),
         Command::Check => session.on_store(&conf, find)?.check(env, &conf).map(|()| None),
         Command::Gc => session.on_store(&conf, find)?.gc(&conf).map(|()| None),
         Command::Status => session.status(&conf).map(|()| None),
@@ -198,6 +210,7 @@ impl Session {
     /// an IPAMClaim ([`claim`]), the claim owns the allocation and its `status.ips` are the
     /// addresses asked for; else a StatefulSet's pod may own it as its member ([`statefulset`]).
     pub fn add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
+        let arg_gateways = env.args.gateways()?;
         self.require_slice()?;
         let mut claim = claim::Claim::resolve(env, conf, self.kube.as_ref(), &mut self.pod)?;
         let request = match &claim {
@@ -227,7 +240,12 @@ impl Session {
         };
         tracing::info!(container = %env.container_id, ifname = %env.ifname,
             addresses = ?leases.iter().map(|l| &l.cidr).collect::<Vec<_>>(), "allocated");
-        let statics = conf.statics.clone().with_gateway(self.network.gateway.as_deref());
+        let ip_args = env.args.ips.iter().filter_map(|ip| ip.split('/').next()?.parse().ok());
+        let statics = conf
+            .statics
+            .clone()
+            .with_gateway(self.network.gateway.as_deref())
+            .with_arg_gateways(arg_gateways, ip_args.collect());
         Ok(result::render(conf.cni_version, &leases, &statics))
     }
 

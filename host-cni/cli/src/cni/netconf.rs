@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use super::env::CniArgs;
 use super::result::Statics;
 use super::version::CniVersion;
 use hereabouts_host::bindings::Owner;
@@ -40,6 +41,8 @@ pub struct NetConf {
     pub valid_attachments: Option<Vec<Owner>>,
     /// The flat file merged into `ipam`, if one was found.
     pub flat_file: Option<PathBuf>,
+    /// Every flat-file path tried, in order (`configuration_path` first).
+    pub flat_files_searched: Vec<String>,
     /// `allowPersistentIPs` (the NAD's config, as OVN-Kubernetes reads it): IPAMClaims are
     /// honoured only when true.
     pub allow_persistent_ips: bool,
@@ -93,6 +96,7 @@ impl NetConf {
                 ));
             }
         }
+        let flat_files_searched = config::flat_file_search(&ipam, flat_files);
         let flat_file = config::merge_flat_file(&mut ipam, flat_files).map_err(|e| match e {
             config::FlatFileError::Unreadable { .. } => CniError::new(Code::Io, e.to_string()),
             config::FlatFileError::NotJson { .. } | config::FlatFileError::NotAnObject { .. } => {
@@ -136,10 +140,32 @@ impl NetConf {
             prev_result: object.remove("prevResult").filter(|v| !v.is_null()),
             valid_attachments,
             flat_file,
+            flat_files_searched,
             allow_persistent_ips,
             claim_reference,
             persistent_statefulset_ips,
         })
+    }
+}
+
+impl NetConf {
+    /// Whether this call comes from Kubernetes: the runtime names a pod (`K8S_POD_*` in
+    /// CNI_ARGS, as every CRI runtime and Multus do), or the ipam type is Whereabouts' own.
+    pub fn comes_from_kubernetes(&self, args: &CniArgs) -> bool {
+        !args.pod_namespace.is_empty()
+            || !args.pod_name.is_empty()
+            || self.ipam.kind == "whereabouts"
+    }
+
+    /// Refuses a call from Kubernetes whose config (flat file merged) chooses no store: the
+    /// embedded local store is used when a config asks for it, or where no Kubernetes is
+    /// involved at all — never silently for a pod (see [`config::unchosen_store`]).
+    pub fn require_chosen_store(&self, args: &CniArgs) -> Result<(), CniError> {
+        if self.ipam.chooses_store() || !self.comes_from_kubernetes(args) {
+            return Ok(());
+        }
+        let why = config::unchosen_store(&self.flat_files_searched, self.flat_file.as_deref());
+        Err(invalid(why))
     }
 }
 
@@ -345,6 +371,60 @@ mod tests {
             assert_eq!(error.code, code, "{text}: {}", error.msg);
             assert!(error.msg.starts_with(start), "{text}: {}", error.msg);
         }
+    }
+
+    /// Which calls get a store: the table of issue 20. The embedded store only when the config
+    /// asks for it (`datastore: local`, a `data_dir`) or no Kubernetes is involved at all.
+    #[test]
+    fn a_kubernetes_call_needs_a_store_chosen() {
+        let dir = std::env::temp_dir().join(format!("hereabouts-choice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flat = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, body).unwrap();
+            path.to_str().unwrap().to_string()
+        };
+        let kube_flat = flat("kube.conf", r#"{"kubernetes": {"kubeconfig": "/k"}}"#);
+        let local_flat = flat("local.conf", r#"{"datastore": "local"}"#);
+        let log_flat = flat("log.conf", r#"{"log_level": "debug"}"#);
+        let missing = dir.join("missing.conf").to_str().unwrap().to_string();
+        let pod = CniArgs::parse("K8S_POD_NAMESPACE=web;K8S_POD_NAME=db-0").unwrap();
+        let namespace_only = CniArgs::parse("K8S_POD_NAMESPACE=web").unwrap();
+        let no_pod = CniArgs::parse("IgnoreUnknown=1").unwrap();
+        // (ipam type, extra ipam keys, flat files, CNI_ARGS, served?)
+        let cases: &[(&str, &str, &[&str], &CniArgs, bool)] = &[
+            ("hereabouts", "", &[], &no_pod, true),
+            ("hereabouts", "", &[], &pod, false),
+            ("hereabouts", "", &[], &namespace_only, false),
+            ("whereabouts", "", &[], &no_pod, false),
+            ("whereabouts", "", &[&missing], &pod, false),
+            ("whereabouts", r#", "datastore": "local""#, &[], &pod, true),
+            ("whereabouts", r#", "data_dir": "/d""#, &[], &pod, true),
+            ("whereabouts", r#", "data_dir": """#, &[], &pod, false),
+            ("whereabouts", r#", "etcd_host": "127.0.0.1:2379""#, &[], &pod, true),
+            ("whereabouts", r#", "datastore": "etcd""#, &[], &pod, true),
+            ("whereabouts", r#", "kubernetes": {"kubeconfig": "/k"}"#, &[], &pod, true),
+            ("whereabouts", r#", "kubernetes": {"k8s_api_root": "x"}"#, &[], &pod, false),
+            ("whereabouts", "", &[&missing, &kube_flat], &pod, true),
+            ("whereabouts", "", &[&local_flat], &pod, true),
+            ("whereabouts", "", &[&log_flat], &pod, false),
+        ];
+        for (kind, extra, flat_files, args, served) in cases {
+            let text = format!(
+                r#"{{"cniVersion": "1.0.0", "name": "n", "ipam": {{"type": "{kind}", "range": "10.0.0.0/24"{extra}}}}}"#
+            );
+            let conf = NetConf::parse(&text, flat_files).unwrap();
+            let outcome = conf.require_chosen_store(args);
+            assert_eq!(outcome.is_ok(), *served, "{text} {flat_files:?} {args:?}: {outcome:?}");
+            if let Err(error) = outcome {
+                assert_eq!(error.code, Code::InvalidConfig);
+                for path in *flat_files {
+                    assert!(error.msg.contains(path), "lists {path}: {}", error.msg);
+                }
+                assert!(error.msg.contains(r#""datastore": "local""#), "{}", error.msg);
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct Statics {
     pub dns: Option<Value>,
     pub addresses: Vec<IpEntry>,
     pub gateway: Option<IpAddr>,
+    /// CNI_ARGS `GATEWAY=` with the addresses asked for by `IP=` (see [`Statics::with_arg_gateways`]).
+    pub arg_gateways: Vec<IpAddr>,
+    pub arg_addresses: Vec<IpAddr>,
 }
 
 impl Statics {
@@ -107,7 +110,7 @@ impl Statics {
                 ));
             }
         };
-        Ok(Self { routes, dns, addresses, gateway })
+        Ok(Self { routes, dns, addresses, gateway, ..Self::default() })
     }
 
     /// The ipam section's static `addresses`, without prefix (CHECK accepts them in a result).
@@ -121,14 +124,38 @@ impl Statics {
         self
     }
 
+    /// CNI_ARGS `GATEWAY=`, as Whereabouts applies it (`handleEnvArgs`): each gateway goes on
+    /// every static address whose network contains it — the ipam section's `addresses`, and
+    /// the addresses asked for with `IP=` (`ip_args`, which Whereabouts returns as static
+    /// addresses and we allocate from the pool) — replacing their gateway; a later gateway
+    /// wins. The other allocated addresses keep the configured `gateway`.
+    pub fn with_arg_gateways(mut self, gateways: Vec<IpAddr>, ip_args: Vec<IpAddr>) -> Self {
+        self.arg_gateways = gateways;
+        self.arg_addresses = ip_args;
+        self
+    }
+
+    /// The last `GATEWAY=` address inside `cidr`'s network.
+    fn arg_gateway_in(&self, cidr: &str) -> Option<String> {
+        self.arg_gateways.iter().rev().find(|g| contains(cidr, **g)).map(IpAddr::to_string)
+    }
+
     /// The result's addresses: the allocated ones, then the static ones.
     pub fn ips(&self, leases: &[Lease]) -> Vec<IpEntry> {
         let allocated = leases.iter().map(|lease| {
             let v6 = lease.address.contains(':');
-            let gateway = self.gateway.filter(|g| g.is_ipv6() == v6).map(|g| g.to_string());
+            let asked = lease.address.parse().is_ok_and(|a| self.arg_addresses.contains(&a));
+            let gateway = asked
+                .then(|| self.arg_gateway_in(&lease.cidr))
+                .flatten()
+                .or_else(|| self.gateway.filter(|g| g.is_ipv6() == v6).map(|g| g.to_string()));
             IpEntry { address: lease.cidr.clone(), gateway, v6 }
         });
-        allocated.chain(self.addresses.iter().cloned()).collect()
+        let statics = self.addresses.iter().map(|entry| IpEntry {
+            gateway: self.arg_gateway_in(&entry.address).or_else(|| entry.gateway.clone()),
+            ..entry.clone()
+        });
+        allocated.chain(statics).collect()
     }
 }
 
@@ -209,6 +236,26 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
     text.parse().ok()
 }
 
+/// Whether `address` lies in the network of `cidr` (`10.0.0.9/24` holds 10.0.0.254).
+fn contains(cidr: &str, address: IpAddr) -> bool {
+    let Some((Some(base), Ok(prefix))) =
+        cidr.split_once('/').map(|(a, p)| (a.parse::<IpAddr>().ok(), p.parse::<u32>()))
+    else {
+        return false;
+    };
+    let bits = |a: IpAddr| match a {
+        IpAddr::V4(v4) => (false, u128::from(u32::from(v4)) << 96),
+        IpAddr::V6(v6) => (true, u128::from(v6)),
+    };
+    // Both families sit in the top bits, so the prefix counts from the top either way.
+    let ((v6, base), (family, address)) = (bits(base), bits(address));
+    if v6 != family || prefix > if v6 { 128 } else { 32 } {
+        return false;
+    }
+    let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+    base & mask == address & mask
+}
+
 /// `address/prefix` with a prefix length that fits the family; returns the address.
 pub fn parse_cidr(text: &str) -> Option<IpAddr> {
     let (address, prefix) = text.split_once('/')?;
@@ -271,6 +318,46 @@ mod tests {
         );
         assert_eq!(legacy["ip6"]["ip"], "fd00::2/64");
         assert!(legacy.get("ips").is_none());
+    }
+
+    /// Vectors from Whereabouts' "can still assign static parameters" (cmd/whereabouts_test.go:
+    /// range 192.168.1.44/28 with gateway 192.168.1.1, static 10.10.0.1/24 via 10.10.0.254
+    /// and 3ffe:ffff:0:01ff::1/64 via 3ffe:ffff:0::1), with CNI_ARGS GATEWAY= applied as
+    /// its `handleEnvArgs` does.
+    #[test]
+    fn gateway_args_go_on_the_static_addresses_that_contain_them() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let base = || {
+            statics(json!({"addresses": [
+                {"address": "10.10.0.1/24", "gateway": "10.10.0.254"},
+                {"address": "3ffe:ffff:0:01ff::1/64", "gateway": "3ffe:ffff:0::1"}]}))
+            .unwrap()
+            .with_gateway(Some("192.168.1.1"))
+        };
+        let leases = [lease("192.168.1.33", "192.168.1.33/28")];
+        let gateways = |s: Statics, leases: &[Lease]| {
+            s.ips(leases).into_iter().map(|e| e.gateway.unwrap_or_default()).collect::<Vec<_>>()
+        };
+        // Whereabouts' own answer, no GATEWAY=.
+        assert_eq!(gateways(base(), &leases), ["192.168.1.1", "10.10.0.254", "3ffe:ffff:0::1"]);
+        // One gateway per family, each on the static address whose network holds it.
+        let both =
+            base().with_arg_gateways(vec![ip("10.10.0.200"), ip("3ffe:ffff:0:1ff::fe")], vec![]);
+        assert_eq!(gateways(both, &leases), ["192.168.1.1", "10.10.0.200", "3ffe:ffff:0:1ff::fe"]);
+        // A gateway no static address contains changes nothing; of two, the later wins.
+        let none = base().with_arg_gateways(vec![ip("10.99.0.1"), ip("192.168.1.46")], vec![]);
+        assert_eq!(gateways(none, &leases), ["192.168.1.1", "10.10.0.254", "3ffe:ffff:0::1"]);
+        let later = base().with_arg_gateways(vec![ip("10.10.0.200"), ip("10.10.0.201")], vec![]);
+        assert_eq!(gateways(later, &leases)[1], "10.10.0.201");
+        // IP= 192.168.1.40 (allocated here, a static address in Whereabouts) takes the
+        // GATEWAY= inside its network; the other allocated address keeps the configured one.
+        let asked =
+            [lease("192.168.1.40", "192.168.1.40/28"), lease("192.168.1.33", "192.168.1.33/28")];
+        let with_ip = base().with_arg_gateways(vec![ip("192.168.1.46")], vec![ip("192.168.1.40")]);
+        assert_eq!(
+            gateways(with_ip, &asked),
+            ["192.168.1.46", "192.168.1.1", "10.10.0.254", "3ffe:ffff:0::1"]
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use hereabouts_check::{CheckError, Format, Settings, rules};
+use hereabouts_check::{CheckError, Format, NodeFlatFile, Settings, rules};
 use hereabouts_host::NoStore;
 use hereabouts_host::runtime::Allocator;
 
@@ -44,6 +44,11 @@ pub struct CheckArgs {
     /// overrides it).
     #[arg(long, value_name = "N")]
     pub nodes: Option<u32>,
+    /// The flat file your nodes have (`none`: no flat file), merged into each network as the
+    /// plugin merges it: `store-unchosen` then flags a NAD whose ADD would fail for want of a
+    /// store. Without it that rule does not run.
+    #[arg(long, value_name = "PATH|none")]
+    pub flat_file: Option<String>,
     /// Rules file (default: `.hereabouts-check.json` in the working directory, if present).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
@@ -80,6 +85,7 @@ pub fn exec(args: &CheckArgs) -> i32 {
         if args.nodes.is_some() {
             settings.nodes = args.nodes;
         }
+        settings.node_flat_file = args.flat_file.as_deref().map(NodeFlatFile::parse);
         let mut allocator = Allocator::new(Box::new(NoStore)).map_err(CheckError::from)?;
         Ok(hereabouts_check::run(&args.paths, &settings, &mut allocator)?)
     })();
