@@ -40,6 +40,9 @@ pub struct NetConf {
     pub valid_attachments: Option<Vec<Owner>>,
     /// The flat file merged into `ipam`, if one was found.
     pub flat_file: Option<PathBuf>,
+    /// Whether `ipam.log_file` came from the flat file (the node's admin) rather than the
+    /// network config (whoever may write a NAD): see `log`.
+    pub log_file_from_flat_file: bool,
     /// `allowPersistentIPs` (the NAD's config, as OVN-Kubernetes reads it): IPAMClaims are
     /// honoured only when true.
     pub allow_persistent_ips: bool,
@@ -93,12 +96,14 @@ impl NetConf {
                 ));
             }
         }
-        let flat_file = config::merge_flat_file(&mut ipam, flat_files).map_err(|e| match e {
-            config::FlatFileError::Unreadable { .. } => CniError::new(Code::Io, e.to_string()),
-            config::FlatFileError::NotJson { .. } | config::FlatFileError::NotAnObject { .. } => {
-                invalid(e.to_string())
-            }
+        let merged = config::merge_flat_file_tracked(&mut ipam, flat_files).map_err(|e| {
+            CniError::new(
+                if e.is_config_error() { Code::InvalidConfig } else { Code::Io },
+                e.to_string(),
+            )
         })?;
+        let log_file_from_flat_file = merged.as_ref().is_some_and(|m| m.filled("log_file"));
+        let flat_file = merged.map(|m| m.path);
         let ipam_text = ipam.to_string();
         let ipam = IpamConfig::from_value(&ipam)?;
         let statics = Statics::from_ipam(&ipam)?;
@@ -136,6 +141,7 @@ impl NetConf {
             prev_result: object.remove("prevResult").filter(|v| !v.is_null()),
             valid_attachments,
             flat_file,
+            log_file_from_flat_file,
             allow_persistent_ips,
             claim_reference,
             persistent_statefulset_ips,
