@@ -431,13 +431,21 @@ fn check_magic(path: &Path, create: bool) -> Result<(), StoreError> {
     let guard =
         (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC)
             .bits() as i32;
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .write(create)
-        .create(create)
-        .mode(0o600)
-        .custom_flags(guard)
-        .open(path);
+    let open = |new: bool| {
+        let mut options = std::fs::OpenOptions::new();
+        // A new file: O_CREAT|O_EXCL, which refuses even a dangling link.
+        options.read(true).write(new).create_new(new).mode(0o600).custom_flags(guard);
+        options.open(path)
+    };
+    let opened = match open(false) {
+        Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => match open(true) {
+            Ok(_) => return Ok(()), // new and empty: SQLite makes it a database
+            // Another process created it meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => open(false),
+            Err(e) => Err(e),
+        },
+        other => other,
+    };
     let file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
