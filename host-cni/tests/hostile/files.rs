@@ -254,7 +254,7 @@ fn check_redacts_values_of_secret_keys() {
                  "etcd_token": "tok-abcdef", "etcd_keyfile": "/secret/path.key"}});
     std::fs::write(&file, config.to_string()).unwrap();
     for format in ["text", "json", "sarif"] {
-        let out = std::process::Command::new(super::BIN)
+        let out = std::process::Command::new(super::bin())
             .args(["check", "--format", format])
             .arg(&file)
             .output()

@@ -22,7 +22,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_hereabouts");
+/// The binary attacked: this build's, or `$HEREABOUTS_HOSTILE_BIN` (to show that an older
+/// build falls to the attacks).
+pub fn bin() -> std::ffi::OsString {
+    std::env::var_os("HEREABOUTS_HOSTILE_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_hereabouts").into())
+}
 
 /// A directory of this test's own, removed when dropped.
 pub struct TempDir(PathBuf);
@@ -106,7 +111,7 @@ pub struct Cni {
 
 impl Cni {
     pub fn new(verb: &str) -> Self {
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(bin());
         command
             .env_clear()
             .env("PATH", "/usr/bin:/bin")

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::kube_emulator::Emulator;
-use super::{BIN, TempDir, rss_kib, shared_cache};
+use super::{TempDir, bin, rss_kib, shared_cache};
 
 struct KillOnDrop(Child);
 
@@ -36,7 +36,7 @@ fn idle_and_endless_clients_do_not_starve_or_grow_the_metrics_server() {
     let dir = TempDir::new("metrics");
     let kubeconfig = emulator.kubeconfig(dir.path(), None);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(["controller", "--metrics-address=127.0.0.1", &format!("--metrics-port={port}")])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
