@@ -43,6 +43,14 @@ use crate::types::{
     PlanDocument, RangeConfig, Severity,
 };
 
+/// The most `ipRanges` items a config may hold. Whereabouts has no cap; real configs have a
+/// few (one per family), and 50,000 made one ADD take 10 s. Past it the config is refused
+/// (rule `ipam-too-large`) by every host alike.
+pub const MAX_RANGES: usize = 128;
+
+/// The most items of one `exclude` list (top-level, or of one `ipRanges` item).
+pub const MAX_EXCLUDES: usize = 1024;
+
 /// Reads an ipam section (JSON text, the host having merged Whereabouts' flat file into it).
 pub fn read_config(ipam_json: &str) -> Result<ConfigReading, ConfigError> {
     let value = parse_json(ipam_json, Shape::Ipam).map_err(ConfigError::Malformed)?;
@@ -334,10 +342,18 @@ impl<T: Default> GoSlice<T> {
         &mut self,
         value: &Json,
         field: &str,
+        max: usize,
         mut decode_item: impl FnMut(&mut T, &Json, &str) -> Result<(), ConfigError>,
     ) -> Result<(), ConfigError> {
         match value {
             Json::Null => *self = GoSlice { backing: Vec::new(), len: 0 },
+            Json::Array(items) if items.len() > max => {
+                return Err(rejected(
+                    "ipam-too-large",
+                    field,
+                    &format!("{} items, more than the {max} a config may hold", items.len()),
+                ));
+            }
             Json::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     if i == self.backing.len() {
@@ -458,7 +474,7 @@ fn decode_range_item(
                 decode_strict_bound(&mut target.range_end, value, &field("range_end"))?
             }
             RangeKey::Exclude => {
-                target.exclude.decode(value, &field("exclude"), decode_string)?;
+                target.exclude.decode(value, &field("exclude"), MAX_EXCLUDES, decode_string)?;
             }
         }
     }
@@ -515,8 +531,12 @@ fn decode_ipam(value: &Json) -> Result<IpamFields, ConfigError> {
             IpamKey::Range => decode_string(&mut ipam.range, value, "range")?,
             IpamKey::RangeStart => decode_string(&mut ipam.range_start, value, "range_start")?,
             IpamKey::RangeEnd => decode_string(&mut ipam.range_end, value, "range_end")?,
-            IpamKey::Exclude => ipam.exclude.decode(value, "exclude", decode_string)?,
-            IpamKey::IpRanges => ipam.ip_ranges.decode(value, "ipRanges", decode_range_item)?,
+            IpamKey::Exclude => {
+                ipam.exclude.decode(value, "exclude", MAX_EXCLUDES, decode_string)?
+            }
+            IpamKey::IpRanges => {
+                ipam.ip_ranges.decode(value, "ipRanges", MAX_RANGES, decode_range_item)?
+            }
             IpamKey::Gateway => decode_string(&mut ipam.gateway, value, "gateway")?,
             IpamKey::LegacyGateway => decode_string(&mut ipam.legacy_gateway, value, "Gateway")?,
             IpamKey::NetworkName => decode_string(&mut ipam.network_name, value, "network_name")?,

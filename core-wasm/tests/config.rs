@@ -598,3 +598,41 @@ fn the_strict_review_reports_every_problem_at_once() {
     assert_eq!(rules(r#"{"range": 5"#)[0].0, "parse-error");
     assert!(review_config(r#"{"range": "10.0.0.0/24"}"#).is_empty());
 }
+
+/// Whereabouts has no cap on a config's lists; 50,000 ranges made one ADD take 10 s. The
+/// caps are the core's, so every host refuses the same configs, naming the list.
+#[test]
+fn ranges_and_excludes_are_capped() {
+    use hereabouts_core::config::{MAX_EXCLUDES, MAX_RANGES};
+    let ranges = |n: usize| {
+        let items: Vec<String> =
+            (0..n).map(|i| format!(r#"{{"range": "10.{}.{}.0/24"}}"#, i / 256, i % 256)).collect();
+        format!(r#"{{"ipRanges": [{}]}}"#, items.join(","))
+    };
+    assert_eq!(read(&ranges(MAX_RANGES)).network.ip_ranges.len(), MAX_RANGES);
+    let excludes = |n: usize| {
+        let items: Vec<String> =
+            (0..n).map(|i| format!(r#""10.0.{}.{}/32""#, i / 256, i % 256)).collect();
+        items.join(",")
+    };
+    let top = |n: usize| format!(r#"{{"range": "10.0.0.0/16", "exclude": [{}]}}"#, excludes(n));
+    let inner = |n: usize| {
+        format!(r#"{{"ipRanges": [{{"range": "10.0.0.0/16", "exclude": [{}]}}]}}"#, excludes(n))
+    };
+    assert!(read_config(&top(MAX_EXCLUDES)).is_ok());
+    assert!(read_config(&inner(MAX_EXCLUDES)).is_ok());
+    for (json, field) in [
+        (ranges(MAX_RANGES + 1), "ipRanges"),
+        (ranges(50_000), "ipRanges"),
+        (top(MAX_EXCLUDES + 1), "exclude"),
+        (inner(MAX_EXCLUDES + 1), "ipRanges[0].exclude"),
+    ] {
+        match read_config(&json) {
+            Err(ConfigError::Invalid(p)) => {
+                assert_eq!((p.rule.as_str(), p.field.as_str()), ("ipam-too-large", field));
+                assert!(p.message.contains("more than the"), "{}", p.message);
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}

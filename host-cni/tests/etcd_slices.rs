@@ -1,5 +1,5 @@
 //! `hereabouts slices release --gone` on the etcd store: the nodes Kubernetes lists (the
-//! API-server emulation, tests/kube_emulator) keep their slices, a node it does not list loses
+//! API-server emulation, tests/kube_api) keep their slices, a node it does not list loses
 //! its claim once its slice pool is empty, and an empty node list is refused. Needs an etcd:
 //! `#[ignore = "needs etcd"]`, run by host-cni/tests/etcd/run.sh (`HEREABOUTS_ETCD_ENDPOINTS`).
 //! The rest of node slices on etcd is tested through the plugin in tests/etcd/cni.py.

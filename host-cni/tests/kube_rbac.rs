@@ -53,9 +53,12 @@ fn documented() -> BTreeSet<Grant> {
     grants
 }
 
-/// What every authenticated user may do (system:basic-user): ask what it may do.
-fn is_everyones(group: &str) -> bool {
+/// What the API server grants every authenticated user, whatever we ship: ask what it may do
+/// (system:basic-user) and read the cluster's trust bundles (ClusterTrustBundles, readable by
+/// all since Kubernetes 1.33).
+fn is_everyones(group: &str, resource: &str) -> bool {
     matches!(group, "authorization.k8s.io" | "authentication.k8s.io")
+        || (group, resource) == ("certificates.k8s.io", "clustertrustbundles")
 }
 
 /// (group, resource, verb) the API server says `account` may do in `namespace`.
@@ -84,7 +87,7 @@ fn rules(
         for group in strings("apiGroups") {
             for resource in strings("resources") {
                 for verb in strings("verbs") {
-                    if !is_everyones(&group) {
+                    if !is_everyones(&group, &resource) {
                         rules.insert((group.clone(), resource.clone(), verb));
                     }
                 }

@@ -92,7 +92,7 @@ fn reconcile_frees_gone_pods_and_keeps_live_and_pending_ones() {
     let kubeconfig = cluster.kubeconfig(&temp_dir("pods"), None);
     let store = store(&kubeconfig);
     let mut allocator = allocator(&store);
-    let (reconciler, mut freeing) = reconciler_of(&kubeconfig);
+    let (reconciler, _) = reconciler_of(&kubeconfig);
     let blue = blue(&mut allocator, "10.50.0.0/24");
     // live: running, its network-status lists .1 · pending: not annotated yet · gone: no pod ·
     // moved: running but its status lists another address · done: Succeeded.
@@ -203,7 +203,7 @@ fn reconcile_frees_the_reservations_the_kubernetes_store_strands() {
     let kubeconfig = cluster.kubeconfig(&temp_dir("stranded"), None);
     let store = store(&kubeconfig);
     let mut allocator = allocator(&store);
-    let (reconciler, mut freeing) = reconciler_of(&kubeconfig);
+    let (reconciler, _) = reconciler_of(&kubeconfig);
     let blue = blue(&mut allocator, "10.51.0.0/24");
 
     // The crash shape: the reservation's POST went through, the IPPool's PUT (here its first

@@ -243,10 +243,40 @@ fn at(site: &Site, rule: &str, level: Level, path: &[Seg], message: String) -> F
         spot: site.locator.value_spot(&full),
         network: Some(site.label.clone()),
         field: Some(PathDisplay(&full).to_string()),
-        value: value_at(&site.ipam, path).cloned(),
+        value: value_at(&site.ipam, path).map(|value| redacted(path.last(), value)),
         message,
         related: Vec::new(),
     }
+}
+
+/// What a report shows of a value: the value itself, but never that of a key that looks like
+/// it holds a secret (`etcd_password`, a mistyped `etcd_passwd`, `token`, `etcd_key_file`…),
+/// at any depth: reports end up in CI logs.
+fn redacted(key: Option<&Seg>, value: &Value) -> Value {
+    if let Some(Seg::Key(key)) = key
+        && looks_secret(key)
+    {
+        return Value::String("<redacted>".into());
+    }
+    match value {
+        Value::Object(object) => Value::Object(
+            object
+                .iter()
+                .map(|(k, v)| (k.clone(), redacted(Some(&Seg::Key(k.clone())), v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| redacted(None, v)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Whether a key's name says it holds a secret (case, `_` and `-` ignored).
+pub fn looks_secret(key: &str) -> bool {
+    let squashed: String =
+        key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect();
+    ["password", "passwd", "pwd", "secret", "token", "key", "credential", "auth"]
+        .iter()
+        .any(|word| squashed.contains(word))
 }
 
 /// A finding about a whole range points at its `range` key: that is what identifies it.

@@ -77,6 +77,12 @@ pub const RULES: &[Rule] = &[
         "An ipam key holds the wrong type of value (a number where a CIDR string belongs); the plugin rejects the config.",
     ),
     rule(
+        "ipam-too-large",
+        Error,
+        Core,
+        "More `ipRanges` items (128) or items of one `exclude` list (1024) than a config may hold; the plugin rejects the config.",
+    ),
+    rule(
         "unknown-ipam-key",
         Warning,
         Check,

@@ -198,7 +198,36 @@ impl IpamConfig {
             let message = format!("expected an object, found {}", json_kind(value));
             return Err(ConfigError::new(Vec::new(), message));
         }
-        deserialize_naming_the_key(value)
+        let config = deserialize_naming_the_key(value)?;
+        config.check_paths()?;
+        Ok(config)
+    }
+
+    /// The paths a network config names are absolute, without `..`: a relative one would
+    /// depend on the runtime's working directory (`log_file` is checked where it is opened:
+    /// a log file that cannot be used never fails a call).
+    fn check_paths(&self) -> Result<(), ConfigError> {
+        let kubeconfig = self.kubernetes.as_ref().and_then(|k| k.kubeconfig.as_ref());
+        let paths = [
+            ("data_dir", self.data_dir.as_ref()),
+            ("configuration_path", self.configuration_path.as_ref()),
+            ("etcd_ca_cert_file", self.etcd_ca_cert_file.as_ref()),
+            ("etcd_cert_file", self.etcd_cert_file.as_ref()),
+            ("etcd_key_file", self.etcd_key_file.as_ref()),
+        ];
+        let bad = |path: &str| format!("{path:?} must be an absolute path without \"..\"");
+        let relative =
+            |path: &&String| !path.is_empty() && crate::files::absolute("", path).is_err();
+        for (key, path) in paths {
+            if let Some(path) = path.filter(relative) {
+                return Err(ConfigError::at(key, bad(path)));
+            }
+        }
+        if let Some(path) = kubeconfig.filter(relative) {
+            let at = vec![Step::key("kubernetes"), Step::key("kubeconfig")];
+            return Err(ConfigError::new(at, bad(path)));
+        }
+        Ok(())
     }
 
     /// Which store the config names: `datastore` when set; otherwise an etcd endpoint means
@@ -279,16 +308,43 @@ pub fn unchosen_store(searched: &[String], found: Option<&std::path::Path>) -> S
     )
 }
 
-/// A flat file that exists but cannot be used.
+/// A flat file that exists but cannot be used. No variant quotes the file's content: the
+/// message reaches the pod's events, and the path may name a file that is not a config.
 #[derive(Debug, thiserror::Error)]
 pub enum FlatFileError {
-    #[error("flat configuration file {}: cannot read: {source}", path.display())]
-    Unreadable { path: PathBuf, source: std::io::Error },
-    #[error("flat configuration file {}: not valid JSON: {source}", path.display())]
-    NotJson { path: PathBuf, source: serde_json::Error },
+    /// Refused before reading (relative path, symbolic link, not a regular file, too big) or
+    /// unreadable.
+    #[error("flat configuration file: {0}")]
+    File(#[from] crate::files::FileError),
+    #[error("flat configuration file {}: not valid JSON (at line {line}, column {column})", path.display())]
+    NotJson { path: PathBuf, line: usize, column: usize },
     #[error("flat configuration file {}: expected an object, found {found}", path.display())]
     NotAnObject { path: PathBuf, found: &'static str },
+    /// The file's etcd credentials would go to an endpoint the network config chose.
+    #[error(
+        "ipam.{key}: the etcd credentials ({credentials}) come from the flat configuration file {}, \
+         so the endpoint and CA must too; the network config sets its own {key}. Remove it from \
+         the network config, or give the network config its own credentials", path.display()
+    )]
+    ForeignEndpoint { path: PathBuf, key: &'static str, credentials: String },
 }
+
+impl FlatFileError {
+    /// Whether the config (not the node's files) is at fault: CNI 7 rather than 5.
+    pub fn is_config_error(&self) -> bool {
+        use crate::files::FileError;
+        match self {
+            FlatFileError::File(FileError::Io { .. }) => false,
+            FlatFileError::File(_) => true,
+            _ => true,
+        }
+    }
+}
+
+/// The etcd keys that carry credentials, and those that decide where they are sent.
+const ETCD_CREDENTIAL_KEYS: &[&str] =
+    &["etcd_username", "etcd_password", "etcd_key_file", "etcd_cert_file"];
+const ETCD_DESTINATION_KEYS: &[&str] = &["etcd_host", "etcd_ca_cert_file"];
 
 /// Merges Whereabouts' flat configuration file into an ipam JSON object, as Whereabouts does
 /// (`mergo.Merge` into the decoded config): the network config's values win, the file fills in
@@ -296,25 +352,91 @@ pub enum FlatFileError {
 /// key, keys matched case-insensitively as Go's JSON decoder does; `enable_overlapping_ranges`
 /// is never taken from the file (Whereabouts restores it after the merge). `candidates` are
 /// tried after the ipam section's own `configuration_path`; returns the file used, if any.
+///
+/// Unlike Whereabouts, etcd credentials the file provides are sent only to the file's own
+/// endpoint (with the file's CA): a network config that names another `etcd_host` or
+/// `etcd_ca_cert_file` while the credentials come from the file is refused
+/// ([`FlatFileError::ForeignEndpoint`]), as whoever writes a NAD could otherwise collect them.
 pub fn merge_flat_file(
     ipam: &mut Value,
     candidates: &[&str],
 ) -> Result<Option<PathBuf>, FlatFileError> {
-    for path in flat_file_search(ipam, candidates).into_iter().map(PathBuf::from) {
-        let text = match std::fs::read_to_string(&path) {
+    Ok(merge_flat_file_tracked(ipam, candidates)?.map(|merged| merged.path))
+}
+
+/// The flat file used, and which top-level keys of the ipam section it filled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlatMerge {
+    pub path: PathBuf,
+    /// The file's keys, lower-cased, that filled an absent or empty key.
+    pub filled: Vec<String>,
+}
+
+impl FlatMerge {
+    /// Whether `key` (lower case) of the merged ipam section came from the file.
+    pub fn filled(&self, key: &str) -> bool {
+        self.filled.iter().any(|k| k == key)
+    }
+}
+
+/// As [`merge_flat_file`], saying which keys came from the file.
+pub fn merge_flat_file_tracked(
+    ipam: &mut Value,
+    candidates: &[&str],
+) -> Result<Option<FlatMerge>, FlatFileError> {
+    let own = ipam
+        .get("configuration_path")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string);
+    let paths = own
+        .iter()
+        .map(|p| ("configuration_path", p.as_str()))
+        .chain(candidates.iter().map(|p| ("flat configuration file", *p)));
+    for (key, path) in paths {
+        let text = match crate::files::read_config_text(key, path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(FlatFileError::Unreadable { path, source }),
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
         };
+        let path = PathBuf::from(path);
         let flat: Value = match serde_json::from_str(&text) {
             Ok(flat) => flat,
-            Err(source) => return Err(FlatFileError::NotJson { path, source }),
+            Err(e) => {
+                return Err(FlatFileError::NotJson { path, line: e.line(), column: e.column() });
+            }
         };
         if !flat.is_object() {
             return Err(FlatFileError::NotAnObject { path, found: json_kind(&flat) });
         }
-        fill_empty(ipam, flat, true);
-        return Ok(Some(path));
+        let file_has = |key: &str| {
+            flat.as_object()
+                .is_some_and(|o| o.iter().any(|(k, v)| k.eq_ignore_ascii_case(key) && !is_empty(v)))
+        };
+        let mut filled = Vec::new();
+        fill_empty(ipam, flat.clone(), true, &mut filled);
+        let merged = FlatMerge { path, filled };
+        let credentials: Vec<&str> =
+            ETCD_CREDENTIAL_KEYS.iter().copied().filter(|k| merged.filled(k)).collect();
+        if !credentials.is_empty() {
+            for &key in ETCD_DESTINATION_KEYS {
+                let network_set = ipam.as_object().is_some_and(|o| {
+                    o.iter().any(|(k, v)| k.eq_ignore_ascii_case(key) && !is_empty(v))
+                });
+                // The network config's own value, where the file has none or another one.
+                if network_set
+                    && !merged.filled(key)
+                    && !same_value(ipam, &flat, key, file_has(key))
+                {
+                    return Err(FlatFileError::ForeignEndpoint {
+                        path: merged.path,
+                        key,
+                        credentials: credentials.join(", "),
+                    });
+                }
+            }
+        }
+        return Ok(Some(merged));
     }
     Ok(None)
 }
@@ -324,6 +446,39 @@ pub fn merge_flat_file(
 pub fn flat_file_search(ipam: &Value, candidates: &[&str]) -> Vec<String> {
     let own = ipam.get("configuration_path").and_then(Value::as_str).filter(|p| !p.is_empty());
     own.into_iter().chain(candidates.iter().copied()).map(str::to_string).collect()
+}
+
+/// Whether the network config's `key` says what the file's does (endpoints compared as the
+/// set of comma-separated entries, trimmed).
+fn same_value(ipam: &Value, flat: &Value, key: &str, file_has: bool) -> bool {
+    if !file_has {
+        return false;
+    }
+    let get = |v: &Value| {
+        v.as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))
+            .map(|(_, v)| v.clone())
+    };
+    let entries = |v: Option<Value>| -> Option<std::collections::BTreeSet<String>> {
+        let mut set = std::collections::BTreeSet::new();
+        let mut add = |s: &str| {
+            set.extend(s.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from))
+        };
+        match v? {
+            Value::String(s) => add(&s),
+            Value::Array(items) => {
+                for item in items {
+                    add(item.as_str()?);
+                }
+            }
+            _ => return None,
+        }
+        Some(set)
+    };
+    match (entries(get(ipam)), entries(get(flat))) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Whether Go's zero value is what a key holds (mergo fills those).
@@ -338,20 +493,28 @@ fn is_empty(value: &Value) -> bool {
     }
 }
 
-/// Fills what `target` lacks or holds empty from `source`, recursing into objects.
-fn fill_empty(target: &mut Value, source: Value, top_level: bool) {
+/// Fills what `target` lacks or holds empty from `source`, recursing into objects; the
+/// top-level keys filled are added to `filled` (lower case).
+fn fill_empty(target: &mut Value, source: Value, top_level: bool, filled: &mut Vec<String>) {
     let (Value::Object(target), Value::Object(source)) = (target, source) else { return };
     for (key, value) in source {
         if top_level && key.eq_ignore_ascii_case("enable_overlapping_ranges") {
             continue;
         }
+        let fills = !is_empty(&value);
+        let lower = key.to_ascii_lowercase();
         match target.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&key)) {
             None => {
                 target.insert(key, value);
             }
-            Some((_, existing)) if existing.is_object() => fill_empty(existing, value, false),
+            Some((_, existing)) if existing.is_object() => {
+                fill_empty(existing, value, false, &mut Vec::new())
+            }
             Some((_, existing)) if is_empty(existing) => *existing = value,
-            Some(_) => {}
+            Some(_) => continue,
+        }
+        if top_level && fills {
+            filled.push(lower);
         }
     }
 }

@@ -10,7 +10,9 @@
 //!   conformance suite every store's tests run;
 //! - [`retry`]: the random wait between the core's attempts, which the pure core cannot draw;
 //! - [`config`]: the ipam section of a CNI config, parsed into types;
-//! - [`error`]: the CNI error boundary (codes, JSON, panics).
+//! - [`error`]: the CNI error boundary (codes, JSON, panics);
+//! - [`files`]: how every file a network config names is opened (no symbolic link, regular
+//!   files only, size caps), the only file access besides the cache.
 //!
 //! Not here: anything that touches a disk, a network or a cluster (`hereabouts-stores`), the
 //! Kubernetes controller (`hereabouts-kube`), the linter (`hereabouts-check`), the CNI protocol
@@ -22,6 +24,7 @@ pub mod config;
 #[cfg(feature = "testing")]
 pub mod contract;
 pub mod error;
+pub mod files;
 #[cfg(feature = "testing")]
 pub mod memory;
 pub mod retry;

@@ -35,6 +35,12 @@ pub enum RuntimeError {
     /// The component trapped (a bug in the core, or a store import that trapped).
     #[error("allocator component trapped: {0}")]
     Trap(String),
+    /// The component needed more linear memory than its cap ([`DEFAULT_MEMORY_LIMIT`]).
+    #[error(
+        "the allocator needed more than its memory limit of {} MiB: the network config or the \
+         store's data is too large", .0 >> 20
+    )]
+    MemoryLimit(usize),
 }
 
 /// An allocator call's failure: either the core's typed answer or a runtime failure.
@@ -68,7 +74,51 @@ pub const DEFAULT_MEMORY_LIMIT: usize = 512 << 20;
 /// Host state: the backend the `store` import delegates to, and the memory cap.
 struct HostState {
     backend: Box<dyn Backend>,
-    limits: wasmtime::StoreLimits,
+    limits: MemoryCap,
+}
+
+/// wasmtime's limits, remembering whether the memory cap was hit: a trap after that is
+/// reported as [`RuntimeError::MemoryLimit`], naming the limit, not as a wasm backtrace.
+struct MemoryCap {
+    inner: wasmtime::StoreLimits,
+    limit: usize,
+    hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+        }
+        self.inner.memory_growing(current, desired, maximum)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+}
+
+/// What a trap of the component is reported as: the memory cap when it was hit, else the
+/// trap's cause in one line (the backtrace goes to the debug log only).
+fn trap_error(state: &HostState, trap: wasmtime::Error) -> RuntimeError {
+    tracing::debug!("allocator component trapped: {trap:?}");
+    if state.limits.hit {
+        return RuntimeError::MemoryLimit(state.limits.limit);
+    }
+    match trap.downcast_ref::<wasmtime::Trap>() {
+        Some(code) => RuntimeError::Trap(code.to_string()),
+        None => RuntimeError::Trap(trap.root_cause().to_string()),
+    }
 }
 
 impl wit::types::Host for HostState {}
@@ -110,30 +160,77 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/hereabouts"))
 }
 
-/// Whether `path` may hold code this process runs: owned by the effective user, and not
-/// writable by group or others (nor a symbolic link to something that might be). Compiled
-/// artifacts are deserialised without verification, so only a place no one else can write
-/// qualifies.
-fn is_private(path: &Path) -> bool {
+/// Whether `meta` (of a file or directory, from `lstat` or `fstat`) may hold code this
+/// process runs: owned by the effective user, not writable by group or others, not a
+/// symbolic link. Compiled artifacts are deserialised without verification, so only a place
+/// no one else can write qualifies.
+fn is_private_meta(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) => {
-            !meta.file_type().is_symlink()
-                && meta.uid() == rustix::process::geteuid().as_raw()
-                && meta.mode() & 0o022 == 0
-        }
-        Err(_) => false,
-    }
+    !meta.file_type().is_symlink()
+        && meta.uid() == rustix::process::geteuid().as_raw()
+        && meta.mode() & 0o022 == 0
+}
+
+fn is_private(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| is_private_meta(&meta))
 }
 
 /// Creates the cache directory private to this user if it is missing; true when it exists
-/// and is private.
-fn private_dir(dir: &Path) -> bool {
+/// and is private. Nothing is created inside a directory before this says true.
+pub fn private_dir(dir: &Path) -> bool {
     use std::os::unix::fs::DirBuilderExt;
     if std::fs::symlink_metadata(dir).is_err() {
         let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
     }
-    is_private(dir)
+    is_private(dir) && std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_dir())
+}
+
+/// The flags of every open in the cache: no symbolic link as the last component, no
+/// blocking on a FIFO, not inherited.
+fn no_follow() -> i32 {
+    use rustix::fs::OFlags;
+    (OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32
+}
+
+/// The most a cache file may hold (the artifact is a few MiB).
+const MAX_CACHE_FILE_BYTES: u64 = 256 << 20;
+
+/// The cache file's bytes, read from one descriptor that was checked private (a regular
+/// file owned by this user, writable by no one else) — never checked by path and opened again.
+fn read_private_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(no_follow()).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() || !is_private_meta(&meta) {
+        return Err(std::io::Error::other("not a regular file private to this user"));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_CACHE_FILE_BYTES).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+/// Opens (creating it 0600) the lock file the first compilers queue on, in a cache directory
+/// that is private (checked first: nothing is created in one that is not), never through a
+/// symbolic link.
+pub fn open_compile_lock(dir: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !private_dir(dir) {
+        return None;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(no_follow())
+        .open(dir.join("compile.lock"))
+        .ok()?;
+    file.metadata().is_ok_and(|m| m.file_type().is_file()).then_some(file)
 }
 
 fn engine() -> Result<Engine, RuntimeError> {
@@ -164,19 +261,24 @@ fn load_component(engine: &Engine, cache_dir: Option<&Path>) -> Result<Component
         return compile();
     }
     let path = cache_file(engine, dir);
-    if is_private(&path) {
-        // SAFETY: the file is in a directory owned by this user and writable by no one else,
-        // and is itself owned by this user and not writable by others, so it was written by
-        // this user — by `precompile_component` of this very binary (its name is keyed by the
-        // component and engine). wasmtime checks the header's version and engine settings.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok(component),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "cached component unusable, recompiling: {e:#}")
+    match read_private_file(&path) {
+        Ok(Some(bytes)) => {
+            // SAFETY: these bytes were read from one descriptor of a regular file owned by
+            // this user and writable by no one else, in a directory owned by this user and
+            // writable by no one else, so this user wrote them — by `precompile_component` of
+            // this very binary (the name is keyed by the component and engine). wasmtime
+            // checks the header's version and engine settings.
+            match unsafe { Component::deserialize(engine, &bytes) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cached component unusable, recompiling: {e:#}")
+                }
             }
         }
-    } else if path.exists() {
-        tracing::warn!(path = %path.display(), "cached component is not private to this user: ignored");
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "cached component not used ({e}): recompiling")
+        }
     }
     let bytes =
         engine.precompile_component(COMPONENT).map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
@@ -188,22 +290,31 @@ fn load_component(engine: &Engine, cache_dir: Option<&Path>) -> Result<Component
         .map_err(|e| RuntimeError::Load(format!("{e:#}")))
 }
 
+/// Writes the artifact to a temporary file and renames it into place; on any failure the
+/// temporary file is removed (a full disk must not stay full of them).
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    std::fs::create_dir_all(dir)?;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
         path.file_name().unwrap().to_string_lossy(),
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp); // left by a killed process with our pid
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?
-    };
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(no_follow())
+        .open(&tmp)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// The loaded allocator, bound to one backend.
@@ -240,10 +351,14 @@ impl Allocator {
             |state| state,
         )
         .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
-        let limits = wasmtime::StoreLimitsBuilder::new()
-            .memory_size(memory_limit)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = MemoryCap {
+            inner: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
+            limit: memory_limit,
+            hit: false,
+        };
         let mut store = wasmtime::Store::new(&engine, HostState { backend, limits });
         store.limiter(|state| &mut state.limits);
         let bindings = Hereabouts::instantiate(&mut store, &component, &linker)
@@ -262,7 +377,7 @@ impl Allocator {
     pub fn read_config(&mut self, ipam: &str) -> Result<ConfigReading, ReadError> {
         let result =
             self.bindings.hereabouts_ipam_allocator().call_read_config(&mut self.store, ipam);
-        flatten_read(result)
+        flatten_read(result, self.store.data())
     }
 
     /// Every problem of an ipam section at once, strictly (what `read_config` only warns
@@ -270,7 +385,7 @@ impl Allocator {
     pub fn review_config(&mut self, ipam: &str) -> Result<Vec<Finding>, RuntimeError> {
         let result =
             self.bindings.hereabouts_ipam_allocator().call_review_config(&mut self.store, ipam);
-        result.map_err(|e| RuntimeError::Trap(format!("{e:#}")))
+        result.map_err(|e| trap_error(self.store.data(), e))
     }
 
     /// Reads `hereabouts plan`'s input document.
@@ -279,7 +394,7 @@ impl Allocator {
             .bindings
             .hereabouts_ipam_allocator()
             .call_read_plan_document(&mut self.store, text);
-        flatten_read(result)
+        flatten_read(result, self.store.data())
     }
 
     pub fn allocate(
@@ -292,7 +407,7 @@ impl Allocator {
             network,
             request,
         );
-        flatten(result)
+        flatten(result, self.store.data())
     }
 
     pub fn release(
@@ -302,7 +417,7 @@ impl Allocator {
     ) -> Result<Vec<Lease>, CallError> {
         let result =
             self.bindings.hereabouts_ipam_allocator().call_release(&mut self.store, network, owner);
-        flatten(result)
+        flatten(result, self.store.data())
     }
 
     pub fn leases_of(
@@ -315,7 +430,7 @@ impl Allocator {
             network,
             owner,
         );
-        flatten(result)
+        flatten(result, self.store.data())
     }
 
     /// Frees the allocations of CNI network `cni_network` (or of none recorded) not in `keep`.
@@ -331,13 +446,13 @@ impl Allocator {
             cni_network,
             keep,
         );
-        flatten(result)
+        flatten(result, self.store.data())
     }
 
     pub fn list_leases(&mut self, network: &NetworkConfig) -> Result<Vec<HeldLease>, CallError> {
         let result =
             self.bindings.hereabouts_ipam_allocator().call_list_leases(&mut self.store, network);
-        flatten(result)
+        flatten(result, self.store.data())
     }
 
     /// How a network with `node_slice_size` is cut (the NodeSlicePool's name, range, slices).
@@ -351,7 +466,7 @@ impl Allocator {
             network,
             cni_network,
         );
-        flatten(result)
+        flatten(result, self.store.data())
     }
 
     /// Whether `nodes` nodes each get a slice: none, or the core's
@@ -366,7 +481,7 @@ impl Allocator {
             network,
             nodes,
         );
-        flatten(result)
+        flatten(result, self.store.data())
     }
 
     /// The network narrowed to `node`'s slice: later calls work on the node's slice pool.
@@ -382,12 +497,12 @@ impl Allocator {
             node,
             slice,
         );
-        flatten(result)
+        flatten(result, self.store.data())
     }
 
     pub fn plan(&mut self, request: &PlanRequest) -> Result<Vec<RangeReport>, CallError> {
         let result = self.bindings.hereabouts_ipam_allocator().call_plan(&mut self.store, request);
-        flatten(result)
+        flatten(result, self.store.data())
     }
 
     /// Every finding about `network` at once (`validate` has no error of its own: a bad
@@ -395,7 +510,7 @@ impl Allocator {
     pub fn validate(&mut self, network: &NetworkConfig) -> Result<Vec<Finding>, RuntimeError> {
         let result =
             self.bindings.hereabouts_ipam_allocator().call_validate(&mut self.store, network);
-        result.map_err(|e| RuntimeError::Trap(format!("{e:#}")))
+        result.map_err(|e| trap_error(self.store.data(), e))
     }
 
     pub fn overlaps(
@@ -404,7 +519,7 @@ impl Allocator {
         b: &NetworkConfig,
     ) -> Result<Vec<Overlap>, CallError> {
         let result = self.bindings.hereabouts_ipam_allocator().call_overlaps(&mut self.store, a, b);
-        flatten(result)
+        flatten(result, self.store.data())
     }
 
     pub fn range_map(
@@ -423,23 +538,29 @@ impl Allocator {
             to,
             buckets,
         );
-        flatten(result)
+        flatten(result, self.store.data())
     }
 }
 
-fn flatten_read<T>(result: wasmtime::Result<Result<T, ConfigError>>) -> Result<T, ReadError> {
+fn flatten_read<T>(
+    result: wasmtime::Result<Result<T, ConfigError>>,
+    state: &HostState,
+) -> Result<T, ReadError> {
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(ReadError::Config(error)),
-        Err(trap) => Err(ReadError::Runtime(RuntimeError::Trap(format!("{trap:#}")))),
+        Err(trap) => Err(ReadError::Runtime(trap_error(state, trap))),
     }
 }
 
 /// A trap poisons the instance; after one, callers must not reuse the `Allocator`.
-fn flatten<T>(result: wasmtime::Result<Result<T, IpamError>>) -> Result<T, CallError> {
+fn flatten<T>(
+    result: wasmtime::Result<Result<T, IpamError>>,
+    state: &HostState,
+) -> Result<T, CallError> {
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(CallError::Ipam(IpamErrorDisplay(error))),
-        Err(trap) => Err(CallError::Runtime(RuntimeError::Trap(format!("{trap:#}")))),
+        Err(trap) => Err(CallError::Runtime(trap_error(state, trap))),
     }
 }

@@ -196,10 +196,13 @@ fn a_trap_inside_the_component_is_an_error_not_a_crash() {
     let mut allocator =
         Allocator::with_limits(Box::new(HugePoolStore), Some(&cache.0), 8 << 20).unwrap();
     let error = allocator.allocate(&network("10.0.0.0/24"), &request(1)).unwrap_err();
-    assert!(matches!(error, CallError::Runtime(RuntimeError::Trap(_))), "{error:?}");
+    assert!(matches!(error, CallError::Runtime(RuntimeError::MemoryLimit(_))), "{error:?}");
     let cni = CniError::from(error);
     assert_eq!(cni.code, Code::Internal, "{cni:?}");
-    assert!(cni.msg.contains("trapped"), "{}", cni.msg);
+    // A plain error naming the limit, not a wasm backtrace.
+    assert!(cni.msg.contains("memory limit of 8 MiB"), "{}", cni.msg);
+    assert!(!cni.msg.contains("backtrace") && !cni.msg.contains('\n'), "{}", cni.msg);
+    assert!(cni.details.is_empty(), "{cni:?}");
     // The default cap leaves room for such a pool: the same call then gets to the write.
     let mut roomy = Allocator::with_cache(Box::new(HugePoolStore), Some(&cache.0)).unwrap();
     let answer = roomy.allocate(&network("10.0.0.0/24"), &request(1));

@@ -14,11 +14,17 @@
 //! - `hereabouts_reconcile_runs_total` and `hereabouts_reconcile_duration_seconds` for the
 //!   passes the controller runs itself (`--reconcile-every-seconds`).
 //!
-//! The endpoint is a plain HTTP/1.1 responder on its own thread: `GET /metrics` answers, any
-//! other path is 404. It reads the store with its own client and allocator.
+//! The endpoint is hyper's HTTP/1.1 server on its own thread (a current-thread tokio runtime):
+//! `GET /metrics` answers, any other path is 404. It reads the store with its own client and
+//! allocator, on one more thread, one scrape at a time. The port is reachable by anyone who
+//! can reach the pod, so the server holds nothing for a client that does not finish its
+//! request: at most [`MAX_CONNECTIONS`] at once (a connection beyond them is closed at once),
+//! the request head within [`HEADER_TIMEOUT`] and [`MAX_HEAD_BYTES`] (an endless header is
+//! answered 431 and closed), the whole connection within [`CONNECTION_TIMEOUT`], no keep-alive.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
 
 use hereabouts_host::bindings::PlanRequest;
 use hereabouts_host::error::{CniError, Code};
@@ -189,37 +195,108 @@ pub fn serve(listener: TcpListener, store: KubeStore) -> Result<Recorder, CniErr
         recorder.reconcile_seconds.clone(),
     );
     let mut allocator = Allocator::new(Box::new(store.clone()))?;
+    // The scrapes: one thread owns the store's client and the allocator (both blocking).
+    let (scrapes, requests) = std::sync::mpsc::channel::<Scrape>();
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request_line = String::new();
-            let mut reader = BufReader::new(&stream);
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
+        for reply in requests {
+            if let Err(e) = pools.refresh(&store, &mut allocator) {
+                eprintln!("hereabouts controller: metrics: reading the pools: {}", e.msg);
             }
-            // The rest of the request head.
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let response = if request_line.starts_with("GET /metrics ") {
-                if let Err(e) = pools.refresh(&store, &mut allocator) {
-                    eprintln!("hereabouts controller: metrics: reading the pools: {}", e.msg);
-                }
-                api.refresh();
-                let mut body = String::new();
-                match prometheus_client::encoding::text::encode(&mut body, &registry) {
-                    Ok(()) => format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    ),
-                    Err(_) => "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
-                }
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
-            };
-            let _ = stream.write_all(response.as_bytes());
+            api.refresh();
+            let mut body = String::new();
+            let body =
+                prometheus_client::encoding::text::encode(&mut body, &registry).ok().map(|()| body);
+            let _ = reply.send(body);
         }
     });
+    listener.set_nonblocking(true).map_err(|e| {
+        CniError::new(Code::Io, format!("--metrics-port: cannot use the listener: {e}"))
+    })?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+            CniError::new(Code::Io, format!("metrics: cannot start the server's runtime: {e}"))
+        })?;
+    std::thread::spawn(move || runtime.block_on(accept(listener, scrapes)));
     Ok(recorder)
+}
+
+/// How many connections the server holds at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a client has to send its request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection lives, whatever it does.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most bytes of a request head (hyper's smallest buffer is 8 KiB).
+pub const MAX_HEAD_BYTES: usize = 16 << 10;
+
+/// One scrape asked of the scraping thread: the exposition text (None: it could not be
+/// encoded) comes back on the channel.
+type Scrape = tokio::sync::oneshot::Sender<Option<String>>;
+
+async fn accept(listener: TcpListener, scrapes: std::sync::mpsc::Sender<Scrape>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("hereabouts controller: metrics: cannot serve: {e}");
+            return;
+        }
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors, say: wait instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else { continue }; // dropped: closed
+        let scrapes = scrapes.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request| respond(request, scrapes.clone()));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            drop(slot);
+        });
+    }
+}
+
+type Body = http_body_util::Full<bytes::Bytes>;
+
+async fn respond(
+    request: hyper::Request<hyper::body::Incoming>,
+    scrapes: std::sync::mpsc::Sender<Scrape>,
+) -> Result<hyper::Response<Body>, std::convert::Infallible> {
+    let status = |code: u16| {
+        let mut response = hyper::Response::new(Body::default());
+        *response.status_mut() = hyper::StatusCode::from_u16(code).expect("a valid status");
+        Ok(response)
+    };
+    if request.method() != hyper::Method::GET || request.uri().path() != "/metrics" {
+        return status(404);
+    }
+    let (reply, body) = tokio::sync::oneshot::channel();
+    if scrapes.send(reply).is_err() {
+        return status(500);
+    }
+    match body.await {
+        Ok(Some(body)) => {
+            let mut response = hyper::Response::new(Body::from(body));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            Ok(response)
+        }
+        _ => status(500),
+    }
 }

@@ -668,13 +668,16 @@ impl EtcdStore {
             options = options.with_user(user.clone(), config.password.clone().unwrap_or_default());
         }
         if let Some(ca) = &config.ca_cert_file {
+            // As every file a config names: no final symbolic link, a regular file, capped.
             let read = |path: &PathBuf, key: &str| {
-                std::fs::read(path).map_err(|e| {
-                    ConnectError::Config(ConfigError::at(
-                        key,
-                        format!("cannot read {}: {e}", path.display()),
-                    ))
-                })
+                let limit = hereabouts_host::files::MAX_CONFIG_FILE_BYTES;
+                hereabouts_host::files::read_capped(key, &path.to_string_lossy(), limit).map_err(
+                    |e| {
+                        let message = e.to_string();
+                        let message = message.strip_prefix(&format!("{key}: ")).unwrap_or(&message);
+                        ConnectError::Config(ConfigError::at(key, message.to_string()))
+                    },
+                )
             };
             let mut tls = TlsOptions::new()
                 .ca_certificate(Certificate::from_pem(read(ca, "etcd_ca_cert_file")?));

@@ -195,13 +195,23 @@ impl SqliteStore {
 
     /// Opens the store in `dir` at the given synchronous level.
     pub fn open_with(dir: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Failed(format!("data_dir: cannot create {}: {e}", dir.display()))
-        })?;
+        if !dir.is_absolute() {
+            return Err(StoreError::Failed(format!(
+                "data_dir: {} is not an absolute path",
+                dir.display()
+            )));
+        }
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| {
+                StoreError::Failed(format!("data_dir: cannot create {}: {e}", dir.display()))
+            })?;
+        }
         let path = dir.join(DATABASE_FILE);
-        check_magic(&path)?;
+        check_magic(&path, true)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
         let mut store = Self { conn, path };
@@ -220,8 +230,10 @@ impl SqliteStore {
         if !path.exists() {
             return Err(StoreError::Failed(format!("{}: no store here", path.display())));
         }
-        check_magic(&path)?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        check_magic(&path, false)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
         let store = Self { conn, path };
         store.configure(Synchronous::Normal).map_err(|e| store.error(e))?;
@@ -409,17 +421,52 @@ impl SqliteStore {
 /// pages its WAL holds from the WAL, the first one included, so a file overwritten with
 /// anything else would go unnoticed (and be written over by the next checkpoint) as long as
 /// its WAL is there. An empty file is a database not written yet.
-fn check_magic(path: &Path) -> Result<(), StoreError> {
+fn check_magic(path: &Path, create: bool) -> Result<(), StoreError> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     const MAGIC: &[u8; 16] = b"SQLite format 3\0";
-    let mut file = match std::fs::File::open(path) {
+    // The one open that may create the file: 0600, never through a symbolic link (a dangling
+    // one would make root create its target), never blocking on a FIFO; then only a regular
+    // file is handed to SQLite (which opens it with SQLITE_OPEN_NOFOLLOW too).
+    let guard =
+        (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC)
+            .bits() as i32;
+    let open = |new: bool| {
+        let mut options = std::fs::OpenOptions::new();
+        // A new file: O_CREAT|O_EXCL, which refuses even a dangling link.
+        options.read(true).write(new).create_new(new).mode(0o600).custom_flags(guard);
+        options.open(path)
+    };
+    let opened = match open(false) {
+        Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => match open(true) {
+            Ok(_) => return Ok(()), // new and empty: SQLite makes it a database
+            // Another process created it meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => open(false),
+            Err(e) => Err(e),
+        },
+        other => other,
+    };
+    let file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(StoreError::Failed(format!(
+                "{}: is a symbolic link; the store is never opened through one",
+                path.display()
+            )));
+        }
         Err(e) => return Err(StoreError::Failed(format!("{}: cannot read: {e}", path.display()))),
     };
+    let is_file = file
+        .metadata()
+        .map_err(|e| StoreError::Failed(format!("{}: cannot read: {e}", path.display())))?
+        .file_type()
+        .is_file();
+    if !is_file {
+        return Err(StoreError::Failed(format!("{}: not a regular file", path.display())));
+    }
     let mut head = Vec::with_capacity(16);
-    (&mut file)
-        .take(16)
+    file.take(16)
         .read_to_end(&mut head)
         .map_err(|e| StoreError::Failed(format!("{}: cannot read: {e}", path.display())))?;
     if head.is_empty() || head == MAGIC {

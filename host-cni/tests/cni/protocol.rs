@@ -266,7 +266,7 @@ fn logs_go_to_log_file_never_to_stdout() {
     let log = net.dir.path().join("hereabouts.log");
     let conf =
         net.conf("1.0.0", json!({"range": "10.11.0.0/24", "log_file": log, "log_level": "debug"}));
-    let out = Cni::new("ADD").run(&conf);
+    let out = Cni::new("ADD").env("HEREABOUTS_LOG_DIR", net.dir.path()).run(&conf);
     let result = out.ok();
     assert_eq!(address(&result, 0), "10.11.0.1");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -283,8 +283,9 @@ fn node_slice_size_on_the_local_store_is_accepted_and_has_no_effect() {
     let ipam = json!({"range": "10.13.0.0/24", "node_slice_size": "/28", "log_file": log,
                       "log_level": "verbose"});
     let conf = net.conf("1.0.0", ipam);
-    let first = Cni::new("ADD").container("a").run(&conf).ok();
-    let second = Cni::new("ADD").container("b").run(&conf).ok();
+    let logging = |c: &str| Cni::new("ADD").container(c).env("HEREABOUTS_LOG_DIR", net.dir.path());
+    let first = logging("a").run(&conf).ok();
+    let second = logging("b").run(&conf).ok();
     assert_eq!((address(&first, 0), address(&second, 0)), ("10.13.0.1".into(), "10.13.0.2".into()));
     assert_eq!(first["ips"][0]["address"], "10.13.0.1/24");
     assert_eq!(net.allocations("10.13.0.0-24").len(), 2);

@@ -85,6 +85,7 @@ cni() {
   env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CNI_COMMAND="$verb" CNI_CONTAINERID="ctr-$net-$pod" \
     CNI_NETNS="/var/run/netns/$tag-$net-$pod" CNI_IFNAME=eth0 CNI_PATH="$work/bin" \
     CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=e2e;K8S_POD_NAME=pod-$pod" \
+    HEREABOUTS_LOG_DIR="$work" \
     "$work/bin/$plugin" <"$file" >"$work/out.$net.$pod.$verb" 2>"$work/err.$net.$pod.$verb"
 }
 out() { echo "$(head -c 400 "$work/out.$1.$2.$3") $(head -c 300 "$work/err.$1.$2.$3")"; }

@@ -63,6 +63,9 @@ fi
 tag=hp$$
 work=$(mktemp -d "${TMPDIR:-/tmp}/hereabouts-podman.XXXXXX")
 export TMPDIR=$work/tmp
+# The networks below log to $work/hereabouts.log: a network config may log only in an allowed
+# directory, and this environment (the node's, never a NAD's) adds one.
+export HEREABOUTS_LOG_DIR=$work
 mkdir -p "$work"/{cni-bin,cni-net,store,host-local,tmp,libpod,rootfs/bin} "$work/fixed"
 pass=0 fail=0 bridges=()
 podman_ready=0

@@ -32,7 +32,7 @@ pub fn forgives(error: &CniError) -> bool {
 
 /// DEL when the network config itself cannot be read: nothing can be found to free.
 pub fn unreadable_config(env: &CniEnv, error: &CniError) {
-    log::init(&Default::default());
+    log::init_for(&Default::default(), false);
     tracing::warn!(container = %env.container_id, ifname = %env.ifname, code = error.code.number(),
         "DEL: the network config cannot be used ({}); nothing freed, DEL succeeds", error.msg);
 }

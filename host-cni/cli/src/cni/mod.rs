@@ -9,6 +9,7 @@
 pub mod claim;
 mod del;
 pub mod env;
+mod limits;
 mod log;
 pub mod netconf;
 pub mod result;
@@ -16,7 +17,6 @@ pub mod slices;
 pub mod statefulset;
 pub mod version;
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
@@ -38,11 +38,11 @@ pub fn main() -> i32 {
         tracing::error!("internal error: {info}");
         eprintln!("hereabouts: internal error: {info}");
     }));
+    limits::arm(limits::deadline());
     let mut stdin = String::new();
     let outcome = guarded(|| {
-        std::io::stdin().read_to_string(&mut stdin).map_err(|e| {
-            CniError::new(Code::Decode, format!("stdin: cannot read the network config: {e}"))
-        })?;
+        limits::read_stdin(&mut stdin)?;
+        limits::set_error_version(netconf::error_version(&stdin));
         let env = CniEnv::from_process()?;
         run(&env, &stdin)
     });
@@ -54,12 +54,7 @@ pub fn main() -> i32 {
             (Some(error.to_json(netconf::error_version(&stdin))), 1)
         }
     };
-    if let Some(output) = output {
-        let mut stdout = std::io::stdout().lock();
-        // If the runtime closed stdout there is nobody left to tell.
-        let _ = writeln!(stdout, "{output}").and_then(|()| stdout.flush());
-    }
-    status
+    if limits::print_once(output.as_ref()) { status } else { 1 } // else the deadline answered
 }
 
 /// One call: the verb in `env` on the network config `stdin`.
@@ -69,6 +64,7 @@ pub fn run(env: &CniEnv, stdin: &str) -> Result<Option<Value>, CniError> {
             json!({ "cniVersion": version::LATEST, "supportedVersions": version::SUPPORTED }),
         ));
     }
+    limits::check_env(env)?;
     let conf = match NetConf::parse(stdin, config::FLAT_FILE_PATHS) {
         Err(e) if env.command == Command::Del && del::forgives(&e) => {
             del::unreadable_config(env, &e);
@@ -76,7 +72,7 @@ pub fn run(env: &CniEnv, stdin: &str) -> Result<Option<Value>, CniError> {
         }
         conf => conf?,
     };
-    log::init(&conf.ipam);
+    log::init(&conf);
     tracing::debug!(command = ?env.command, container = %env.container_id, ifname = %env.ifname,
         network = %conf.name, flat_file = ?conf.flat_file, "CNI call");
     if env.command == Command::Del {
@@ -375,13 +371,8 @@ fn first_compile_lock(cache: &std::path::Path) -> Option<std::fs::File> {
     if compiled(cache) {
         return None;
     }
-    std::fs::create_dir_all(cache).ok()?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(cache.join("compile.lock"))
-        .ok()?;
+    // Checks that the directory is private before creating anything in it.
+    let lock = hereabouts_host::runtime::open_compile_lock(cache)?;
     lock.lock().ok()?;
     Some(lock)
 }

@@ -43,6 +43,9 @@ pub struct NetConf {
     pub flat_file: Option<PathBuf>,
     /// Every flat-file path tried, in order (`configuration_path` first).
     pub flat_files_searched: Vec<String>,
+    /// Whether `ipam.log_file` came from the flat file (the node's admin) rather than the
+    /// network config (whoever may write a NAD): see `log`.
+    pub log_file_from_flat_file: bool,
     /// `allowPersistentIPs` (the NAD's config, as OVN-Kubernetes reads it): IPAMClaims are
     /// honoured only when true.
     pub allow_persistent_ips: bool,
@@ -97,12 +100,14 @@ impl NetConf {
             }
         }
         let flat_files_searched = config::flat_file_search(&ipam, flat_files);
-        let flat_file = config::merge_flat_file(&mut ipam, flat_files).map_err(|e| match e {
-            config::FlatFileError::Unreadable { .. } => CniError::new(Code::Io, e.to_string()),
-            config::FlatFileError::NotJson { .. } | config::FlatFileError::NotAnObject { .. } => {
-                invalid(e.to_string())
-            }
+        let merged = config::merge_flat_file_tracked(&mut ipam, flat_files).map_err(|e| {
+            CniError::new(
+                if e.is_config_error() { Code::InvalidConfig } else { Code::Io },
+                e.to_string(),
+            )
         })?;
+        let log_file_from_flat_file = merged.as_ref().is_some_and(|m| m.filled("log_file"));
+        let flat_file = merged.map(|m| m.path);
         let ipam_text = ipam.to_string();
         let ipam = IpamConfig::from_value(&ipam)?;
         let statics = Statics::from_ipam(&ipam)?;
@@ -141,6 +146,7 @@ impl NetConf {
             valid_attachments,
             flat_file,
             flat_files_searched,
+            log_file_from_flat_file,
             allow_persistent_ips,
             claim_reference,
             persistent_statefulset_ips,

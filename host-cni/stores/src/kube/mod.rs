@@ -131,9 +131,7 @@ impl KubeStore {
             })?;
         let (mut config, namespace) = match kubeconfig {
             Some(path) => {
-                let file = Kubeconfig::read_from(path).map_err(|e| {
-                    StoreError::Failed(format!("kubeconfig {}: {e}", path.display()))
-                })?;
+                let file = read_kubeconfig(path)?;
                 let namespace = context_namespace(&file);
                 let config = runtime
                     .block_on(Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()))
@@ -522,6 +520,26 @@ fn same_pod_interface(holder: &Owner, owner: &Owner) -> bool {
 /// Whether `owner` may take over a reservation `holder` has (`reserve` in the WIT).
 fn may_take_over(holder: &Owner, owner: &Owner) -> bool {
     holder.same_attachment(owner) || same_pod_interface(holder, owner)
+}
+
+/// Reads a kubeconfig as every file a config names is read (`hereabouts_host::files`: no
+/// final symbolic link, a regular file, at most 1 MiB). A file that is not a kubeconfig is
+/// refused without a word of its content: the message reaches the pod's events, and the path
+/// is the NAD's choice (a private key, say).
+fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, StoreError> {
+    let key = "kubernetes.kubeconfig";
+    let text = hereabouts_host::files::read_config_text(key, &path.to_string_lossy())
+        .map_err(|e| StoreError::Failed(e.to_string()))?;
+    let not_one = || {
+        StoreError::Failed(format!(
+            "{key}: {}: not a kubeconfig (YAML with clusters, users and contexts); its content is not shown",
+            path.display()
+        ))
+    };
+    Kubeconfig::from_yaml(&text).map_err(|_| not_one())?;
+    // Again through kube, which makes the certificate paths in it absolute (relative to the
+    // file's directory); the file was vetted just now.
+    Kubeconfig::read_from(path).map_err(|_| not_one())
 }
 
 /// The kubeconfig's current-context namespace, else Whereabouts' default.
