@@ -304,6 +304,23 @@ fn migrate_check_tells_a_stopped_reconciler_and_an_unreachable_server_apart() {
     assert_eq!(note["conflict"], false);
     assert!(note["why"].as_str().unwrap().contains("scaled to 0"), "{note}");
 
+    // --namespace: where Whereabouts' objects are looked for (a context's namespace is often
+    // `default`); its Lease there is found.
+    let elsewhere = emulator.kubeconfig(&dir.join("default-context"), Some("default"));
+    emulator.insert(
+        "leases",
+        lease("whereabouts", &k8s_openapi::jiff::Timestamp::now().to_string(), "default/pod-2"),
+    );
+    let (code, findings) = migrate_check(&elsewhere);
+    assert_eq!(code, 0, "nothing of Whereabouts in `default`: {findings:#?}");
+    let output = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .args(["migrate", "check", "--json", "--namespace", NS, "--kubeconfig"])
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Lease kube-system/whereabouts"));
+
     emulator.deny("list", "leases");
     let output = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
         .args(["migrate", "check", "--kubeconfig"])

@@ -52,10 +52,13 @@ pub enum MigrateCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// Kubeconfig to use (default: in-cluster service account). Its context's namespace is
-    /// where Whereabouts' custom resources and Leases are looked for.
+    /// Kubeconfig to use (default: in-cluster service account).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Where Whereabouts' custom resources, ConfigMap and Leases live (default: the kubeconfig
+    /// context's namespace, else kube-system). Workloads are looked for in every namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
     /// A Whereabouts Lease renewed within this many seconds means a node still runs its plugin.
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     pub lease_window_seconds: u64,
@@ -110,7 +113,7 @@ enum Failure {
 
 fn check(args: &CheckArgs) -> Result<Vec<Finding>, Failure> {
     let store = KubeStore::connect(args.kubeconfig.as_deref(), Timeouts::default())?;
-    let ns = store.namespace().to_string();
+    let ns = args.namespace.clone().unwrap_or_else(|| store.namespace().to_string());
     let client = store.client().clone();
     let list = |resource: &'static str| Request::new("list", resource, "");
     let all = ListParams::default();
