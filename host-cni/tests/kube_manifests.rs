@@ -2,7 +2,10 @@
 //! its typed k8s-openapi object, and serialising that object gives back exactly what the file
 //! says — so a misspelt or misplaced field, which the typed parse alone would silently drop,
 //! fails here. Also: deploy/crds.yaml is what `hereabouts crds` prints, the chart's defaults
-//! render to the same objects as deploy/, and the RBAC rules cover what the store uses.
+//! render to the same objects as deploy/ and its other values to what they say (rendered by
+//! real helm, built by tests/k8s/tools/helm.sh, which `helm lint`s it too), every workload
+//! drops all capabilities under `seccompProfile: RuntimeDefault`, and the RBAC rules cover
+//! what the store uses.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -262,119 +265,377 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
     assert!(volumes.contains("/opt/cni/bin") && volumes.contains("/etc/cni/net.d"), "{volumes}");
 }
 
-/// Renders the subset of Helm's template language the chart uses: `{{ .Values.a.b }}`,
-/// `{{ .Release.Namespace }}`, and whole-line `{{- if .Values.x }}` … `{{- end }}`.
-/// The test fails on any other action, so the chart cannot outgrow what is checked here.
-fn render(template: &str, values: &Value, namespace: &str) -> String {
-    let lookup = |path: &str| -> Value {
-        let pointer = format!("/{}", path.trim().trim_start_matches(".Values.").replace('.', "/"));
-        values.pointer(&pointer).cloned().unwrap_or_else(|| panic!("no value {path}"))
-    };
-    let mut out = String::new();
-    let mut skipping = 0usize;
-    let mut depth = 0usize;
-    for line in template.lines() {
-        let trimmed = line.trim();
-        if let Some(condition) = trimmed.strip_prefix("{{- if ").and_then(|r| r.strip_suffix("}}"))
-        {
-            depth += 1;
-            let on = match lookup(condition) {
-                Value::Bool(b) => b,
-                Value::Null => false,
-                _ => true,
-            };
-            if skipping == 0 && !on {
-                skipping = depth;
-            }
-            continue;
+fn chart_dir() -> PathBuf {
+    deploy_dir().join("helm/hereabouts")
+}
+
+/// The helm binary: built once from its pinned Go module by tests/k8s/tools/helm.sh (cached
+/// under target/tools), the same script the real-apiserver suite uses.
+fn helm() -> PathBuf {
+    static HELM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HELM.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/k8s/tools/helm.sh");
+        let output = std::process::Command::new("bash").arg(&script).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+/// `helm template hereabouts deploy/helm/hereabouts -n kube-system` with `values` (YAML, may
+/// be empty) as an extra values file: the rendered documents, each typed-checked.
+fn helm_template(values: &str) -> Vec<Value> {
+    static RENDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let file =
+        std::env::temp_dir().join(format!("hereabouts-values-{}-{n}.yaml", std::process::id()));
+    std::fs::write(&file, values).unwrap();
+    let output = std::process::Command::new(helm())
+        .args(["template", "hereabouts"])
+        .arg(chart_dir())
+        .args(["--namespace", "kube-system", "--values"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(output.status.success(), "helm template: {}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let docs = documents(&text, "helm template");
+    for doc in &docs {
+        if doc["kind"] != "ServiceMonitor" {
+            check_document(doc, "helm template");
         }
-        if trimmed == "{{- end }}" {
-            if skipping == depth {
-                skipping = 0;
-            }
-            depth -= 1;
-            continue;
-        }
-        if skipping > 0 {
-            continue;
-        }
-        let mut rendered = String::new();
-        let mut rest = line;
-        while let Some(start) = rest.find("{{") {
-            rendered.push_str(&rest[..start]);
-            let end = rest[start..].find("}}").expect("unclosed action") + start;
-            let action = rest[start + 2..end].trim();
-            let value = match action {
-                ".Release.Namespace" => namespace.to_string(),
-                a if a.starts_with(".Values.") => match lookup(a) {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                },
-                other => panic!("template action {other:?} is not in the checked subset"),
-            };
-            rendered.push_str(&value);
-            rest = &rest[end + 2..];
-        }
-        rendered.push_str(rest);
-        out.push_str(&rendered);
-        out.push('\n');
     }
-    out
+    docs
+}
+
+fn by_key(docs: &[Value]) -> BTreeMap<String, Value> {
+    docs.iter()
+        .map(|d| {
+            (
+                format!(
+                    "{}/{}",
+                    d["kind"].as_str().unwrap(),
+                    d["metadata"]["name"].as_str().unwrap()
+                ),
+                d.clone(),
+            )
+        })
+        .collect()
+}
+
+/// The pod spec of a workload (DaemonSet, Deployment, CronJob).
+fn pod_spec(doc: &Value) -> &Value {
+    doc.pointer("/spec/template/spec")
+        .or_else(|| doc.pointer("/spec/jobTemplate/spec/template/spec"))
+        .unwrap_or_else(|| panic!("no pod spec in {}", doc["kind"]))
+}
+
+fn pod_metadata(doc: &Value) -> &Value {
+    doc.pointer("/spec/template/metadata")
+        .or_else(|| doc.pointer("/spec/jobTemplate/spec/template/metadata"))
+        .unwrap()
 }
 
 #[test]
-fn the_helm_chart_renders_to_the_same_objects_as_deploy() {
-    let chart = deploy_dir().join("helm/hereabouts");
-    let values: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap())
-            .unwrap();
+fn the_helm_chart_renders_to_the_same_objects_as_deploy_and_lints() {
     let meta: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(chart.join("Chart.yaml")).unwrap())
+        serde_saphyr::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
             .unwrap();
     assert_eq!(meta["apiVersion"], "v2");
     assert_eq!(meta["name"], "hereabouts");
 
     let mut rendered = BTreeMap::new();
     for file in ["crds.yaml", "ipamclaims-crd.yaml"] {
-        let crds = std::fs::read_to_string(chart.join("crds").join(file)).unwrap();
+        let crds = std::fs::read_to_string(chart_dir().join("crds").join(file)).unwrap();
         for doc in documents(&crds, "chart crds") {
             rendered.insert(check_document(&doc, &format!("chart crds/{file}")), doc);
         }
     }
-    let mut templates: Vec<_> =
-        std::fs::read_dir(chart.join("templates")).unwrap().map(|e| e.unwrap().path()).collect();
-    templates.sort();
-    for path in templates {
-        let text = render(&std::fs::read_to_string(&path).unwrap(), &values, "kube-system");
-        for doc in documents(&text, &path.display().to_string()) {
-            rendered.insert(check_document(&doc, &path.display().to_string()), doc);
-        }
-    }
+    rendered.extend(by_key(&helm_template("")));
     let deploy = deploy_objects();
     assert_eq!(rendered.keys().collect::<Vec<_>>(), deploy.keys().collect::<Vec<_>>());
     for (key, doc) in &deploy {
         assert_eq!(&rendered[key], doc, "chart and deploy/ differ for {key}");
     }
 
+    for values in ["", NON_DEFAULT_VALUES] {
+        let file = std::env::temp_dir().join(format!(
+            "hereabouts-lint-{}-{}.yaml",
+            std::process::id(),
+            values.len()
+        ));
+        std::fs::write(&file, values).unwrap();
+        let output = std::process::Command::new(helm())
+            .args(["lint", "--strict"])
+            .arg(chart_dir())
+            .arg("--values")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            output.status.success(),
+            "helm lint:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// Issue 21: no workload keeps a capability or runs without the runtime's seccomp profile.
+#[test]
+fn every_workload_drops_all_capabilities_under_runtime_default_seccomp() {
+    let deploy = deploy_objects();
+    let chart = by_key(&helm_template(NON_DEFAULT_VALUES));
+    for (origin, objects) in [("deploy/", &deploy), ("chart", &chart)] {
+        let workloads: Vec<_> = objects
+            .iter()
+            .filter(|(k, _)| {
+                ["DaemonSet/", "Deployment/", "CronJob/"].iter().any(|p| k.starts_with(p))
+            })
+            .collect();
+        assert_eq!(workloads.len(), 3, "{origin}: {:?}", objects.keys());
+        for (key, doc) in workloads {
+            let spec = pod_spec(doc);
+            assert_eq!(
+                spec.pointer("/securityContext/seccompProfile/type"),
+                Some(&Value::from("RuntimeDefault")),
+                "{origin} {key}"
+            );
+            for container in spec["containers"].as_array().unwrap() {
+                let security = &container["securityContext"];
+                assert_eq!(
+                    security["capabilities"],
+                    serde_json::json!({"drop": ["ALL"]}),
+                    "{origin} {key}"
+                );
+                assert_eq!(security["allowPrivilegeEscalation"], false, "{origin} {key}");
+                assert!(security.get("privileged").is_none(), "{origin} {key}");
+            }
+        }
+    }
+}
+
+/// Every value Whereabouts' chart offers, set to something other than its default.
+const NON_DEFAULT_VALUES: &str = r#"
+fullnameOverride: ipam
+nameOverride: addresses
+namespaceOverride: networking
+image:
+  repository: registry.example.com/hereabouts
+  tag: ""
+imagePullSecrets:
+- name: pull-secret
+podAnnotations:
+  example.com/owner: network-team
+serviceAccount:
+  create: false
+  name: existing-plugin
+reconcilerServiceAccount:
+  name: cleaner
+  annotations:
+    example.com/role: reconcile
+nodeSelector:
+  node-role.example.com/cni: "true"
+tolerations:
+- key: example.com/dedicated
+  operator: Equal
+  value: network
+  effect: NoSchedule
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - key: kubernetes.io/arch
+          operator: In
+          values: [amd64, arm64]
+priorityClassName: cni-critical
+updateStrategy: OnDelete
+resources:
+  requests:
+    cpu: 50m
+    memory: 32Mi
+  limits:
+    cpu: 200m
+    memory: 128Mi
+podSecurityContext:
+  seccompProfile:
+    type: RuntimeDefault
+  fsGroup: 2000
+securityContext:
+  runAsUser: 0
+  readOnlyRootFilesystem: true
+  allowPrivilegeEscalation: false
+  capabilities:
+    drop: ["ALL"]
+reconcile:
+  priorityClassName: batch-low
+  tolerations:
+  - operator: Exists
+    effect: NoSchedule
+  resources:
+    limits:
+      memory: 256Mi
+controller:
+  nodeSelector:
+    kubernetes.io/os: linux
+    node-role.kubernetes.io/control-plane: ""
+  affinity:
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 1
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              app.kubernetes.io/component: controller
+  updateStrategy:
+    type: Recreate
+  priorityClassName: system-cluster-critical
+"#;
+
+#[test]
+fn helm_values_of_whereabouts_chart_land_where_they_say() {
+    use serde_json::json;
+    let objects = by_key(&helm_template(NON_DEFAULT_VALUES));
+    // Names from fullnameOverride; no ServiceAccount for the plugin (create: false), the
+    // reconciler's under its own name.
+    assert_eq!(
+        objects.keys().cloned().collect::<Vec<_>>(),
+        [
+            "ClusterRole/ipam",
+            "ClusterRole/ipam-reconciler",
+            "ClusterRoleBinding/ipam",
+            "ClusterRoleBinding/ipam-reconciler",
+            "CronJob/ipam-reconcile",
+            "DaemonSet/ipam",
+            "Deployment/ipam-controller",
+            "Role/ipam",
+            "Role/ipam-reconciler",
+            "RoleBinding/ipam",
+            "RoleBinding/ipam-reconciler",
+            "Service/ipam-controller-metrics",
+            "ServiceAccount/cleaner",
+        ]
+        .map(String::from)
+    );
+    // namespaceOverride: every namespaced object, and every binding's subject.
+    for (key, doc) in &objects {
+        if !key.starts_with("Cluster") {
+            assert_eq!(doc["metadata"]["namespace"], "networking", "{key}");
+        }
+        if let Some(subjects) = doc["subjects"].as_array() {
+            assert_eq!(subjects[0]["namespace"], "networking", "{key}");
+        }
+    }
+    assert_eq!(
+        objects["ServiceAccount/cleaner"]["metadata"]["annotations"]["example.com/role"],
+        "reconcile"
+    );
+    for key in ["RoleBinding/ipam", "ClusterRoleBinding/ipam"] {
+        assert_eq!(objects[key]["subjects"][0]["name"], "existing-plugin", "{key}");
+    }
+    for key in ["RoleBinding/ipam-reconciler", "ClusterRoleBinding/ipam-reconciler"] {
+        assert_eq!(objects[key]["subjects"][0]["name"], "cleaner", "{key}");
+    }
+    // Grants are the chart's whatever the names: the same rules as with the defaults.
+    let defaults = by_key(&helm_template(""));
+    for (key, default_key) in [
+        ("Role/ipam", "Role/hereabouts"),
+        ("Role/ipam-reconciler", "Role/hereabouts-reconciler"),
+        ("ClusterRole/ipam", "ClusterRole/hereabouts"),
+        ("ClusterRole/ipam-reconciler", "ClusterRole/hereabouts-reconciler"),
+    ] {
+        assert_eq!(objects[key]["rules"], defaults[default_key]["rules"], "{key}");
+    }
+
+    let ds = &objects["DaemonSet/ipam"];
+    let spec = pod_spec(ds);
+    assert_eq!(spec["serviceAccountName"], "existing-plugin");
+    // Helm merges maps: the default `kubernetes.io/os: linux` stays beside the keys added.
+    assert_eq!(
+        spec["nodeSelector"],
+        json!({"kubernetes.io/os": "linux", "node-role.example.com/cni": "true"})
+    );
+    assert_eq!(spec["tolerations"][0]["key"], "example.com/dedicated");
+    assert_eq!(spec["tolerations"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        spec.pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchExpressions/0/values"),
+        Some(&json!(["amd64", "arm64"]))
+    );
+    assert_eq!(spec["priorityClassName"], "cni-critical");
+    assert_eq!(spec["securityContext"]["fsGroup"], 2000);
+    assert_eq!(ds["spec"]["updateStrategy"], json!({"type": "OnDelete"}));
+    let container = &spec["containers"][0];
+    assert_eq!(container["resources"]["limits"], json!({"cpu": "200m", "memory": "128Mi"}));
+    // An empty tag: the chart's appVersion.
+    assert_eq!(container["image"], "registry.example.com/hereabouts:0.1.0");
+    // nameOverride names the app; the selector is the release's own.
+    assert_eq!(ds["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"], "addresses");
+    assert_eq!(pod_metadata(ds)["labels"], ds["spec"]["selector"]["matchLabels"]);
+
+    let controller = &objects["Deployment/ipam-controller"];
+    let spec = pod_spec(controller);
+    assert_eq!(spec["serviceAccountName"], "cleaner");
+    assert_eq!(spec["priorityClassName"], "system-cluster-critical");
+    assert_eq!(spec["nodeSelector"]["node-role.kubernetes.io/control-plane"], "");
+    assert!(spec.pointer("/affinity/podAntiAffinity").is_some());
+    assert!(spec.get("tolerations").is_none(), "the DaemonSet's tolerations are its own");
+    assert_eq!(controller["spec"]["strategy"], json!({"type": "Recreate"}));
+    assert_eq!(
+        objects["Service/ipam-controller-metrics"]["spec"]["selector"],
+        controller["spec"]["selector"]["matchLabels"]
+    );
+
+    let cronjob = &objects["CronJob/ipam-reconcile"];
+    let spec = pod_spec(cronjob);
+    assert_eq!(spec["serviceAccountName"], "cleaner");
+    assert_eq!(spec["priorityClassName"], "batch-low");
+    assert_eq!(spec["tolerations"], json!([{"operator": "Exists", "effect": "NoSchedule"}]));
+    assert_eq!(spec["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+    // Merged over the defaults, as Helm merges maps.
+    assert_eq!(
+        spec["containers"][0]["resources"],
+        json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}})
+    );
+
+    // Every pod: the pull secret and the annotations.
+    for key in ["DaemonSet/ipam", "Deployment/ipam-controller", "CronJob/ipam-reconcile"] {
+        let doc = &objects[key];
+        assert_eq!(pod_spec(doc)["imagePullSecrets"], json!([{"name": "pull-secret"}]), "{key}");
+        assert_eq!(pod_metadata(doc)["annotations"]["example.com/owner"], "network-team", "{key}");
+    }
+
+    // The defaults: the DaemonSet on Linux nodes only, tolerating every taint.
+    let spec = pod_spec(&defaults["DaemonSet/hereabouts"]);
+    assert_eq!(spec["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+    assert_eq!(spec["tolerations"], json!([{"operator": "Exists"}]));
+}
+
+#[test]
+fn helm_optional_parts_switch_on_and_off() {
+    use serde_json::json;
     // The dead-node grace period, off by default, reaches reconcile's arguments when set.
-    let cronjob = std::fs::read_to_string(chart.join("templates/reconcile-cronjob.yaml")).unwrap();
-    let args = |values: &Value| {
-        let text = render(&cronjob, values, "kube-system");
-        documents(&text, "reconcile-cronjob.yaml")[0]
-            .pointer("/spec/jobTemplate/spec/template/spec/containers/0/args")
+    let args = |values: &str| {
+        pod_spec(&by_key(&helm_template(values))["CronJob/hereabouts-reconcile"])
+            .pointer("/containers/0/args")
             .cloned()
     };
-    assert_eq!(args(&values), None);
-    let mut graced = values.clone();
-    graced["reconcile"]["notReadyGraceSeconds"] = serde_json::json!(600);
-    assert_eq!(args(&graced), Some(serde_json::json!(["--not-ready-grace-seconds=600"])));
+    assert_eq!(args(""), None);
+    assert_eq!(
+        args("reconcile: {notReadyGraceSeconds: 600}"),
+        Some(json!(["--not-ready-grace-seconds=600"]))
+    );
     // With the etcd store, reconcile reads the networks from the Secret named.
-    let mut on_etcd = values.clone();
-    on_etcd["reconcile"]["etcdConfigSecret"] = Value::from("etcd-networks");
-    let job = documents(&render(&cronjob, &on_etcd, "kube-system"), "reconcile-cronjob.yaml")[0]
-        .pointer("/spec/jobTemplate/spec/template/spec")
-        .cloned()
-        .unwrap();
+    let on_etcd = by_key(&helm_template("reconcile: {etcdConfigSecret: etcd-networks}"));
+    let job = pod_spec(&on_etcd["CronJob/hereabouts-reconcile"]);
     let env = job.pointer("/containers/0/env").unwrap().as_array().unwrap();
     let config = env.iter().find(|e| e["name"] == "HEREABOUTS_RECONCILE_CONFIG").unwrap();
     let mount = job.pointer("/containers/0/volumeMounts/0").unwrap();
@@ -386,36 +647,39 @@ fn the_helm_chart_renders_to_the_same_objects_as_deploy() {
     assert_eq!(job.pointer("/volumes/0/name"), Some(&mount["name"]));
 
     // The ServiceMonitor, off by default, scrapes the controller's metrics port when on.
-    let controller = std::fs::read_to_string(chart.join("templates/controller.yaml")).unwrap();
-    let kinds = |values: &Value| {
-        documents(&render(&controller, values, "kube-system"), "controller.yaml")
+    let kinds = |values: &str| {
+        helm_template(values)
             .iter()
+            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "controller")
             .map(|d| d["kind"].as_str().unwrap().to_string())
             .collect::<Vec<_>>()
     };
-    assert_eq!(kinds(&values), ["Deployment", "Service"]);
-    let mut monitored = values.clone();
-    monitored["controller"]["serviceMonitor"] = Value::Bool(true);
-    assert_eq!(kinds(&monitored), ["Deployment", "Service", "ServiceMonitor"]);
-    let monitor =
-        documents(&render(&controller, &monitored, "kube-system"), "controller.yaml")[2].clone();
-    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
-    let deployment = &rendered["Deployment/hereabouts-controller"];
+    assert_eq!(kinds(""), ["Service", "Deployment"]);
     assert_eq!(
-        deployment.pointer("/spec/template/spec/containers/0/ports/0/name"),
+        kinds("controller: {serviceMonitor: true}"),
+        ["Service", "Deployment", "ServiceMonitor"]
+    );
+    let monitored = by_key(&helm_template("controller: {serviceMonitor: true}"));
+    let monitor = &monitored["ServiceMonitor/hereabouts-controller"];
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        monitored["Service/hereabouts-controller-metrics"]["metadata"]["labels"]
+    );
+    assert_eq!(
+        pod_spec(&monitored["Deployment/hereabouts-controller"])
+            .pointer("/containers/0/ports/0/name"),
         Some(&Value::from("metrics"))
     );
 
     // Switching the optional parts off removes them.
-    let mut off = values.clone();
-    off["controller"]["enabled"] = Value::Bool(false);
-    off["reconcile"]["enabled"] = Value::Bool(false);
-    for name in ["controller.yaml", "reconcile-cronjob.yaml"] {
-        let text = render(
-            &std::fs::read_to_string(chart.join("templates").join(name)).unwrap(),
-            &off,
-            "kube-system",
-        );
-        assert!(documents(&text, name).is_empty(), "{name} still renders when disabled:\n{text}");
-    }
+    let off = by_key(&helm_template("controller: {enabled: false}\nreconcile: {enabled: false}"));
+    assert!(
+        off.keys().all(|k| !k.starts_with("Deployment/")
+            && !k.starts_with("CronJob/")
+            && !k.starts_with("Service/")),
+        "{:?}",
+        off.keys()
+    );
+    assert!(off.contains_key("DaemonSet/hereabouts"));
 }

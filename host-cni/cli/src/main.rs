@@ -33,6 +33,8 @@ enum Command {
     Reconcile(commands::reconcile::ReconcileArgs),
     /// Install the plugin on this node (the DaemonSet's job): binaries, flat file, kubeconfig.
     Install(commands::install::InstallArgs),
+    /// Switching from Whereabouts: `migrate check` lists what of it still runs or would conflict.
+    Migrate(commands::migrate::MigrateArgs),
     /// Watch pods and free a deleted pod's addresses promptly (Kubernetes store; a Deployment).
     Controller(commands::controller::ControllerArgs),
     /// Read the node's embedded store: dump it as Whereabouts objects, or check its integrity.
@@ -57,6 +59,7 @@ fn main() {
         Command::Reconcile(args) => commands::reconcile::exec(args),
         Command::Install(args) => commands::install::exec(args),
         Command::Controller(args) => commands::controller::exec(args),
+        Command::Migrate(args) => commands::migrate::exec(args),
         Command::Store(args) => commands::store::exec(args),
         Command::Status(args) => commands::status::exec(args),
         Command::Slices(args) => commands::slices::exec(args),

@@ -10,7 +10,9 @@
 //!   (`k8s.cni.cncf.io/v1alpha1`, with its status subresource: `PUT …/status` writes only
 //!   `status`, a PUT of the object keeps the stored `status`, a create drops it), core `pods`
 //!   and cluster-scoped `nodes`, `apps/v1` `statefulsets` (stored as sent: no controller makes
-//!   their pods), and `events.k8s.io/v1` `events` (created, never patched here), at their real
+//!   their pods), `daemonsets` and `deployments` (stored as sent, like every workload here),
+//!   `batch/v1` `cronjobs`, core `configmaps`, `coordination.k8s.io/v1` `leases` (what
+//!   Whereabouts deploys and takes, for `hereabouts migrate check`), and `events.k8s.io/v1` `events` (created, never patched here), at their real
 //!   paths;
 //! - lists in pages: `limit` and `continue` (an opaque token; a page of `limit` items and
 //!   `metadata.continue` while more remain), as the real server pages them;
@@ -101,13 +103,18 @@ pub(super) fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
         }
         "ipamclaims" => Some(("k8s.cni.cncf.io/v1alpha1", "IPAMClaim")),
         "statefulsets" => Some(("apps/v1", "StatefulSet")),
+        "daemonsets" => Some(("apps/v1", "DaemonSet")),
+        "deployments" => Some(("apps/v1", "Deployment")),
+        "cronjobs" => Some(("batch/v1", "CronJob")),
+        "configmaps" => Some(("v1", "ConfigMap")),
+        "leases" => Some(("coordination.k8s.io/v1", "Lease")),
         _ => None,
     }
 }
 
 /// Kubernetes' own kinds (under /api/v1), not Whereabouts' custom resources.
 pub(super) fn is_core(plural: &str) -> bool {
-    matches!(plural, "pods" | "nodes")
+    matches!(plural, "pods" | "nodes" | "configmaps")
 }
 
 /// Kinds without a namespace.
@@ -119,7 +126,9 @@ pub(super) fn group_of(plural: &str) -> &'static str {
     match plural {
         _ if is_core(plural) => "",
         "events" => "events.k8s.io",
-        "statefulsets" => "apps",
+        "statefulsets" | "daemonsets" | "deployments" => "apps",
+        "cronjobs" => "batch",
+        "leases" => "coordination.k8s.io",
         "network-attachment-definitions" | "ipamclaims" => "k8s.cni.cncf.io",
         _ => "whereabouts.cni.cncf.io",
     }
@@ -762,6 +771,10 @@ fn route(path: &str) -> Option<(String, Option<String>, Option<String>)> {
         (rest, "events.k8s.io")
     } else if let Some(rest) = path.strip_prefix("/apis/apps/v1") {
         (rest, "apps")
+    } else if let Some(rest) = path.strip_prefix("/apis/batch/v1") {
+        (rest, "batch")
+    } else if let Some(rest) = path.strip_prefix("/apis/coordination.k8s.io/v1") {
+        (rest, "coordination.k8s.io")
     } else if let Some(rest) = path.strip_prefix("/apis/k8s.cni.cncf.io/v1alpha1") {
         (rest, "k8s.cni.cncf.io")
     } else if let Some(rest) = path.strip_prefix("/apis/k8s.cni.cncf.io/v1") {

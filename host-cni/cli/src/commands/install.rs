@@ -8,7 +8,9 @@
 //!    file `whereabouts.conf` = `{"datastore": "kubernetes", "configuration_path": <that
 //!    directory>, "kubernetes": {"kubeconfig": …}}`, and `nodename` from `$NODENAME` (the node
 //!    slices' node name, as Whereabouts' installer writes it);
-//! 3. with `--watch SECONDS`, keeps the token fresh (projected tokens rotate) until killed.
+//! 3. with `--watch SECONDS`, re-reads the token and the CA every SECONDS until killed, and
+//!    when either changed (projected tokens rotate; so does a cluster's CA) writes the new
+//!    copy and the kubeconfig again, as Whereabouts' token watcher does.
 //!
 //! Paths written *into* files are host paths (`--host-conf-dir`), since the plugin runs on the
 //! host, not in this container.
@@ -44,18 +46,23 @@ pub struct InstallArgs {
 }
 
 pub fn exec(args: &InstallArgs) -> i32 {
-    match install(args) {
-        Ok(()) => {}
+    let kubeconfig = match install(args) {
+        Ok(kubeconfig) => kubeconfig,
         Err(e) => {
             eprintln!("hereabouts install: {e}");
             return 1;
         }
-    }
+    };
     let Some(seconds) = args.watch else { return 0 };
     loop {
         std::thread::sleep(Duration::from_secs(seconds.max(1)));
-        if let Err(e) = refresh_token(args) {
-            eprintln!("hereabouts install: refreshing the token: {e}");
+        match refresh_credentials(args, &kubeconfig) {
+            Ok(changed) if !changed.is_empty() => eprintln!(
+                "hereabouts install: {} changed: copied, kubeconfig rewritten",
+                changed.join(" and ")
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("hereabouts install: refreshing the token and CA: {e}"),
         }
     }
 }
@@ -77,7 +84,8 @@ enum InstallError {
     NoServer,
 }
 
-fn install(args: &InstallArgs) -> Result<(), InstallError> {
+/// Installs; returns the kubeconfig's text, which the watch rewrites.
+fn install(args: &InstallArgs) -> Result<String, InstallError> {
     let exe = std::env::current_exe().map_err(InstallError::OwnBinary)?;
     let binary = read(&exe)?;
     for name in ["hereabouts", "whereabouts"] {
@@ -87,9 +95,6 @@ fn install(args: &InstallArgs) -> Result<(), InstallError> {
     let host_dir = args.host_conf_dir.join(SUBDIR);
     std::fs::create_dir_all(&dir)
         .map_err(|source| InstallError::CreateDir { path: dir.clone(), source })?;
-    refresh_token(args)?;
-    let ca = read(&args.service_account_dir.join("ca.crt"))?;
-    write_atomically(&dir.join("hereabouts-ca.crt"), &ca, 0o644)?;
     let server = match &args.server {
         Some(server) => server.clone(),
         None => {
@@ -122,13 +127,15 @@ fn install(args: &InstallArgs) -> Result<(), InstallError> {
         ca = host_dir.join("hereabouts-ca.crt").display(),
         token = host_dir.join("hereabouts.token").display(),
     );
-    write_atomically(&dir.join("whereabouts.kubeconfig"), kubeconfig.as_bytes(), 0o600)?;
+    refresh_credentials(args, &kubeconfig)?;
+    // Written even when the credentials were already there (an upgrade may change it).
+    write_atomically(&dir.join(KUBECONFIG), kubeconfig.as_bytes(), 0o600)?;
     // As Whereabouts' installer: `configuration_path` is the directory holding `nodename`,
     // the node's name for node slices (the plugin runs on the host, without the pod's env).
     let flat = serde_json::json!({
         "datastore": "kubernetes",
         "configuration_path": host_dir,
-        "kubernetes": {"kubeconfig": host_dir.join("whereabouts.kubeconfig")},
+        "kubernetes": {"kubeconfig": host_dir.join(KUBECONFIG)},
     });
     match std::env::var("NODENAME") {
         Ok(node) if !node.trim().is_empty() => {
@@ -148,17 +155,36 @@ fn install(args: &InstallArgs) -> Result<(), InstallError> {
         args.bin_dir.display(),
         dir.display()
     );
-    Ok(())
+    Ok(kubeconfig)
 }
 
-/// Copies the service account token next to the kubeconfig when it changed.
-fn refresh_token(args: &InstallArgs) -> Result<(), InstallError> {
-    let token = read(&args.service_account_dir.join("token"))?;
-    let path = args.conf_dir.join(SUBDIR).join("hereabouts.token");
-    if std::fs::read(&path).ok().as_deref() != Some(&token[..]) {
-        write_atomically(&path, &token, 0o600)?;
+const KUBECONFIG: &str = "whereabouts.kubeconfig";
+
+/// Re-reads the service account's token and CA; when either differs from its copy next to the
+/// kubeconfig (or the kubeconfig is missing), writes the new copies, then the kubeconfig.
+/// Returns what changed ("token", "CA").
+fn refresh_credentials(
+    args: &InstallArgs,
+    kubeconfig: &str,
+) -> Result<Vec<&'static str>, InstallError> {
+    let dir = args.conf_dir.join(SUBDIR);
+    let mut changed = Vec::new();
+    for (what, source, copy, mode) in [
+        ("token", "token", "hereabouts.token", 0o600),
+        ("CA", "ca.crt", "hereabouts-ca.crt", 0o644),
+    ] {
+        let bytes = read(&args.service_account_dir.join(source))?;
+        let path = dir.join(copy);
+        if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+            write_atomically(&path, &bytes, mode)?;
+            changed.push(what);
+        }
     }
-    Ok(())
+    let path = dir.join(KUBECONFIG);
+    if !changed.is_empty() || !path.exists() {
+        write_atomically(&path, kubeconfig.as_bytes(), 0o600)?;
+    }
+    Ok(changed)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, InstallError> {

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod crds;
 pub mod demo;
 pub mod install;
+pub mod migrate;
 pub mod plan;
 pub mod reconcile;
 pub mod slices;
