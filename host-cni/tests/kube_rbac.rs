@@ -321,7 +321,7 @@ fn the_plugin_works_with_the_kubeconfig_install_writes() {
     assert_eq!(result["ips"][0]["address"], "10.88.0.1/24");
     let pool = server.get("ippools", "kube-system", "10.88.0.0-24").expect("the pool is written");
     assert_eq!(pool["spec"]["allocations"]["1"]["podref"], "default/web-0");
-    assert_eq!(cni("DEL", &config, "c-install", "default/web-0", &root).0, true);
+    assert!(cni("DEL", &config, "c-install", "default/web-0", &root).0, "DEL");
     let pool = server.get("ippools", "kube-system", "10.88.0.0-24").unwrap();
     assert_eq!(pool["spec"]["allocations"], json!({}), "DEL freed it");
     let _ = std::fs::remove_dir_all(&root);

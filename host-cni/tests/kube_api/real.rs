@@ -448,7 +448,7 @@ impl RealServer {
         }
         let ns = namespace.map(|n| format!("\n    namespace: {n}")).unwrap_or_default();
         std::fs::write(
-            &path,
+            path,
             format!(
                 "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
                  contexts:\n- name: test\n  context:\n    cluster: test\n    user: {account}{ns}\n\
