@@ -288,7 +288,12 @@ pub enum NodeFlatFile {
 
 impl NodeFlatFile {
     pub fn parse(text: &str) -> Self {
-        if text == "none" { NodeFlatFile::None } else { NodeFlatFile::File(text.into()) }
+        // A path given on the command line is the user's, relative to where they run check;
+        // the flat-file reader takes absolute paths only (a NAD's may not be relative).
+        match text {
+            "none" => NodeFlatFile::None,
+            path => NodeFlatFile::File(std::path::absolute(path).unwrap_or_else(|_| path.into())),
+        }
     }
 }
 

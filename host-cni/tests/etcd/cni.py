@@ -221,8 +221,9 @@ def bad_data():
     etcdctl("put", key, '{"id":"good","ifname":"eth0","pod')
     before = etcdctl("get", "--prefix", prefix)
     rc, out = call("DEL", "good", config)
-    check("bad data: the DEL of a truncated allocation is error 5 naming the key",
-          rc != 0 and out.get("code") == 5 and key in out.get("msg", ""), out.get("msg", "")[:160])
+    # DEL always lets the pod go (docs/semantics.md): it logs the damage and succeeds.
+    check("bad data: the DEL of a truncated allocation succeeds (DEL never keeps a pod stuck)",
+          rc == 0, json.dumps(out)[:160])
     check("bad data: ... and changes nothing", etcdctl("get", "--prefix", prefix) == before)
     rc, out = call("ADD", "next", config)
     check("bad data: an ADD of another container does not read it, and succeeds",
