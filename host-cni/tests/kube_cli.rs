@@ -991,23 +991,38 @@ fn bench_controller_free_latency() {
 }
 
 /// On the real kube-apiserver, what only it can do for real: the API server stopped and
-/// started again (every watch is cut; the watch cache starts over from etcd). The controller
-/// watches again and frees a pod deleted after the restart.
+/// started again (every watch is cut; the watch cache starts over from etcd, answering 429
+/// while it does), and a 410 Gone after a real etcd compaction. The controller watches again,
+/// frees a pod deleted after the restart (trying again after the 429s), and after the 410 lists
+/// again and frees the pod deleted while it was not watching.
 #[test]
 #[ignore = "needs the real kube-apiserver: host-cni/tests/k8s/run.sh"]
-fn the_controller_survives_an_api_server_restart_on_the_real_server() {
+fn the_controller_survives_a_restart_and_relists_after_410_gone_on_the_real_server() {
     let cluster = Cluster::start();
     let server = cluster.real().expect("the real kube-apiserver (HEREABOUTS_TEST_APISERVER)");
     let dir = temp_dir("controller-restart");
-    let _controller = controller_over_three_running_pods(&cluster, &dir, "10.63.0", 0);
+    let controller = controller_over_three_running_pods(&cluster, &dir, "10.63.0", 0);
     let slots = || allocations(&cluster, "blue-10.63.0.0-24").keys().cloned().collect::<Vec<_>>();
     eventually("the controller to watch pods", || cluster.watching("pods") > 0);
     server.restart();
     eventually("the controller to watch pods again", || cluster.watching("pods") > 0);
     cluster.delete("pods", "default", "a");
     eventually("a's address to be freed", || slots() == ["2", "3"]);
+
+    // Frozen (SIGSTOP), it misses b's deletion; then etcd's history is compacted and the API
+    // server restarts, so the version its watch resumes from is gone: 410, a new list, and
+    // b's address is freed.
+    let pid = controller.0.id().to_string();
+    let signal =
+        |sig: &str| assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    signal("-STOP");
+    cluster.delete("pods", "default", "b");
+    server.compact();
+    server.restart();
+    signal("-CONT");
+    eventually("b's address to be freed after the 410 and the relist", || slots() == ["3"]);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(slots(), ["2", "3"], "b and c, still running, keep theirs");
+    assert_eq!(slots(), ["3"], "c, still running, keeps its address");
 }
 
 /// Peak resident memory (VmHWM, KiB) of a child, polled from /proc until it exits; the last

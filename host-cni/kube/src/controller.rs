@@ -101,12 +101,14 @@ pub fn run(kubeconfig: Option<&Path>, options: &Options) -> Result<(), CniError>
         store.namespace()
     );
 
-    // Triggers wait out the grace period in arrival order (one grace for all: FIFO is sorted).
-    let mut due: VecDeque<(Instant, Trigger)> = VecDeque::new();
+    // Triggers wait out the grace period in arrival order (one grace for all: FIFO is sorted);
+    // one that failed for a passing reason (CNI 11: the API server restarting, busy, a lost
+    // race) goes back in, in time order, after a backoff that doubles up to 30 s.
+    let mut due: VecDeque<(Instant, Trigger, u32)> = VecDeque::new();
     loop {
         let wait = due
             .front()
-            .map(|(at, _)| *at)
+            .map(|(at, _, _)| *at)
             .into_iter()
             .chain(next_reconcile)
             .min()
@@ -116,11 +118,13 @@ pub fn run(kubeconfig: Option<&Path>, options: &Options) -> Result<(), CniError>
             None => triggered.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
         };
         match received {
-            Ok(trigger) => due.push_back((Instant::now() + grace, trigger)),
+            Ok(trigger) => due.push_back((Instant::now() + grace, trigger, 0)),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        while let Some((_, trigger)) = due.pop_front_if(|(at, _)| *at <= Instant::now()) {
+        while let Some((_, trigger, failures)) =
+            due.pop_front_if(|(at, _, _)| *at <= Instant::now())
+        {
             match free(&store, &mut allocator, &trigger) {
                 Ok(freed) => {
                     for f in &freed {
@@ -129,11 +133,19 @@ pub fn run(kubeconfig: Option<&Path>, options: &Options) -> Result<(), CniError>
                     }
                 }
                 Err(e) => {
+                    let retry = e.code == Code::TryAgainLater;
                     eprintln!(
-                        "hereabouts controller: freeing for {trigger}: {} (code {})",
-                        e.msg, e.code
+                        "hereabouts controller: freeing for {trigger}: {} (code {}){}",
+                        e.msg,
+                        e.code,
+                        if retry { "; trying again" } else { "" }
                     );
                     metrics.iter().for_each(|m| m.failed(&e));
+                    if retry {
+                        let at = Instant::now() + retry_backoff(failures);
+                        let place = due.partition_point(|(due_at, _, _)| *due_at <= at);
+                        due.insert(place, (at, trigger, failures + 1));
+                    }
                 }
             }
         }
@@ -158,6 +170,11 @@ pub fn run(kubeconfig: Option<&Path>, options: &Options) -> Result<(), CniError>
         }
     }
     Err(CniError::new(Code::Internal, "the watches ended"))
+}
+
+/// The wait before freeing again after `failures` passing failures: 1 s doubling, at most 30 s.
+fn retry_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
 }
 
 /// Sends a [`Trigger::Pod`] for every pod deleted or terminated, until the receiver hangs up.
@@ -455,6 +472,12 @@ pub(crate) fn read_pod(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_passing_failure_is_tried_again_after_a_backoff_that_doubles_to_30_seconds() {
+        let waits: Vec<u64> = (0..8).map(|n| retry_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
 
     fn key(name: &str) -> (String, String) {
         ("db".to_string(), name.to_string())
