@@ -247,7 +247,7 @@ conf = dict(conflist["plugins"][0], name=conflist["name"], cniVersion=conflist["
 conf["prevResult"] = cache["result"]
 print(json.dumps(conf))
 PY
-  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CNI_COMMAND=CHECK CNI_CONTAINERID="$id" CNI_IFNAME=eth0 \
+  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HEREABOUTS_LOG_DIR="$work" CNI_COMMAND=CHECK CNI_CONTAINERID="$id" CNI_IFNAME=eth0 \
     CNI_NETNS="$(podman inspect --format '{{.NetworkSettings.SandboxKey}}' "$tag-$name" 2>/dev/null || echo /proc/self/ns/net)" \
     CNI_PATH="$work/cni-bin" "$bin" <"$work/check.$name" >"$work/check.$name.out" 2>&1
 }
