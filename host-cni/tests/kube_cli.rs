@@ -39,43 +39,13 @@ fn cni_on(
     podref: &str,
     cache: &Path,
 ) -> (bool, Value) {
-    use std::io::Write;
-    let (namespace, name) = podref.split_once('/').unwrap();
-    let mut process = Command::new(env!("CARGO_BIN_EXE_hereabouts"));
-    match node {
-        Some(node) => process.env("NODENAME", node),
-        None => process.env_remove("NODENAME"),
-    };
-    let mut child = process
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_NETNS", format!("/var/run/netns/{container}"))
-        .env("CNI_IFNAME", "net1")
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}"),
-        )
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env("HEREABOUTS_CACHE_DIR", cache)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(config.to_string().as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    if output.stdout.is_empty() {
-        // DEL and GC print nothing on success.
-        return (output.status.success(), Value::Null);
+    let bin = env!("CARGO_BIN_EXE_hereabouts");
+    let (ok, stdout, stderr) =
+        kube_api::cni_call(bin, node, command, config, container, podref, cache);
+    if let Value::String(text) = &stdout {
+        panic!("not JSON: {text}\n{stderr}");
     }
-    let stdout: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
-        panic!(
-            "not JSON: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (output.status.success(), stdout)
+    (ok, stdout)
 }
 
 /// A network config named `name` on this cluster, its ipam keys extended by `extra`.

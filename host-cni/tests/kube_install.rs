@@ -295,22 +295,11 @@ fn install_watch_follows_a_rotated_token_and_ca_and_the_next_add_works() {
             "ipam": {"type": "whereabouts", "range": "10.60.0.0/24", "datastore": "kubernetes",
                      "kubernetes": {"kubeconfig": kubeconfig},
                      "configuration_path": root.join("no-flat-file.conf")}});
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_NETNS", format!("/var/run/netns/{container}"))
-            .env("CNI_IFNAME", "net1")
-            .env("CNI_ARGS", format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={container}"))
-            .env("CNI_PATH", "/opt/cni/bin")
-            .env("HEREABOUTS_CACHE_DIR", &cache)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(config.to_string().as_bytes()).unwrap();
-        let output = child.wait_with_output().unwrap();
-        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+        let bin = env!("CARGO_BIN_EXE_hereabouts");
+        let podref = format!("default/{container}");
+        let (ok, stdout, _) =
+            kube_api::cni_call(bin, None, "ADD", &config, container, &podref, &cache);
+        (ok, stdout.to_string())
     };
     let (ok, out) = add("pod-before");
     assert!(ok, "ADD through TLS with the first CA: {out}");

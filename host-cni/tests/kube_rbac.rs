@@ -246,7 +246,7 @@ fn what_a_component_must_not_do_is_refused_with_403() {
     }
 }
 
-/// One CNI call of the real binary with `config` on stdin: (success, stdout as JSON or null).
+/// One CNI call of the plugin: (success, stdout as JSON or null).
 fn cni(
     command: &str,
     config: &Value,
@@ -254,28 +254,9 @@ fn cni(
     podref: &str,
     cache: &Path,
 ) -> (bool, Value) {
-    use std::io::Write;
-    let (namespace, name) = podref.split_once('/').unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_NETNS", format!("/var/run/netns/{container}"))
-        .env("CNI_IFNAME", "net1")
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}"),
-        )
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env("HEREABOUTS_CACHE_DIR", cache)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(config.to_string().as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stdout = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    (output.status.success(), stdout)
+    let bin = env!("CARGO_BIN_EXE_hereabouts");
+    let (ok, stdout, _) = kube_api::cni_call(bin, None, command, config, container, podref, cache);
+    (ok, stdout)
 }
 
 /// The node plugin as the DaemonSet runs it: `hereabouts install` writes the kubeconfig from

@@ -230,6 +230,53 @@ impl Cluster {
 
 // ---- what the kube tests share beside the API server ---------------------------------------
 
+/// One CNI call of the plugin binary `bin`, as a runtime makes it (a fresh process, the pod in
+/// `K8S_POD_*`, interface net1, `NODENAME` = `node` or unset): success, and stdout as JSON
+/// (null when empty, as DEL and GC print nothing; stdout as a JSON string when it is not JSON).
+pub fn cni_call(
+    bin: &str,
+    node: Option<&str>,
+    command: &str,
+    config: &Value,
+    container: &str,
+    podref: &str,
+    cache: &Path,
+) -> (bool, Value, String) {
+    use std::io::Write;
+    let (namespace, name) = podref.split_once('/').unwrap();
+    let mut process = std::process::Command::new(bin);
+    match node {
+        Some(node) => process.env("NODENAME", node),
+        None => process.env_remove("NODENAME"),
+    };
+    let mut child = process
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", format!("/var/run/netns/{container}"))
+        .env("CNI_IFNAME", "net1")
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}"),
+        )
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env("HEREABOUTS_CACHE_DIR", cache)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(config.to_string().as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let stdout = if output.stdout.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&output.stdout).into()))
+    };
+    (output.status.success(), stdout, stderr)
+}
+
 /// The kubeconfig `hereabouts reconcile`, `controller` and `status` run with (the reconciler's
 /// ServiceAccount), written by [`Cluster::kubeconfig`] beside the node plugin's.
 pub fn reconciler_beside(kubeconfig: &Path) -> PathBuf {
