@@ -180,7 +180,8 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
     let pair = |r: &str, v: &str| (r.to_string(), v.to_string());
     // The CNI plugin: read-pool (get), commit: the pool (create/update), reserve (create; get
     // the holder; update to take it over, and to put it back when the commit does not go
-    // through), release (get, delete).
+    // through), release (get, delete); CNI GC lists the reservations (list-reservations), as
+    // the real API server showed (host-cni/tests/k8s: 403 without it).
     assert_eq!(
         rules_of(&objects["Role/hereabouts"]),
         vec![
@@ -191,6 +192,7 @@ fn rbac_grants_exactly_what_the_store_and_reconciler_use() {
             pair("overlappingrangeipreservations", "create"),
             pair("overlappingrangeipreservations", "delete"),
             pair("overlappingrangeipreservations", "get"),
+            pair("overlappingrangeipreservations", "list"),
             pair("overlappingrangeipreservations", "update"),
         ]
     );
