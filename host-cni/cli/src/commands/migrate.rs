@@ -271,8 +271,9 @@ fn check(args: &CheckArgs) -> Result<Vec<Finding>, Failure> {
     Ok(findings)
 }
 
-/// How the core reads one NAD's ipam section, as findings: refused (conflict: every ADD
-/// would fail), read with warnings (notes), Whereabouts' leader-election keys (a note).
+/// How the core reads one NAD's ipam section, as findings: refused or read with nothing to
+/// hand out (conflict: every ADD would fail), read with warnings (notes), Whereabouts'
+/// leader-election keys (a note).
 fn review_ipam(
     allocator: &mut Allocator,
     object: &str,
@@ -281,6 +282,20 @@ fn review_ipam(
     let mut out = Vec::new();
     match allocator.read_config(&ipam.to_string()) {
         Ok(reading) => {
+            // Read, but with nothing to hand out (a `/32`, everything excluded, no range) or
+            // an exclude Whereabouts cannot parse: the pools are named, every new ADD fails.
+            if let Some(error) = reading.network.allocation_error {
+                out.push(Finding {
+                    conflict: true,
+                    object: object.to_string(),
+                    why: format!(
+                        "Hereabouts reads its ipam section, but an ADD that needs a new address fails: {}: {}",
+                        error.field, error.message
+                    ),
+                    action: "fix the config (`hereabouts check` on the NAD's YAML names the field)"
+                        .into(),
+                });
+            }
             for w in reading.warnings {
                 out.push(Finding {
                     conflict: false,
