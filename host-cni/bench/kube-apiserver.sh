@@ -18,7 +18,7 @@ bash "$cluster" install "$work" "$root/target/release/hereabouts" >/dev/null
 echo "$(nproc) cores; kube-apiserver $(. "$work/env"; "$TOOLS/kube-apiserver" --version | cut -d' ' -f2), etcd on loopback (fsync on)"
 export HEREABOUTS_TEST_APISERVER=$work HEREABOUTS_BENCH_ADDS=${1:-200}
 bench() { # test name
-  cargo test --release --locked -p hereabouts --test kube_cli -- --ignored --exact "$1" --nocapture \
+  cargo test --release --locked -p hereabouts --test kube_cli -- --include-ignored --exact "$1" --nocapture \
     --test-threads=1 2>&1 | grep -E '^(\||[0-9]+ nodes|reconcile )|panicked|FAILED'
 }
 bench bench_node_slices
