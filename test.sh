@@ -15,7 +15,9 @@ export CARGO_TERM_COLOR=never
 # (No protoc: etcd-client's build script runs the one protoc-bin-vendored ships, see .cargo/config.toml.)
 # podman, runc, busybox-static: the podman suite (podman's CNI backend drives the plugin; runc, not crun).
 # containerd: the containerd suite (`ctr run --cni`, runc).
-APT_PACKAGES="containernetworking-plugins iproute2 etcd-server etcd-client chromium python3 openssl podman runc busybox-static containerd"
+# musl-tools, binutils (readelf), qemu-user-static, python3-venv: the image suite (amd64's C,
+# the static check, the arm64 binary under qemu, the venv of cargo-zigbuild and zig).
+APT_PACKAGES="containernetworking-plugins iproute2 etcd-server etcd-client chromium python3 openssl podman runc busybox-static containerd musl-tools binutils qemu-user-static python3-venv"
 
 passed=0 failed=0 failures=""
 suite() { # name command…
@@ -71,7 +73,8 @@ etcd_e2e() { bash host-cni/tests/etcd/run.sh "$root/target/release/hereabouts"; 
 # target/tools), the shipped manifests applied as a user applies them.
 kube_e2e() { bash host-cni/tests/k8s/run.sh "$root/target/release/hereabouts"; }
 web_tests() { bash host-web/test.sh "$root/target/release/hereabouts"; }
-# The release image: static musl binary FROM scratch, built with Debian's podman and run.
+# The release image: static musl binaries FROM scratch for amd64 and arm64 (a manifest list),
+# built with Debian's podman; the amd64 image runs, the arm64 binary runs under qemu.
 image_build() { bash deploy/build-image.sh; }
 
 selected=("$@")
