@@ -12,6 +12,10 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
+if [ $# -eq 0 ]; then
+  # The suite's own binary, so it also runs alone (`./test.sh kube` on a fresh clone).
+  ( cd "$root" && cargo build --release --locked -p hereabouts ) || { echo "cannot build hereabouts"; echo "0 passed, 1 failed"; exit 1; }
+fi
 bin=$(readlink -f "${1:-$root/target/release/hereabouts}")
 passed=0 failed=0 failures=""
 result() { # name status
@@ -71,4 +75,6 @@ HARNESS_ARGS="--ignored on_the_real_server" run_tests kube_cli_real -p hereabout
 # What only the real server can tell: RBAC, as shipped, grants each component what it needs
 # and nothing more (real 403s).
 HARNESS_ARGS=--ignored run_tests kube_rbac -p hereabouts --test kube_rbac
+# Whereabouts v0.9 objects applied with kubectl, then ADD/DEL, reconcile and the controller.
+HARNESS_ARGS="--ignored on_the_real_server" run_tests kube_whereabouts_layout -p hereabouts --test kube_whereabouts_layout
 finish

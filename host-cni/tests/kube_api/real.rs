@@ -661,6 +661,34 @@ impl RealServer {
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
+    /// `kubectl ARGS…` as the cluster's admin (the kubectl of run.sh's tools, from `DIR/env`),
+    /// with `stdin` on its standard input: its stdout, or a panic with its stderr.
+    pub fn kubectl(&self, args: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+        let env = std::fs::read_to_string(self.dir.join("env")).unwrap();
+        let kubectl = env
+            .lines()
+            .find_map(|line| line.strip_prefix("KUBECTL="))
+            .unwrap_or_else(|| panic!("no KUBECTL= in {}/env", self.dir.display()));
+        let mut child = std::process::Command::new(kubectl)
+            .args(args)
+            .env("KUBECONFIG", self.dir.join("admin.kubeconfig"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Stops the API server and starts it again on the same address (every watch is cut).
     pub fn restart(&self) {
         self.cluster_script("restart-apiserver");
