@@ -64,15 +64,17 @@ rust_tests() { cargo test --release --locked --workspace; }
 # Issue 21's attacks on the built binary (files in its own temp dirs, listeners on 127.0.0.1),
 # `#[ignore]`d in the plain cargo test above so they run once, here.
 hostile() { cargo test --release --locked -p hereabouts --test hostile -- --ignored; }
-# Suites owned by their parts of the tree; each script starts and stops what it needs.
-cni_e2e() { bash host-cni/tests/e2e/run.sh "$root/target/release/hereabouts"; }
-podman_e2e() { bash host-cni/tests/podman/run.sh "$root/target/release/hereabouts"; }
-containerd_e2e() { bash host-cni/tests/containerd/run.sh "$root/target/release/hereabouts"; }
-etcd_e2e() { bash host-cni/tests/etcd/run.sh "$root/target/release/hereabouts"; }
+# Suites owned by their parts of the tree; each script starts and stops what it needs. Each
+# builds the plugin first (a no-op after the build suite), so a suite also runs alone.
+plugin() { cargo build --release --locked -p hereabouts && echo "$root/target/release/hereabouts"; }
+cni_e2e() { bash host-cni/tests/e2e/run.sh "$(plugin)"; }
+podman_e2e() { bash host-cni/tests/podman/run.sh "$(plugin)"; }
+containerd_e2e() { bash host-cni/tests/containerd/run.sh "$(plugin)"; }
+etcd_e2e() { bash host-cni/tests/etcd/run.sh "$(plugin)"; }
 # The Kubernetes suite on a real kube-apiserver with RBAC (components built once, cached in
 # target/tools), the shipped manifests applied as a user applies them.
-kube_e2e() { bash host-cni/tests/k8s/run.sh "$root/target/release/hereabouts"; }
-web_tests() { bash host-web/test.sh "$root/target/release/hereabouts"; }
+kube_e2e() { bash host-cni/tests/k8s/run.sh "$(plugin)"; }
+web_tests() { bash host-web/test.sh "$(plugin)"; }
 # The release image: static musl binaries FROM scratch for amd64 and arm64 (a manifest list),
 # built with Debian's podman; the amd64 image runs, the arm64 binary runs under qemu.
 image_build() { bash deploy/build-image.sh; }
