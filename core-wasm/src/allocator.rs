@@ -133,17 +133,20 @@ fn decode_slots(
         .collect()
 }
 
+/// Lost commits retried at once on the stale answer's view, before any pause (see
+/// [`Retries::after_stale`]). With at most this many writers on one pool at a time, every ADD
+/// commits within that many attempts and never waits.
+pub const IMMEDIATE_RETRIES: u32 = 16;
+
 /// Counts lost commits against the budget and lets the host pace the next attempt.
 struct Retries<'a> {
     pool: &'a PoolRef,
     attempt: u32,
-    /// The last retry went at once, on the view the stale answer carried.
-    went_at_once: bool,
 }
 
 impl<'a> Retries<'a> {
     fn new(pool: &'a PoolRef) -> Self {
-        Self { pool, attempt: 0, went_at_once: false }
+        Self { pool, attempt: 0 }
     }
 
     fn gave_up(&self) -> IpamError {
@@ -154,9 +157,10 @@ impl<'a> Retries<'a> {
         ))
     }
 
-    fn pause(&mut self, store: &mut dyn Store) -> Result<(), IpamError> {
+    /// Waits the backoff of step `step` (0: up to 2 ms) before the next attempt.
+    fn pause(&mut self, store: &mut dyn Store, step: u32) -> Result<(), IpamError> {
         if self.attempt + 1 >= MAX_ATTEMPTS
-            || !store.pause_before_retry(self.attempt, backoff_ceiling_us(self.attempt))
+            || !store.pause_before_retry(self.attempt, backoff_ceiling_us(step))
         {
             return Err(self.gave_up());
         }
@@ -164,27 +168,31 @@ impl<'a> Retries<'a> {
         Ok(())
     }
 
-    /// The view to retry a lost commit on. A stale answer carries the pool as it is at that
-    /// instant, so the first retry goes at once on it (no read). A retry that loses again
-    /// waits its backoff, and since other writers commit during the wait, it reads the pool
-    /// afresh after it: a view older than the wait would lose again for sure (with 8 writers
-    /// on one pool, retrying only on pre-pause views starved some writers past the budget).
+    /// The view to retry a lost commit on.
+    ///
+    /// Every commit is conditioned on the pool's version, so of the writers that decided on
+    /// one version exactly one wins, whatever addresses they chose: choosing further up the
+    /// free list would leave gaps and win nothing. What a loss can be made is cheap. A stale
+    /// answer carries the pool as it is at that instant (the store read it in the refused
+    /// transaction), so the retry goes at once on it, with no read and no wait: each round of
+    /// N colliding writers commits one of them, and the k-th commits at its k-th attempt. Only
+    /// after [`IMMEDIATE_RETRIES`] losses in a row — more writers on the pool than that — does
+    /// a retry wait its jittered backoff, and then it reads the pool afresh: a view older than
+    /// the wait would lose again for sure.
     fn after_stale(
         &mut self,
         store: &mut dyn Store,
         owner: &Owner,
         view: PoolView,
     ) -> Result<PoolView, IpamError> {
-        if !self.went_at_once {
+        if self.attempt < IMMEDIATE_RETRIES {
             if self.attempt + 1 >= MAX_ATTEMPTS {
                 return Err(self.gave_up());
             }
             self.attempt += 1;
-            self.went_at_once = true;
             return Ok(view);
         }
-        self.pause(store)?;
-        self.went_at_once = false;
+        self.pause(store, self.attempt - IMMEDIATE_RETRIES)?;
         Ok(store.read_pool(self.pool, owner)?)
     }
 
@@ -438,7 +446,10 @@ fn free_where(
                     freed.extend(batch_freed);
                 }
                 CommitOutcome::Stale(_) => {
-                    retries.pause(store)?;
+                    // A listing is the whole pool: re-read it after a backoff that grows with
+                    // each loss, rather than at once.
+                    let step = retries.attempt;
+                    retries.pause(store, step)?;
                     continue 'listing;
                 }
                 other => return Err(unexpected(&pool, &other)),

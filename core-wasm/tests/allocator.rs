@@ -3,7 +3,8 @@
 //! (as Kubernetes' IPPool is). Every behaviour test runs on both.
 
 use hereabouts_core::allocator::{
-    MAX_EDITS_PER_COMMIT, allocate, collect_garbage, leases_of, list_leases, release,
+    IMMEDIATE_RETRIES, MAX_EDITS_PER_COMMIT, allocate, collect_garbage, leases_of, list_leases,
+    release,
 };
 use hereabouts_core::memory::MemoryStore;
 use hereabouts_core::types::{
@@ -171,25 +172,31 @@ fn lost_commits_are_retried_on_the_fresh_view_and_contention_is_reported() {
         store.races_to_inject = 5;
         let reads = store.reads;
         assert_eq!(add(&mut store, &network, 1).unwrap(), ["10.0.0.1"]);
-        // A stale answer carries the fresh pool: the first retry goes at once on it, with no
-        // read; a retry that loses again pauses, and reads afresh after the pause (losses
-        // 1, 3, 5 go at once; 2 and 4 pause and read).
-        assert_eq!((store.reads - reads, store.commits, store.pauses), (3, 6, 2));
+        // A stale answer carries the fresh pool: each retry goes at once on it, with no read
+        // and no pause, for the first IMMEDIATE_RETRIES losses in a row.
+        assert_eq!((store.reads - reads, store.commits, store.pauses), (1, 6, 0));
+        store.races_to_inject = IMMEDIATE_RETRIES + 2;
+        let (reads, commits) = (store.reads, store.commits);
+        assert_eq!(add(&mut store, &network, 4).unwrap(), ["10.0.0.2"]);
+        // Losses 17 and 18 pause (more writers than that on the pool) and read afresh.
+        assert_eq!(store.commits - commits, IMMEDIATE_RETRIES + 3);
+        assert_eq!((store.reads - reads, store.pauses), (3, 2));
         store.races_to_inject = 1_000;
         match add(&mut store, &network, 2) {
             Err(IpamError::Contention(m)) => assert!(m.contains("100 attempts"), "{m}"),
             other => panic!("{other:?}"),
         }
         // The host's deadline ends it sooner.
-        store.deadline_at_attempt = Some(3);
+        store.deadline_at_attempt = Some(IMMEDIATE_RETRIES + 2);
         let pauses = store.pauses;
         assert!(matches!(add(&mut store, &network, 3), Err(IpamError::Contention(_))));
-        // Pauses before attempts 1 and 3; the host refuses the one at attempt 3.
-        assert_eq!(store.pauses - pauses, 2);
+        // Pauses after the immediate retries, at attempts 16 and 17; the host refuses the one
+        // at attempt 18.
+        assert_eq!(store.pauses - pauses, 3);
         // Giving up leaves nothing behind.
         store.races_to_inject = 0;
-        assert_eq!(list_leases(&mut store, &network).unwrap().len(), 1);
-        assert_eq!(store.reservations.len(), 1);
+        assert_eq!(list_leases(&mut store, &network).unwrap().len(), 2);
+        assert_eq!(store.reservations.len(), 2);
     }
 }
 

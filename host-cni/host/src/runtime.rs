@@ -75,6 +75,9 @@ pub const DEFAULT_MEMORY_LIMIT: usize = 512 << 20;
 struct HostState {
     backend: Box<dyn Backend>,
     limits: MemoryCap,
+    /// Commits the component asked the store for, won or lost (logged per CNI call: under
+    /// contention on one pool, how many rounds an ADD took).
+    commits: u32,
 }
 
 /// wasmtime's limits, remembering whether the memory cap was hit: a trap after that is
@@ -136,6 +139,7 @@ impl wit::store::Host for HostState {
         query: Owner,
         change: PoolChange,
     ) -> Result<CommitOutcome, StoreError> {
+        self.commits += 1;
         self.backend.commit(&pool, &query, &change)
     }
     fn list_reservations(&mut self, network_name: String) -> Result<Vec<Reservation>, StoreError> {
@@ -377,7 +381,7 @@ impl Allocator {
             limit: memory_limit,
             hit: false,
         };
-        let mut store = wasmtime::Store::new(&engine, HostState { backend, limits });
+        let mut store = wasmtime::Store::new(&engine, HostState { backend, limits, commits: 0 });
         store.limiter(|state| &mut state.limits);
         let bindings = Hereabouts::instantiate(&mut store, &component, &linker)
             .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
@@ -388,6 +392,11 @@ impl Allocator {
     /// before any store is opened: the allocator starts on [`crate::NoStore`]).
     pub fn set_backend(&mut self, backend: Box<dyn Backend>) {
         self.store.data_mut().backend = backend;
+    }
+
+    /// Commits attempted through this allocator so far, won or lost.
+    pub fn commits_attempted(&self) -> u32 {
+        self.store.data().commits
     }
 
     /// Reads an ipam section (JSON text) as Whereabouts does: the normalised network config

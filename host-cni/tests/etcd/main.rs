@@ -1002,6 +1002,17 @@ fn bench_stores() {
     bench::run(&endpoints());
 }
 
+#[path = "../../bench/one_pool_bench.rs"]
+mod one_pool_bench;
+
+/// One pool against one pool each under 4, 8 and 16 runtimes of fresh-process ADDs
+/// (host-cni/bench/one-pool.sh runs it).
+#[test]
+#[ignore = "a benchmark: host-cni/bench/one-pool.sh starts an etcd and runs it"]
+fn bench_one_pool() {
+    one_pool_bench::run(&endpoints());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Worker processes: the test binary re-executes itself (`--exact worker -- …`), so contention
 // and kill -9 happen between real processes, each with its own client, as on separate nodes.

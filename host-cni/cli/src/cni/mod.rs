@@ -235,7 +235,8 @@ impl Session {
             (Err(e), None) => return Err(e.into()),
         };
         tracing::info!(container = %env.container_id, ifname = %env.ifname,
-            addresses = ?leases.iter().map(|l| &l.cidr).collect::<Vec<_>>(), "allocated");
+            addresses = ?leases.iter().map(|l| &l.cidr).collect::<Vec<_>>(),
+            commits = self.allocator.commits_attempted(), "allocated");
         let ip_args = env.args.ips.iter().filter_map(|ip| ip.split('/').next()?.parse().ok());
         let statics = conf
             .statics
