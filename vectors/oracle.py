@@ -7,7 +7,9 @@ the usable addresses of the CIDR, of the other family or unparsable is ignored, 
 before the start; the a-b/len syntax wins over the keys; an exclude outside the range or of the
 other family excludes nothing), then walk every address of a range as Whereabouts does and keep
 those that are not the network address, not the last address, not an IPv4 address ending in .0
-(our one deliberate difference), inside range_start..range_end and outside every exclude. It
+(our one deliberate difference), inside range_start..range_end and outside every exclude (and,
+with our opt-in `exclude_gateway: true`, not the gateway: it is one more excluded address; a
+gateway outside the range or of the other family excludes nothing). It
 shares no code with the Rust core and is only practical for small ranges; the huge-range vectors
 in plan.json were computed by hand (see their names). It names the warnings (rule, field,
 ignored) the core must give; their prose (`reason`) is the core's.
@@ -57,7 +59,7 @@ def network(text):
         raise Rejected(text)
 
 
-def one_range(r, base, allocated, persistent, warnings):
+def one_range(r, base, allocated, persistent, warnings, gateway=None):
     def field(key):
         return f"{base}.{key}" if base else key
 
@@ -119,6 +121,8 @@ def one_range(r, base, allocated, persistent, warnings):
             if not en.subnet_of(net):
                 warnings.append(("exclude-partly-outside-range", field(f"exclude[{i}]"), e))
             excluded.update(a for a in range(max(int(en.network_address), first), min(int(en.broadcast_address), last) + 1))
+    if gateway is not None and gateway.version == net.version:
+        excluded.add(int(gateway))
     ok = [a for a in range(lo, hi + 1) if not (net.version == 4 and a & 0xFF == 0) and a not in excluded]
     if not ok:
         raise Rejected("nothing to hand out")
@@ -159,10 +163,21 @@ def plan(doc):
         raise Rejected("no range")
     if ipam.get("gateway") and addr(ipam["gateway"]) is None:
         raise Rejected(ipam["gateway"])
+    excluded_gateway = None
+    if ipam.get("exclude_gateway") not in (None, True, False):
+        raise Rejected("exclude_gateway")
+    if ipam.get("exclude_gateway"):
+        if ipam.get("gateway"):
+            excluded_gateway = addr(ipam["gateway"])
+        else:
+            warnings.append(("exclude-gateway-without-gateway", "exclude_gateway", "true"))
     for key in ("allocated", "persistent"):
         if any(addr(a.split("/")[0]) is None for a in doc.get(key) or []):
             raise Rejected(key)
-    reports = [one_range(r, base, doc.get("allocated"), doc.get("persistent"), warnings) for base, r in ranges]
+    reports = [
+        one_range(r, base, doc.get("allocated"), doc.get("persistent"), warnings, excluded_gateway)
+        for base, r in ranges
+    ]
     return {"ranges": reports, "warnings": [list(w) for w in warnings]}
 
 

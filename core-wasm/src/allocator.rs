@@ -21,7 +21,7 @@
 use std::collections::BTreeSet;
 
 use crate::addr::parse_address;
-use crate::network::{Network, describe};
+use crate::network::{Network, describe_at};
 use crate::pool::Pool;
 use crate::range::Range;
 use crate::summary::Summary;
@@ -290,7 +290,7 @@ fn allocate_in(
                                 "requested address {} in {} is {}",
                                 range.format(wanted),
                                 range.cidr(),
-                                describe(reason)
+                                describe_at(network, range, wanted, reason)
                             )));
                         }
                         wanted

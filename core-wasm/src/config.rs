@@ -28,16 +28,25 @@
 //! `exclude` with no top-level `range`), `range-crosses-ipv4-mapped` (an IPv6 range reaching into
 //! `::ffff:0:0/96`), `exclude-invalid` (the other family), `exclude-outside-range`,
 //! `exclude-partly-outside-range`, `exclude-leading-zeros` (accepted here, fatal in
-//! Whereabouts), `gateway-invalid` (the legacy `Gateway` key, unparsable).
+//! Whereabouts), `gateway-invalid` (the legacy `Gateway` key, unparsable),
+//! `exclude-gateway-without-gateway` (`exclude_gateway: true` with no gateway to exclude).
+//!
+//! Our opt-in keys are read the same way (Go's case-insensitive matching, `null` keeps the
+//! default), and Whereabouts ignores them, so a NAD that sets them stays valid for both:
+//! `sticky`, and `exclude_gateway` (default false). With `exclude_gateway: true` the gateway
+//! is written into the normalised config as one more exclude of every range that would
+//! otherwise hand it out (see `Reader::exclude_gateway`). The key itself therefore never
+//! crosses the contract: every host, `plan`, `check` and the playground get the effect from
+//! the normalised config they already pass back, with no change to the WIT records.
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::addr::{
-    Family, GoParser, IPV4_MAPPED_FIRST, format_address, from_go16, host_mask, parse_go_cidr,
-    parse_go_ip, to_go16,
+    Family, GoParser, IPV4_MAPPED_FIRST, format_address, from_go16, host_mask, parse_address,
+    parse_go_cidr, parse_go_ip, to_go16,
 };
 use crate::network::{HANDS_OUT_NOTHING, analyze};
-use crate::range::{field_path, finding};
+use crate::range::{Range, field_path, finding};
 use crate::types::{
     ConfigError, ConfigProblem, ConfigReading, ConfigWarning, FieldError, Finding, NetworkConfig,
     PlanDocument, RangeConfig, Severity,
@@ -259,6 +268,8 @@ enum IpamKey {
     LegacyGateway,
     EnableOverlappingRanges,
     Sticky,
+    /// Ours: the gateway is never handed out (default false).
+    ExcludeGateway,
     NetworkName,
 }
 
@@ -269,7 +280,7 @@ fn ipam_key(key: &str) -> Option<IpamKey> {
     if key == "Gateway" {
         return Some(IpamKey::LegacyGateway);
     }
-    const KEYS: [(&str, IpamKey); 10] = [
+    const KEYS: [(&str, IpamKey); 11] = [
         ("ipRanges", IpamKey::IpRanges),
         ("node_slice_size", IpamKey::NodeSliceSize),
         ("exclude", IpamKey::Exclude),
@@ -279,8 +290,9 @@ fn ipam_key(key: &str) -> Option<IpamKey> {
         ("gateway", IpamKey::Gateway),
         ("enable_overlapping_ranges", IpamKey::EnableOverlappingRanges),
         ("network_name", IpamKey::NetworkName),
-        // Ours, matched the same way so it reads like its neighbours.
+        // Ours, matched the same way so they read like their neighbours.
         ("sticky", IpamKey::Sticky),
+        ("exclude_gateway", IpamKey::ExcludeGateway),
     ];
     KEYS.iter().find(|(name, _)| go_names_match(key, name)).map(|(_, k)| *k)
 }
@@ -494,6 +506,7 @@ struct IpamFields {
     network_name: String,
     enable_overlapping_ranges: bool,
     sticky: bool,
+    exclude_gateway: bool,
     node_slice_size: String,
 }
 
@@ -511,6 +524,7 @@ impl Default for IpamFields {
             // `DefaultOverlappingIPsFeatures`, set before decoding (types.go).
             enable_overlapping_ranges: true,
             sticky: true,
+            exclude_gateway: false,
             node_slice_size: String::new(),
         }
     }
@@ -546,6 +560,9 @@ fn decode_ipam(value: &Json) -> Result<IpamFields, ConfigError> {
                 "enable_overlapping_ranges",
             )?,
             IpamKey::Sticky => decode_bool(&mut ipam.sticky, value, "sticky")?,
+            IpamKey::ExcludeGateway => {
+                decode_bool(&mut ipam.exclude_gateway, value, "exclude_gateway")?
+            }
             IpamKey::NodeSliceSize => {
                 decode_string(&mut ipam.node_slice_size, value, "node_slice_size")?
             }
@@ -606,6 +623,9 @@ fn read_ipam_into(
     }
 
     let gateway = reader.gateway(&ipam)?;
+    if ipam.exclude_gateway {
+        reader.exclude_gateway(gateway.as_deref(), &mut ranges);
+    }
     let mut ranges = ranges.into_iter();
     let network = NetworkConfig {
         range: if ipam.range.is_empty() { None } else { ranges.next() },
@@ -1107,6 +1127,36 @@ impl Reader<'_> {
             return Ok(Some(range));
         }
         Ok(Some(exclude.text()))
+    }
+
+    /// `exclude_gateway: true`: the gateway becomes one more exclude (a /32 or /128, appended)
+    /// of each normalised range that would otherwise hand it out — same family, inside
+    /// range_start..range_end, not `.0`, not excluded already. A gateway no range hands out
+    /// (outside every range, the other family, excluded by the user) changes nothing, and is
+    /// no mistake: a routed gateway often lies outside the pod range. Written as an exclude so
+    /// that the allocator, `plan`, `check` and every host see it without a key of their own;
+    /// the allocator names `exclude_gateway` when a pod asks for the gateway by address.
+    fn exclude_gateway(&mut self, gateway: Option<&str>, ranges: &mut [RangeConfig]) {
+        let Some((family, address)) = gateway.and_then(parse_address) else {
+            self.warn(
+                "exclude-gateway-without-gateway",
+                "exclude_gateway",
+                "true",
+                "there is no `gateway` to exclude: set `gateway`, or drop the key",
+            );
+            return;
+        };
+        for config in ranges.iter_mut() {
+            // A range the allocator refuses anyway is reported by `first_error`, untouched.
+            let Some(range) = Range::parse(config, "", &mut Vec::new()) else { continue };
+            if range.family == family && range.pool(std::iter::empty()).check(address).is_ok() {
+                config.exclude.push(format!(
+                    "{}/{}",
+                    format_address(family, address),
+                    family.bits()
+                ));
+            }
+        }
     }
 
     /// `gateway` through `ParseIPSloppy` (an error when unparsable), else the legacy `Gateway`.

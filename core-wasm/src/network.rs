@@ -3,6 +3,11 @@
 //! Validation and parsing are one pass: [`analyze`] collects every finding (for editors and
 //! `hereabouts check`), and [`Network::parse`] is the same pass stopping at the first error
 //! (for allocation). The two can therefore never disagree.
+//!
+//! The gateway is kept for the range map and for `gateway-allocatable`, the warning that a pod
+//! could be given it. `exclude_gateway: true` reaches this module only as an exclude the
+//! reading wrote (see `config`), so the warning goes quiet by itself once the key is set, and
+//! names the key as the fix while it is not.
 
 use crate::addr::{Family, parse_address};
 use crate::pool::Unavailable;
@@ -75,7 +80,7 @@ fn analyze_with(config: &NetworkConfig, held: bool) -> (Option<Network>, Vec<Fin
                             Severity::Warning,
                             "gateway".into(),
                             format!(
-                                "{text} can be handed to a pod: it lies in the allocatable space of {} ({}); exclude it or move range_start past it",
+                                "{text} can be handed to a pod: it lies in the allocatable space of {} ({}); set \"exclude_gateway\": true (or exclude it, or move range_start past it)",
                                 range.field,
                                 range.cidr()
                             ),
@@ -195,6 +200,19 @@ impl Network {
     pub fn range_containing(&self, family: Family, address: u128) -> Option<usize> {
         self.ranges.iter().position(|r| r.contains(family, address))
     }
+}
+
+/// Why `address` of `range` cannot be handed out, in words: [`describe`], and for the excluded
+/// gateway which keys keep it out. The normalised config does not say whether the gateway's
+/// exclude came from `exclude_gateway` (the reading writes it as an exclude, so the contract
+/// needs no key of its own) or from the user, so the message names both.
+pub fn describe_at(network: &Network, range: &Range, address: u128, reason: Unavailable) -> String {
+    if reason == Unavailable::Excluded && network.gateway == Some((range.family, address)) {
+        return "excluded: it is the gateway, kept out by \"exclude_gateway\": true \
+                (or an exclude covering it)"
+            .into();
+    }
+    describe(reason).into()
 }
 
 /// A human word for why an address is unavailable.

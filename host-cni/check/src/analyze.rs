@@ -224,7 +224,7 @@ fn bridge_gateway(
             let message = format!(
                 "the bridge's isGateway takes {bridge}, the first address of {} (the ipam section \
                  sets no `gateway`), and it is the first address this range hands to a pod: set \
-                 `gateway` and exclude it, or start the range after it",
+                 `gateway` to it with \"exclude_gateway\": true, or start the range after it",
                 report.range
             );
             let path = range_key(&report.field);

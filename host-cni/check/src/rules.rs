@@ -180,7 +180,13 @@ pub const RULES: &[Rule] = &[
         "gateway-allocatable",
         Warning,
         Core,
-        "The gateway lies in the allocatable space and is not excluded: a pod can be given the gateway's address.",
+        "The gateway lies in the allocatable space and is not excluded: a pod can be given the gateway's address. `\"exclude_gateway\": true` fixes it (Whereabouts ignores the key).",
+    ),
+    rule(
+        "exclude-gateway-without-gateway",
+        Error,
+        Core,
+        "`exclude_gateway` is true but the ipam section sets no `gateway` (or one that does not parse): nothing is excluded.",
     ),
     rule(
         "store-unchosen",

@@ -138,6 +138,7 @@ pub const KNOWN_IPAM_KEYS: &[&str] = &[
     "node_slice_size",
     "data_dir",
     "sticky",
+    "exclude_gateway",
     "name",
 ];
 

@@ -122,6 +122,28 @@ fn requested_addresses_from_cni_args_and_runtime_config() {
     assert_eq!(add(&conf, "d"), "10.5.0.1");
 }
 
+/// `exclude_gateway: true` (issue 24): the gateway is never handed out, neither as the lowest
+/// free address nor when asked for; the result still carries it as the gateway; DEL works.
+#[test]
+fn exclude_gateway_keeps_the_gateway_out_of_the_embedded_store() {
+    let net = Net::new("exclude-gateway");
+    let conf = net.conf(
+        "1.0.0",
+        json!({"ipRanges": [{"range": "10.6.0.0/24"}, {"range": "fd06::/64"}],
+               "gateway": "10.6.0.1", "exclude_gateway": true}),
+    );
+    let first = Cni::new("ADD").container("a").run(&conf).ok();
+    assert_eq!((address(&first, 0), address(&first, 1)), ("10.6.0.2".into(), "fd06::1".into()));
+    assert_eq!(first["ips"][0]["gateway"], "10.6.0.1", "{first}");
+    let asked = Cni::new("ADD").container("b").env("CNI_ARGS", "IP=10.6.0.1").run(&conf);
+    let msg = asked.err(101);
+    assert!(msg.contains("10.6.0.1") && msg.contains("exclude_gateway"), "{msg}");
+    assert_eq!(add(&conf, "c"), "10.6.0.3");
+    assert!(net.allocations("10.6.0.0-24").keys().all(|offset| offset != "1"));
+    Cni::new("DEL").container("a").run(&conf).ok();
+    assert_eq!(add(&conf, "d"), "10.6.0.2");
+}
+
 #[test]
 fn static_routes_dns_and_addresses_pass_through() {
     let net = Net::new("statics");
