@@ -101,14 +101,14 @@ fi
 
 # --- the Rust tests (one at a time: the fault test stops the single member) --------------------
 # The tests that need these etcds are #[ignore = "needs etcd"]: --ignored runs exactly them
-# (not the worker processes they start, nor the benchmark of host-cni/bench/etcd.sh). They
+# (not the worker processes they start, nor the benchmarks of host-cni/bench/etcd.sh and one-pool.sh). They
 # are the store crate's (they need no CLI), built with the etcd store alone.
 export HEREABOUTS_ETCD_ENDPOINTS=$single HEREABOUTS_ETCD_CTL=$ctl
 export HEREABOUTS_CACHE_DIR="$work/cache"
 log="$work/cargo-test.log"
 # --show-output: the measurements the tests print, after clean "test NAME ... ok" lines.
 (cd "$root" && cargo test --release --locked -p hereabouts-stores --no-default-features \
-  --features etcd --test etcd -- --ignored --skip worker --skip bench_stores --test-threads 1 \
+  --features etcd --test etcd -- --ignored --skip worker --skip bench_stores --skip bench_one_pool --test-threads 1 \
   --show-output) >"$log" 2>&1
 status=$?
 grep -E '^(contract|contention|kill test|faults|large pool|unreachable|bad data|tls|cluster|thread|  left|  right|called)' "$log" | cut -c1-400
